@@ -1,0 +1,3 @@
+from compound.cli.main import run
+
+run()

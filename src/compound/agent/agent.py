@@ -1,0 +1,121 @@
+"""The contributor agent: stays connected to the coordinator for ever and runs its jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import psutil
+import websockets
+from websockets.asyncio.client import connect
+
+from compound.agent.backoff import reconnect_delay_s
+from compound.agent.connection import CoordinatorConnection
+from compound.agent.events import EventSink
+from compound.agent.outbox import Outbox
+from compound.agent.runners.base import Runner
+from compound.agent.settings import AgentSettings
+from compound.agent.worker import Worker
+from compound.protocol import MAX_MESSAGE_BYTES, ProtocolError
+from compound.protocol.events import Connecting, Disconnected, Starting, Stopped
+
+log = logging.getLogger("compound.agent")
+
+# Time given to the running job's container to stop, and to the last logs to go out,
+# when the agent itself is asked to stop.
+STOP_FLUSH_S = 5.0
+
+
+class SandboxUnavailable(Exception):
+    """The container engine or the job image cannot be used; the agent cannot start."""
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, node_id: str, runner: Runner) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self._runner = runner
+        self._events = EventSink(settings.json_events)
+        self._outbox = Outbox()
+        self._worker = Worker(runner, self._outbox, self._events, settings.max_output_bytes)
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Prepare the sandbox, then connect and reconnect until asked to stop."""
+        self._events.emit(
+            Starting(
+                node_id=self.node_id,
+                name=self.settings.name,
+                coordinator_url=self.settings.coordinator_url,
+            )
+        )
+        psutil.cpu_percent(interval=None)  # the first reading is meaningless; prime it
+        try:
+            await self._runner.prepare()
+        except Exception as exc:
+            await self._runner.close()
+            self._events.emit(Stopped(reason=f"sandbox unavailable: {exc}"))
+            raise SandboxUnavailable(f"cannot run jobs on this machine: {exc}") from exc
+        connection_task = asyncio.create_task(self._connect_forever(), name="connect")
+        await self._stopping.wait()
+        await self._shutdown(connection_task)
+
+    async def _connect_forever(self) -> None:
+        attempt = 0
+        while True:
+            url = self.settings.contributor_ws_url
+            self._events.emit(Connecting(url=url, attempt=attempt))
+            reason = await self._connect_once(url)
+            if reason is None:
+                attempt = 0
+                reason = "the coordinator closed the connection"
+            delay = reconnect_delay_s(attempt)
+            attempt += 1
+            self._events.emit(Disconnected(reason=reason, retry_in_s=round(delay, 2)))
+            self._events.say(f"disconnected ({reason}); retrying in {delay:.1f} s", "warning")
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self, url: str) -> str | None:
+        """One connection's life; None if it was established and then closed."""
+        try:
+            async with connect(
+                url, max_size=MAX_MESSAGE_BYTES, open_timeout=10, ping_interval=20, ping_timeout=20
+            ) as websocket:
+                connection = CoordinatorConnection(
+                    websocket, self.settings, self.node_id, self._worker, self._outbox, self._events
+                )
+                await connection.run()
+        except websockets.ConnectionClosed as exc:
+            return f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+        except ProtocolError as exc:
+            log.warning("coordinator sent a bad message: %s", exc.reason)
+            return f"protocol error: {exc.reason}"
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            return f"cannot reach the coordinator: {exc or type(exc).__name__}"
+        return None
+
+    async def _shutdown(self, connection_task: asyncio.Task[None]) -> None:
+        self._events.say("stopping: cancelling running jobs")
+        await self._worker.stop_all(self.settings.grace_s + STOP_FLUSH_S)
+        # Give the connection a moment to report the endings before it goes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox_drained(), STOP_FLUSH_S)
+        connection_task.cancel()
+        await asyncio.gather(connection_task, return_exceptions=True)
+        await self._runner.close()
+        self._events.emit(Stopped(reason="asked to stop"))
+
+    async def _outbox_drained(self) -> None:
+        while self._outbox.jobs:
+            await asyncio.sleep(0.05)
+
+
+def install_stop_signals(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, agent.request_stop)

@@ -1,0 +1,171 @@
+"""One connection to the coordinator: hello, then heartbeats, logs out, commands in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psutil
+from websockets.asyncio.client import ClientConnection
+
+from compound import __version__
+from compound.agent.events import EventSink
+from compound.agent.outbox import Outbox
+from compound.agent.settings import AgentSettings
+from compound.agent.worker import Worker
+from compound.protocol import (
+    PROTOCOL_VERSION,
+    Abandon,
+    Ack,
+    Cancel,
+    Heartbeat,
+    Hello,
+    Job,
+    Log,
+    ProtocolError,
+    RunningJob,
+    Welcome,
+    parse_coordinator_message,
+    serialize,
+)
+from compound.protocol.events import Connected, Stats
+
+log = logging.getLogger("compound.agent")
+
+WELCOME_TIMEOUT_S = 10.0
+
+
+class CoordinatorConnection:
+    def __init__(
+        self,
+        websocket: ClientConnection,
+        settings: AgentSettings,
+        node_id: str,
+        worker: Worker,
+        outbox: Outbox,
+        events: EventSink,
+    ) -> None:
+        self._ws = websocket
+        self._settings = settings
+        self._node_id = node_id
+        self._worker = worker
+        self._outbox = outbox
+        self._events = events
+        self._send_lock = asyncio.Lock()
+        self._heartbeat_interval_s = settings.heartbeat_interval_s
+
+    async def run(self) -> None:
+        """Serve this connection until it closes (returns) or breaks (raises)."""
+        await self._handshake()
+        tasks = [
+            asyncio.create_task(self._receive(), name="receive"),
+            asyncio.create_task(self._ship_logs(), name="ship-logs"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise what broke the connection
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send(self, message: Any) -> None:
+        async with self._send_lock:
+            await self._ws.send(serialize(message))
+
+    async def _handshake(self) -> None:
+        memory = psutil.virtual_memory()
+        running = [
+            RunningJob(job_id=j.job_id, lease_id=j.lease_id) for j in self._outbox.jobs.values()
+        ]
+        await self._send(
+            Hello(
+                protocol_version=PROTOCOL_VERSION,
+                node_id=self._node_id,
+                name=self._settings.name,
+                cores=psutil.cpu_count() or 1,
+                memory_bytes=memory.total,
+                runtime=self._settings.runtime,
+                version=__version__,
+                running=running,
+            )
+        )
+        raw = await asyncio.wait_for(self._ws.recv(), WELCOME_TIMEOUT_S)
+        welcome = parse_coordinator_message(raw)
+        if not isinstance(welcome, Welcome):
+            raise ProtocolError(f"expected welcome, got {welcome.type}")
+        self._heartbeat_interval_s = welcome.heartbeat_interval_s
+        self._outbox.rewind()
+        for job_id, seq in welcome.acked.items():
+            job_log = self._outbox.jobs.get(job_id)
+            if job_log is not None:
+                job_log.acknowledge(seq)
+        self._events.emit(Connected(node_id=self._node_id, contributor_id=welcome.contributor_id))
+        self._events.say(
+            f"connected to {self._settings.coordinator_url} as {self._node_id}"
+            + (f", resuming {len(welcome.acked)} job(s)" if welcome.acked else "")
+        )
+
+    async def _receive(self) -> None:
+        async for raw in self._ws:
+            message = parse_coordinator_message(raw)
+            if isinstance(message, Job):
+                self._worker.start(message)
+            elif isinstance(message, Ack):
+                self._acknowledge(message)
+            elif isinstance(message, Cancel):
+                self._events.say(f"job {message.job_id}: {message.reason}")
+                self._worker.cancel(message.job_id)
+            elif isinstance(message, Abandon):
+                self._worker.abandon(message.job_id, message.reason)
+
+    def _acknowledge(self, ack: Ack) -> None:
+        job_log = self._outbox.jobs.get(ack.job_id)
+        if job_log is None:
+            return
+        job_log.acknowledge(ack.seq)
+        if ack.done:
+            self._worker.forget(ack.job_id)
+
+    async def _ship_logs(self) -> None:
+        while True:
+            await self._outbox.changed.wait()
+            self._outbox.changed.clear()
+            while await self._ship_once():
+                pass
+
+    async def _ship_once(self) -> bool:
+        """Send one batch per job with something pending; True if anything was sent."""
+        sent = False
+        for job_log in list(self._outbox.jobs.values()):
+            batch = job_log.pending_batch()
+            if batch:
+                await self._send(
+                    Log(job_id=job_log.job_id, lease_id=job_log.lease_id, records=batch)
+                )
+                job_log.sent_seq = batch[-1].seq
+                sent = True
+            elif job_log.ending is not None and not job_log.ending_sent:
+                await self._send(job_log.ending)
+                job_log.ending_sent = True
+                sent = True
+        return sent
+
+    async def _heartbeat(self) -> None:
+        while True:
+            memory = psutil.virtual_memory()
+            cpu = psutil.cpu_percent(interval=None)
+            await self._send(
+                Heartbeat(
+                    cpu_percent=cpu, ram_free_bytes=memory.available, ram_total_bytes=memory.total
+                )
+            )
+            self._events.emit(
+                Stats(
+                    cpu_percent=cpu, ram_free_bytes=memory.available, ram_total_bytes=memory.total
+                )
+            )
+            await asyncio.sleep(self._heartbeat_interval_s)

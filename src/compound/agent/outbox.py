@@ -1,0 +1,79 @@
+"""Log records the coordinator has not acknowledged yet, per job.
+
+Records stay here until acknowledged; after a reconnect everything unacknowledged is sent
+again (the coordinator ignores what it already has), so nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from compound.protocol import Done, LogRecord
+
+MAX_BATCH_RECORDS = 1000
+MAX_BATCH_CHARS = 1024 * 1024
+
+
+@dataclass
+class JobLog:
+    job_id: str
+    lease_id: str
+    records: deque[LogRecord] = field(default_factory=deque)
+    acked_seq: int = -1
+    sent_seq: int = -1
+    # The job's ending, set once all its records are in ``records``; sent after them.
+    ending: Done | None = None
+    ending_sent: bool = False
+
+    def pending_batch(self) -> list[LogRecord]:
+        """The next records not yet sent on this connection, bounded in count and size."""
+        batch: list[LogRecord] = []
+        size = 0
+        for record in self.records:
+            if record.seq <= self.sent_seq:
+                continue
+            if batch and (
+                len(batch) >= MAX_BATCH_RECORDS or size + len(record.data) > MAX_BATCH_CHARS
+            ):
+                break
+            batch.append(record)
+            size += len(record.data)
+        return batch
+
+    def acknowledge(self, seq: int) -> None:
+        self.acked_seq = max(self.acked_seq, seq)
+        self.sent_seq = max(self.sent_seq, self.acked_seq)
+        while self.records and self.records[0].seq <= self.acked_seq:
+            self.records.popleft()
+
+    def all_sent(self) -> bool:
+        return not self.records or self.records[-1].seq <= self.sent_seq
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobLog] = {}
+        self.changed = asyncio.Event()
+
+    def open(self, job_id: str, lease_id: str, first_seq: int) -> JobLog:
+        job = JobLog(job_id, lease_id, acked_seq=first_seq - 1, sent_seq=first_seq - 1)
+        self.jobs[job_id] = job
+        return job
+
+    def add(self, job_id: str, record: LogRecord) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            job.records.append(record)
+            self.changed.set()
+
+    def rewind(self) -> None:
+        """A new connection: everything unacknowledged must be sent again."""
+        for job in self.jobs.values():
+            job.sent_seq = job.acked_seq
+            job.ending_sent = False
+        self.changed.set()
+
+    def forget(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)

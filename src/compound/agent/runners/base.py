@@ -1,0 +1,58 @@
+"""What the agent needs from a sandbox: run one job, stream its output, report how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from compound.protocol import JobStatus, Stream
+
+MiB = 1024 * 1024
+
+# Called with raw bytes as the process produces them, one stream at a time, in order.
+OutputSink = Callable[[Stream, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one job's container (documented defaults, all configurable)."""
+
+    memory_bytes: int = 512 * MiB
+    cpus: float = 1.0
+    pids: int = 256
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    job_id: str
+    script: str
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a job ended: SUCCEEDED (exit 0), FAILED, TIMED_OUT or CANCELLED."""
+
+    status: JobStatus
+    exit_code: int | None
+    error: str | None = None
+
+
+class Runner(Protocol):
+    async def prepare(self) -> None:
+        """Check the sandbox is usable and remove leftovers of a crashed agent."""
+
+    async def run(self, spec: RunSpec, on_output: OutputSink, cancel: asyncio.Event) -> RunResult:
+        """Run ``spec`` to its end; all output has been passed to ``on_output`` on return.
+
+        Setting ``cancel`` stops the job (SIGTERM, grace period, SIGKILL) and the result is
+        CANCELLED; passing ``spec.timeout_s`` does the same and the result is TIMED_OUT.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the connection to the sandbox engine."""

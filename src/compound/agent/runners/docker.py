@@ -1,0 +1,233 @@
+"""Run each job in a fresh, locked-down Docker container (runc, or gVisor's runsc).
+
+The container has no network, no capabilities, an unprivileged user, bounded memory, CPU
+and processes, and a tmpfs ``/tmp``. The script travels as a tar archive copied into the
+container before it starts; no host path is ever mounted. Output is read from the attach
+endpoint opened before the start, so the first byte is never missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import aiodocker
+import aiohttp
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+
+from compound.agent.docker_engine import EngineError, check_engine, connect, describe, resolve_url
+from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
+from compound.agent.runners.docker_spec import (
+    JOB_LABEL,
+    MANAGED_LABEL,
+    NODE_LABEL,
+    DockerRunnerSettings,
+    container_config,
+    job_archive,
+)
+from compound.agent.runners.docker_stream import Attachment
+from compound.protocol import JobStatus
+
+LOST_ENGINE = "lost the connection to the Docker engine while running the job"
+# The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
+
+__all__ = [
+    "JOB_LABEL",
+    "MANAGED_LABEL",
+    "NODE_LABEL",
+    "DockerRunner",
+    "DockerRunnerSettings",
+    "container_config",
+]
+
+
+class DockerRunner:
+    """Runs jobs through the local Docker engine; one container per job, always removed."""
+
+    def __init__(self, settings: DockerRunnerSettings) -> None:
+        self.settings = settings
+        self._docker: aiodocker.Docker | None = None
+
+    def _client(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = connect(self.settings.docker_url)
+        return self._docker
+
+    async def prepare(self) -> None:
+        """Check engine, runtime and image; remove containers a crashed agent left behind.
+
+        Raises EngineError with one sentence saying what to do when something is missing.
+        """
+        docker = self._client()
+        await check_engine(docker)
+        try:
+            info = await docker.system.info()
+            runtimes = info.get("Runtimes") or {}
+            if self.settings.runtime not in runtimes:
+                raise EngineError(
+                    f"the {self.settings.runtime} runtime is not registered with Docker: "
+                    "run scripts/setup-docker.sh"
+                )
+            await self._check_image(docker)
+            await self.remove_orphans()
+        except DockerError as exc:
+            raise EngineError(describe(exc)) from exc
+
+    async def _check_image(self, docker: aiodocker.Docker) -> None:
+        try:
+            await docker.images.inspect(self.settings.image)
+        except DockerError as exc:
+            if exc.status == 404:
+                raise EngineError(self._missing_image()) from exc
+            raise
+
+    def _missing_image(self) -> str:
+        return f"the image {self.settings.image} is missing: run `compound image ensure`"
+
+    async def remove_orphans(self) -> int:
+        """Remove this node's managed containers (none run outside ``run()``); how many."""
+        labels = [f"{MANAGED_LABEL}=1", f"{NODE_LABEL}={self.settings.node_id}"]
+        containers = await self._client().containers.list(all=True, filters={"label": labels})
+        for container in containers:
+            await _remove(container)
+        return len(containers)
+
+    async def run(self, spec: RunSpec, on_output: OutputSink, cancel: asyncio.Event) -> RunResult:
+        if cancel.is_set():
+            # Cancelled while queued here: nothing was started, so there is no exit code.
+            return RunResult(JobStatus.CANCELLED, None)
+        docker = self._client()
+        try:
+            container = await docker.containers.create(container_config(spec, self.settings))
+        except DockerError as exc:
+            missing = exc.status == 404
+            return _engine_failure(self._missing_image() if missing else describe(exc))
+        except _TRANSPORT_ERRORS:
+            return _engine_failure(LOST_ENGINE)
+        try:
+            archive = job_archive(spec.script)
+            await container.put_archive("/", archive)  # type: ignore[no-untyped-call]
+            return await self._run_container(container, spec, on_output, cancel)
+        except DockerError as exc:
+            return _engine_failure(describe(exc))
+        except EngineError as exc:
+            return _engine_failure(str(exc))
+        except _TRANSPORT_ERRORS:
+            return _engine_failure(LOST_ENGINE)
+        finally:
+            # Shielded: a cancelled run() still removes its container before re-raising.
+            await asyncio.shield(_remove(container))
+
+    async def _run_container(
+        self,
+        container: DockerContainer,
+        spec: RunSpec,
+        on_output: OutputSink,
+        cancel: asyncio.Event,
+    ) -> RunResult:
+        url = resolve_url(self.settings.docker_url)
+        api_version = self._client().api_version
+        attachment = await Attachment.open(url, api_version, container.id)
+        try:
+            await container.start()
+            pump = asyncio.create_task(attachment.pump(on_output))
+            try:
+                stopped_as = await self._supervise(container, pump, spec.timeout_s, cancel)
+            finally:
+                await _finish(pump)
+            state = await _final_state(container)
+        finally:
+            await attachment.close()
+        return _result(stopped_as, state, spec.timeout_s, self.settings.limits)
+
+    async def _supervise(
+        self,
+        container: DockerContainer,
+        pump: asyncio.Task[None],
+        timeout_s: float | None,
+        cancel: asyncio.Event,
+    ) -> JobStatus | None:
+        """Wait for the output to end; on cancel or timeout stop the job and say which."""
+        cancelled = asyncio.create_task(cancel.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {pump, cancelled}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            cancelled.cancel()
+        if pump in done:
+            pump.result()
+            return None
+        await self._stop(container, pump)
+        return JobStatus.CANCELLED if cancelled in done else JobStatus.TIMED_OUT
+
+    async def _stop(self, container: DockerContainer, pump: asyncio.Task[None]) -> None:
+        """SIGTERM, up to ``grace_s`` for the script to exit, then SIGKILL."""
+        await _signal(container, "SIGTERM")
+        done, _ = await asyncio.wait({pump}, timeout=self.settings.grace_s)
+        if not done:
+            await _signal(container, "SIGKILL")
+        # The engine closes the attach stream once the container is gone: all output is in.
+        await pump
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+
+@dataclass(frozen=True)
+class _FinalState:
+    exit_code: int | None
+    oom_killed: bool
+
+
+async def _final_state(container: DockerContainer) -> _FinalState:
+    status = await container.wait()
+    details = await container.show()
+    code = status.get("StatusCode")
+    return _FinalState(
+        exit_code=code if isinstance(code, int) else None,
+        oom_killed=bool(details.get("State", {}).get("OOMKilled")),
+    )
+
+
+def _result(
+    stopped_as: JobStatus | None, state: _FinalState, timeout_s: float | None, limits: Limits
+) -> RunResult:
+    if stopped_as is JobStatus.TIMED_OUT:
+        return RunResult(stopped_as, state.exit_code, f"timed out after {timeout_s:g} s")
+    if stopped_as is JobStatus.CANCELLED:
+        return RunResult(stopped_as, state.exit_code)
+    if state.exit_code == 0:
+        return RunResult(JobStatus.SUCCEEDED, 0)
+    error = None
+    if state.oom_killed:
+        error = f"ran out of memory (limit {limits.memory_bytes // MiB} MiB)"
+    return RunResult(JobStatus.FAILED, state.exit_code, error)
+
+
+def _engine_failure(sentence: str) -> RunResult:
+    return RunResult(JobStatus.FAILED, None, sentence)
+
+
+async def _signal(container: DockerContainer, signal: str) -> None:
+    # 409: the container already ended between our decision and the signal; that is fine.
+    with contextlib.suppress(DockerError):
+        await container.kill(signal=signal)
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _remove(container: DockerContainer) -> None:
+    # 404: already gone. Anything else is logged by the engine; the next prepare() retries.
+    with contextlib.suppress(DockerError, *_TRANSPORT_ERRORS):
+        await container.delete(force=True)

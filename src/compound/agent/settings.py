@@ -1,0 +1,43 @@
+"""Agent settings: one explicit object, built from the command line."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compound.agent.runners.base import Limits
+
+MiB = 1024 * 1024
+DEFAULT_IMAGE = "python:3.11-slim"
+
+
+def default_state_dir() -> Path:
+    return Path.home() / ".local" / "share" / "compound" / "agent"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    coordinator_url: str
+    image: str = DEFAULT_IMAGE
+    runtime: str = "runc"
+    name: str = field(default_factory=socket.gethostname)
+    state_dir: Path = field(default_factory=default_state_dir)
+    limits: Limits = field(default_factory=Limits)
+    # SIGTERM, then this long before SIGKILL, when a job is cancelled or times out.
+    grace_s: float = 10.0
+    # Output past this many bytes per job is dropped, with one note in the log.
+    max_output_bytes: int = 64 * MiB
+    # Used until the coordinator's welcome says otherwise.
+    heartbeat_interval_s: float = 5.0
+    json_events: bool = False
+
+    @property
+    def contributor_ws_url(self) -> str:
+        url = self.coordinator_url.rstrip("/")
+        for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+            if url.startswith(http):
+                url = ws + url[len(http) :]
+        if not url.startswith(("ws://", "wss://")):
+            url = "ws://" + url
+        return url + "/ws/contributor"

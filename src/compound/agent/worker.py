@@ -1,0 +1,122 @@
+"""Runs the jobs the coordinator hands this agent, one execution per job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from compound.agent.events import EventSink
+from compound.agent.outbox import Outbox
+from compound.agent.output import OutputCollector
+from compound.agent.runners.base import Runner, RunResult, RunSpec
+from compound.protocol import Done, Job, JobStatus, Stream
+from compound.protocol.events import JobFinished, JobStarted
+
+log = logging.getLogger("compound.agent")
+
+
+@dataclass(eq=False)
+class Execution:
+    job: Job
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    abandoned: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    def __init__(
+        self, runner: Runner, outbox: Outbox, events: EventSink, max_output_bytes: int
+    ) -> None:
+        self._runner = runner
+        self._outbox = outbox
+        self._events = events
+        self._max_output_bytes = max_output_bytes
+        self.executions: dict[str, Execution] = {}
+
+    @property
+    def busy(self) -> bool:
+        return any(e.task and not e.task.done() for e in self.executions.values())
+
+    def start(self, job: Job) -> None:
+        if job.job_id in self.executions:
+            return  # a repeated assignment after a reconnect: it already runs
+        execution = Execution(job)
+        self._outbox.open(job.job_id, job.lease_id, job.first_seq)
+        execution.task = asyncio.create_task(self._run(execution), name=f"job-{job.job_id}")
+        self.executions[job.job_id] = execution
+
+    def cancel(self, job_id: str) -> None:
+        execution = self.executions.get(job_id)
+        if execution is not None:
+            execution.cancel.set()
+
+    def abandon(self, job_id: str, reason: str) -> None:
+        """The coordinator gave the job to someone else or ended it: stop, report nothing."""
+        execution = self.executions.pop(job_id, None)
+        self._outbox.forget(job_id)
+        if execution is not None:
+            execution.abandoned = True
+            execution.cancel.set()
+            self._events.say(f"job {job_id} abandoned: {reason}", "warning")
+
+    def forget(self, job_id: str) -> None:
+        self.executions.pop(job_id, None)
+        self._outbox.forget(job_id)
+
+    async def stop_all(self, timeout_s: float) -> None:
+        for execution in self.executions.values():
+            execution.cancel.set()
+        tasks = [e.task for e in self.executions.values() if e.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+    async def _run(self, execution: Execution) -> None:
+        job = execution.job
+        self._events.emit(JobStarted(job_id=job.job_id))
+        self._events.say(f"job {job.job_id} started")
+        collector = OutputCollector(
+            job.first_seq, self._max_output_bytes, lambda r: self._outbox.add(job.job_id, r)
+        )
+
+        async def on_output(stream: Stream, data: bytes) -> None:
+            collector.feed(stream, data)
+
+        spec = RunSpec(job.job_id, job.script, list(job.args), dict(job.env), job.timeout_s)
+        try:
+            result = await self._runner.run(spec, on_output, execution.cancel)
+        except Exception as exc:
+            log.exception("job %s: the runner failed", job.job_id)
+            result = RunResult(JobStatus.FAILED, None, f"the contributor could not run it: {exc}")
+        collector.close()
+        if result.error and result.status is JobStatus.FAILED:
+            collector.note(f"[compound] {result.error}")
+        self._finish(execution, result, collector.last_seq)
+
+    def _finish(self, execution: Execution, result: RunResult, last_seq: int) -> None:
+        job = execution.job
+        self._events.emit(
+            JobFinished(
+                job_id=job.job_id,
+                status=result.status,
+                exit_code=result.exit_code,
+                error=result.error,
+            )
+        )
+        self._events.say(
+            f"job {job.job_id} {result.status.value}"
+            + (f" (exit {result.exit_code})" if result.exit_code is not None else "")
+        )
+        if execution.abandoned:
+            return
+        job_log = self._outbox.jobs.get(job.job_id)
+        if job_log is not None:
+            job_log.ending = Done(
+                job_id=job.job_id,
+                lease_id=job.lease_id,
+                status=result.status,
+                exit_code=result.exit_code,
+                error=result.error,
+                last_seq=last_seq,
+            )
+            self._outbox.changed.set()

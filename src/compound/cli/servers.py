@@ -1,0 +1,143 @@
+"""`compound coordinator` and `compound agent`: the two long-running processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from compound.agent.runners.base import Limits
+from compound.agent.settings import DEFAULT_IMAGE, AgentSettings, default_state_dir
+from compound.cli.client import default_coordinator
+
+MiB = 1024 * 1024
+
+
+def coordinator(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite database lives.")] = Path(
+        ".compound"
+    ),
+    lease_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of silence after which a contributor is offline and its job's lease "
+            "expires."
+        ),
+    ] = 15.0,
+    heartbeat_interval: Annotated[
+        float, typer.Option(help="Seconds between agent heartbeats.")
+    ] = 5.0,
+    max_script_kib: Annotated[int, typer.Option(help="Largest script accepted, KiB.")] = 1024,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the coordinator: queues jobs, routes them to contributors, relays their logs.
+
+    State is kept in SQLite under --data-dir; a restart loses nothing. The web UI is served
+    at /, the API docs at /docs.
+    """
+    from compound.coordinator.server import serve
+    from compound.coordinator.settings import CoordinatorSettings
+
+    settings = CoordinatorSettings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        lease_timeout_s=lease_timeout,
+        heartbeat_interval_s=heartbeat_interval,
+        sweep_interval_s=min(1.0, lease_timeout / 4),
+        max_script_bytes=max_script_kib * 1024,
+    )
+    serve(settings, log_level)
+
+
+def agent(
+    coordinator: Annotated[
+        str,
+        typer.Option(
+            help="Coordinator URL (default: $COMPOUND_COORDINATOR or http://127.0.0.1:8000)."
+        ),
+    ] = "",
+    image: Annotated[str, typer.Option(help="Docker image jobs run in.")] = DEFAULT_IMAGE,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="Container runtime: runc (Docker's default) or runsc (gVisor, stronger isolation)."
+        ),
+    ] = "runc",
+    name: Annotated[str, typer.Option(help="Name shown to submitters (default: hostname).")] = "",
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the node id is kept (default ~/.local/share/compound/agent)."),
+    ] = None,
+    memory_mib: Annotated[int, typer.Option(help="Memory limit per job, MiB.")] = 512,
+    cpus: Annotated[float, typer.Option(help="CPU limit per job, in cores.")] = 1.0,
+    pids: Annotated[int, typer.Option(help="Process/thread limit per job.")] = 256,
+    grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between SIGTERM and SIGKILL when a job is cancelled or times out."
+        ),
+    ] = 10.0,
+    max_output_mib: Annotated[
+        int, typer.Option(help="Output kept per job, MiB; the rest is dropped with a note.")
+    ] = 64,
+    events: Annotated[
+        str,
+        typer.Option(help="text: readable log lines on stderr; json: also typed events on stdout."),
+    ] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Contribute this machine: run jobs from the coordinator in sandboxed containers.
+
+    Each job runs in a fresh container with no network, and memory, CPU and process limits.
+    The agent reconnects for ever; a job keeps running while the coordinator is away.
+    SIGTERM or Ctrl-C stops it cleanly (its running job is cancelled and removed).
+    """
+    if runtime not in ("runc", "runsc"):
+        raise typer.BadParameter("runtime must be runc or runsc", param_hint="--runtime")
+    if events not in ("text", "json"):
+        raise typer.BadParameter("events must be text or json", param_hint="--events")
+    settings = AgentSettings(
+        coordinator_url=coordinator or default_coordinator(),
+        image=image,
+        runtime=runtime,
+        state_dir=state_dir or default_state_dir(),
+        limits=Limits(memory_bytes=memory_mib * MiB, cpus=cpus, pids=pids),
+        grace_s=grace,
+        max_output_bytes=max_output_mib * MiB,
+        json_events=events == "json",
+        name=name or socket.gethostname(),
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    raise typer.Exit(asyncio.run(_run_agent(settings)))
+
+
+async def _run_agent(settings: AgentSettings) -> int:
+    from compound.agent.agent import Agent, SandboxUnavailable, install_stop_signals
+    from compound.agent.identity import load_node_id
+    from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
+
+    node_id = load_node_id(settings.state_dir)
+    runner = DockerRunner(
+        DockerRunnerSettings(
+            image=settings.image,
+            runtime="runsc" if settings.runtime == "runsc" else "runc",
+            limits=settings.limits,
+            grace_s=settings.grace_s,
+            node_id=node_id,
+        )
+    )
+    agent = Agent(settings, node_id, runner)
+    install_stop_signals(agent)
+    try:
+        await agent.run()
+    except SandboxUnavailable as exc:
+        logging.getLogger("compound.agent").error("%s", exc)
+        return 1
+    return 0

@@ -1,0 +1,81 @@
+"""Builds the coordinator's ASGI app: state in the lifespan, routes, pages, error answers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from compound import __version__
+from compound.coordinator import api, seed
+from compound.coordinator.db import create_engine, create_schema
+from compound.coordinator.hub import ChangeHub
+from compound.coordinator.scheduler import Scheduler
+from compound.coordinator.sessions import SessionRegistry
+from compound.coordinator.settings import CoordinatorSettings
+from compound.coordinator.state import CoordinatorState
+from compound.coordinator.store import Store
+
+log = logging.getLogger("compound.coordinator")
+
+
+def web_directory() -> Path:
+    return Path(str(resources.files("compound") / "web"))
+
+
+def create_app(settings: CoordinatorSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.database_path)
+        await create_schema(engine)
+        store = Store(engine)
+        sessions = SessionRegistry()
+        hub = ChangeHub()
+        scheduler = Scheduler(settings, store, sessions, hub)
+        app.state.compound = CoordinatorState(settings, store, sessions, hub, scheduler)
+        await scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            await store.close()
+
+    app = FastAPI(
+        title="Compound coordinator",
+        version=__version__,
+        description="Queue Python scripts, route them to contributors, stream their logs.",
+        lifespan=lifespan,
+    )
+    # Pages served by the desktop app (another origin) call the API; no cookies are used.
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(seed.router)
+    app.include_router(api.router)
+    web = web_directory()
+    if web.is_dir():
+        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+    return app
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    error = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(part) for part in error["loc"]) or "request"
+    return JSONResponse({"detail": f"{where}: {error['msg']}"}, status_code=422)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("error answering %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "the coordinator hit an internal error"}, status_code=500)

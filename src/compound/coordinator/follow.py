@@ -1,0 +1,70 @@
+"""Following a job: its log from any point, then live records, then its end.
+
+Each step re-reads the database after the last sequence number sent, so a late subscriber
+gets the full history, then live records, with no gap and no duplicate, whatever the timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from compound.coordinator.state import CoordinatorState
+from compound.protocol import FollowEnd, FollowRecords, FollowStatus, JobView
+
+PAGE_SIZE = 2000
+# A safety net only: followers are woken by the hub, this bounds a missed wake-up.
+IDLE_RECHECK_S = 5.0
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+async def follow_job(
+    state: CoordinatorState, job_id: str, after: int
+) -> AsyncIterator[FollowRecords | FollowStatus | FollowEnd]:
+    job = await state.store.get_job(job_id)
+    if job is None:
+        raise UnknownJob(job_id)
+    view = await state.store.view_job(job)
+    yield FollowStatus(job=view)
+    while True:
+        changed = state.hub.watch(job_id)
+        records = await state.store.read_logs(job_id, after, PAGE_SIZE)
+        if records:
+            after = records[-1].seq
+            yield FollowRecords(records=records)
+            continue
+        current = await _current_view(state, job_id)
+        if _visible_change(view, current):
+            view = current
+            yield FollowStatus(job=view)
+        if view.status.is_terminal:
+            # Records are stored before the ending is, so one last read closes any race.
+            records = await state.store.read_logs(job_id, after, PAGE_SIZE)
+            if records:
+                after = records[-1].seq
+                yield FollowRecords(records=records)
+                continue
+            yield FollowEnd(job=view)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), IDLE_RECHECK_S)
+
+
+async def _current_view(state: CoordinatorState, job_id: str) -> JobView:
+    job = await state.store.get_job(job_id)
+    if job is None:
+        raise UnknownJob(job_id)
+    return await state.store.view_job(job)
+
+
+def _visible_change(before: JobView, after: JobView) -> bool:
+    return (before.status, before.queue_position, before.contributor_id, before.attempts) != (
+        after.status,
+        after.queue_position,
+        after.contributor_id,
+        after.attempts,
+    )

@@ -1,0 +1,80 @@
+"""The seed's endpoints, kept working as the original product described them.
+
+POST /submit-job {"script"} -> {"job_id"}; WS /ws/submitter/{job_id} sends one
+{"type": "log", "line"} per line of output, then {"type": "done", ...}; WS /ws/contributor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, WebSocket
+
+from compound.coordinator.api import submit
+from compound.coordinator.contributor_ws import contributor_endpoint
+from compound.coordinator.follow import follow_job
+from compound.coordinator.socket import send_until_disconnect
+from compound.coordinator.state import CoordinatorState, get_state
+from compound.protocol import CLOSE_NORMAL, CLOSE_UNKNOWN_JOB, FollowEnd, FollowRecords
+
+router = APIRouter()
+
+
+@router.post("/submit-job")
+async def submit_job(
+    request: Request, state: CoordinatorState = Depends(get_state)
+) -> dict[str, str]:
+    """Seed form of job submission: ``{"script": "..."}`` -> ``{"job_id": "..."}``."""
+    job = await submit(request, state)
+    return {"job_id": job.id}
+
+
+@router.websocket("/ws/contributor")
+async def contributor(websocket: WebSocket) -> None:
+    await contributor_endpoint(websocket, get_state(websocket))
+
+
+@router.websocket("/ws/submitter/{job_id}")
+async def submitter(websocket: WebSocket, job_id: str) -> None:
+    state = get_state(websocket)
+    await websocket.accept()
+    if await state.store.get_job(job_id) is None:
+        await websocket.close(code=CLOSE_UNKNOWN_JOB, reason="unknown job")
+        return
+    if await send_until_disconnect(websocket, _seed_messages(state, job_id)):
+        await websocket.close(code=CLOSE_NORMAL)
+
+
+async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncIterator[str]:
+    # Records are chunks; the seed speaks in whole lines, so chunks of one stream are joined
+    # until their newline. A last line without a newline is sent at the end.
+    pending: dict[str, tuple[int, str]] = {}
+    async for message in follow_job(state, job_id, -1):
+        if isinstance(message, FollowRecords):
+            for record in message.records:
+                seq, text = pending.pop(record.stream.value, (record.seq, ""))
+                text += record.data
+                if text.endswith("\n"):
+                    yield _line(text[:-1], record.stream.value, seq)
+                else:
+                    pending[record.stream.value] = (seq, text)
+        elif isinstance(message, FollowEnd):
+            for stream, (seq, text) in sorted(pending.items(), key=lambda item: item[1][0]):
+                yield _line(text, stream, seq)
+            job = message.job
+            yield json.dumps(
+                {
+                    "type": "done",
+                    "job_id": job.id,
+                    "status": job.status.value,
+                    "exit_code": job.exit_code,
+                    "error": job.error,
+                }
+            )
+
+
+def _line(text: str, stream: str, seq: int) -> str:
+    message: dict[str, Any] = {"type": "log", "line": text, "stream": stream, "seq": seq}
+    return json.dumps(message, ensure_ascii=False)

@@ -1,0 +1,29 @@
+"""Coordinator settings: one explicit object, built from the command line and handed around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # A contributor silent for this long is offline and its running job's lease expires.
+    lease_timeout_s: float = 15.0
+    heartbeat_interval_s: float = 5.0
+    # How often leases and contributor health are checked.
+    sweep_interval_s: float = 1.0
+    # A job whose contributor is lost is run this many times in all before it fails.
+    max_attempts: int = 2
+    max_script_bytes: int = 1 * MiB
+    max_args: int = 256
+    max_env_vars: int = 256
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "compound.sqlite3"

@@ -1,0 +1,28 @@
+"""The coordinator's runtime state: built once in the app's lifespan and handed to handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from compound.coordinator.hub import ChangeHub
+from compound.coordinator.scheduler import Scheduler
+from compound.coordinator.sessions import SessionRegistry
+from compound.coordinator.settings import CoordinatorSettings
+from compound.coordinator.store import Store
+
+
+@dataclass(frozen=True)
+class CoordinatorState:
+    settings: CoordinatorSettings
+    store: Store
+    sessions: SessionRegistry
+    hub: ChangeHub
+    scheduler: Scheduler
+
+
+def get_state(connection: HTTPConnection) -> CoordinatorState:
+    """FastAPI dependency: the state object the lifespan stored on the app."""
+    state: CoordinatorState = connection.app.state.compound
+    return state

@@ -1,0 +1,104 @@
+"""Reading a job submission from an HTTP request: bounded, validated, one clear error."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compound.coordinator.settings import CoordinatorSettings
+from compound.coordinator.store import NewJob
+
+# Room for args, env and JSON escaping on top of the script itself.
+_BODY_OVERHEAD_BYTES = 256 * 1024
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class JobSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    script: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    name: str | None = Field(default=None, max_length=256)
+
+
+async def read_submission(request: Request, settings: CoordinatorSettings) -> NewJob:
+    body = await _read_bounded(request, settings.max_script_bytes + _BODY_OVERHEAD_BYTES)
+    data = _parse_json(body)
+    try:
+        submission = JobSubmission.model_validate(data)
+    except ValidationError as exc:
+        raise HTTPException(422, _first_error(exc)) from None
+    _check_script(submission.script, settings)
+    _check_args_env(submission, settings)
+    return NewJob(
+        script=submission.script,
+        args=submission.args,
+        env=submission.env,
+        timeout_s=submission.timeout_s,
+        name=submission.name,
+    )
+
+
+def _too_big(limit: int) -> HTTPException:
+    return HTTPException(413, f"the script is larger than the {limit // 1024} KiB limit")
+
+
+async def _read_bounded(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit - _BODY_OVERHEAD_BYTES)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(limit - _BODY_OVERHEAD_BYTES)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the request body is not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise HTTPException(400, 'the request body is not JSON: send {"script": "..."}') from None
+    if not isinstance(data, dict):
+        raise HTTPException(400, 'the request body must be a JSON object: {"script": "..."}')
+    return data
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"
+
+
+def _check_script(script: str, settings: CoordinatorSettings) -> None:
+    if not script.strip():
+        raise HTTPException(400, "the script is empty")
+    if "\x00" in script:
+        raise HTTPException(400, "the script contains a NUL character")
+    if len(script.encode("utf-8")) > settings.max_script_bytes:
+        raise _too_big(settings.max_script_bytes)
+
+
+def _check_args_env(submission: JobSubmission, settings: CoordinatorSettings) -> None:
+    if len(submission.args) > settings.max_args:
+        raise HTTPException(422, f"at most {settings.max_args} arguments are allowed")
+    if any("\x00" in arg for arg in submission.args):
+        raise HTTPException(422, "arguments cannot contain NUL characters")
+    if len(submission.env) > settings.max_env_vars:
+        raise HTTPException(422, f"at most {settings.max_env_vars} environment variables")
+    for name, value in submission.env.items():
+        if not _ENV_NAME.match(name) or "\x00" in value:
+            raise HTTPException(422, f"invalid environment variable {name!r}")

@@ -1,0 +1,259 @@
+"""The wire protocol between coordinator, agent and clients, defined once.
+
+Every message is a JSON object with a ``type`` discriminator. Parsing never raises anything
+but :class:`ProtocolError`, which carries the WebSocket close code to answer with, so the
+I/O layers can map bad input to a close code without leaking details to the peer.
+
+The seed's messages are kept as-is (``job`` with ``script``, ``log`` with ``line``, ``done``):
+a seed agent that sends ``{"type": "log", "line": ...}`` and ``{"type": "done"}`` without a
+hello still works; fields added for losslessness are optional on the way in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from compound.protocol.status import JobStatus, Stream
+
+PROTOCOL_VERSION = 1
+# Bounds every WebSocket message in both directions; a 1 MiB script plus JSON overhead fits.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A log record carries at most this many characters; longer lines travel as several records
+# whose data concatenate back to the exact original.
+MAX_RECORD_CHARS = 64 * 1024
+
+# WebSocket close codes (RFC 6455 and the 4000-4999 private range).
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_BAD_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_UNKNOWN_JOB = 4404
+CLOSE_UNAUTHORIZED = 4401
+
+
+class ProtocolError(Exception):
+    """Bad input from a peer: ``close_code`` says how to answer, ``reason`` is safe to send."""
+
+    def __init__(self, reason: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.close_code = close_code
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class LogRecord(_Message):
+    """One chunk of a job's output. ``data`` ends at a newline or at MAX_RECORD_CHARS."""
+
+    seq: int = Field(ge=0)
+    stream: Stream = Stream.STDOUT
+    data: str
+
+
+class RunningJob(_Message):
+    job_id: str
+    lease_id: str
+
+
+# ---------------------------------------------------------------- agent -> coordinator
+
+
+class Hello(_Message):
+    type: Literal["hello"] = "hello"
+    protocol_version: int
+    node_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128)
+    cores: int = Field(ge=0)
+    memory_bytes: int = Field(ge=0)
+    runtime: str = "runc"
+    version: str = ""
+    running: list[RunningJob] = Field(default_factory=list)
+
+
+class Heartbeat(_Message):
+    type: Literal["heartbeat"] = "heartbeat"
+    cpu_percent: float = 0.0
+    ram_free_bytes: int = 0
+    ram_total_bytes: int = 0
+
+
+class Log(_Message):
+    """A batch of log records of one job, or the seed's single ``line``."""
+
+    type: Literal["log"] = "log"
+    job_id: str | None = None
+    lease_id: str | None = None
+    records: list[LogRecord] = Field(default_factory=list)
+    # Seed form: one line, no sequence number; the coordinator numbers it.
+    line: str | None = None
+    stream: Stream = Stream.STDOUT
+
+
+class Done(_Message):
+    """The end of a job as the agent saw it. ``last_seq`` is the last record it produced."""
+
+    type: Literal["done"] = "done"
+    job_id: str | None = None
+    lease_id: str | None = None
+    status: JobStatus | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    last_seq: int | None = None
+
+
+# ---------------------------------------------------------------- coordinator -> agent
+
+
+class Welcome(_Message):
+    type: Literal["welcome"] = "welcome"
+    protocol_version: int = PROTOCOL_VERSION
+    contributor_id: str
+    heartbeat_interval_s: float
+    # job_id -> highest sequence number stored, for jobs the agent said it is running.
+    acked: dict[str, int] = Field(default_factory=dict)
+
+
+class Job(_Message):
+    type: Literal["job"] = "job"
+    job_id: str
+    lease_id: str
+    script: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = None
+    # The agent numbers this job's records from here (continues after a requeue).
+    first_seq: int = 0
+
+
+class Ack(_Message):
+    """Every record of ``job_id`` up to and including ``seq`` is stored.
+
+    ``done`` acknowledges the agent's ``done`` report: the job's ending is stored too and the
+    agent can forget the job.
+    """
+
+    type: Literal["ack"] = "ack"
+    job_id: str
+    seq: int
+    done: bool = False
+
+
+class Cancel(_Message):
+    type: Literal["cancel"] = "cancel"
+    job_id: str
+    reason: str = "cancelled by the submitter"
+
+
+class Abandon(_Message):
+    """The agent's lease on this job is gone (taken over, finished or unknown): stop it."""
+
+    type: Literal["abandon"] = "abandon"
+    job_id: str
+    reason: str
+
+
+AgentMessage = Annotated[Hello | Heartbeat | Log | Done, Field(discriminator="type")]
+CoordinatorMessage = Annotated[Welcome | Job | Ack | Cancel | Abandon, Field(discriminator="type")]
+
+# ---------------------------------------------------------------- coordinator -> followers
+
+
+class JobView(_Message):
+    """What clients see of a job (REST and follow streams)."""
+
+    id: str
+    status: JobStatus
+    exit_code: int | None = None
+    error: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    contributor_id: str | None = None
+    attempts: int = 0
+    queue_position: int | None = None
+    args: list[str] = Field(default_factory=list)
+    timeout_s: float | None = None
+    name: str | None = None
+
+
+class FollowRecords(_Message):
+    type: Literal["records"] = "records"
+    records: list[LogRecord]
+
+
+class FollowStatus(_Message):
+    type: Literal["status"] = "status"
+    job: JobView
+
+
+class FollowEnd(_Message):
+    """The job is over and every record has been sent. A closed socket without it is not."""
+
+    type: Literal["end"] = "end"
+    job: JobView
+
+
+FollowMessage = Annotated[FollowRecords | FollowStatus | FollowEnd, Field(discriminator="type")]
+
+_agent_adapter: TypeAdapter[Hello | Heartbeat | Log | Done] = TypeAdapter(AgentMessage)
+_coordinator_adapter: TypeAdapter[Welcome | Job | Ack | Cancel | Abandon] = TypeAdapter(
+    CoordinatorMessage
+)
+_follow_adapter: TypeAdapter[FollowRecords | FollowStatus | FollowEnd] = TypeAdapter(FollowMessage)
+
+
+def _load(raw: str | bytes) -> Any:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("message too big", CLOSE_TOO_BIG)
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("message is not valid UTF-8", CLOSE_BAD_DATA) from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ProtocolError("message is not valid JSON", CLOSE_BAD_DATA) from None
+
+
+def _validate(adapter: TypeAdapter[Any], raw: str | bytes) -> Any:
+    data = _load(raw)
+    if not isinstance(data, dict) or "type" not in data:
+        raise ProtocolError("message must be a JSON object with a type")
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "message"
+        raise ProtocolError(
+            f"invalid {data.get('type')!r} message: {where}: {first['msg']}"
+        ) from None
+
+
+def parse_agent_message(raw: str | bytes) -> Hello | Heartbeat | Log | Done:
+    """Parse what an agent sent; raises only ProtocolError."""
+    result: Hello | Heartbeat | Log | Done = _validate(_agent_adapter, raw)
+    return result
+
+
+def parse_coordinator_message(raw: str | bytes) -> Welcome | Job | Ack | Cancel | Abandon:
+    """Parse what the coordinator sent an agent; raises only ProtocolError."""
+    result: Welcome | Job | Ack | Cancel | Abandon = _validate(_coordinator_adapter, raw)
+    return result
+
+
+def parse_follow_message(raw: str | bytes) -> FollowRecords | FollowStatus | FollowEnd:
+    """Parse a message of a job follow stream; raises only ProtocolError."""
+    result: FollowRecords | FollowStatus | FollowEnd = _validate(_follow_adapter, raw)
+    return result
+
+
+def serialize(message: BaseModel) -> str:
+    """The one way messages go on the wire: compact JSON, UTF-8 kept as-is."""
+    return message.model_dump_json(exclude_none=False)

@@ -1,0 +1,121 @@
+// Shared window chrome: the title bar every page has.
+//
+// A page declares <header class="titlebar pywebview-drag-region" data-back="index.html">;
+// importing this module fills it in: traffic lights (desktop app only), ← Back (when
+// data-back is set), the mini wordmark and the Jobs / Contributors nav. In the desktop app
+// (pywebview) the traffic lights call window.pywebview.api.close() / minimize() /
+// toggle_maximize(); in a plain browser they stay hidden.
+
+import { pageUrl } from "./api.js";
+
+const ICONS = {
+  close: '<path d="M2.5 2.5l4 4m0-4l-4 4" stroke="currentColor" stroke-width="1.2" stroke-linecap="round"/>',
+  minimize: '<path d="M1.8 4.5h5.4" stroke="currentColor" stroke-width="1.2" stroke-linecap="round"/>',
+  maximize: '<path d="M2.2 5.6V2.2h3.4zM6.8 3.4v3.4H3.4z" fill="currentColor"/>',
+};
+
+const NAV = [
+  ["jobs.html", "Jobs"],
+  ["contributors.html", "Contributors"],
+];
+
+function currentPage() {
+  return window.location.pathname.split("/").pop() || "index.html";
+}
+
+function trafficButton(kind, label) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `traffic-btn traffic-${kind}`;
+  button.dataset.testid = `window-${kind}`;
+  button.setAttribute("aria-label", label);
+  button.title = label;
+  button.innerHTML = `<svg viewBox="0 0 9 9" aria-hidden="true">${ICONS[kind]}</svg>`;
+  return button;
+}
+
+function buildTraffic() {
+  const group = document.createElement("div");
+  group.className = "traffic";
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", "Window");
+  group.hidden = true;
+  group.inert = true;
+  const buttons = {
+    close: trafficButton("close", "Close window"),
+    minimize: trafficButton("minimize", "Minimise window"),
+    maximize: trafficButton("maximize", "Maximise window"),
+  };
+  group.append(buttons.close, buttons.minimize, buttons.maximize);
+  const methods = { close: "close", minimize: "minimize", maximize: "toggle_maximize" };
+  for (const [kind, method] of Object.entries(methods)) {
+    buttons[kind].addEventListener("click", () => {
+      const api = window.pywebview && window.pywebview.api;
+      if (api && typeof api[method] === "function") api[method]();
+    });
+    // A click on a button must not start a window drag.
+    buttons[kind].addEventListener("mousedown", (event) => event.stopPropagation());
+  }
+  return group;
+}
+
+function buildBack(target) {
+  const back = document.createElement("a");
+  back.className = "back";
+  back.dataset.testid = "back-button";
+  back.href = pageUrl(target);
+  back.innerHTML = '<span aria-hidden="true">←</span> Back';
+  back.addEventListener("click", (event) => {
+    // Go back in the app's own history when we came from another of its pages.
+    let from = null;
+    try { from = document.referrer ? new URL(document.referrer) : null; } catch { from = null; }
+    if (from && from.origin === window.location.origin && from.pathname !== window.location.pathname
+        && window.history.length > 1) {
+      event.preventDefault();
+      window.history.back();
+    }
+  });
+  return back;
+}
+
+function buildNav() {
+  const nav = document.createElement("nav");
+  nav.className = "nav";
+  nav.setAttribute("aria-label", "Main");
+  const here = currentPage();
+  for (const [href, label] of NAV) {
+    const link = document.createElement("a");
+    link.href = pageUrl(href);
+    link.textContent = label;
+    if (href === here) link.setAttribute("aria-current", "page");
+    nav.append(link);
+  }
+  return nav;
+}
+
+function enableDesktop(bar) {
+  const group = bar.querySelector(".traffic");
+  if (!group || !(window.pywebview && window.pywebview.api)) return;
+  group.hidden = false;
+  group.inert = false;
+  document.documentElement.classList.add("is-desktop");
+}
+
+/** Fill in a title bar element. Safe to call once per element. */
+export function mountTitlebar(bar) {
+  if (!bar || bar.dataset.mounted) return;
+  bar.dataset.mounted = "1";
+  bar.classList.add("pywebview-drag-region");
+  const brand = document.createElement("a");
+  brand.className = "brand-mini";
+  brand.href = pageUrl("index.html");
+  brand.innerHTML = 'Compound<span class="dot-gold">.</span>';
+  const parts = [buildTraffic()];
+  if (bar.dataset.back) parts.push(buildBack(bar.dataset.back));
+  parts.push(brand, buildNav());
+  bar.replaceChildren(...parts);
+  enableDesktop(bar);
+  window.addEventListener("pywebviewready", () => enableDesktop(bar));
+}
+
+for (const bar of document.querySelectorAll(".titlebar")) mountTitlebar(bar);

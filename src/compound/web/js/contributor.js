@@ -1,0 +1,236 @@
+// Contributor page: start/stop this machine's agent and watch it work.
+//
+// Everything shown comes from the agent's typed events (src/compound/protocol/events.py),
+// relayed by the desktop app over WS /local/api/events: the app replays the recent ones,
+// then streams new ones. The page never parses human log lines. Served by a coordinator
+// (no /local/api), the page says contributing needs the desktop app and stays idle.
+
+import { backoffMs } from "./api.js";
+import { formatBytes, formatDuration } from "./format.js";
+
+const MAX_LOG_LINES = 500;
+const LOCAL_API = "/local/api";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  toggle: $("agent-toggle"),
+  note: $("desktop-note"),
+  error: $("error"),
+  dot: $("connection-dot"),
+  connection: $("connection-status"),
+  connectionSub: $("connection-sub"),
+  nodeId: $("node-id"),
+  contributorId: $("contributor-id"),
+  cpu: $("cpu-usage"),
+  ramFree: $("ram-free"),
+  ramTotal: $("ram-total"),
+  banner: $("job-banner"),
+  jobId: $("job-id"),
+  jobElapsed: $("job-elapsed"),
+  log: $("agent-log"),
+};
+
+// ------------------------------------------------------------------ state (pure)
+// The agent logs its own human lines ("connected to …", "job … started"); the page adds a
+// system note only for what the agent cannot say itself (it exited) or states it reports
+// without a line (finished, disconnected).
+
+/** Connection states and the text, dot tone and sub-line each shows. */
+const CONNECTION = {
+  stopped: { text: "Stopped", dot: "", sub: "Not contributing" },
+  connecting: { text: "Connecting…", dot: "dot--connecting", sub: "Reaching the coordinator" },
+  connected: { text: "Connected", dot: "dot--online dot--pulse", sub: "Waiting for jobs" },
+  disconnected: { text: "Disconnected", dot: "dot--offline", sub: "Lost the coordinator" },
+};
+
+export function initialView() {
+  return {
+    running: false, connection: "stopped", retryInS: null, nodeId: null, contributorId: null, name: null,
+    cpuPercent: null, ramFreeBytes: null, ramTotalBytes: null, job: null,
+  };
+}
+
+/** The view after one event; returns [view, logLine | null]. Unknown events change nothing. */
+export function reduce(view, event) {
+  const at = event.received_at || Date.now() / 1000;
+  switch (event.type) {
+    case "starting":
+      return [{ ...view, running: true, connection: "connecting", nodeId: event.node_id || view.nodeId, name: event.name },
+        note(`Agent starting for ${event.coordinator_url}`)];
+    case "connecting":
+      return [{ ...view, running: true, connection: "connecting" }, null];
+    case "connected":
+      return [{ ...view, running: true, connection: "connected", nodeId: event.node_id, contributorId: event.contributor_id }, null];
+    case "disconnected":
+      return [{ ...view, connection: "disconnected", retryInS: event.retry_in_s },
+        note(`Disconnected: ${event.reason}; retrying in ${Number(event.retry_in_s).toFixed(0)} s`, "stderr")];
+    case "stats":
+      return [{ ...view, cpuPercent: event.cpu_percent, ramFreeBytes: event.ram_free_bytes, ramTotalBytes: event.ram_total_bytes }, null];
+    case "job_started":
+      return [{ ...view, job: { id: event.job_id, startedAt: at } }, null];
+    case "job_finished":
+      return [{ ...view, job: view.job && view.job.id === event.job_id ? null : view.job },
+        note(`Job ${event.job_id} ${event.status}${event.exit_code === null || event.exit_code === undefined ? "" : ` (exit ${event.exit_code})`}`)];
+    case "log":
+      return [view, { stream: event.level === "info" ? "stdout" : "stderr", text: event.message }];
+    case "stopped":
+      return [{ ...view, connection: "stopped", job: null }, note(`Agent stopped${event.reason ? `: ${event.reason}` : ""}`)];
+    case "agent_exited":
+      return [{ ...view, running: false, connection: "stopped", job: null }, note(`Agent exited (code ${event.code})`)];
+    default:
+      return [view, null];
+  }
+}
+
+function note(text, stream = "system") {
+  return { stream, text };
+}
+
+// ------------------------------------------------------------------ rendering
+
+let view = initialView();
+let busy = false;
+
+function render() {
+  const c = CONNECTION[view.connection] || CONNECTION.stopped;
+  ui.connection.textContent = c.text;
+  ui.dot.className = `dot ${c.dot}`.trim();
+  ui.connectionSub.textContent = view.connection === "disconnected" && view.retryInS !== null
+    ? `Retrying in ${Number(view.retryInS).toFixed(0)} s` : c.sub;
+  ui.nodeId.textContent = view.nodeId || "—";
+  ui.nodeId.title = view.nodeId || "";
+  // The coordinator may know this node under another id; else show the name it goes by.
+  ui.contributorId.textContent = view.contributorId && view.contributorId !== view.nodeId
+    ? `contributor ${view.contributorId}` : view.name ? `named ${view.name}` : "";
+  const live = view.running && view.cpuPercent !== null;
+  ui.cpu.textContent = live ? `${view.cpuPercent.toFixed(0)}%` : "—";
+  ui.ramFree.textContent = live ? formatBytes(view.ramFreeBytes) : "—";
+  ui.ramTotal.textContent = live ? `of ${formatBytes(view.ramTotalBytes)}` : "\u00a0";
+  ui.toggle.textContent = view.running ? "Stop contributing" : "Start contributing";
+  ui.toggle.classList.toggle("btn--primary", !view.running);
+  ui.toggle.setAttribute("aria-pressed", String(view.running));
+  renderJob();
+}
+
+function renderJob() {
+  ui.banner.hidden = !view.job;
+  if (!view.job) return;
+  ui.jobId.textContent = view.job.id;
+  ui.jobElapsed.textContent = formatDuration(Math.max(0, Date.now() / 1000 - view.job.startedAt));
+}
+
+/** The agent log: the last MAX_LOG_LINES lines, auto-scroll paused while the user reads. */
+class AgentLog {
+  constructor(element) {
+    this.el = element;
+    this.follow = true;
+    this.el.addEventListener("scroll", () => {
+      this.follow = this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < 32;
+    }, { passive: true });
+    this.empty = document.createElement("div");
+    this.empty.className = "log-empty";
+    this.empty.textContent = "The agent's messages appear here once it starts.";
+    this.el.append(this.empty);
+  }
+
+  clear() {
+    this.el.replaceChildren(this.empty);
+  }
+
+  add({ stream, text }) {
+    this.empty.remove();
+    const line = document.createElement("div");
+    line.className = stream === "stdout" ? "log-line" : `log-line log-line--${stream}`;
+    line.textContent = text;
+    this.el.append(line);
+    while (this.el.childElementCount > MAX_LOG_LINES) this.el.firstElementChild.remove();
+    if (this.follow) this.el.scrollTop = this.el.scrollHeight;
+  }
+}
+
+const log = new AgentLog(ui.log);
+
+function apply(event) {
+  const [next, line] = reduce(view, event);
+  view = next;
+  if (line) log.add(line);
+  render();
+}
+
+function showError(message) {
+  ui.error.textContent = message || "";
+  ui.error.hidden = !message;
+}
+
+// ------------------------------------------------------------------ local API
+
+async function localAgent() {
+  try {
+    const resp = await fetch(`${LOCAL_API}/agent`, { cache: "no-store" });
+    if (resp.status !== 200) return null;
+    const body = await resp.json();
+    return body && typeof body.running === "boolean" ? body : null;
+  } catch {
+    return null;
+  }
+}
+
+async function toggleAgent() {
+  if (busy) return;
+  busy = true;
+  ui.toggle.disabled = true;
+  const action = view.running ? "stop" : "start";
+  if (action === "stop") ui.connection.textContent = "Stopping…";
+  try {
+    const resp = await fetch(`${LOCAL_API}/agent/${action}`, { method: "POST", cache: "no-store" });
+    const body = await resp.json().catch(() => null);
+    if (!resp.ok) throw new Error((body && body.detail) || `The agent could not ${action}.`);
+    showError(null);
+    if (action === "start" && body.running && !view.running) apply({ type: "connecting" });
+  } catch (err) {
+    showError(err.message || `The agent could not ${action}.`);
+  } finally {
+    busy = false;
+    ui.toggle.disabled = false;
+    render();
+  }
+}
+
+function streamEvents() {
+  let attempt = 0;
+  const connect = () => {
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${LOCAL_API}/events`);
+    ws.onmessage = (message) => {
+      let event;
+      try { event = JSON.parse(message.data); } catch { return; }
+      attempt = 0;
+      apply(event);
+    };
+    // Every (re)connect replays the kept events: start from a clean view and log.
+    ws.onopen = () => {
+      view = { ...initialView(), running: view.running };
+      log.clear();
+    };
+    ws.onclose = () => setTimeout(connect, backoffMs(attempt++));
+  };
+  connect();
+}
+
+async function main() {
+  const agent = await localAgent();
+  if (!agent) {
+    ui.note.hidden = false;
+    ui.toggle.disabled = true;
+    ui.toggle.title = "Contributing needs the desktop app (compound app).";
+    render();
+    return;
+  }
+  view = { ...view, running: agent.running, connection: agent.running ? "connecting" : "stopped" };
+  render();
+  ui.toggle.disabled = false;
+  ui.toggle.addEventListener("click", toggleAgent);
+  streamEvents();
+  setInterval(renderJob, 1000);
+}
+
+main();

@@ -1,0 +1,51 @@
+// Contributors page: every contributor the coordinator knows, refreshed every few seconds.
+
+import { ContributorState, listContributors, pageUrl } from "./api.js";
+import { escapeHtml, formatBytes } from "./format.js";
+import { autoRefresh } from "./refresh.js";
+
+const body = document.getElementById("contributors-body");
+const error = document.getElementById("error");
+const refreshed = document.getElementById("refreshed");
+
+function row(c) {
+  const online = c.state === ContributorState.ONLINE;
+  const cpu = online && c.cpu_percent !== null && c.cpu_percent !== undefined
+    ? `<span class="meter" aria-hidden="true"><span style="width:${Math.min(100, Math.max(0, c.cpu_percent)).toFixed(0)}%"></span></span>${c.cpu_percent.toFixed(0)}%`
+    : '<span class="muted">—</span>';
+  const ram = online && c.ram_free_bytes
+    ? `${formatBytes(c.ram_free_bytes)}<span class="sub">of ${formatBytes(c.ram_total_bytes || c.memory_bytes)}</span>`
+    : '<span class="muted">—</span>';
+  const job = c.current_job_id
+    ? `<a class="mono" href="${escapeHtml(pageUrl("submitter.html", { job: c.current_job_id }))}">${escapeHtml(c.current_job_id)}</a>`
+    : '<span class="muted">Idle</span>';
+  return `<tr data-contributor-id="${escapeHtml(c.id)}">
+    <td><span style="font-weight:500">${escapeHtml(c.name || c.id)}</span>
+      <span class="sub mono">${escapeHtml(c.id)}${c.runtime ? ` · ${escapeHtml(c.runtime)}` : ""}</span></td>
+    <td><span class="badge badge--sm badge--${online ? "online" : "offline"}" data-testid="contributor-state">${online ? "Online" : "Offline"}</span></td>
+    <td class="num" data-testid="contributor-cpu">${cpu}</td>
+    <td class="num" data-testid="contributor-ram">${ram}</td>
+    <td class="num">${c.cores || "—"}</td>
+    <td>${job}</td>
+  </tr>`;
+}
+
+async function load() {
+  let contributors;
+  try {
+    contributors = await listContributors();
+  } catch (err) {
+    error.textContent = err.message;
+    error.hidden = false;
+    return;
+  }
+  error.hidden = true;
+  // Online first, then by name.
+  contributors.sort((a, b) => (a.state === b.state ? String(a.name).localeCompare(String(b.name)) : a.state === ContributorState.ONLINE ? -1 : 1));
+  body.innerHTML = contributors.length
+    ? contributors.map(row).join("")
+    : `<tr><td colspan="6" class="table-empty">No contributors yet. Open <a href="${pageUrl("contributor.html")}">Contribute Compute</a> on a machine with Docker to add one.</td></tr>`;
+  refreshed.textContent = `Updated ${new Date().toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;
+}
+
+autoRefresh(load, 3000);

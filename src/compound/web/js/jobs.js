@@ -1,0 +1,61 @@
+// Jobs page: the recent jobs, refreshed every few seconds; a row opens the job's full log.
+
+import { listContributors, listJobs, pageUrl, statusLabel } from "./api.js";
+import { escapeHtml, formatAgo, formatDuration, jobDuration } from "./format.js";
+import { autoRefresh } from "./refresh.js";
+
+const body = document.getElementById("jobs-body");
+const error = document.getElementById("error");
+const refreshed = document.getElementById("refreshed");
+
+function row(job, names) {
+  const { text, tone } = statusLabel(job);
+  const href = pageUrl("submitter.html", { job: job.id });
+  const contributor = job.contributor_id
+    ? `${escapeHtml(names.get(job.contributor_id) || job.contributor_id)}`
+    : '<span class="muted">—</span>';
+  const exit = job.exit_code === null || job.exit_code === undefined ? '<span class="muted">—</span>' : job.exit_code;
+  return `<tr class="is-link" data-job-id="${escapeHtml(job.id)}" data-href="${escapeHtml(href)}">
+    <td><a class="row-link" href="${escapeHtml(href)}">${escapeHtml(job.name || "Untitled script")}</a>
+      <span class="sub mono">${escapeHtml(job.id)}</span></td>
+    <td><span class="badge badge--sm badge--${tone}" data-testid="job-status">${escapeHtml(text)}</span></td>
+    <td class="num mono">${exit}</td>
+    <td class="num">${formatDuration(jobDuration(job))}</td>
+    <td>${contributor}</td>
+    <td class="muted" title="${new Date(job.created_at * 1000).toLocaleString()}">${formatAgo(job.created_at)}</td>
+  </tr>`;
+}
+
+async function load() {
+  let jobs;
+  try {
+    jobs = await listJobs(50);
+  } catch (err) {
+    error.textContent = err.message;
+    error.hidden = false;
+    return;
+  }
+  let contributors = [];
+  try { contributors = await listContributors(); } catch { contributors = []; }
+  const names = new Map(contributors.map((c) => [c.id, c.name]));
+  error.hidden = true;
+
+  const focused = document.activeElement && document.activeElement.closest("tr[data-job-id]");
+  const focusedId = focused ? focused.dataset.jobId : null;
+  body.innerHTML = jobs.length
+    ? jobs.map((job) => row(job, names)).join("")
+    : `<tr><td colspan="6" class="table-empty">No jobs yet. <a href="${pageUrl("submitter.html")}">Submit the first one</a>.</td></tr>`;
+  if (focusedId) {
+    const again = body.querySelector(`tr[data-job-id="${CSS.escape(focusedId)}"] a`);
+    if (again) again.focus();
+  }
+  refreshed.textContent = `Updated ${new Date().toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;
+}
+
+body.addEventListener("click", (event) => {
+  const tr = event.target.closest("tr[data-href]");
+  if (!tr || event.target.closest("a")) return;
+  window.location.href = tr.dataset.href;
+});
+
+autoRefresh(load, 3000);

@@ -1,0 +1,235 @@
+// Submitter page: pick a .py file, submit it, follow its status and log.
+//
+// The current job id lives in the URL (?job=ID), so a reload, or a link from the jobs page,
+// follows the job again from the start (after = -1) and shows its whole log exactly once.
+
+import {
+  cancelJob, coordinatorBase, followJob, isTerminal, JobStatus, pageUrl, statusLabel, submitJob,
+} from "./api.js";
+import { escapeHtml, formatBytes, formatDuration, jobDuration } from "./format.js";
+import { LogPanel } from "./logpanel.js";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  form: $("submit-form"),
+  input: $("script-input"),
+  fileName: $("file-name"),
+  submit: $("submit-button"),
+  cancel: $("cancel-button"),
+  badge: $("status-badge"),
+  error: $("error"),
+  jobId: $("job-id"),
+  meta: $("meta"),
+  lineCount: $("line-count"),
+  log: $("log-output"),
+};
+
+const IDLE_TEXT = "Choose a script and press Submit Job. Its output will appear here.";
+const panel = new LogPanel(els.log, { emptyText: IDLE_TEXT });
+// For tests and the curious: everything received, e.g. window.compoundLog.text().
+window.compoundLog = panel;
+
+const state = {
+  file: null,        // the chosen File
+  job: null,         // the latest JobView of the job on screen
+  follow: null,      // the followJob handle while following
+  submitting: false,
+  connection: "idle",
+  ticker: null,
+};
+
+// ------------------------------------------------------------------ view
+
+function active() {
+  return Boolean(state.job && !isTerminal(state.job.status));
+}
+
+function updateControls() {
+  els.submit.disabled = !state.file || state.submitting || active();
+  els.cancel.hidden = !active();
+}
+
+function showError(message) {
+  els.error.textContent = message;
+  els.error.hidden = !message;
+}
+
+function setBadge(job) {
+  const { text, tone } = statusLabel(job);
+  if (els.badge.textContent !== text) els.badge.textContent = text;
+  els.badge.className = `badge badge--${tone}`;
+}
+
+function renderMeta() {
+  const job = state.job;
+  const parts = [];
+  if (job) {
+    if (job.name) parts.push(`<span><b>${escapeHtml(job.name)}</b></span>`);
+    if (job.contributor_id) parts.push(`<span>on <b class="mono">${escapeHtml(job.contributor_id)}</b></span>`);
+    if (job.started_at) parts.push(`<span>${formatDuration(jobDuration(job))}</span>`);
+    if (job.attempts > 1) parts.push(`<span>attempt ${job.attempts}</span>`);
+    if (job.error && isTerminal(job.status)) parts.push(`<span>${escapeHtml(job.error)}</span>`);
+  }
+  if (state.connection === "retrying") parts.push("<span>Reconnecting to the coordinator…</span>");
+  els.meta.innerHTML = parts.join("");
+  const count = panel.lineCount;
+  els.lineCount.textContent = count ? `${count.toLocaleString("en")} line${count === 1 ? "" : "s"}` : "";
+}
+
+function setJob(job) {
+  // A job never leaves a final status; a late, stale view must not undo it.
+  if (state.job && state.job.id === job.id && isTerminal(state.job.status) && !isTerminal(job.status)) return;
+  state.job = job;
+  els.jobId.textContent = job.id;
+  setBadge(job);
+  if (job.status === JobStatus.QUEUED) panel.setEmptyText("Waiting for a contributor…");
+  else if (job.status === JobStatus.RUNNING) panel.setEmptyText("Running — no output yet.");
+  else panel.setEmptyText("This job wrote no output.");
+  clearInterval(state.ticker);
+  state.ticker = job.status === JobStatus.RUNNING ? setInterval(renderMeta, 1000) : null;
+  renderMeta();
+  updateControls();
+}
+
+// ------------------------------------------------------------------ following
+
+function follow(job) {
+  if (state.follow) state.follow.stop();
+  panel.reset("Connecting…");
+  panel.filename = `compound-${job.id}.log`;
+  if (job.status) setJob(job);
+  else els.jobId.textContent = job.id;
+  state.follow = followJob(job.id, {
+    after: -1,
+    onRecords(records) {
+      panel.append(records);
+      scheduleMeta();
+    },
+    onStatus: setJob,
+    onEnd(final) {
+      panel.finish();
+      state.follow = null;
+      setJob(final);
+    },
+    onConnection(connection) {
+      // How often the follow stream was lost and picked up again (shown to tests as data-*).
+      if (connection === "retrying" && state.connection === "open") {
+        els.log.dataset.reconnects = String(Number(els.log.dataset.reconnects || 0) + 1);
+      }
+      state.connection = connection;
+      els.log.dataset.connection = connection;
+      renderMeta();
+    },
+    onError() {
+      state.follow = null;
+      badgeUnknown();
+      showError(`This coordinator has no job with id ${job.id}.`);
+    },
+  });
+}
+
+let metaQueued = false;
+function scheduleMeta() {
+  if (metaQueued) return;
+  metaQueued = true;
+  requestAnimationFrame(() => { metaQueued = false; renderMeta(); });
+}
+
+function badgeUnknown() {
+  state.job = null;
+  setBadge(null);
+  panel.reset(IDLE_TEXT);
+  updateControls();
+}
+
+// ------------------------------------------------------------------ actions
+
+function chooseFile(file) {
+  showError("");
+  if (file && !file.name.toLowerCase().endsWith(".py")) {
+    showError(`“${file.name}” is not a Python script. Choose a .py file.`);
+    file = null;
+  }
+  state.file = file || null;
+  if (state.file) {
+    els.fileName.innerHTML = `<span class="mono">${escapeHtml(state.file.name)}</span> · ${formatBytes(state.file.size)}`;
+    els.fileName.classList.add("has-file");
+  } else {
+    els.fileName.textContent = "No file chosen — or drop one here";
+    els.fileName.classList.remove("has-file");
+  }
+  updateControls();
+}
+
+async function submit(event) {
+  event.preventDefault();
+  if (!state.file || state.submitting || active()) return;
+  showError("");
+  const file = state.file;
+  let script;
+  try {
+    script = await file.text();
+  } catch {
+    showError(`Couldn't read “${file.name}”. Choose the file again.`);
+    return;
+  }
+  if (!script.trim()) {
+    showError(`“${file.name}” is empty. Choose a script with some code in it.`);
+    return;
+  }
+  state.submitting = true;
+  updateControls();
+  try {
+    const job = await submitJob(script, { name: file.name });
+    window.history.replaceState(null, "", pageUrl("submitter.html", { job: job.id }));
+    follow(job);
+  } catch (err) {
+    showError(err.message || "The job could not be submitted.");
+  } finally {
+    state.submitting = false;
+    updateControls();
+  }
+}
+
+async function cancel() {
+  if (!active()) return;
+  els.cancel.disabled = true;
+  try {
+    const job = await cancelJob(state.job.id);
+    if (isTerminal(job.status)) setJob(job);
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    els.cancel.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ wiring
+
+els.input.addEventListener("change", () => chooseFile(els.input.files[0]));
+els.form.addEventListener("submit", submit);
+els.cancel.addEventListener("click", cancel);
+
+for (const type of ["dragenter", "dragover"]) {
+  els.form.addEventListener(type, (event) => {
+    event.preventDefault();
+    els.form.classList.add("is-dragover");
+  });
+}
+els.form.addEventListener("dragleave", (event) => {
+  if (!els.form.contains(event.relatedTarget)) els.form.classList.remove("is-dragover");
+});
+els.form.addEventListener("drop", (event) => {
+  event.preventDefault();
+  els.form.classList.remove("is-dragover");
+  const file = event.dataTransfer && event.dataTransfer.files[0];
+  if (file) chooseFile(file);
+});
+// A file dropped beside the bar must not make the window navigate away to it.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+
+const initialJob = new URLSearchParams(window.location.search).get("job");
+if (initialJob) follow({ id: initialJob });
+else coordinatorBase(); // resolve the coordinator early so Submit is instant
+updateControls();

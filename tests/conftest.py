@@ -1,0 +1,77 @@
+"""Fixtures: a real Docker engine, a real coordinator on a free port, real agents."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support import TEST_IMAGE, Agent, Coordinator, containers_of
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The Docker engine and the sandbox image must be there: CI sets them up first."""
+    info = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True
+    )
+    if info.returncode != 0:
+        pytest.fail(
+            "Docker is not running: run scripts/setup-docker.sh first "
+            f"({info.stderr.strip()[:200]})"
+        )
+    image = subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True)
+    if image.returncode != 0:
+        pytest.fail(
+            f"the sandbox image {TEST_IMAGE} is missing: run "
+            f"`compound image ensure --tag {TEST_IMAGE}` first"
+        )
+    return info.stdout.strip()
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
+    server = Coordinator(data_dir=tmp_path / "coordinator").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_agent(
+    docker_engine: str, coordinator: Coordinator, tmp_path: Path
+) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def start(
+        name: str = "test-agent",
+        runtime: str = "runc",
+        wait_connected: bool = True,
+        state_dir: Path | None = None,
+        extra_args: list[str] | None = None,
+        coordinator_url: str | None = None,
+    ) -> Agent:
+        agent = Agent(
+            coordinator_url or coordinator.url,
+            state_dir or tmp_path / f"agent-{len(started)}",
+            name=name,
+            runtime=runtime,
+            extra_args=extra_args or [],
+        )
+        started.append(agent)
+        return agent.start(wait_connected=wait_connected)
+
+    yield start
+    for agent in started:
+        agent.stop()
+    for agent in started:
+        if (agent.state_dir / "node_id").exists():
+            leftovers = containers_of(agent.node_id)
+            if leftovers:
+                subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+
+
+@pytest.fixture
+def agent(start_agent: Callable[..., Agent]) -> Agent:
+    return start_agent()

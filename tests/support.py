@@ -1,0 +1,341 @@
+"""Real processes for the tests: a coordinator and agents over real sockets on loopback.
+
+Nothing here is a mock: the coordinator is `python -m compound coordinator` on a free port,
+agents are `python -m compound agent` talking to the real Docker engine. Every wait has a
+deadline and watches for a fact (an output line, an API answer), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TEST_IMAGE = os.environ.get("COMPOUND_TEST_IMAGE", "python:3.11-slim")
+STARTUP_TIMEOUT_S = 30.0
+
+
+def product_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's machine: in particular, no PYTHONUNBUFFERED."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update(extra)
+    return env
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class OutputLines:
+    """Collects a process's output lines in a thread so tests can wait on them."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._condition:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._condition.notify_all()
+        with self._condition:
+            self.lines.append("")  # EOF marker wakes waiters
+            self._condition.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[str], bool], timeout_s: float, what: str, start: int = 0
+    ) -> str:
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            index = start
+            while True:
+                while index < len(self.lines):
+                    if predicate(self.lines[index]):
+                        return self.lines[index]
+                    index += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    tail = "\n".join(self.lines[-20:])
+                    raise AssertionError(f"timed out waiting for {what}; last lines:\n{tail}")
+                self._condition.wait(remaining)
+
+    def text(self) -> str:
+        with self._condition:
+            return "\n".join(self.lines)
+
+
+def _spawn(
+    args: list[str], env: dict[str, str] | None = None, stdout_to_lines: bool = True
+) -> tuple[subprocess.Popen[bytes], OutputLines]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compound", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env or product_env(),
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    return proc, OutputLines(proc.stdout)
+
+
+def _end(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@dataclass
+class Coordinator:
+    data_dir: Path
+    port: int = 0
+    lease_timeout_s: float = 3.0
+    heartbeat_interval_s: float = 0.5
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    output: OutputLines | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> Coordinator:
+        self.proc, self.output = _spawn(
+            [
+                "coordinator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--lease-timeout",
+                str(self.lease_timeout_s),
+                "--heartbeat-interval",
+                str(self.heartbeat_interval_s),
+                *self.extra_args,
+            ]
+        )
+        line = self.output.wait_for(
+            lambda text: "listening on http://" in text or text == "",
+            STARTUP_TIMEOUT_S,
+            "the coordinator to listen",
+        )
+        assert "listening on" in line, f"coordinator did not start:\n{self.output.text()}"
+        self.port = int(line.rsplit(":", 1)[1])
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.proc is not None
+        _end(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _end(self.proc)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.url + path, timeout=30, **kwargs)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.api("GET", f"/api/v1/jobs/{job_id}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def submit(self, script: str, **fields: Any) -> str:
+        response = self.api("POST", "/api/v1/jobs", json={"script": script, **fields})
+        assert response.status_code == 201, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def wait_for_status(
+        self, job_id: str, statuses: set[str], timeout_s: float = 60
+    ) -> dict[str, Any]:
+        return wait_until(
+            lambda: (job := self.job(job_id))["status"] in statuses and job,
+            timeout_s,
+            f"job {job_id} to be {statuses}",
+        )
+
+    def contributors(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.api("GET", "/api/v1/contributors").json()[
+            "contributors"
+        ]
+        return result
+
+    def wait_for_contributor(
+        self, node_id: str, state: str = "online", timeout_s: float = 30
+    ) -> None:
+        wait_until(
+            lambda: any(c["id"] == node_id and c["state"] == state for c in self.contributors()),
+            timeout_s,
+            f"contributor {node_id} to be {state}",
+        )
+
+    def logs(self, job_id: str) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        after = -1
+        while True:
+            page = self.api("GET", f"/api/v1/jobs/{job_id}/logs", params={"after": after}).json()
+            records.extend(page["records"])
+            if not page["records"]:
+                return records
+            after = page["last_seq"]
+
+
+@dataclass
+class Agent:
+    coordinator_url: str
+    state_dir: Path
+    name: str = "test-agent"
+    runtime: str = "runc"
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    output: OutputLines | None = None
+
+    @property
+    def node_id(self) -> str:
+        return (self.state_dir / "node_id").read_text().strip()
+
+    def start(self, wait_connected: bool = True) -> Agent:
+        self.proc, self.output = _spawn(
+            [
+                "agent",
+                "--coordinator",
+                self.coordinator_url,
+                "--image",
+                TEST_IMAGE,
+                "--runtime",
+                self.runtime,
+                "--name",
+                self.name,
+                "--state-dir",
+                str(self.state_dir),
+                "--grace",
+                "2",
+                "--events",
+                "json",
+                *self.extra_args,
+            ]
+        )
+        if wait_connected:
+            self.wait_event("connected")
+        return self
+
+    def events(self) -> list[dict[str, Any]]:
+        assert self.output is not None
+        return [json.loads(line) for line in self.output.lines if line.startswith("{")]
+
+    def wait_event(
+        self, kind: str, timeout_s: float = STARTUP_TIMEOUT_S, start: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        assert self.output is not None
+
+        def matches(line: str) -> bool:
+            if line == "":
+                raise AssertionError(f"agent exited:\n{self.output.text() if self.output else ''}")
+            if not line.startswith("{"):
+                return False
+            event = json.loads(line)
+            return bool(
+                event.get("type") == kind and all(event.get(k) == v for k, v in fields.items())
+            )
+
+        line = self.output.wait_for(matches, timeout_s, f"agent event {kind} {fields}", start)
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        _end(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _end(self.proc)
+
+
+def containers_of(node_id: str) -> list[str]:
+    """Ids of this node's job containers, running or not (real Docker, via the CLI)."""
+    result = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-aq",
+            "--filter",
+            "label=compound.managed=1",
+            "--filter",
+            f"label=compound.node_id={node_id}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.split()
+
+
+def run_cli(
+    *args: str,
+    coordinator: Coordinator | None = None,
+    timeout_s: float = 120,
+    input_bytes: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    env = product_env(**({"COMPOUND_COORDINATOR": coordinator.url} if coordinator else {}))
+    return subprocess.run(
+        [sys.executable, "-m", "compound", *args],
+        capture_output=True,
+        env=env,
+        timeout=timeout_s,
+        input=input_bytes,
+    )
+
+
+def follow(coordinator: Coordinator, job_id: str, after: int = -1,
+           timeout_s: float = 60) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Follow a job over the real WebSocket until its end; returns (records, final job)."""
+    from websockets.sync.client import connect
+
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    with connect(f"{coordinator.ws_url}/api/v1/jobs/{job_id}/follow?after={after}",
+                 max_size=8 * 1024 * 1024) as websocket:
+        while True:
+            message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if message["type"] == "records":
+                records.extend(message["records"])
+            elif message["type"] == "end":
+                return records, message["job"]
+
+
+def stream_text(records: list[dict[str, Any]], stream: str = "stdout") -> str:
+    return "".join(r["data"] for r in records if r["stream"] == stream)

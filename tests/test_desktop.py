@@ -1,0 +1,456 @@
+"""The desktop app for real: the Qt window under Xvfb, its bridge, its local server, its agent.
+
+The window is driven the way a user would: mouse presses on the page's own traffic lights,
+delivered through Qt WebEngine's DevTools port (CDP), which the test enables with
+QTWEBENGINE_REMOTE_DEBUGGING. Nothing is mocked: the local server, the coordinator, the
+agent and Docker are the real ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from compound.desktop.server import LocalAppState, LocalServer
+from compound.desktop.settings import SettingsStore
+from compound.desktop.sidecar import AgentSidecar
+from support import (
+    TEST_IMAGE,
+    Coordinator,
+    OutputLines,
+    containers_of,
+    product_env,
+    run_cli,
+    wait_until,
+)
+
+X11_DIR = Path("/tmp/.X11-unix")
+
+
+# ------------------------------------------------------------------ Xvfb
+
+
+def _free_display_number() -> int:
+    for number in range(90, 400):
+        if not (X11_DIR / f"X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            return number
+    raise RuntimeError("no free X display number")
+
+
+def _x_socket_answers(number: int) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(X11_DIR / f"X{number}"))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    """A private Xvfb server; its ``:N`` is what DISPLAY must be set to."""
+    xvfb = shutil.which("Xvfb")
+    assert xvfb, "Xvfb is missing: apt-get install xvfb"
+    number = _free_display_number()
+    proc = subprocess.Popen(
+        [xvfb, f":{number}", "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _x_socket_answers(number) or proc.poll() is not None, 15, "Xvfb")
+        assert proc.poll() is None, "Xvfb exited at start"
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def app_env(config_dir: Path, display: str | None, **extra: str) -> dict[str, str]:
+    env = product_env(COMPOUND_CONFIG_DIR=str(config_dir), **extra)
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    if display is not None:
+        env["DISPLAY"] = display
+    return env
+
+
+# ------------------------------------------------------------------ a tiny CDP client
+
+
+class DevToolsPage:
+    """The app window's page over Chrome DevTools Protocol (evaluate, mouse clicks)."""
+
+    def __init__(self, port: int) -> None:
+        targets = wait_until(lambda: self._pages(port), 30, "the window's DevTools page")
+        self._stack = contextlib.ExitStack()
+        self._ws: ClientConnection = self._stack.enter_context(
+            connect(targets[0]["webSocketDebuggerUrl"], max_size=None)
+        )
+        self._ids = itertools.count(1)
+
+    @staticmethod
+    def _pages(port: int) -> list[dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
+                targets: list[dict[str, Any]] = json.load(r)
+        except OSError:
+            return []
+        return [
+            t for t in targets if t.get("type") == "page" and t.get("url", "").startswith("http")
+        ]
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self._ids)
+        self._ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message: dict[str, Any] = json.loads(self._ws.recv(timeout=15))
+            if message.get("id") == call_id:
+                return message
+
+    def evaluate(self, expression: str) -> Any:
+        reply = self.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
+        result = reply.get("result", {})
+        if "exceptionDetails" in result:
+            raise AssertionError(f"page error: {result['exceptionDetails']}")
+        return result.get("result", {}).get("value")
+
+    def wait_for(self, expression: str, timeout_s: float, what: str) -> Any:
+        return wait_until(lambda: self.evaluate(expression), timeout_s, what, interval_s=0.1)
+
+    def click(self, test_id: str) -> None:
+        """A real left click (press + release) at the centre of the element."""
+        x, y = self.wait_for(
+            f"""(() => {{
+                const el = document.querySelector('[data-testid="{test_id}"]');
+                if (!el || el.closest('[hidden]') || el.disabled) return null;
+                const r = el.getBoundingClientRect();
+                return r.width && r.height ? [r.x + r.width / 2, r.y + r.height / 2] : null;
+            }})()""",
+            15,
+            f"{test_id} to be clickable",
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def text(self, test_id: str) -> str:
+        value = self.evaluate(
+            f"document.querySelector('[data-testid=\"{test_id}\"]')?.textContent.trim() ?? ''"
+        )
+        return str(value)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stack.close()
+
+
+class WindowApp:
+    """`compound app` with a real window, its DevTools port open for the test."""
+
+    def __init__(self, config_dir: Path, display: str, coordinator_url: str | None = None):
+        self.config_dir = config_dir
+        self.debug_port = _free_port()
+        args = ["app"] + (["--coordinator", coordinator_url] if coordinator_url else [])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "compound", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=app_env(
+                config_dir,
+                display,
+                QTWEBENGINE_REMOTE_DEBUGGING=f"127.0.0.1:{self.debug_port}",
+            ),
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        self.output = OutputLines(self.proc.stdout)
+        self.page = DevToolsPage(self.debug_port)
+
+    def state(self) -> str:
+        return str(self.page.evaluate("window.pywebview.api.window_state()"))
+
+    def wait_state(self, state: str) -> None:
+        wait_until(lambda: self.state() == state, 10, f"the window to be {state}", 0.1)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"app still running:\n{self.output.text()}") from exc
+
+    def end(self) -> None:
+        self.page.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def window_apps() -> Iterator[list[WindowApp]]:
+    apps: list[WindowApp] = []
+    yield apps
+    for app in apps:
+        app.end()
+
+
+def agent_pids(config_dir: Path) -> list[int]:
+    """Agent processes started for this app (their argv names its state dir)."""
+    marker = str(config_dir / "agent").encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"agent" in argv and marker in argv:
+                    pids.append(int(entry.name))
+    return pids
+
+
+# ------------------------------------------------------------------ the window
+
+
+@pytest.mark.timeout(120)
+def test_self_check_prints_one_line_and_exits_0(display: str, tmp_path: Path) -> None:
+    """`compound app --self-check` renders the landing page, hears the bridge, exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "compound", "app", "--self-check"],
+        capture_output=True,
+        text=True,
+        env=app_env(tmp_path / "config", display),
+        timeout=100,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(lines) == 1, result.stdout
+    assert re.fullmatch(
+        r"compound app self-check ok: window rendered .+, bridge answered in \d+\.\d s", lines[0]
+    ), lines[0]
+
+
+@pytest.mark.timeout(60)
+def test_no_display_is_one_clear_line(tmp_path: Path) -> None:
+    """Without a display the app says what to do in one line, no traceback, exit 1."""
+    result = subprocess.run(
+        [sys.executable, "-m", "compound", "app", "--self-check"],
+        capture_output=True,
+        text=True,
+        env=app_env(tmp_path / "config", None),
+        timeout=50,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        "compound app: No display found: run under xvfb-run or use --browser"
+    )
+
+
+@pytest.mark.timeout(120)
+def test_traffic_lights_drive_the_window(
+    display: str, tmp_path: Path, window_apps: list[WindowApp]
+) -> None:
+    """Maximise toggles, minimise minimises, and the red light ends the app process."""
+    app = WindowApp(tmp_path / "config", display)
+    window_apps.append(app)
+    app.page.wait_for(
+        "(() => { const t = document.querySelector('.traffic'); return !!t && !t.hidden; })()",
+        30,
+        "the traffic lights",
+    )
+    assert app.state() == "normal"
+
+    app.page.click("window-maximize")
+    app.wait_state("maximized")
+    app.page.click("window-maximize")
+    app.wait_state("normal")
+    app.page.click("window-minimize")
+    app.wait_state("minimized")
+    app.page.evaluate("window.pywebview.api.restore()")
+    app.wait_state("normal")
+
+    with contextlib.suppress(Exception):  # the page may vanish before the release is acked
+        app.page.click("window-close")
+    assert app.wait_exit(30) == 0
+
+
+# ------------------------------------------------------------------ no orphans
+
+
+LONG_JOB = textwrap.dedent(
+    """
+    import time
+    print("started", flush=True)
+    time.sleep(300)
+    """
+)
+
+
+@pytest.mark.timeout(180)
+def test_closing_the_window_leaves_no_agent_and_no_container(
+    display: str,
+    docker_engine: str,
+    coordinator: Coordinator,
+    tmp_path: Path,
+    window_apps: list[WindowApp],
+) -> None:
+    """Red light while a job runs: the agent process and the job's container are gone."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    settings = {"agent_image": TEST_IMAGE, "agent_runtime": "runc", "agent_name": "window"}
+    (config_dir / "app.json").write_text(json.dumps(settings))
+    app = WindowApp(config_dir, display, coordinator.url)
+    window_apps.append(app)
+    page = app.page
+    page.wait_for("document.readyState === 'complete'", 30, "the landing page")
+    page.evaluate("location.href = '/contributor.html'")
+    page.wait_for(
+        "!!document.querySelector('[data-testid=agent-toggle]:not([disabled])')", 30, "toggle"
+    )
+
+    page.click("agent-toggle")
+    wait_until(lambda: page.text("connection-status") == "Connected", 30, "Connected", 0.1)
+    node_id = (config_dir / "agent" / "node_id").read_text().strip()
+    script = tmp_path / "long.py"
+    script.write_text(LONG_JOB)
+    submitted = run_cli("submit", "--detach", str(script), coordinator=coordinator)
+    assert submitted.returncode == 0, submitted.stderr.decode()
+    job_id = submitted.stdout.decode().strip()
+    wait_until(lambda: page.text("job-id") == job_id, 60, "the job banner", 0.1)
+    wait_until(lambda: containers_of(node_id), 30, "the job's container")
+    assert agent_pids(config_dir)
+
+    with contextlib.suppress(Exception):
+        page.click("window-close")
+    assert app.wait_exit(60) == 0
+    assert agent_pids(config_dir) == []
+    wait_until(lambda: not containers_of(node_id), 15, "the job's container to be removed")
+    coordinator.wait_for_contributor(node_id, "offline")
+
+
+# ------------------------------------------------------------------ the local server
+
+
+@pytest.fixture
+def local_server(tmp_path: Path) -> Iterator[LocalServer]:
+    store = SettingsStore(tmp_path / "config")
+    sidecar = AgentSidecar(tmp_path / "config" / "agent", tmp_path / "config" / "agent.log")
+    server = LocalServer(LocalAppState(store=store, sidecar=sidecar))
+    server.start()
+    yield server
+    sidecar.stop()
+    server.stop()
+
+
+def _cookie_client(server: LocalServer) -> httpx.Client:
+    client = httpx.Client(timeout=10)
+    response = client.get(server.launch_url())
+    assert response.status_code == 303
+    return client
+
+
+@pytest.mark.timeout(30)
+def test_token_buys_a_strict_http_only_cookie(local_server: LocalServer) -> None:
+    """The launch token is exchanged once for an HttpOnly SameSite=Strict cookie."""
+    response = httpx.get(local_server.launch_url("/contributor.html"), timeout=10)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/contributor.html"
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    client = _cookie_client(local_server)
+    assert client.get(local_server.base_url + "/contributor.html").status_code == 200
+    assert client.get(local_server.base_url + "/local/api/agent").json()["running"] is False
+
+
+@pytest.mark.timeout(30)
+def test_requests_without_cookie_or_with_foreign_host_are_refused(
+    local_server: LocalServer,
+) -> None:
+    """No cookie is 403 (a wrong token too); a Host other than this server is 400."""
+    base = local_server.base_url
+    assert httpx.get(base + "/local/api/agent", timeout=10).status_code == 403
+    assert httpx.get(base + "/?token=wrong", timeout=10).status_code == 403
+    assert httpx.get(base + "/", timeout=10).status_code == 403
+    client = _cookie_client(local_server)
+    rebound = client.get(base + "/local/api/agent", headers={"Host": "evil.example:80"})
+    assert rebound.status_code == 400
+    other_port = client.get(base + "/local/api/agent", headers={"Host": "127.0.0.1:1"})
+    assert other_port.status_code == 400
+    named = client.get(
+        base + "/local/api/agent", headers={"Host": f"localhost:{local_server.port}"}
+    )
+    assert named.status_code == 200
+
+
+@pytest.mark.timeout(30)
+def test_events_websocket_needs_the_cookie(local_server: LocalServer) -> None:
+    """The events socket refuses a handshake without the cookie or from a foreign origin."""
+    url = f"ws://127.0.0.1:{local_server.port}/local/api/events"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10).close()
+    assert refused.value.response.status_code == 403
+    cookie = {"Cookie": f"compound_session={local_server.secret}"}
+    with pytest.raises(InvalidStatus):
+        connect(url, additional_headers=cookie, origin="http://evil.example").close()  # type: ignore[arg-type]
+    with connect(url, additional_headers=cookie, open_timeout=10) as websocket:
+        websocket.ping().wait(5)
+
+
+@pytest.mark.timeout(30)
+def test_settings_are_validated_and_persisted(local_server: LocalServer, tmp_path: Path) -> None:
+    """PUT settings checks the URL and writes app.json, which the next launch reads."""
+    client = _cookie_client(local_server)
+    url = local_server.base_url + "/local/api/settings"
+    bad = client.put(url, json={"coordinator_url": "ftp://nowhere"})
+    assert bad.status_code == 422 and "http://host:port" in bad.json()["detail"]
+    good = client.put(url, json={"coordinator_url": "http://10.0.0.5:8000/"})
+    assert good.status_code == 200 and good.json()["coordinator_url"] == "http://10.0.0.5:8000"
+    saved = json.loads((tmp_path / "config" / "app.json").read_text())
+    assert saved["coordinator_url"] == "http://10.0.0.5:8000"
+    assert SettingsStore(tmp_path / "config").load().coordinator_url == "http://10.0.0.5:8000"
+    assert client.get(url).json()["coordinator_url"] == "http://10.0.0.5:8000"
+
+
+@pytest.mark.timeout(30)
+def test_browser_mode_help_explains_each_option() -> None:
+    """`compound app --help` explains --coordinator, --browser and --self-check."""
+    result = subprocess.run(
+        [sys.executable, "-m", "compound", "app", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=25,
+        env=product_env(COLUMNS="200"),
+    )
+    assert result.returncode == 0
+    for option in ("--coordinator", "--browser", "--self-check"):
+        assert re.search(rf"{option}\s.*\w", result.stdout), option
+    assert "--serve-only" not in result.stdout
