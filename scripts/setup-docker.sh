@@ -42,8 +42,28 @@ install_packages() {
     say "installing ${missing[*]} (apt-get update first)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2 || die "apt-get update failed"
+    block_service_start
     apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
         die "apt-get install ${missing[*]} failed"
+    unblock_service_start
+}
+
+# The docker.io package starts dockerd with its defaults (a bridge, iptables rules) when
+# installed; a temporary policy-rc.d stops that so we start it below with ours.
+POLICY_RC=/usr/sbin/policy-rc.d
+OUR_POLICY_RC=""
+block_service_start() {
+    [[ -e $POLICY_RC ]] && return
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC"
+    chmod +x "$POLICY_RC"
+    OUR_POLICY_RC=$POLICY_RC
+    trap unblock_service_start EXIT
+}
+unblock_service_start() {
+    if [[ -n $OUR_POLICY_RC ]]; then
+        rm -f "$OUR_POLICY_RC"
+        OUR_POLICY_RC=""
+    fi
 }
 
 runsc_path() {

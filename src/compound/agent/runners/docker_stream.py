@@ -59,7 +59,7 @@ class FrameDemuxer:
             pieces = [(stream, b"".join([view[a:b] for a, b in spans])) for stream, spans in runs]
         # One move of the unparsed tail per chunk, not one per frame.
         del self._buffer[:offset]
-        return pieces
+        return [(stream, data) for stream, data in pieces if data]
 
 
 def _socket_target(docker_url: str) -> tuple[str, str, int]:

@@ -1,13 +1,16 @@
 // A log panel that stays smooth at 100,000+ lines.
 //
 // Records ({seq, stream, data}) are joined into lines per stream (a chunk need not end at a
-// newline), kept in memory, and drawn in batches once per animation frame. Only the last
-// `maxLines` lines live in the DOM; a note above them counts the hidden ones and offers the
-// full log as a download. Auto-scroll follows the end until the user scrolls up and resumes
-// once they are back at the bottom. The panel itself is not a live region (announcing every
-// line would drown a screen reader); status belongs to the page's badge.
+// newline) and kept in memory. Drawing happens at most once per animation frame, and only
+// the last `maxLines` lines are in the DOM, as blocks of up to BLOCK_LINES consecutive lines
+// of one stream (one element per block, not per line: creating and laying out thousands of
+// elements per frame is what makes big logs stutter). A note above the blocks counts the
+// hidden lines and offers the full log as a download. Auto-scroll follows the end until the
+// user scrolls up and resumes once they are back at the bottom. The panel is not a live
+// region (announcing every line would drown a screen reader); status belongs to the badge.
 
 const BOTTOM_SLACK_PX = 32;
+const BLOCK_LINES = 64;
 
 export class LogPanel {
   /**
@@ -29,13 +32,13 @@ export class LogPanel {
   /** Forget everything and show the empty placeholder. */
   reset(emptyText = this.emptyText) {
     this.emptyText = emptyText;
-    this.lines = [];          // {stream, text, closed, el}
+    this.lines = [];          // {stream, text, closed, block}
     this.open = new Map();    // stream -> the line still being written on that stream
-    this.dirty = new Set();   // open lines already drawn whose text grew
+    this.blocks = [];         // {el, stream, from, to}: lines [from, to) drawn in one element
+    this.dirty = new Set();   // blocks whose text must be redrawn
     this.drawnFrom = 0;       // index of the first line in the DOM
     this.drawnTo = 0;         // index after the last line in the DOM
     this.records = 0;
-    this.chars = 0;
     this.scheduled = false;
     this.note = document.createElement("div");
     this.note.className = "log-note";
@@ -63,16 +66,15 @@ export class LogPanel {
   append(records) {
     for (const record of records) {
       this.records += 1;
-      this.chars += record.data.length;
       this.addChunk(record.stream || "stdout", record.data);
     }
     this.schedule();
   }
 
-  /** Add a note from the UI itself (reconnecting, ...), drawn like a system line. */
+  /** Add a note from the UI itself, drawn like a system line. */
   appendSystem(text) {
     this.closeOpen();
-    this.lines.push({ stream: "system", text, closed: true, el: null });
+    this.lines.push({ stream: "system", text, closed: true, block: null });
     this.schedule();
   }
 
@@ -82,7 +84,7 @@ export class LogPanel {
     this.schedule();
   }
 
-  /** Plain text of everything received, line by line, each complete line ending in "\n". */
+  /** Plain text of everything received (optionally of one stream), each complete line + "\n". */
   text(stream = null) {
     const parts = [];
     for (const line of this.lines) {
@@ -92,12 +94,19 @@ export class LogPanel {
     return parts.join("");
   }
 
+  /** Lines received so far (a partial last line counts). */
   get lineCount() {
     return this.lines.length;
   }
 
+  /** Lines received but no longer in the DOM. */
   get hiddenCount() {
     return this.drawnFrom;
+  }
+
+  /** Lines currently in the DOM. */
+  get drawnCount() {
+    return this.drawnTo - this.drawnFrom;
   }
 
   /** Draw now instead of at the next frame (tests, or before reading the DOM). */
@@ -105,7 +114,7 @@ export class LogPanel {
     this.flush();
   }
 
-  // ------------------------------------------------------------------ internals
+  // ------------------------------------------------------------------ model
 
   addChunk(stream, data) {
     const pieces = data.split("\n");
@@ -115,15 +124,15 @@ export class LogPanel {
       const last = i === pieces.length - 1;
       if (last && piece === "") break; // the chunk ended with a newline
       if (!line) {
-        line = { stream, text: piece, closed: false, el: null };
+        line = { stream, text: piece, closed: false, block: null };
         this.lines.push(line);
       } else if (piece) {
         line.text += piece;
-        if (line.el) this.dirty.add(line);
+        this.touch(line);
       }
       if (!last) {
         line.closed = true;
-        if (line.el) this.dirty.add(line);
+        this.touch(line);
         line = null;
       }
     }
@@ -134,55 +143,45 @@ export class LogPanel {
   closeOpen() {
     for (const line of this.open.values()) {
       line.closed = true;
-      if (line.el) this.dirty.add(line);
+      this.touch(line);
     }
     this.open.clear();
   }
 
+  touch(line) {
+    if (line.block) this.dirty.add(line.block);
+  }
+
+  // ------------------------------------------------------------------ drawing
+
   schedule() {
     if (this.scheduled) return;
     this.scheduled = true;
-    // Frames do not run in a hidden tab; a timer keeps memory in check there.
+    // Frames do not run in a hidden tab; a timer keeps the work going there.
     if (document.hidden) setTimeout(() => this.flush(), 100);
     else requestAnimationFrame(() => this.flush());
   }
 
-  lineElement(line) {
-    const el = document.createElement("div");
-    el.className = line.stream === "stdout" ? "log-line" : `log-line log-line--${line.stream}`;
-    if (!line.closed) el.classList.add("log-line--open");
-    el.textContent = line.text;
-    line.el = el;
-    return el;
-  }
-
   flush() {
     this.scheduled = false;
-    for (const line of this.dirty) {
-      if (!line.el) continue;
-      line.el.textContent = line.text;
-      if (line.closed) line.el.classList.remove("log-line--open");
-    }
-    this.dirty.clear();
-
     const total = this.lines.length;
     if (total > this.drawnTo) {
       // Lines that would be trimmed straight away are never drawn.
       const start = Math.max(this.drawnTo, total - this.maxLines);
       if (start > this.drawnTo) {
-        // Everything on screen is older than the newest maxLines lines: replace it all.
-        for (let i = this.drawnFrom; i < this.drawnTo; i += 1) this.dropElement(i);
+        this.dropBlocks(this.blocks.length);
         this.drawnFrom = start;
+        this.drawnTo = start;
       }
-      const fragment = document.createDocumentFragment();
-      for (let i = start; i < total; i += 1) fragment.append(this.lineElement(this.lines[i]));
-      this.el.append(fragment);
+      const fresh = document.createDocumentFragment();
+      for (let i = start; i < total; i += 1) this.place(i, fresh);
+      this.el.append(fresh);
       this.drawnTo = total;
     }
-    while (this.drawnTo - this.drawnFrom > this.maxLines) {
-      this.dropElement(this.drawnFrom);
-      this.drawnFrom += 1;
-    }
+    this.trim();
+    for (const block of this.dirty) this.paintBlock(block);
+    this.dirty.clear();
+
     this.empty.hidden = total > 0;
     this.note.hidden = this.drawnFrom === 0;
     if (this.drawnFrom) {
@@ -191,14 +190,67 @@ export class LogPanel {
     if (this.follow) this.el.scrollTop = this.el.scrollHeight;
   }
 
-  dropElement(index) {
+  /** Put line `index` into the last block if it fits there, else into a new block. */
+  place(index, fragment) {
     const line = this.lines[index];
-    if (line && line.el) {
-      line.el.remove();
-      line.el = null;
-      this.dirty.delete(line);
+    let block = this.blocks[this.blocks.length - 1];
+    if (!block || block.stream !== line.stream || block.to !== index || block.to - block.from >= BLOCK_LINES) {
+      const el = document.createElement("div");
+      el.className = line.stream === "stdout" ? "log-block" : `log-block log-block--${line.stream}`;
+      block = { el, stream: line.stream, from: index, to: index };
+      this.blocks.push(block);
+      fragment.append(el);
+    }
+    block.to = index + 1;
+    line.block = block;
+    this.dirty.add(block);
+  }
+
+  paintBlock(block) {
+    if (!block.el) return;
+    const last = this.lines[block.to - 1];
+    let text = "";
+    for (let i = block.from; i < block.to; i += 1) {
+      text += i === block.from ? this.lines[i].text : `\n${this.lines[i].text}`;
+    }
+    // A trailing empty line needs one more newline to take up its own row.
+    if (last.text === "" && block.to > block.from) text += "\n";
+    block.el.textContent = text;
+    block.el.dataset.lines = String(block.to - block.from);
+    block.el.style.containIntrinsicSize = `auto ${(block.to - block.from) * 20}px`;
+    block.el.classList.toggle("log-block--open", !last.closed);
+  }
+
+  /** Drop whole or partial blocks from the top until at most maxLines remain. */
+  trim() {
+    let excess = this.drawnTo - this.drawnFrom - this.maxLines;
+    while (excess > 0 && this.blocks.length) {
+      const block = this.blocks[0];
+      const size = block.to - block.from;
+      if (size <= excess) {
+        this.dropBlocks(1);
+        this.drawnFrom = block.to;
+        excess -= size;
+      } else {
+        for (let i = block.from; i < block.from + excess; i += 1) this.lines[i].block = null;
+        block.from += excess;
+        this.drawnFrom = block.from;
+        this.dirty.add(block);
+        excess = 0;
+      }
     }
   }
+
+  dropBlocks(count) {
+    for (const block of this.blocks.splice(0, count)) {
+      for (let i = block.from; i < block.to; i += 1) this.lines[i].block = null;
+      block.el.remove();
+      block.el = null;
+      this.dirty.delete(block);
+    }
+  }
+
+  // ------------------------------------------------------------------ scrolling, download
 
   onScroll() {
     const gap = this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight;

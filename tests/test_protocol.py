@@ -1,0 +1,146 @@
+"""The pure parts: message parsing, job lifecycle, output records, backoff, outbox."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from compound.agent.backoff import MAX_DELAY_S, reconnect_delay_s
+from compound.agent.outbox import MAX_BATCH_RECORDS, Outbox
+from compound.agent.output import OutputCollector
+from compound.protocol import (
+    MAX_MESSAGE_BYTES,
+    MAX_RECORD_CHARS,
+    Hello,
+    IllegalTransition,
+    JobStatus,
+    LogRecord,
+    ProtocolError,
+    Stream,
+    can_transition,
+    check_transition,
+    parse_agent_message,
+    parse_coordinator_message,
+    serialize,
+)
+
+
+def test_messages_round_trip() -> None:
+    """What serialize writes, the parser reads back as the same message."""
+    hello = Hello(protocol_version=1, node_id="n", name="box", cores=2, memory_bytes=1)
+    assert parse_agent_message(serialize(hello)) == hello
+
+
+def test_seed_messages_parse() -> None:
+    """The seed's bare messages are valid: log with a line, done without fields."""
+    log = parse_agent_message('{"type": "log", "line": "hi"}')
+    assert log.type == "log" and log.line == "hi"
+    assert parse_agent_message('{"type": "done"}').type == "done"
+    job = parse_coordinator_message(
+        '{"type": "job", "job_id": "j", "lease_id": "l", "script": "print(1)"}'
+    )
+    assert job.type == "job"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{", 1007),
+        (b"\xff", 1007),
+        ("[]", 1002),
+        ('{"type": "nope"}', 1002),
+        ('{"type": "heartbeat", "cpu_percent": "high"}', 1002),
+        ("x" * (MAX_MESSAGE_BYTES + 1), 1009),
+    ],
+)
+def test_bad_messages_map_to_close_codes(raw: str | bytes, code: int) -> None:
+    """Bad input never raises anything but ProtocolError, which names its close code."""
+    with pytest.raises(ProtocolError) as error:
+        parse_agent_message(raw)
+    assert error.value.close_code == code
+
+
+def test_lifecycle_transitions() -> None:
+    """Terminal statuses are final; running jobs can be requeued; queued ones cancelled."""
+    assert can_transition(JobStatus.QUEUED, JobStatus.RUNNING)
+    assert can_transition(JobStatus.RUNNING, JobStatus.QUEUED)
+    assert can_transition(JobStatus.QUEUED, JobStatus.CANCELLED)
+    for terminal in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.TIMED_OUT,
+    ):
+        assert terminal.is_terminal
+        for target in JobStatus:
+            with pytest.raises(IllegalTransition):
+                check_transition(terminal, target)
+    with pytest.raises(IllegalTransition):
+        check_transition(JobStatus.QUEUED, JobStatus.SUCCEEDED)
+
+
+def collect(chunks: list[tuple[Stream, bytes]], cap: int = 1 << 30) -> list[LogRecord]:
+    records: list[LogRecord] = []
+    collector = OutputCollector(first_seq=5, max_output_bytes=cap, sink=records.append)
+    for stream, data in chunks:
+        collector.feed(stream, data)
+    collector.close()
+    return records
+
+
+def text_of(records: list[LogRecord], stream: Stream) -> str:
+    return "".join(r.data for r in records if r.stream is stream)
+
+
+def test_records_rebuild_the_exact_output_whatever_the_chunking() -> None:
+    """Cut anywhere (inside a UTF-8 character too), records join back to the exact text."""
+    text = ("ligne é 日本 🎉\n" * 500 + "x" * (3 * MAX_RECORD_CHARS) + "\nno newline").encode()
+    rng = random.Random(7)
+    cuts = sorted(rng.sample(range(1, len(text)), 300))
+    chunks = [
+        (Stream.STDOUT, text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)
+    ]
+    records = collect(chunks)
+    assert text_of(records, Stream.STDOUT) == text.decode()
+    assert [r.seq for r in records] == list(range(5, 5 + len(records)))
+    assert all(len(r.data) <= MAX_RECORD_CHARS for r in records)
+
+
+def test_invalid_utf8_becomes_replacement_characters() -> None:
+    """Invalid bytes, and a character cut by the end of output, become U+FFFD."""
+    records = collect([(Stream.STDERR, b"a\xffb\n"), (Stream.STDERR, b"\xe2\x82")])
+    assert text_of(records, Stream.STDERR) == "a\ufffdb\n\ufffd"
+
+
+def test_output_cap_drops_the_rest_with_one_note() -> None:
+    """Past the cap, output is dropped and a single system note says so."""
+    records = collect([(Stream.STDOUT, b"12345\n" * 10)] * 3, cap=20)
+    assert text_of(records, Stream.STDOUT) == "12345\n12345\n12345\n12"
+    notes = [r for r in records if r.stream is Stream.SYSTEM]
+    assert len(notes) == 1 and "output limit" in notes[0].data
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    """Delays grow exponentially with jitter and never exceed the cap."""
+    rng = random.Random(1)
+    delays = [reconnect_delay_s(attempt, rng) for attempt in range(30)]
+    assert delays[0] <= 0.5 < delays[5]
+    assert max(delays) <= MAX_DELAY_S
+
+
+def test_outbox_resends_unacknowledged_records_after_rewind() -> None:
+    """Acked records are dropped; after a reconnect everything else is sent again."""
+    outbox = Outbox()
+    job = outbox.open("j", "lease", first_seq=0)
+    for seq in range(MAX_BATCH_RECORDS + 10):
+        outbox.add("j", LogRecord(seq=seq, data=f"{seq}\n"))
+    first = job.pending_batch()
+    assert len(first) == MAX_BATCH_RECORDS
+    job.sent_seq = first[-1].seq
+    job.acknowledge(99)
+    outbox.rewind()
+    again = job.pending_batch()
+    assert again[0].seq == 100 and len(job.records) == MAX_BATCH_RECORDS + 10 - 100
+    assert json.loads(serialize(again[0]))["seq"] == 100
