@@ -7,9 +7,12 @@ import textwrap
 import time
 from collections.abc import Callable
 
+import pytest
 from websockets.sync.client import connect
 
 from support import Agent, Coordinator, follow, stream_text, wait_until
+
+RUNTIMES = pytest.mark.parametrize("runtime", ["runc", "runsc"])
 
 
 def run_to_end(
@@ -19,8 +22,12 @@ def run_to_end(
     return follow(coordinator, job_id)
 
 
-def test_output_exit_code_and_stderr_are_separate(coordinator: Coordinator, agent: Agent) -> None:
+@RUNTIMES
+def test_output_exit_code_and_stderr_are_separate(
+    coordinator: Coordinator, start_agent: Callable[..., Agent], runtime: str
+) -> None:
     """stdout and stderr arrive on their own streams and the exit code is the script's."""
+    agent = start_agent(runtime=runtime)
     records, job = run_to_end(
         coordinator,
         """
@@ -65,8 +72,12 @@ def test_unicode_and_last_line_without_newline(coordinator: Coordinator, agent: 
     assert job["status"] == "succeeded"
 
 
-def test_one_mebibyte_line(coordinator: Coordinator, agent: Agent) -> None:
+@RUNTIMES
+def test_one_mebibyte_line(
+    coordinator: Coordinator, start_agent: Callable[..., Agent], runtime: str
+) -> None:
     """A single 1 MiB line (multi-byte characters included) arrives intact."""
+    start_agent(runtime=runtime)
     records, job = run_to_end(
         coordinator,
         """
@@ -79,8 +90,12 @@ def test_one_mebibyte_line(coordinator: Coordinator, agent: Agent) -> None:
     assert job["status"] == "succeeded"
 
 
-def test_invalid_utf8_is_replaced(coordinator: Coordinator, agent: Agent) -> None:
+@RUNTIMES
+def test_invalid_utf8_is_replaced(
+    coordinator: Coordinator, start_agent: Callable[..., Agent], runtime: str
+) -> None:
     """Bytes that are not UTF-8 become U+FFFD and the rest of the output is intact."""
+    start_agent(runtime=runtime)
     records, job = run_to_end(
         coordinator,
         """
@@ -93,8 +108,12 @@ def test_invalid_utf8_is_replaced(coordinator: Coordinator, agent: Agent) -> Non
     assert job["status"] == "succeeded"
 
 
-def test_hundred_thousand_lines_intact(coordinator: Coordinator, agent: Agent) -> None:
+@RUNTIMES
+def test_hundred_thousand_lines_intact(
+    coordinator: Coordinator, start_agent: Callable[..., Agent], runtime: str
+) -> None:
     """100,000 lines arrive complete, in order, each exactly once."""
+    start_agent(runtime=runtime)
     records, job = run_to_end(
         coordinator,
         """

@@ -180,6 +180,14 @@ def test_landing_page_offers_both_roles(coordinator: Coordinator, page: Page) ->
     settle(page)
     page.screenshot(path=str(DOCS / "landing.png"))
 
+    # With reduced motion asked for, the fade-up entrance is effectively off.
+    page.emulate_media(reduced_motion="reduce")
+    duration_s = page.evaluate(
+        "parseFloat(getComputedStyle(document.querySelector('.wordmark')).animationDuration)"
+    )
+    assert duration_s < 0.01
+    page.emulate_media(reduced_motion="no-preference")
+
     submit.click()
     page.wait_for_url("**/submitter.html")
     expect(page.get_by_test_id("status-badge")).to_have_text("Idle")
@@ -419,12 +427,20 @@ def test_hundred_thousand_lines_keep_the_dom_bounded(
     # The page kept drawing frames while the flood came in (no long freeze).
     assert page.evaluate("window.__maxFrameGapMs") < 2000
 
+    # "Download the full log" hands over every line, not just those on screen.
+    with page.expect_download() as download:
+        page.locator("[data-testid=log-output] .log-note button").click()
+    saved = download.value.path()
+    assert Path(saved).read_text(encoding="utf-8") == "".join(
+        f"line {i}\n" for i in range(1, n + 1)
+    )
+
 
 @pytest.mark.timeout(90)
 def test_submit_errors_are_one_clear_sentence(
     coordinator: Coordinator, page: Page, tmp_path: Path
 ) -> None:
-    """An empty file, a script over the size limit and an unreachable coordinator each say so."""
+    """Empty file, oversize script, unknown job and unreachable coordinator each say so."""
     page.goto(coordinator.url + "/submitter.html")
     error = page.get_by_test_id("error-message")
 
@@ -443,6 +459,10 @@ def test_submit_errors_are_one_clear_sentence(
     expect(error).to_contain_text("That script is too big to submit")
     expect(page.get_by_test_id("submit-button")).to_be_enabled()
 
+    page.goto(f"{coordinator.url}/submitter.html?job=no-such-job")
+    expect(error).to_have_text("This coordinator has no job with id no-such-job.")
+    expect(page.get_by_test_id("status-badge")).to_have_text("Idle")
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
@@ -456,6 +476,39 @@ def test_submit_errors_are_one_clear_sentence(
         "Check that it is running, then try again."
     )
     expect(page.get_by_test_id("submit-button")).to_be_enabled()
+
+
+DROP_FILE = """
+([name, text]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([text], name, { type: "text/x-python" }));
+  const bar = document.getElementById("submit-form");
+  const init = { dataTransfer: data, bubbles: true, cancelable: true };
+  bar.dispatchEvent(new DragEvent("dragover", init));
+  const highlighted = bar.classList.contains("is-dragover");
+  bar.dispatchEvent(new DragEvent("drop", init));
+  return highlighted;
+}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_script_dropped_on_the_file_bar_runs(
+    coordinator: Coordinator, agent: Agent, page: Page
+) -> None:
+    """Dropping a .py file on the file bar selects it; other files are refused with a reason."""
+    page.goto(coordinator.url + "/submitter.html")
+    error = page.get_by_test_id("error-message")
+    assert page.evaluate(DROP_FILE, ["notes.txt", "hello"])
+    expect(error).to_have_text("“notes.txt” is not a Python script. Choose a .py file.")
+    expect(page.get_by_test_id("submit-button")).to_be_disabled()
+
+    page.evaluate(DROP_FILE, ["dropped.py", "print('dropped in')\n"])
+    expect(error).to_be_hidden()
+    expect(page.locator("#file-name")).to_contain_text("dropped.py")
+    page.get_by_test_id("submit-button").click()
+    expect(page.get_by_test_id("status-badge")).to_have_text("Complete ✓", timeout=90_000)
+    assert panel_text(page) == "dropped in\n"
 
 
 @pytest.mark.timeout(120)
@@ -528,3 +581,78 @@ def test_desktop_app_pages_find_the_coordinator_from_local_settings(
         assert panel_text(page) == "via the desktop origin\n"
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_job_past_its_time_limit_shows_timed_out(
+    coordinator: Coordinator, agent: Agent, page: Page
+) -> None:
+    """A job stopped at its timeout reads Timed out, with the output it wrote before."""
+    script = "import time\nprint('waiting', flush=True)\ntime.sleep(120)\n"
+    job_id = coordinator.submit(script, timeout_s=2, name="slow.py")
+    page.goto(f"{coordinator.url}/submitter.html?job={job_id}")
+    expect(page.get_by_test_id("status-badge")).to_have_text("Timed out", timeout=90_000)
+    expect(page.get_by_test_id("cancel-button")).to_be_hidden()
+    assert panel_text(page, "stdout") == "waiting\n"
+    assert coordinator.job(job_id)["status"] == "timed_out"
+
+
+LOG_PANEL_CASES = """
+async () => {
+  const { LogPanel } = await import("./js/logpanel.js");
+  const make = (options) => {
+    const el = document.createElement("div");
+    el.className = "log";
+    document.body.append(el);
+    return new LogPanel(el, options);
+  };
+  const drawn = (panel) => [...panel.el.querySelectorAll(".log-block")]
+    .flatMap((el) => el.textContent.split("\\n").slice(0, Number(el.dataset.lines)));
+
+  // Chunks that split lines, interleaved streams, empty lines, no final newline.
+  const joined = make({});
+  joined.append([
+    { seq: 0, stream: "stdout", data: "hel" },
+    { seq: 1, stream: "stderr", data: "warn\\n" },
+    { seq: 2, stream: "stdout", data: "lo\\n\\nwor" },
+    { seq: 3, stream: "stdout", data: "ld" },
+  ]);
+  joined.finish();
+  joined.flushNow();
+
+  // 5,000 lines through a panel that draws 100 and holds at most 1,000.
+  const bounded = make({ maxLines: 100, maxKeptLines: 1000 });
+  for (let start = 0; start < 5000; start += 250) {
+    const records = [];
+    for (let i = start; i < start + 250; i += 1) {
+      records.push({ seq: i, stream: "stdout", data: `n${i}\\n` });
+    }
+    bounded.append(records);
+    bounded.flushNow();
+  }
+  return {
+    joinedStdout: joined.text("stdout"), joinedStderr: joined.text("stderr"),
+    joinedDrawn: drawn(joined), joinedCount: joined.lineCount,
+    boundedCount: bounded.lineCount, boundedHeld: bounded.lines.length,
+    boundedForgotten: bounded.forgottenCount, boundedDrawn: drawn(bounded),
+    boundedElements: bounded.el.getElementsByTagName("*").length,
+  };
+}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_log_panel_joins_chunks_into_lines_and_bounds_memory(
+    coordinator: Coordinator, page: Page
+) -> None:
+    """Chunks join into lines per stream; DOM and memory stay bounded however much arrives."""
+    page.goto(coordinator.url + "/submitter.html")
+    result = page.evaluate(LOG_PANEL_CASES)
+    assert result["joinedStdout"] == "hello\n\nworld\n"
+    assert result["joinedStderr"] == "warn\n"
+    assert result["joinedDrawn"] == ["hello", "warn", "", "world"]
+    assert result["joinedCount"] == 4
+    assert result["boundedCount"] == 5000
+    assert result["boundedHeld"] <= 1000 and result["boundedForgotten"] >= 4000
+    assert result["boundedDrawn"] == [f"n{i}" for i in range(4900, 5000)]
+    assert result["boundedElements"] < 20

@@ -7,12 +7,11 @@ again (the coordinator ignores what it already has), so nothing is lost or dupli
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass, field
 
 from compound.protocol import Done, LogRecord
 
-MAX_BATCH_RECORDS = 1000
+MAX_BATCH_RECORDS = 2000
 MAX_BATCH_CHARS = 1024 * 1024
 
 
@@ -20,7 +19,7 @@ MAX_BATCH_CHARS = 1024 * 1024
 class JobLog:
     job_id: str
     lease_id: str
-    records: deque[LogRecord] = field(default_factory=deque)
+    records: list[LogRecord] = field(default_factory=list)
     acked_seq: int = -1
     sent_seq: int = -1
     # The job's ending, set once all its records are in ``records``; sent after them.
@@ -29,14 +28,12 @@ class JobLog:
 
     def pending_batch(self) -> list[LogRecord]:
         """The next records not yet sent on this connection, bounded in count and size."""
+        # Records are contiguous by seq, so the first unsent one is found by arithmetic.
+        start = max(0, self.sent_seq + 1 - self.records[0].seq) if self.records else 0
         batch: list[LogRecord] = []
         size = 0
-        for record in self.records:
-            if record.seq <= self.sent_seq:
-                continue
-            if batch and (
-                len(batch) >= MAX_BATCH_RECORDS or size + len(record.data) > MAX_BATCH_CHARS
-            ):
+        for record in self.records[start : start + MAX_BATCH_RECORDS]:
+            if batch and size + len(record.data) > MAX_BATCH_CHARS:
                 break
             batch.append(record)
             size += len(record.data)
@@ -45,8 +42,8 @@ class JobLog:
     def acknowledge(self, seq: int) -> None:
         self.acked_seq = max(self.acked_seq, seq)
         self.sent_seq = max(self.sent_seq, self.acked_seq)
-        while self.records and self.records[0].seq <= self.acked_seq:
-            self.records.popleft()
+        if self.records and self.records[0].seq <= self.acked_seq:
+            del self.records[: self.acked_seq + 1 - self.records[0].seq]
 
     def all_sent(self) -> bool:
         return not self.records or self.records[-1].seq <= self.sent_seq

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,8 +13,12 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from compound.agent.docker_engine import EngineError
-from compound.agent.image import DEFAULT_TAG, ProgressCallback, build_image, ensure_image
+from compound.agent.settings import DEFAULT_IMAGE as DEFAULT_TAG
+
+# The Docker client is imported only when an image command runs: every other `compound`
+# command starts faster without it.
+if TYPE_CHECKING:
+    from compound.agent.image import ProgressCallback
 
 image_app = typer.Typer(
     help="Build or check the sandbox image jobs run in (works offline).",
@@ -31,6 +35,8 @@ def _run_with_progress(
     title: str, work: Callable[[ProgressCallback], Coroutine[Any, Any, str]]
 ) -> str:
     """Run ``work`` showing its current step and the elapsed time on stderr."""
+    from compound.agent.docker_engine import EngineError
+
     console = Console(stderr=True)
     started = time.monotonic()
     live = console.is_terminal
@@ -63,6 +69,8 @@ def _run_with_progress(
 @image_app.command("build")
 def build(tag: str = TagOption, docker_url: str | None = DockerUrlOption) -> None:
     """Build the image offline with debootstrap (needs root; about 40 s)."""
+    from compound.agent.image import build_image
+
     started = time.monotonic()
 
     async def work(report: ProgressCallback) -> str:
@@ -76,6 +84,8 @@ def build(tag: str = TagOption, docker_url: str | None = DockerUrlOption) -> Non
 @image_app.command("ensure")
 def ensure(tag: str = TagOption, docker_url: str | None = DockerUrlOption) -> None:
     """Keep the image if present, else pull it, else build it offline."""
+    from compound.agent.image import ensure_image
+
     started = time.monotonic()
 
     async def work(report: ProgressCallback) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -100,6 +101,9 @@ class ContributorRow:
     ram_total_bytes: int | None
     last_seen: float | None
     current_job_id: str | None
+
+
+_records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
 
 
 class Store:
@@ -282,12 +286,11 @@ class Store:
         """Store records (a record already stored is ignored); returns the job's last_seq."""
         async with self._engine.begin() as conn:
             if records:
-                await conn.execute(
-                    sqlite_insert(db.log_records).on_conflict_do_nothing(),
-                    [
-                        {"job_id": job_id, "seq": r.seq, "stream": r.stream.value, "data": r.data}
-                        for r in records
-                    ],
+                # The driver's executemany directly: this is the hot path of every log batch.
+                await conn.exec_driver_sql(
+                    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, data) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(job_id, r.seq, r.stream.value, r.data) for r in records],
                 )
                 highest = max(record.seq for record in records)
                 await conn.execute(
@@ -317,10 +320,9 @@ class Store:
                 .order_by(db.log_records.c.seq)
                 .limit(limit)
             )
-            return [
-                LogRecord(seq=seq, stream=Stream(stream), data=data)
-                for seq, stream, data in result.tuples()
-            ]
+            rows = [{"seq": seq, "stream": stream, "data": data} for seq, stream, data in result]
+        # Validated in one call in pydantic-core: several times faster than a model per row.
+        return _records.validate_python(rows)
 
     # ------------------------------------------------------------------ contributors
 

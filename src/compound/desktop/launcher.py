@@ -7,10 +7,13 @@ agent is stopped (no orphan process, no orphan container) and the server shut do
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
 import webbrowser
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TextIO
@@ -21,6 +24,7 @@ from compound.desktop.settings import SettingsStore, config_dir, settings_from_d
 from compound.desktop.sidecar import AgentSidecar
 
 DEFAULT_SELF_CHECK_TIMEOUT_S = 60.0
+WATCHDOG_GRACE_S = 10.0
 
 
 class Frontend(StrEnum):
@@ -86,7 +90,7 @@ def _run_frontend(options: LaunchOptions, server: LocalServer, out: TextIO) -> i
         run_window(url)
         return 0
     if options.frontend is Frontend.SELF_CHECK:
-        return _self_check(url, options.self_check_timeout_s, out)
+        return _self_check(url, options.self_check_timeout_s, out, cleanup=server.stop)
     if options.frontend is Frontend.BROWSER:
         webbrowser.open(url)
         print(f"Compound app open in your browser at {server.base_url} (Ctrl-C to stop)", file=out)
@@ -97,14 +101,33 @@ def _run_frontend(options: LaunchOptions, server: LocalServer, out: TextIO) -> i
     return 0
 
 
-def _self_check(url: str, timeout_s: float, out: TextIO) -> int:
+def _self_check(url: str, timeout_s: float, out: TextIO, cleanup: Callable[[], None]) -> int:
     from compound.desktop.window import SelfCheck, run_window
 
     check = SelfCheck(timeout_s)
+    # A wedged GUI thread never returns from the event loop, not even to close the window:
+    # the watchdog still answers, in one line, and ends the process.
+    watchdog = threading.Timer(
+        timeout_s + WATCHDOG_GRACE_S, _give_up, (timeout_s + WATCHDOG_GRACE_S, out, cleanup)
+    )
+    watchdog.daemon = True
+    watchdog.start()
     run_window(url, self_check=check)
+    watchdog.cancel()
     verdict = "ok" if check.result.ok else "failed"
     print(f"compound app self-check {verdict}: {check.result.message}", file=out)
     return 0 if check.result.ok else 1
+
+
+def _give_up(waited_s: float, out: TextIO, cleanup: Callable[[], None]) -> None:
+    print(
+        f"compound app self-check failed: the window did not respond within {waited_s:g} s",
+        file=out,
+        flush=True,
+    )
+    with contextlib.suppress(Exception):
+        cleanup()
+    os._exit(1)
 
 
 def _wait_for_stop_signal() -> None:

@@ -53,8 +53,6 @@ function buildTraffic() {
       const api = window.pywebview && window.pywebview.api;
       if (api && typeof api[method] === "function") api[method]();
     });
-    // A click on a button must not start a window drag.
-    buttons[kind].addEventListener("mousedown", (event) => event.stopPropagation());
   }
   return group;
 }
@@ -114,6 +112,10 @@ export function mountTitlebar(bar) {
   if (bar.dataset.back) parts.push(buildBack(bar.dataset.back));
   parts.push(brand, buildNav());
   bar.replaceChildren(...parts);
+  // pywebview starts a window drag on mousedown in the bar; pressing a control must not.
+  for (const control of bar.querySelectorAll("a, button")) {
+    control.addEventListener("mousedown", (event) => event.stopPropagation());
+  }
   enableDesktop(bar);
   window.addEventListener("pywebviewready", () => enableDesktop(bar));
 }

@@ -40,6 +40,13 @@ async function load() {
     return;
   }
   error.hidden = true;
+  const online = contributors.filter((c) => c.state === ContributorState.ONLINE);
+  document.getElementById("stat-online").textContent = online.length;
+  document.getElementById("stat-offline").textContent = contributors.length - online.length;
+  document.getElementById("stat-cores").textContent = online.reduce((sum, c) => sum + (c.cores || 0), 0);
+  document.getElementById("stat-ram").textContent = online.length
+    ? formatBytes(online.reduce((sum, c) => sum + (c.ram_free_bytes || 0), 0))
+    : "—";
   // Online first, then by name.
   contributors.sort((a, b) => (a.state === b.state ? String(a.name).localeCompare(String(b.name)) : a.state === ContributorState.ONLINE ? -1 : 1));
   body.innerHTML = contributors.length

@@ -1,6 +1,6 @@
 // Jobs page: the recent jobs, refreshed every few seconds; a row opens the job's full log.
 
-import { listContributors, listJobs, pageUrl, statusLabel } from "./api.js";
+import { health, listContributors, listJobs, pageUrl, statusLabel } from "./api.js";
 import { escapeHtml, formatAgo, formatDuration, jobDuration } from "./format.js";
 import { autoRefresh } from "./refresh.js";
 
@@ -26,7 +26,24 @@ function row(job, names) {
   </tr>`;
 }
 
+async function loadHealth() {
+  const dot = document.getElementById("stat-dot");
+  try {
+    const h = await health();
+    document.getElementById("stat-running").textContent = h.running;
+    document.getElementById("stat-queued").textContent = h.queued;
+    document.getElementById("stat-online").textContent = h.contributors_online;
+    document.getElementById("stat-health").textContent = "Healthy";
+    document.getElementById("stat-version").textContent = h.version ? `v${h.version}` : "";
+    dot.className = "dot dot--online dot--pulse";
+  } catch {
+    document.getElementById("stat-health").textContent = "Unreachable";
+    dot.className = "dot dot--offline";
+  }
+}
+
 async function load() {
+  loadHealth();
   let jobs;
   try {
     jobs = await listJobs(50);
