@@ -163,3 +163,37 @@ def test_unknown_job_id(coordinator: Coordinator) -> None:
         result = run_cli(command, "nope", coordinator=coordinator)
         assert result.returncode == 3
         assert b"no job with id" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_agent_explains_a_missing_sandbox(coordinator: Coordinator, tmp_path: Path) -> None:
+    """No Docker engine, or no image: the agent says so in a sentence and exits 1."""
+    no_engine = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compound",
+            "agent",
+            "--coordinator",
+            coordinator.url,
+            "--state-dir",
+            str(tmp_path / "a"),
+        ],
+        capture_output=True,
+        timeout=60,
+        env=product_env(DOCKER_HOST="unix:///nonexistent/docker.sock"),
+    )
+    assert no_engine.returncode == 1
+    assert b"Docker is not running" in no_engine.stderr
+    no_image = run_cli(
+        "agent",
+        "--coordinator",
+        coordinator.url,
+        "--state-dir",
+        str(tmp_path / "b"),
+        "--image",
+        "compound-test/missing:none",
+    )
+    assert no_image.returncode == 1
+    assert b"compound-test/missing:none" in no_image.stderr
+    for result in (no_engine, no_image):
+        assert b"Traceback" not in result.stderr

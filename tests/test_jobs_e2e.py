@@ -253,3 +253,25 @@ def test_job_history_is_recorded(coordinator: Coordinator, agent: Agent) -> None
     assert health["status"] == "ok" and health["contributors_online"] == 1
     contributors = coordinator.contributors()
     assert contributors[0]["id"] == agent.node_id and contributors[0]["state"] == "online"
+
+
+def test_output_cap_drops_the_rest_and_the_job_goes_on(
+    coordinator: Coordinator, start_agent: Callable[..., Agent]
+) -> None:
+    """Past the agent's output cap, output is dropped with one note; the job still ends
+    normally with its own exit code."""
+    start_agent(extra_args=["--max-output-mib", "1"])
+    records, job = run_to_end(
+        coordinator,
+        """
+        import sys
+        for _ in range(3):
+            sys.stdout.write("x" * (1024 * 1024))
+        sys.stdout.flush()
+        sys.exit(5)
+    """,
+    )
+    assert stream_text(records) == "x" * (1024 * 1024)
+    notes = [r for r in records if r["stream"] == "system"]
+    assert len(notes) == 1 and "output limit of 1 MiB" in str(notes[0]["data"])
+    assert job["status"] == "failed" and job["exit_code"] == 5
