@@ -320,15 +320,17 @@ def run_cli(
     )
 
 
-def follow(coordinator: Coordinator, job_id: str, after: int = -1,
-           timeout_s: float = 60) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def follow(
+    coordinator: Coordinator, job_id: str, after: int = -1, timeout_s: float = 60
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Follow a job over the real WebSocket until its end; returns (records, final job)."""
     from websockets.sync.client import connect
 
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
-    with connect(f"{coordinator.ws_url}/api/v1/jobs/{job_id}/follow?after={after}",
-                 max_size=8 * 1024 * 1024) as websocket:
+    with connect(
+        f"{coordinator.ws_url}/api/v1/jobs/{job_id}/follow?after={after}", max_size=8 * 1024 * 1024
+    ) as websocket:
         while True:
             message = json.loads(websocket.recv(timeout=max(0.1, deadline - time.monotonic())))
             if message["type"] == "records":

@@ -5,21 +5,31 @@
 // the last `maxLines` lines are in the DOM, as blocks of up to BLOCK_LINES consecutive lines
 // of one stream (one element per block, not per line: creating and laying out thousands of
 // elements per frame is what makes big logs stutter). A note above the blocks counts the
-// hidden lines and offers the full log as a download. Auto-scroll follows the end until the
+// hidden lines and offers the full log as a download. Memory is bounded too: past
+// `maxKeptLines` the oldest hidden lines are forgotten (the download then comes from
+// `fullLog`, e.g. the coordinator, when one is given). Auto-scroll follows the end until the
 // user scrolls up and resumes once they are back at the bottom. The panel is not a live
 // region (announcing every line would drown a screen reader); status belongs to the badge.
 
 const BOTTOM_SLACK_PX = 32;
 const BLOCK_LINES = 64;
+const NUMBER = new Intl.NumberFormat("en");
 
 export class LogPanel {
   /**
    * @param {HTMLElement} element the scroll box (class "log"); its children are ours
-   * @param {{maxLines?: number, emptyText?: string, filename?: string}} options
+   * @param {{maxLines?: number, maxKeptLines?: number, emptyText?: string, filename?: string,
+   *          fullLog?: () => Promise<string>}} options  fullLog: the whole log's text, for the
+   *          download (default: what this panel still holds)
    */
-  constructor(element, { maxLines = 2000, emptyText = "No output yet.", filename = "compound.log" } = {}) {
+  constructor(element, {
+    maxLines = 2000, maxKeptLines = 500_000, emptyText = "No output yet.", filename = "compound.log",
+    fullLog = null,
+  } = {}) {
     this.el = element;
     this.maxLines = maxLines;
+    this.maxKeptLines = Math.max(maxKeptLines, maxLines * 2);
+    this.fullLog = fullLog;
     this.emptyText = emptyText;
     this.filename = filename;
     this.follow = true;
@@ -32,11 +42,12 @@ export class LogPanel {
   /** Forget everything and show the empty placeholder. */
   reset(emptyText = this.emptyText) {
     this.emptyText = emptyText;
-    this.lines = [];          // {stream, text, closed, block}
+    this.lines = [];          // {stream, text, closed, block}; line i is lines[i - base]
+    this.base = 0;            // lines forgotten to bound memory (all long out of the DOM)
     this.open = new Map();    // stream -> the line still being written on that stream
     this.blocks = [];         // {el, stream, from, to}: lines [from, to) drawn in one element
     this.dirty = new Set();   // blocks whose text must be redrawn
-    this.drawnFrom = 0;       // index of the first line in the DOM
+    this.drawnFrom = 0;       // number of the first line in the DOM
     this.drawnTo = 0;         // index after the last line in the DOM
     this.records = 0;
     this.scheduled = false;
@@ -47,7 +58,7 @@ export class LogPanel {
     const download = document.createElement("button");
     download.type = "button";
     download.textContent = "Download the full log";
-    download.addEventListener("click", () => this.download());
+    download.addEventListener("click", () => this.download(download));
     this.note.append(this.noteText, download);
     this.empty = document.createElement("div");
     this.empty.className = "log-empty";
@@ -84,7 +95,10 @@ export class LogPanel {
     this.schedule();
   }
 
-  /** Plain text of everything received (optionally of one stream), each complete line + "\n". */
+  /**
+   * Plain text of the lines held (everything received unless more than maxKeptLines came),
+   * optionally of one stream; each complete line ends in "\n".
+   */
   text(stream = null) {
     const parts = [];
     for (const line of this.lines) {
@@ -96,7 +110,12 @@ export class LogPanel {
 
   /** Lines received so far (a partial last line counts). */
   get lineCount() {
-    return this.lines.length;
+    return this.base + this.lines.length;
+  }
+
+  /** Lines received but no longer held in memory. */
+  get forgottenCount() {
+    return this.base;
   }
 
   /** Lines received but no longer in the DOM. */
@@ -164,7 +183,7 @@ export class LogPanel {
 
   flush() {
     this.scheduled = false;
-    const total = this.lines.length;
+    const total = this.lineCount;
     if (total > this.drawnTo) {
       // Lines that would be trimmed straight away are never drawn.
       const start = Math.max(this.drawnTo, total - this.maxLines);
@@ -181,18 +200,19 @@ export class LogPanel {
     this.trim();
     for (const block of this.dirty) this.paintBlock(block);
     this.dirty.clear();
+    this.forget();
 
     this.empty.hidden = total > 0;
     this.note.hidden = this.drawnFrom === 0;
     if (this.drawnFrom) {
-      this.noteText.textContent = `${this.drawnFrom.toLocaleString("en")} earlier lines hidden —`;
+      this.noteText.textContent = `${NUMBER.format(this.drawnFrom)} earlier lines hidden —`;
     }
     if (this.follow) this.el.scrollTop = this.el.scrollHeight;
   }
 
   /** Put line `index` into the last block if it fits there, else into a new block. */
   place(index, fragment) {
-    const line = this.lines[index];
+    const line = this.line(index);
     let block = this.blocks[this.blocks.length - 1];
     if (!block || block.stream !== line.stream || block.to !== index || block.to - block.from >= BLOCK_LINES) {
       const el = document.createElement("div");
@@ -208,10 +228,10 @@ export class LogPanel {
 
   paintBlock(block) {
     if (!block.el) return;
-    const last = this.lines[block.to - 1];
+    const last = this.line(block.to - 1);
     let text = "";
     for (let i = block.from; i < block.to; i += 1) {
-      text += i === block.from ? this.lines[i].text : `\n${this.lines[i].text}`;
+      text += i === block.from ? this.line(i).text : `\n${this.line(i).text}`;
     }
     // A trailing empty line needs one more newline to take up its own row.
     if (last.text === "" && block.to > block.from) text += "\n";
@@ -232,7 +252,7 @@ export class LogPanel {
         this.drawnFrom = block.to;
         excess -= size;
       } else {
-        for (let i = block.from; i < block.from + excess; i += 1) this.lines[i].block = null;
+        for (let i = block.from; i < block.from + excess; i += 1) this.line(i).block = null;
         block.from += excess;
         this.drawnFrom = block.from;
         this.dirty.add(block);
@@ -243,11 +263,24 @@ export class LogPanel {
 
   dropBlocks(count) {
     for (const block of this.blocks.splice(0, count)) {
-      for (let i = block.from; i < block.to; i += 1) this.lines[i].block = null;
+      for (let i = block.from; i < block.to; i += 1) this.line(i).block = null;
       block.el.remove();
       block.el = null;
       this.dirty.delete(block);
     }
+  }
+
+  line(index) {
+    return this.lines[index - this.base];
+  }
+
+  /** Past maxKeptLines, forget the oldest tenth of the lines (never one still drawn). */
+  forget() {
+    if (this.lines.length <= this.maxKeptLines) return;
+    const count = Math.min(this.lines.length - Math.floor(this.maxKeptLines * 0.9), this.drawnFrom - this.base);
+    if (count <= 0) return;
+    this.lines.splice(0, count);
+    this.base += count;
   }
 
   // ------------------------------------------------------------------ scrolling, download
@@ -279,8 +312,23 @@ export class LogPanel {
     return jump;
   }
 
-  download() {
-    const blob = new Blob([this.text()], { type: "text/plain;charset=utf-8" });
+  async download(button) {
+    let text;
+    if (this.fullLog) {
+      const label = button.textContent;
+      button.disabled = true;
+      button.textContent = "Preparing the full log…";
+      try {
+        text = await this.fullLog();
+      } catch {
+        text = null; // fall back to what is held here
+      } finally {
+        button.disabled = false;
+        button.textContent = label;
+      }
+    }
+    if (text === null || text === undefined) text = this.text();
+    const blob = new Blob([text], { type: "text/plain;charset=utf-8" });
     const url = URL.createObjectURL(blob);
     const link = document.createElement("a");
     link.href = url;

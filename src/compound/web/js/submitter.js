@@ -4,7 +4,8 @@
 // follows the job again from the start (after = -1) and shows its whole log exactly once.
 
 import {
-  cancelJob, coordinatorBase, followJob, isTerminal, JobStatus, pageUrl, statusLabel, submitJob,
+  cancelJob, coordinatorBase, followJob, getLogs, isTerminal, JobStatus, pageUrl, statusLabel,
+  submitJob,
 } from "./api.js";
 import { escapeHtml, formatBytes, formatDuration, jobDuration } from "./format.js";
 import { LogPanel } from "./logpanel.js";
@@ -25,7 +26,7 @@ const els = {
 };
 
 const IDLE_TEXT = "Choose a script and press Submit Job. Its output will appear here.";
-const panel = new LogPanel(els.log, { emptyText: IDLE_TEXT });
+const panel = new LogPanel(els.log, { emptyText: IDLE_TEXT, fullLog: fullLogText });
 // For tests and the curious: everything received, e.g. window.compoundLog.text().
 window.compoundLog = panel;
 
@@ -92,6 +93,19 @@ function setJob(job) {
 }
 
 // ------------------------------------------------------------------ following
+
+/** The job's whole stored output from the coordinator, all streams in seq order. */
+async function fullLogText() {
+  if (!state.job) return null;
+  const parts = [];
+  let after = -1;
+  for (;;) {
+    const page = await getLogs(state.job.id, after, 5000);
+    for (const record of page.records) parts.push(record.data);
+    if (!page.records.length || page.complete) return parts.join("");
+    after = page.last_seq;
+  }
+}
 
 function follow(job) {
   if (state.follow) state.follow.stop();
