@@ -182,11 +182,12 @@ class Coordinator:
     def wait_for_status(
         self, job_id: str, statuses: set[str], timeout_s: float = 60
     ) -> dict[str, Any]:
-        return wait_until(
-            lambda: (job := self.job(job_id))["status"] in statuses and job,
+        job: dict[str, Any] = wait_until(
+            lambda: (current := self.job(job_id))["status"] in statuses and current,
             timeout_s,
             f"job {job_id} to be {statuses}",
         )
+        return job
 
     def contributors(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.api("GET", "/api/v1/contributors").json()[

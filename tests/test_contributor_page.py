@@ -167,7 +167,7 @@ def test_start_job_banner_and_stop(
 
     coordinator.wait_for_status(job_id, {"succeeded"}, timeout_s=60)
     expect(banner).to_be_hidden(timeout=UI_TIMEOUT_MS)
-    expect(page.get_by_test_id("agent-log")).to_contain_text(f"Job {job_id} succeeded")
+    expect(page.get_by_test_id("agent-log")).to_contain_text(f"job {job_id} succeeded")
 
     page.get_by_test_id("agent-toggle").click()
     expect(status).to_have_text(re.compile("^(Stopped|Disconnected)$"), timeout=UI_TIMEOUT_MS)

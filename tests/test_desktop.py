@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,10 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from compound.desktop.server import LocalAppState, LocalServer
-from compound.desktop.settings import SettingsStore
+from compound.desktop.settings import AppSettings, SettingsStore
 from compound.desktop.sidecar import AgentSidecar
 from support import (
     TEST_IMAGE,
@@ -146,19 +148,50 @@ class DevToolsPage:
         return wait_until(lambda: self.evaluate(expression), timeout_s, what, interval_s=0.1)
 
     def click(self, test_id: str) -> None:
-        """A real left click (press + release) at the centre of the element."""
+        """A real left click (press + release) at the centre of the element.
+
+        Chromium drops input that arrives before a fresh page's first frame, so the press is
+        repeated until the element reports it (only then is the release sent: one click).
+        """
+        selector = f'[data-testid="{test_id}"]'
         x, y = self.wait_for(
             f"""(() => {{
-                const el = document.querySelector('[data-testid="{test_id}"]');
+                const el = document.querySelector('{selector}');
                 if (!el || el.closest('[hidden]') || el.disabled) return null;
+                el.dataset.pressed = "";
+                el.addEventListener("mousedown", () => {{ el.dataset.pressed = "1"; }},
+                                    {{ once: true }});
                 const r = el.getBoundingClientRect();
                 return r.width && r.height ? [r.x + r.width / 2, r.y + r.height / 2] : null;
             }})()""",
             15,
             f"{test_id} to be clickable",
         )
-        for kind in ("mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+        pressed = f"document.querySelector('{selector}')?.dataset.pressed === '1'"
+
+        def press() -> bool:
+            self.call(
+                "Input.dispatchMouseEvent",
+                type="mousePressed",
+                x=x,
+                y=y,
+                button="left",
+                clickCount=1,
+            )
+            return bool(self.wait_until_true(pressed, 0.5))
+
+        wait_until(press, 15, f"{test_id} to receive the mouse press", interval_s=0)
+        self.call(
+            "Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y, button="left", clickCount=1
+        )
+
+    def wait_until_true(self, expression: str, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.evaluate(expression):
+                return True
+            time.sleep(0.05)
+        return False
 
     def text(self, test_id: str) -> str:
         value = self.evaluate(
@@ -331,8 +364,10 @@ def test_closing_the_window_leaves_no_agent_and_no_container(
     app = WindowApp(config_dir, display, coordinator.url)
     window_apps.append(app)
     page = app.page
-    page.wait_for("document.readyState === 'complete'", 30, "the landing page")
-    page.evaluate("location.href = '/contributor.html'")
+    page.wait_for(
+        "location.protocol === 'http:' && document.readyState === 'complete'", 30, "landing page"
+    )
+    page.evaluate("location.assign(location.origin + '/contributor.html')")
     page.wait_for(
         "!!document.querySelector('[data-testid=agent-toggle]:not([disabled])')", 30, "toggle"
     )
@@ -355,6 +390,31 @@ def test_closing_the_window_leaves_no_agent_and_no_container(
     assert agent_pids(config_dir) == []
     wait_until(lambda: not containers_of(node_id), 15, "the job's container to be removed")
     coordinator.wait_for_contributor(node_id, "offline")
+
+
+@pytest.mark.timeout(120)
+def test_agent_killed_past_its_grace_leaves_no_container(
+    docker_engine: str, coordinator: Coordinator, tmp_path: Path
+) -> None:
+    """An agent that must be SIGKILLed cannot clean up: the app removes its job container."""
+    sidecar = AgentSidecar(tmp_path / "agent", tmp_path / "agent.log")
+    events: list[dict[str, Any]] = []
+    sidecar.subscribe(events.append)
+    settings = AppSettings(coordinator.url, agent_image=TEST_IMAGE, agent_runtime="runc")
+    sidecar.start(settings)
+    try:
+        connected = wait_until(
+            lambda: next((e for e in events if e["type"] == "connected"), None), 30, "connected"
+        )
+        node_id = connected["node_id"]
+        coordinator.submit(LONG_JOB)
+        wait_until(lambda: containers_of(node_id), 60, "the job's container")
+        status = sidecar.stop(grace_s=0)  # no grace: straight to SIGKILL of the group
+        assert not status.running and status.exit_code == -signal.SIGKILL
+        assert containers_of(node_id) == []
+        assert events[-1]["type"] == "agent_exited"
+    finally:
+        sidecar.stop()
 
 
 # ------------------------------------------------------------------ the local server
@@ -420,7 +480,7 @@ def test_events_websocket_needs_the_cookie(local_server: LocalServer) -> None:
     assert refused.value.response.status_code == 403
     cookie = {"Cookie": f"compound_session={local_server.secret}"}
     with pytest.raises(InvalidStatus):
-        connect(url, additional_headers=cookie, origin="http://evil.example").close()  # type: ignore[arg-type]
+        connect(url, additional_headers=cookie, origin=Origin("http://evil.example")).close()
     with connect(url, additional_headers=cookie, open_timeout=10) as websocket:
         websocket.ping().wait(5)
 
@@ -441,7 +501,7 @@ def test_settings_are_validated_and_persisted(local_server: LocalServer, tmp_pat
 
 
 @pytest.mark.timeout(30)
-def test_browser_mode_help_explains_each_option() -> None:
+def test_help_explains_each_option() -> None:
     """`compound app --help` explains --coordinator, --browser and --self-check."""
     result = subprocess.run(
         [sys.executable, "-m", "compound", "app", "--help"],
@@ -454,3 +514,21 @@ def test_browser_mode_help_explains_each_option() -> None:
     for option in ("--coordinator", "--browser", "--self-check"):
         assert re.search(rf"{option}\s.*\w", result.stdout), option
     assert "--serve-only" not in result.stdout
+
+
+def test_settings_file_location_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """COMPOUND_CONFIG_DIR wins, then $XDG_CONFIG_HOME/compound, then ~/.config/compound."""
+    monkeypatch.delenv("COMPOUND_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert SettingsStore().path == tmp_path / "home" / ".config" / "compound" / "app.json"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert SettingsStore().path == tmp_path / "xdg" / "compound" / "app.json"
+    monkeypatch.setenv("COMPOUND_CONFIG_DIR", str(tmp_path / "override"))
+    assert SettingsStore().path == tmp_path / "override" / "app.json"
+    assert SettingsStore().load() == AppSettings()  # no file yet: defaults
+    (tmp_path / "override").mkdir()
+    (tmp_path / "override" / "app.json").write_text("{not json")
+    assert SettingsStore().load() == AppSettings()  # unreadable: defaults, no crash

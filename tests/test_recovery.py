@@ -137,3 +137,28 @@ def test_late_report_from_replaced_contributor_is_refused(
     assert coordinator.port == first_port
     coordinator.api("POST", f"/api/v1/jobs/{job_id}/cancel")
     assert coordinator.wait_for_status(job_id, {"cancelled"})["status"] == "cancelled"
+
+
+def test_agent_of_a_killed_desktop_app_stops_itself(
+    coordinator: Coordinator, docker_engine: str, tmp_path: Path
+) -> None:
+    """An agent started with --parent-pid stops (and cleans up) when its parent is killed."""
+    parent_code = textwrap.dedent(f"""
+        import os, subprocess, sys
+        subprocess.Popen([sys.executable, "-m", "compound", "agent", "--coordinator",
+                          {coordinator.url!r}, "--state-dir", {str(tmp_path / "agent")!r},
+                          "--events", "json", "--parent-pid", str(os.getpid())]).wait()
+    """)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=product_env(),
+    )
+    assert parent.stdout is not None
+    events = OutputLines(parent.stdout)
+    events.wait_for(lambda line: '"type":"connected"' in line, 30, "the agent to connect")
+    parent.kill()
+    parent.wait(10)
+    events.wait_for(lambda line: '"type":"stopped"' in line, 30, "the orphaned agent to stop")
+    events.wait_for(lambda line: line == "", 30, "the agent to exit")

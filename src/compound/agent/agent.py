@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 import psutil
@@ -26,6 +27,7 @@ log = logging.getLogger("compound.agent")
 # Time given to the running job's container to stop, and to the last logs to go out,
 # when the agent itself is asked to stop.
 STOP_FLUSH_S = 5.0
+PARENT_CHECK_INTERVAL_S = 1.0
 
 
 class SandboxUnavailable(Exception):
@@ -62,8 +64,20 @@ class Agent:
             self._events.emit(Stopped(reason=f"sandbox unavailable: {exc}"))
             raise SandboxUnavailable(f"cannot run jobs on this machine: {exc}") from exc
         connection_task = asyncio.create_task(self._connect_forever(), name="connect")
+        watcher = None
+        if self.settings.parent_pid is not None:
+            watcher = asyncio.create_task(self._stop_when_orphaned(self.settings.parent_pid))
         await self._stopping.wait()
+        if watcher is not None:
+            watcher.cancel()
         await self._shutdown(connection_task)
+
+    async def _stop_when_orphaned(self, parent_pid: int) -> None:
+        # Once the parent is gone the kernel re-parents us; nothing else would tell us.
+        while os.getppid() == parent_pid:
+            await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
+        self._events.say("the desktop app is gone: stopping", "warning")
+        self.request_stop()
 
     async def _connect_forever(self) -> None:
         attempt = 0

@@ -31,6 +31,8 @@ class AgentSettings:
     # Used until the coordinator's welcome says otherwise.
     heartbeat_interval_s: float = 5.0
     json_events: bool = False
+    # Set by the desktop app: the agent stops when that process is gone.
+    parent_pid: int | None = None
 
     @property
     def contributor_ws_url(self) -> str:

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from compound.desktop.launcher import (
-    DEFAULT_SELF_CHECK_TIMEOUT_S,
-    Frontend,
-    LaunchError,
-    LaunchOptions,
-    launch,
-)
+# The desktop stack (uvicorn, FastAPI, Qt) is imported when the app starts, not whenever
+# any `compound` command starts.
+from compound.desktop import DEFAULT_SELF_CHECK_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from compound.desktop.launcher import Frontend
 
 
 def _frontend(browser: bool, self_check: bool, serve_only: bool) -> Frontend:
+    from compound.desktop.launcher import Frontend, LaunchError
+
     if sum((browser, self_check, serve_only)) > 1:
-        raise LaunchError("Choose one of --browser, --self-check and --serve-only")
+        raise LaunchError("Choose one of --browser and --self-check, not both")
     if self_check:
         return Frontend.SELF_CHECK
     if browser:
@@ -70,6 +73,8 @@ def app_command(
     The window talks to a small server on 127.0.0.1 that only this launch can use; closing
     the window stops the contributor agent it started (and its running container).
     """
+    from compound.desktop.launcher import Frontend, LaunchError, LaunchOptions, launch
+
     logging.basicConfig(level=logging.WARNING, format="compound app: %(message)s")
     try:
         options = LaunchOptions(
@@ -81,4 +86,18 @@ def app_command(
     except LaunchError as exc:
         print(f"compound app: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+    if options.frontend in (Frontend.WINDOW, Frontend.SELF_CHECK):
+        _exit_now(code)
     raise typer.Exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """End the process once the window is gone and the agent and server are stopped.
+
+    pywebview can leave a non-daemon worker thread blocked on the closed window (seen when
+    stderr is a broken pipe); a normal exit would wait for it for ever.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

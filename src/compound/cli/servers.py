@@ -92,6 +92,10 @@ def agent(
         typer.Option(help="text: readable log lines on stderr; json: also typed events on stdout."),
     ] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Stop when this process (the desktop app) is gone."),
+    ] = None,
 ) -> None:
     """Contribute this machine: run jobs from the coordinator in sandboxed containers.
 
@@ -112,6 +116,7 @@ def agent(
         grace_s=grace,
         max_output_bytes=max_output_mib * MiB,
         json_events=events == "json",
+        parent_pid=parent_pid,
         name=name or socket.gethostname(),
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")

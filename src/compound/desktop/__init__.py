@@ -1,7 +1,11 @@
 """The Compound desktop app: a native window around the web UI, and the agent sidecar.
 
 Modules, one concept each: ``settings`` (persisted preferences), ``sidecar`` (the agent child
-process and its typed events), ``guard`` (the local server's token, cookie and Host checks),
-``server`` (the local app server), ``bridge`` (the JS <-> Python window controls), ``window``
-(the pywebview window, normal run and self-check), ``display`` (Qt/X11 environment checks).
+process and its typed events), ``leftovers`` (containers of a killed agent), ``guard`` (the
+local server's token, cookie and Host checks), ``server`` (the local app server), ``bridge``
+(the JS <-> Python window controls), ``window`` (the pywebview window, run and self-check),
+``display`` (display and Qt environment), ``launcher`` (wiring it all for `compound app`).
 """
+
+# Here, not in the launcher, so `compound --help` can show it without importing the GUI stack.
+DEFAULT_SELF_CHECK_TIMEOUT_S = 60.0

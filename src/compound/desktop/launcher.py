@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TextIO
 
+from compound.desktop import DEFAULT_SELF_CHECK_TIMEOUT_S
 from compound.desktop.display import display_problem, prepare_qt_environment
 from compound.desktop.server import WEB_DIR, LocalAppState, LocalServer
 from compound.desktop.settings import SettingsStore, config_dir, settings_from_dict
 from compound.desktop.sidecar import AgentSidecar
 
-DEFAULT_SELF_CHECK_TIMEOUT_S = 60.0
 WATCHDOG_GRACE_S = 10.0
 
 
@@ -92,8 +92,12 @@ def _run_frontend(options: LaunchOptions, server: LocalServer, out: TextIO) -> i
     if options.frontend is Frontend.SELF_CHECK:
         return _self_check(url, options.self_check_timeout_s, out, cleanup=server.stop)
     if options.frontend is Frontend.BROWSER:
-        webbrowser.open(url)
-        print(f"Compound app open in your browser at {server.base_url} (Ctrl-C to stop)", file=out)
+        if webbrowser.open(url):
+            print(
+                f"Compound app open in your browser at {server.base_url} (Ctrl-C to stop)", file=out
+            )
+        else:
+            print(f"No browser found: open {url} yourself (Ctrl-C to stop)", file=out)
     else:
         print(f"Compound app serving at {url}", file=out)
     out.flush()

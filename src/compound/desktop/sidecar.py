@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from compound.desktop.leftovers import node_id_of, remove_node_containers
 from compound.desktop.settings import AppSettings
 from compound.protocol.events import parse_event
 
@@ -78,6 +79,8 @@ def agent_command(settings: AppSettings, state_dir: Path) -> list[str]:
     argv = [sys.executable, "-m", "compound", "agent"]
     argv += ["--coordinator", settings.coordinator_url, "--events", "json"]
     argv += ["--state-dir", str(state_dir)]
+    # If the app dies without stopping it (SIGKILL, crash), the agent stops on its own.
+    argv += ["--parent-pid", str(os.getpid())]
     if settings.agent_image:
         argv += ["--image", settings.agent_image]
     if settings.agent_runtime:
@@ -152,14 +155,18 @@ class AgentSidecar:
     def stop(self, grace_s: float = STOP_GRACE_S) -> AgentStatus:
         """SIGTERM, wait up to ``grace_s``, then SIGKILL the group; returns when it is gone."""
         with self._lock:
-            proc = self._proc
-            if proc is None or self._state is not AgentState.RUNNING:
-                proc = proc if self._state is AgentState.STOPPING else None
-            else:
+            proc = self._proc if self._state is AgentState.RUNNING else None
+            stopping_elsewhere = self._state is AgentState.STOPPING
+            if proc is not None:
                 self._move(AgentState.STOPPING)
         if proc is not None:
-            _terminate(proc, grace_s)
+            killed = _terminate(proc, grace_s)
             self._exited.wait(KILL_WAIT_S)
+            node_id = node_id_of(self._state_dir)
+            if killed and node_id is not None:
+                remove_node_containers(node_id)
+        elif stopping_elsewhere:
+            self._exited.wait(grace_s + 2 * KILL_WAIT_S)
         return self.status()
 
     def wait_exited(self, timeout_s: float) -> bool:
@@ -199,8 +206,8 @@ class AgentSidecar:
         for deliver in subscribers:
             try:
                 deliver(event)
-            except Exception:  # a broken subscriber must not stop the reader
-                log.exception("agent event subscriber failed")
+            except Exception as exc:  # a broken subscriber must not stop the reader
+                log.warning("dropped an agent event for a subscriber: %s", exc)
 
     def subscribe(self, deliver: Subscriber) -> list[EventDict]:
         """Register ``deliver`` and return the events to replay, atomically: no gap."""
@@ -231,21 +238,26 @@ class AgentSidecar:
         return AgentStatus(running, self._state, pid, self._exit_code, self._coordinator_url)
 
 
-def _terminate(proc: subprocess.Popen[str], grace_s: float) -> None:
-    """SIGTERM the agent, then SIGKILL its process group if it outlives ``grace_s``."""
+def _terminate(proc: subprocess.Popen[str], grace_s: float) -> bool:
+    """SIGTERM the agent, then SIGKILL its process group if it outlives ``grace_s``.
+
+    Returns True when it had to be killed (so it could not clean up after itself).
+    """
     try:
         proc.send_signal(signal.SIGTERM)
     except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
+        return False
+    killed = False
     try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         log.warning("agent pid %s ignored SIGTERM for %.0f s; killing its group", proc.pid, grace_s)
         _kill_group(proc.pid)
         proc.wait(timeout=KILL_WAIT_S)
+        killed = True
     # Anything the agent left in its group (a helper it spawned) goes with it.
     _kill_group(proc.pid)
+    return killed
 
 
 def _kill_group(pgid: int) -> None:

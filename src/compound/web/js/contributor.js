@@ -31,9 +31,9 @@ const ui = {
 };
 
 // ------------------------------------------------------------------ state (pure)
-// The agent logs its own human lines ("connected to …", "job … started"); the page adds a
-// system note only for what the agent cannot say itself (it exited) or states it reports
-// without a line (finished, disconnected).
+// The agent logs its own human lines ("connected to …", "job … started", "job … succeeded",
+// "disconnected …"); the page adds a system note only for what the agent cannot say itself
+// (which coordinator it was started for, that its process exited).
 
 /** Connection states and the text, dot tone and sub-line each shows. */
 const CONNECTION = {
@@ -62,15 +62,13 @@ export function reduce(view, event) {
     case "connected":
       return [{ ...view, running: true, connection: "connected", nodeId: event.node_id, contributorId: event.contributor_id }, null];
     case "disconnected":
-      return [{ ...view, connection: "disconnected", retryInS: event.retry_in_s },
-        note(`Disconnected: ${event.reason}; retrying in ${Number(event.retry_in_s).toFixed(0)} s`, "stderr")];
+      return [{ ...view, connection: "disconnected", retryInS: event.retry_in_s }, null];
     case "stats":
       return [{ ...view, cpuPercent: event.cpu_percent, ramFreeBytes: event.ram_free_bytes, ramTotalBytes: event.ram_total_bytes }, null];
     case "job_started":
       return [{ ...view, job: { id: event.job_id, startedAt: at } }, null];
     case "job_finished":
-      return [{ ...view, job: view.job && view.job.id === event.job_id ? null : view.job },
-        note(`Job ${event.job_id} ${event.status}${event.exit_code === null || event.exit_code === undefined ? "" : ` (exit ${event.exit_code})`}`)];
+      return [{ ...view, job: view.job && view.job.id === event.job_id ? null : view.job }, null];
     case "log":
       return [view, { stream: event.level === "info" ? "stdout" : "stderr", text: event.message }];
     case "stopped":
@@ -95,8 +93,13 @@ function render() {
   const c = CONNECTION[view.connection] || CONNECTION.stopped;
   ui.connection.textContent = c.text;
   ui.dot.className = `dot ${c.dot}`.trim();
-  ui.connectionSub.textContent = view.connection === "disconnected" && view.retryInS !== null
-    ? `Retrying in ${Number(view.retryInS).toFixed(0)} s` : c.sub;
+  let sub = c.sub;
+  if (view.connection === "disconnected" && view.retryInS !== null) {
+    sub = `Retrying in ${Math.max(1, Math.round(view.retryInS))} s`;
+  } else if (view.connection === "connected" && view.job) {
+    sub = "Running a job";
+  }
+  ui.connectionSub.textContent = sub;
   ui.nodeId.textContent = view.nodeId || "—";
   ui.nodeId.title = view.nodeId || "";
   // The coordinator may know this node under another id; else show the name it goes by.
@@ -154,6 +157,10 @@ function apply(event) {
   const [next, line] = reduce(view, event);
   view = next;
   if (line) log.add(line);
+  if (event.type === "starting") showError(null);
+  if (event.type === "agent_exited" && event.code !== 0 && !busy) {
+    showError(`The agent stopped unexpectedly (exit code ${event.code}). Its last messages are in the log below.`);
+  }
   render();
 }
 
