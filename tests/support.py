@@ -23,6 +23,18 @@ import httpx
 
 TEST_IMAGE = os.environ.get("COMPOUND_TEST_IMAGE", "python:3.11-slim")
 STARTUP_TIMEOUT_S = 30.0
+# Debian's Chromium, never a downloaded browser; the flags keep it off the network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def product_env(**extra: str) -> dict[str, str]:

@@ -16,19 +16,17 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from support import TEST_IMAGE, Coordinator, OutputLines, product_env, run_cli, wait_until
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TEST_IMAGE,
+    Coordinator,
+    OutputLines,
+    product_env,
+    run_cli,
+    wait_until,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "contributor.png"
 UI_TIMEOUT_MS = 30_000
 

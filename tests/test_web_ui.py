@@ -16,19 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from support import Agent, Coordinator, wait_until
+from support import CHROMIUM, CHROMIUM_ARGS, Agent, Coordinator, wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 LOAD_BUDGET_MS = 300
