@@ -144,3 +144,22 @@ def test_outbox_resends_unacknowledged_records_after_rewind() -> None:
     again = job.pending_batch()
     assert again[0].seq == 100 and len(job.records) == MAX_BATCH_RECORDS + 10 - 100
     assert json.loads(serialize(again[0]))["seq"] == 100
+
+
+def test_log_tail_answers_only_what_it_covers() -> None:
+    """The in-memory tail serves contiguous stored records and defers the rest to the DB."""
+    from compound.coordinator.log_tail import LogTails
+
+    tails = LogTails(records_per_job=3)
+    records = [LogRecord(seq=seq, data=f"{seq}\n") for seq in range(10)]
+    assert tails.after("j", -1, 100) is None  # never seen: ask the database
+    tails.stored("j", -1, records[:4])
+    assert tails.after("j", -1, 100) == records[:4]
+    tails.stored("j", 3, records[2:8])  # a resend overlapping what is stored
+    assert tails.after("j", 5, 100) == records[6:8]
+    assert tails.after("j", 7, 100) == []  # nothing newer has been stored
+    tails.stored("j", 7, records[8:])  # past twice the cap: trimmed to the newest
+    assert tails.after("j", 0, 100) is None
+    assert tails.after("j", 7, 1) == records[8:9]
+    tails.forget("j")
+    assert tails.after("j", 7, 100) is None

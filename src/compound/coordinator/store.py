@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from compound.coordinator import db
+from compound.coordinator.log_tail import LogTails
 from compound.protocol import (
     ContributorState,
     Hello,
@@ -109,6 +110,7 @@ _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._tails = LogTails()
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -255,6 +257,8 @@ class Store:
         if result.rowcount != 1:
             raise IllegalTransition(job.status, target)
         await self._record_event(conn, job.id, target, reason, now)
+        if target.is_terminal:
+            self._tails.forget(job.id)
         return await self._get(conn, job.id)
 
     async def _get(self, conn: AsyncConnection, job_id: str) -> JobRow:
@@ -285,9 +289,14 @@ class Store:
     async def append_logs(self, job_id: str, records: Sequence[LogRecord]) -> int:
         """Store records (a record already stored is ignored); returns the job's last_seq."""
         async with self._engine.begin() as conn:
+            before = await self._last_seq(conn, job_id)
             if records:
-                # The driver's executemany directly: this is the hot path of every log batch.
-                await conn.exec_driver_sql(
+                # The driver's own executemany, inside this transaction: every log batch goes
+                # through here, and SQLAlchemy's per-row work would triple its cost.
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                await driver.executemany(
                     "INSERT OR IGNORE INTO log_records (job_id, seq, stream, data) "
                     "VALUES (?, ?, ?, ?)",
                     [(job_id, r.seq, r.stream.value, r.data) for r in records],
@@ -299,7 +308,12 @@ class Store:
                     .where(db.jobs.c.last_seq < highest)
                     .values(last_seq=highest)
                 )
-            last_seq = await conn.scalar(select(db.jobs.c.last_seq).where(db.jobs.c.id == job_id))
+            last_seq = await self._last_seq(conn, job_id)
+        self._tails.stored(job_id, before, records)
+        return last_seq
+
+    async def _last_seq(self, conn: AsyncConnection, job_id: str) -> int:
+        last_seq = await conn.scalar(select(db.jobs.c.last_seq).where(db.jobs.c.id == job_id))
         return int(last_seq if last_seq is not None else -1)
 
     async def append_note(self, job_id: str, text: str) -> int:
@@ -312,6 +326,9 @@ class Store:
         return await self.append_logs(job_id, [note])
 
     async def read_logs(self, job_id: str, after: int, limit: int) -> list[LogRecord]:
+        cached = self._tails.after(job_id, after, limit)
+        if cached is not None:
+            return cached
         async with self._engine.connect() as conn:
             result = await conn.execute(
                 select(db.log_records.c.seq, db.log_records.c.stream, db.log_records.c.data)
