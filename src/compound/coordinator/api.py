@@ -13,7 +13,7 @@ from compound.coordinator.follow import follow_job
 from compound.coordinator.socket import send_until_disconnect
 from compound.coordinator.state import CoordinatorState, get_state
 from compound.coordinator.store import ContributorRow, JobRow
-from compound.coordinator.submission import read_submission
+from compound.coordinator.submission import JobSubmission, read_submission
 from compound.protocol import CLOSE_NORMAL, CLOSE_UNKNOWN_JOB, JobStatus, JobView, serialize
 
 log = logging.getLogger("compound.coordinator")
@@ -46,24 +46,11 @@ async def _job_or_404(state: CoordinatorState, job_id: str) -> JobRow:
     "/api/v1/jobs",
     status_code=201,
     response_model=JobView,
+    # The body is read by hand (bounded, with one-sentence errors); this documents it.
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["script"],
-                        "properties": {
-                            "script": {"type": "string"},
-                            "args": {"type": "array", "items": {"type": "string"}},
-                            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                            "name": {"type": "string"},
-                        },
-                    }
-                }
-            },
+            "content": {"application/json": {"schema": JobSubmission.model_json_schema()}},
         }
     },
 )
