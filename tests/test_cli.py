@@ -197,3 +197,18 @@ def test_agent_explains_a_missing_sandbox(coordinator: Coordinator, tmp_path: Pa
     assert b"compound-test/missing:none" in no_image.stderr
     for result in (no_engine, no_image):
         assert b"Traceback" not in result.stderr
+
+
+def test_coordinator_explains_why_it_cannot_start(coordinator: Coordinator, tmp_path: Path) -> None:
+    """A port in use or an unusable data directory: one sentence, exit 1, no traceback."""
+    busy = run_cli(
+        "coordinator", "--port", str(coordinator.port), "--data-dir", str(tmp_path / "data")
+    )
+    assert busy.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{coordinator.port}".encode() in busy.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    bad_dir = run_cli("coordinator", "--port", "0", "--data-dir", str(blocker / "data"))
+    assert bad_dir.returncode == 1 and b"cannot use" in bad_dir.stderr
+    for result in (busy, bad_dir):
+        assert b"Traceback" not in result.stderr

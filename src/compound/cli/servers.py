@@ -53,7 +53,7 @@ def coordinator(
         sweep_interval_s=min(1.0, lease_timeout / 4),
         max_script_bytes=max_script_kib * 1024,
     )
-    serve(settings, log_level)
+    raise typer.Exit(serve(settings, log_level))
 
 
 def agent(
