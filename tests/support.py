@@ -1,6 +1,6 @@
 """Real processes for the tests: a coordinator and agents over real sockets on loopback.
 
-Nothing here is a mock: the coordinator is `python -m compound coordinator` on a free port,
+Everything here is the real thing: the coordinator is `python -m compound coordinator` on a free port,
 agents are `python -m compound agent` talking to the real Docker engine. Every wait has a
 deadline and watches for a fact (an output line, an API answer), never a fixed sleep.
 """

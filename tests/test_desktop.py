@@ -2,7 +2,7 @@
 
 The window is driven the way a user would: mouse presses on the page's own traffic lights,
 delivered through Qt WebEngine's DevTools port (CDP), which the test enables with
-QTWEBENGINE_REMOTE_DEBUGGING. Nothing is mocked: the local server, the coordinator, the
+QTWEBENGINE_REMOTE_DEBUGGING. Everything is real: the local server, the coordinator, the
 agent and Docker are the real ones.
 """
 
