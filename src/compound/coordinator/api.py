@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 
 from compound import __version__
+from compound.coordinator.contributor_store import ContributorRow
 from compound.coordinator.follow import follow_job
 from compound.coordinator.socket import send_until_disconnect
 from compound.coordinator.state import CoordinatorState, get_state
-from compound.coordinator.store import ContributorRow, JobRow
+from compound.coordinator.store import JobRow
 from compound.coordinator.submission import JobSubmission, read_submission
 from compound.protocol import CLOSE_NORMAL, CLOSE_UNKNOWN_JOB, JobStatus, JobView, serialize
 
@@ -104,7 +105,7 @@ async def cancel_job(job_id: str, state: State) -> JobView:
 
 @router.get("/api/v1/contributors")
 async def list_contributors(state: State) -> dict[str, Any]:
-    rows = await state.store.list_contributors()
+    rows = await state.store.contributors.list()
     return {"contributors": [_contributor_view(row) for row in rows]}
 
 

@@ -79,7 +79,7 @@ async def _open_session(
         )
         legacy = True
     session = ContributorSession(hello.node_id, hello.name, websocket, legacy=legacy)
-    await state.store.contributor_connected(hello)
+    await state.store.contributors.connected(hello)
     # Reattach before registering, so the session is never seen idle while it runs a job.
     acked, abandon = await state.scheduler.reattach(session, hello.running)
     replaced = state.sessions.add(session)
@@ -109,7 +109,7 @@ async def _handle(
     state: CoordinatorState, session: ContributorSession, message: AgentMessage
 ) -> None:
     if isinstance(message, Heartbeat):
-        await state.store.contributor_seen(
+        await state.store.contributors.seen(
             session.contributor_id,
             cpu_percent=message.cpu_percent,
             ram_free_bytes=message.ram_free_bytes,

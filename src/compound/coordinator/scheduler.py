@@ -61,7 +61,7 @@ class Scheduler:
 
     async def start(self) -> None:
         """Adopt the running jobs of a previous life: their agents get one lease to return."""
-        await self._store.mark_all_contributors_offline()
+        await self._store.contributors.mark_all_offline()
         for job in await self._store.jobs_with_status(JobStatus.RUNNING):
             if job.lease_id and job.contributor_id:
                 self._leases[job.id] = Lease(job.lease_id, job.contributor_id, self._expiry())
@@ -92,7 +92,9 @@ class Scheduler:
             return False
         session.running.add(job.id)
         self._leases[job.id] = Lease(lease_id, session.contributor_id, self._expiry())
-        await self._store.contributor_state(session.contributor_id, ContributorState.ONLINE, job.id)
+        await self._store.contributors.set_state(
+            session.contributor_id, ContributorState.ONLINE, job.id
+        )
         self._hub.notify_all()
         message = Job(
             job_id=job.id,
@@ -157,7 +159,7 @@ class Scheduler:
         holder = session or (self._sessions.get(lease.contributor_id) if lease else None)
         if holder is not None:
             holder.running.discard(job_id)
-            await self._store.contributor_state(holder.contributor_id, ContributorState.ONLINE)
+            await self._store.contributors.set_state(holder.contributor_id, ContributorState.ONLINE)
 
     # ------------------------------------------------------------------ endings
 
@@ -208,7 +210,9 @@ class Scheduler:
     async def contributor_gone(self, session: ContributorSession) -> None:
         """The socket closed. Its jobs keep their leases: the agent may come back in time."""
         if self._sessions.remove(session):
-            await self._store.contributor_state(session.contributor_id, ContributorState.OFFLINE)
+            await self._store.contributors.set_state(
+                session.contributor_id, ContributorState.OFFLINE
+            )
 
     # ------------------------------------------------------------------ sweeping
 

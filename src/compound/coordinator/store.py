@@ -1,4 +1,4 @@
-"""Durable state: jobs with their status history, log records and contributors.
+"""Durable state: jobs with their status history, and their log records.
 
 Every status change goes through :meth:`Store.transition`, which enforces the legal moves of
 ``compound.protocol.status`` and records the change in ``job_events`` in the same transaction.
@@ -14,14 +14,12 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from compound.coordinator import db
+from compound.coordinator.contributor_store import ContributorStore
 from compound.coordinator.log_tail import LogTails
 from compound.protocol import (
-    ContributorState,
-    Hello,
     IllegalTransition,
     JobStatus,
     JobView,
@@ -88,22 +86,6 @@ class JobRow:
         )
 
 
-@dataclass(frozen=True)
-class ContributorRow:
-    id: str
-    name: str
-    state: ContributorState
-    cores: int
-    memory_bytes: int
-    runtime: str
-    version: str
-    cpu_percent: float | None
-    ram_free_bytes: int | None
-    ram_total_bytes: int | None
-    last_seen: float | None
-    current_job_id: str | None
-
-
 _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
 
 
@@ -111,6 +93,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._tails = LogTails()
+        self.contributors = ContributorStore(engine)
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -290,40 +273,45 @@ class Store:
         """Store records (a record already stored is ignored); returns the job's last_seq."""
         async with self._engine.begin() as conn:
             before = await self._last_seq(conn, job_id)
-            if records:
-                # The driver's own executemany, inside this transaction: every log batch goes
-                # through here, and SQLAlchemy's per-row work would triple its cost.
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                await driver.executemany(
-                    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, data) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(job_id, r.seq, r.stream.value, r.data) for r in records],
-                )
-                highest = max(record.seq for record in records)
-                await conn.execute(
-                    update(db.jobs)
-                    .where(db.jobs.c.id == job_id)
-                    .where(db.jobs.c.last_seq < highest)
-                    .values(last_seq=highest)
-                )
-            last_seq = await self._last_seq(conn, job_id)
+            last_seq = await self._insert_logs(conn, job_id, records)
         self._tails.stored(job_id, before, records)
         return last_seq
+
+    async def append_note(self, job_id: str, text: str) -> int:
+        """Add a SYSTEM record after the job's last one (a note from Compound itself)."""
+        async with self._engine.begin() as conn:
+            # Numbered inside the transaction that stores it: no other record can take its seq.
+            before = await self._last_seq(conn, job_id)
+            note = LogRecord(seq=before + 1, stream=Stream.SYSTEM, data=text + "\n")
+            last_seq = await self._insert_logs(conn, job_id, [note])
+        self._tails.stored(job_id, before, [note])
+        return last_seq
+
+    async def _insert_logs(
+        self, conn: AsyncConnection, job_id: str, records: Sequence[LogRecord]
+    ) -> int:
+        if records:
+            # The driver's own executemany, inside this transaction: every log batch goes
+            # through here, and SQLAlchemy's per-row work would triple its cost.
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.executemany(
+                "INSERT OR IGNORE INTO log_records (job_id, seq, stream, data) VALUES (?, ?, ?, ?)",
+                [(job_id, r.seq, r.stream.value, r.data) for r in records],
+            )
+            highest = max(record.seq for record in records)
+            await conn.execute(
+                update(db.jobs)
+                .where(db.jobs.c.id == job_id)
+                .where(db.jobs.c.last_seq < highest)
+                .values(last_seq=highest)
+            )
+        return await self._last_seq(conn, job_id)
 
     async def _last_seq(self, conn: AsyncConnection, job_id: str) -> int:
         last_seq = await conn.scalar(select(db.jobs.c.last_seq).where(db.jobs.c.id == job_id))
         return int(last_seq if last_seq is not None else -1)
-
-    async def append_note(self, job_id: str, text: str) -> int:
-        """Add a SYSTEM record after the job's last one (a note from Compound itself)."""
-        async with self._engine.connect() as conn:
-            last = await conn.scalar(select(db.jobs.c.last_seq).where(db.jobs.c.id == job_id))
-        note = LogRecord(
-            seq=int(last if last is not None else -1) + 1, stream=Stream.SYSTEM, data=text + "\n"
-        )
-        return await self.append_logs(job_id, [note])
 
     async def read_logs(self, job_id: str, after: int, limit: int) -> list[LogRecord]:
         cached = self._tails.after(job_id, after, limit)
@@ -340,51 +328,3 @@ class Store:
             rows = [{"seq": seq, "stream": stream, "data": data} for seq, stream, data in result]
         # Validated in one call in pydantic-core: several times faster than a model per row.
         return _records.validate_python(rows)
-
-    # ------------------------------------------------------------------ contributors
-
-    async def contributor_connected(self, hello: Hello) -> None:
-        values = {
-            "name": hello.name,
-            "state": ContributorState.ONLINE.value,
-            "cores": hello.cores,
-            "memory_bytes": hello.memory_bytes,
-            "runtime": hello.runtime,
-            "version": hello.version,
-            "last_seen": time.time(),
-        }
-        statement = sqlite_insert(db.contributors).values(id=hello.node_id, **values)
-        async with self._engine.begin() as conn:
-            await conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
-
-    async def contributor_seen(self, contributor_id: str, **values: Any) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(db.contributors)
-                .where(db.contributors.c.id == contributor_id)
-                .values(last_seen=time.time(), **values)
-            )
-
-    async def contributor_state(
-        self, contributor_id: str, state: ContributorState, current_job_id: str | None = None
-    ) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(db.contributors)
-                .where(db.contributors.c.id == contributor_id)
-                .values(state=state.value, current_job_id=current_job_id)
-            )
-
-    async def mark_all_contributors_offline(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(update(db.contributors).values(state=ContributorState.OFFLINE.value))
-
-    async def list_contributors(self) -> list[ContributorRow]:
-        async with self._engine.connect() as conn:
-            result = await conn.execute(
-                select(db.contributors).order_by(db.contributors.c.last_seen.desc())
-            )
-            rows = [dict(row) for row in result.mappings()]
-        for row in rows:
-            row["state"] = ContributorState(row["state"])
-        return [ContributorRow(**row) for row in rows]

@@ -1,0 +1,81 @@
+"""Durable state of contributors: who they are, when they were last seen, what they run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from compound.coordinator import db
+from compound.protocol import ContributorState, Hello
+
+
+@dataclass(frozen=True)
+class ContributorRow:
+    id: str
+    name: str
+    state: ContributorState
+    cores: int
+    memory_bytes: int
+    runtime: str
+    version: str
+    cpu_percent: float | None
+    ram_free_bytes: int | None
+    ram_total_bytes: int | None
+    last_seen: float | None
+    current_job_id: str | None
+
+
+class ContributorStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def connected(self, hello: Hello) -> None:
+        values = {
+            "name": hello.name,
+            "state": ContributorState.ONLINE.value,
+            "cores": hello.cores,
+            "memory_bytes": hello.memory_bytes,
+            "runtime": hello.runtime,
+            "version": hello.version,
+            "last_seen": time.time(),
+        }
+        statement = sqlite_insert(db.contributors).values(id=hello.node_id, **values)
+        async with self._engine.begin() as conn:
+            await conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+
+    async def seen(self, contributor_id: str, **values: Any) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(db.contributors)
+                .where(db.contributors.c.id == contributor_id)
+                .values(last_seen=time.time(), **values)
+            )
+
+    async def set_state(
+        self, contributor_id: str, state: ContributorState, current_job_id: str | None = None
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(db.contributors)
+                .where(db.contributors.c.id == contributor_id)
+                .values(state=state.value, current_job_id=current_job_id)
+            )
+
+    async def mark_all_offline(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(db.contributors).values(state=ContributorState.OFFLINE.value))
+
+    async def list(self) -> list[ContributorRow]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(db.contributors).order_by(db.contributors.c.last_seen.desc())
+            )
+            rows = [dict(row) for row in result.mappings()]
+        for row in rows:
+            row["state"] = ContributorState(row["state"])
+        return [ContributorRow(**row) for row in rows]
