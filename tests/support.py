@@ -1,8 +1,9 @@
 """Real processes for the tests: a coordinator and agents over real sockets on loopback.
 
-Everything here is the real thing: the coordinator is `python -m compound coordinator` on a free port,
-agents are `python -m compound agent` talking to the real Docker engine. Every wait has a
-deadline and watches for a fact (an output line, an API answer), never a fixed sleep.
+Everything here is the real thing: the coordinator is `python -m compound coordinator` on a
+free port, agents are `python -m compound agent` talking to the real Docker engine. Every
+wait has a deadline and watches for a fact (an output line, an API answer), never a fixed
+sleep.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -213,3 +214,108 @@ def test_page_served_by_coordinator_says_desktop_app_is_needed(
     expect(note).to_contain_text("compound app")
     expect(page.get_by_test_id("agent-toggle")).to_be_disabled()
     expect(page.get_by_test_id("job-banner")).to_be_hidden()
+    expect(page.get_by_test_id("coordinator-setting")).to_be_hidden()
+    expect(page.get_by_test_id("coordinator-edit")).to_be_hidden()
+
+
+def app_settings(page: Page, app: ServedApp) -> dict[str, Any]:
+    """GET /local/api/settings with the page's session cookie."""
+    response = page.request.get(app.base_url + "/local/api/settings")
+    assert response.status == 200, response.text()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def saved_settings(app: ServedApp) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((app.config_dir / "app.json").read_text())
+    return result
+
+
+def page_coordinator_base(page: Page) -> str:
+    """The base URL the page's api.js now sends coordinator calls to (same module instance)."""
+    base: str = page.evaluate("async () => (await import('./js/api.js')).coordinatorBase()")
+    return base
+
+
+@pytest.mark.timeout(120)
+def test_coordinator_setting_changed_on_the_page(
+    served_app: ServedApp, coordinator: Coordinator, page: Page
+) -> None:
+    """Change saves a valid URL to app.json and the page; a bad URL shows a sentence, saves none."""
+    page.goto(served_app.url)
+    page.goto(served_app.base_url + "/contributor.html")
+    shown = page.get_by_test_id("coordinator-setting")
+    edit = page.get_by_test_id("coordinator-edit")
+    field = page.get_by_test_id("coordinator-input")
+    message = page.get_by_test_id("coordinator-message")
+    expect(shown).to_have_text(coordinator.url, timeout=UI_TIMEOUT_MS)
+
+    edit.click()
+    expect(field).to_be_focused()
+    expect(field).to_have_value(coordinator.url)
+    new_url = "http://127.0.0.1:9"
+    field.fill(f"  {new_url}/ ")
+    page.get_by_test_id("coordinator-save").click()
+    expect(shown).to_have_text(new_url)
+    expect(message).to_have_text("Saved.")
+    expect(edit).to_be_focused()
+    assert app_settings(page, served_app)["coordinator_url"] == new_url
+    assert saved_settings(served_app)["coordinator_url"] == new_url
+    assert page_coordinator_base(page) == new_url
+
+    page.reload()
+    expect(shown).to_have_text(new_url, timeout=UI_TIMEOUT_MS)
+
+    # By keyboard only: Enter opens the editor and submits it, Escape leaves it.
+    before = saved_settings(served_app)
+    edit.focus()
+    page.keyboard.press("Enter")
+    expect(field).to_be_focused()
+    for bad in ("ftp://example.com", "127.0.0.1:8000", "http://"):
+        field.fill(bad)
+        field.press("Enter")
+        expect(message).to_have_text(
+            re.compile(r"^Enter a URL that starts with http:// or https://")
+        )
+        expect(field).to_have_attribute("aria-invalid", "true")
+        expect(field).to_be_focused()
+    assert app_settings(page, served_app)["coordinator_url"] == new_url
+    assert saved_settings(served_app) == before
+    field.press("Escape")
+    expect(field).to_be_hidden()
+    expect(shown).to_have_text(new_url)
+    expect(edit).to_be_focused()
+    expect(message).to_have_text("")
+
+
+@pytest.mark.timeout(180)
+def test_new_coordinator_applies_when_contributing_restarts(
+    served_app: ServedApp, coordinator: Coordinator, page: Page, tmp_path: Path
+) -> None:
+    """A running agent keeps its coordinator (the page says so); the next start uses the new one."""
+    second = Coordinator(data_dir=tmp_path / "second-coordinator").start()
+    try:
+        page.goto(served_app.url)
+        page.goto(served_app.base_url + "/contributor.html")
+        page.get_by_test_id("agent-toggle").click()
+        expect_connected(page)
+        node_id = served_app.node_id
+        coordinator.wait_for_contributor(node_id, "online")
+
+        page.get_by_test_id("coordinator-edit").click()
+        page.get_by_test_id("coordinator-input").fill(second.url)
+        page.get_by_test_id("coordinator-save").click()
+        expect(page.get_by_test_id("coordinator-message")).to_contain_text(
+            "applies the next time you start contributing"
+        )
+        expect(page.get_by_test_id("coordinator-setting")).to_have_text(second.url)
+
+        toggle = page.get_by_test_id("agent-toggle")
+        toggle.click()
+        expect(toggle).to_have_text("Start contributing", timeout=UI_TIMEOUT_MS)
+        toggle.click()
+        expect_connected(page)
+        second.wait_for_contributor(node_id, "online")
+        expect(page.get_by_test_id("agent-log")).to_contain_text(f"Agent starting for {second.url}")
+    finally:
+        second.stop()

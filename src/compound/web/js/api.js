@@ -80,18 +80,8 @@ function storedBase() {
 
 async function desktopBase() {
   // The desktop app serves these pages from its own origin and says where the coordinator is.
-  const ctrl = new AbortController();
-  const timer = setTimeout(() => ctrl.abort(), 1500);
-  try {
-    const resp = await fetch("/local/api/settings", { signal: ctrl.signal, cache: "no-store" });
-    if (resp.status !== 200) return null;
-    const body = await resp.json();
-    return body && body.coordinator_url ? cleanBase(body.coordinator_url) : null;
-  } catch {
-    return null;
-  } finally {
-    clearTimeout(timer);
-  }
+  const body = await getLocalSettings();
+  return body && body.coordinator_url ? cleanBase(body.coordinator_url) : null;
 }
 
 /** The coordinator's base URL (no trailing slash), resolved once per page. */
@@ -103,6 +93,17 @@ export function coordinatorBase() {
     })();
   }
   return basePromise;
+}
+
+/**
+ * Point this page's coordinator calls at `url` from now on (after the desktop app saved it).
+ * A per-tab ?coordinator= override is dropped: the saved setting is what the user just chose.
+ */
+export function setCoordinatorBase(url) {
+  const base = cleanBase(url);
+  if (!base) return;
+  try { sessionStorage.removeItem(STORAGE_KEY); } catch { /* storage off */ }
+  basePromise = Promise.resolve(base);
 }
 
 async function httpUrl(path) {
@@ -200,6 +201,59 @@ export async function listContributors() {
 
 export function health() {
   return request("GET", "/healthz");
+}
+
+// ------------------------------------------------------------------ desktop app settings
+// Only the desktop app (`compound app`) answers /local/api, on the pages' own origin.
+
+const LOCAL_SETTINGS = "/local/api/settings";
+const LOCAL_PROBE_TIMEOUT_MS = 1500;
+
+/** True for an absolute http:// or https:// URL with a host: what a coordinator URL must be. */
+export function isCoordinatorUrl(text) {
+  let url;
+  try { url = new URL(String(text).trim()); } catch { return false; }
+  return (url.protocol === "http:" || url.protocol === "https:") && Boolean(url.host);
+}
+
+/** GET /local/api/settings → {coordinator_url, ...}, or null when not in the desktop app. */
+export async function getLocalSettings() {
+  if (window.location.protocol === "file:") return null;
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), LOCAL_PROBE_TIMEOUT_MS);
+  try {
+    const resp = await fetch(LOCAL_SETTINGS, { signal: ctrl.signal, cache: "no-store" });
+    if (resp.status !== 200) return null;
+    const body = await resp.json();
+    return body && typeof body === "object" && typeof body.coordinator_url === "string" ? body : null;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** PUT /local/api/settings with the keys to change → the saved settings; throws ApiError. */
+export async function saveLocalSettings(changes) {
+  let resp;
+  try {
+    resp = await fetch(LOCAL_SETTINGS, {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(changes),
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError("Can't reach the desktop app. Restart it, then try again.");
+  }
+  let data = null;
+  try { data = await resp.json(); } catch { data = null; }
+  if (!resp.ok) {
+    const detail = data && typeof data.detail === "string" ? data.detail : null;
+    throw new ApiError(detail ? sentence(detail) : `The app refused the setting (HTTP ${resp.status}).`,
+      resp.status, detail);
+  }
+  return data;
 }
 
 // ------------------------------------------------------------------ follow stream

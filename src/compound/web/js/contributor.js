@@ -4,8 +4,12 @@
 // relayed by the desktop app over WS /local/api/events: the app replays the recent ones,
 // then streams new ones. The page never parses human log lines. Served by a coordinator
 // (no /local/api), the page says contributing needs the desktop app and stays idle.
+// In the desktop app the page also shows, and lets the user change, the coordinator URL
+// (app.json via /local/api/settings); a running agent keeps its URL until it restarts.
 
-import { backoffMs } from "./api.js";
+import {
+  backoffMs, getLocalSettings, isCoordinatorUrl, saveLocalSettings, setCoordinatorBase,
+} from "./api.js";
 import { formatBytes, formatDuration } from "./format.js";
 
 const MAX_LOG_LINES = 500;
@@ -29,6 +33,17 @@ const ui = {
   jobElapsed: $("job-elapsed"),
   log: $("agent-log"),
 };
+const coord = {
+  section: $("coordinator"),
+  view: $("coordinator-view"),
+  url: $("coordinator-url"),
+  edit: $("coordinator-edit"),
+  form: $("coordinator-form"),
+  input: $("coordinator-input"),
+  save: $("coordinator-save"),
+  cancel: $("coordinator-cancel"),
+  message: $("coordinator-message"),
+};
 
 // ------------------------------------------------------------------ state (pure)
 // The agent logs its own human lines ("connected to …", "job … started", "job … succeeded",
@@ -46,7 +61,7 @@ const CONNECTION = {
 export function initialView() {
   return {
     running: false, connection: "stopped", retryInS: null, nodeId: null, contributorId: null, name: null,
-    cpuPercent: null, ramFreeBytes: null, ramTotalBytes: null, job: null,
+    cpuPercent: null, ramFreeBytes: null, ramTotalBytes: null, job: null, agentCoordinatorUrl: null,
   };
 }
 
@@ -55,7 +70,8 @@ export function reduce(view, event) {
   const at = event.received_at || Date.now() / 1000;
   switch (event.type) {
     case "starting":
-      return [{ ...view, running: true, connection: "connecting", nodeId: event.node_id || view.nodeId, name: event.name },
+      return [{ ...view, running: true, connection: "connecting", nodeId: event.node_id || view.nodeId, name: event.name,
+        agentCoordinatorUrl: event.coordinator_url || view.agentCoordinatorUrl },
         note(`Agent starting for ${event.coordinator_url}`)];
     case "connecting":
       return [{ ...view, running: true, connection: "connecting" }, null];
@@ -215,12 +231,89 @@ function streamEvents() {
     };
     // Every (re)connect replays the kept events: start from a clean view and log.
     ws.onopen = () => {
-      view = { ...initialView(), running: view.running };
+      view = { ...initialView(), running: view.running, agentCoordinatorUrl: view.agentCoordinatorUrl };
       log.clear();
     };
     ws.onclose = () => setTimeout(connect, backoffMs(attempt++));
   };
   connect();
+}
+
+// ------------------------------------------------------------------ coordinator setting
+
+const INVALID_URL = "Enter a URL that starts with http:// or https://, such as http://127.0.0.1:8000.";
+let savingCoordinator = false;
+
+function sayCoordinator(text, tone = null) {
+  coord.message.textContent = text;
+  coord.message.classList.toggle("is-ok", tone === "ok");
+  coord.message.classList.toggle("is-error", tone === "error");
+}
+
+function showCoordinatorUrl(url) {
+  coord.url.textContent = url;
+  coord.url.title = url;
+}
+
+function editCoordinator(editing) {
+  coord.view.hidden = editing;
+  coord.form.hidden = !editing;
+  coord.input.removeAttribute("aria-invalid");
+  if (editing) {
+    sayCoordinator("");
+    coord.input.value = coord.url.textContent;
+    coord.input.focus();
+    coord.input.select();
+  } else {
+    coord.edit.focus();
+  }
+}
+
+function refuseCoordinator(message) {
+  coord.input.setAttribute("aria-invalid", "true");
+  sayCoordinator(message, "error");
+  coord.input.focus();
+}
+
+async function saveCoordinator(event) {
+  event.preventDefault();
+  if (savingCoordinator) return;
+  const value = coord.input.value.trim();
+  if (!isCoordinatorUrl(value)) {
+    refuseCoordinator(INVALID_URL);
+    return;
+  }
+  savingCoordinator = true;
+  coord.save.disabled = true;
+  try {
+    const saved = await saveLocalSettings({ coordinator_url: value });
+    setCoordinatorBase(saved.coordinator_url);
+    showCoordinatorUrl(saved.coordinator_url);
+    editCoordinator(false);
+    // The agent got its URL on the command line: it keeps it until it is started again.
+    const pending = view.running && view.agentCoordinatorUrl !== saved.coordinator_url;
+    sayCoordinator(pending
+      ? "Saved. The running agent stays on its current coordinator; this one applies the next time you start contributing."
+      : "Saved.", "ok");
+  } catch (err) {
+    refuseCoordinator(err.message || "The app could not save the coordinator URL.");
+  } finally {
+    savingCoordinator = false;
+    coord.save.disabled = false;
+  }
+}
+
+async function setupCoordinatorSetting() {
+  const settings = await getLocalSettings();
+  if (!settings) return; // not the desktop app: nothing to change here
+  showCoordinatorUrl(settings.coordinator_url);
+  coord.section.hidden = false;
+  coord.edit.addEventListener("click", () => editCoordinator(true));
+  coord.cancel.addEventListener("click", () => { editCoordinator(false); sayCoordinator(""); });
+  coord.form.addEventListener("submit", saveCoordinator);
+  coord.form.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { event.preventDefault(); editCoordinator(false); sayCoordinator(""); }
+  });
 }
 
 async function main() {
@@ -232,8 +325,12 @@ async function main() {
     render();
     return;
   }
-  view = { ...view, running: agent.running, connection: agent.running ? "connecting" : "stopped" };
+  view = {
+    ...view, running: agent.running, connection: agent.running ? "connecting" : "stopped",
+    agentCoordinatorUrl: agent.coordinator_url || null,
+  };
   render();
+  setupCoordinatorSetting();
   ui.toggle.disabled = false;
   ui.toggle.addEventListener("click", toggleAgent);
   streamEvents();
