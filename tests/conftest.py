@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from docker_env import check_docker_ready
 from support import TEST_IMAGE, Agent, Coordinator, containers_of
 
 
 @pytest.fixture(scope="session")
 def docker_engine() -> str:
-    """The Docker engine and the sandbox image must be there: CI sets them up first."""
-    info = subprocess.run(
-        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True
-    )
-    if info.returncode != 0:
-        pytest.fail(
-            "Docker is not running: run scripts/setup-docker.sh first "
-            f"({info.stderr.strip()[:200]})"
-        )
-    image = subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True)
-    if image.returncode != 0:
-        pytest.fail(
-            f"the sandbox image {TEST_IMAGE} is missing: run "
-            f"`compound image ensure --tag {TEST_IMAGE}` first"
-        )
-    return info.stdout.strip()
+    """The sandbox image tag; fails the run, saying how to fix it, when Docker is not usable
+    (engine down, a runtime not registered). A missing image is built, as the agent's
+    `compound image ensure` would."""
+    problem = asyncio.run(check_docker_ready(TEST_IMAGE))
+    if problem is not None:
+        pytest.fail(f"Docker is not ready: {problem}", pytrace=False)
+    return TEST_IMAGE
 
 
 @pytest.fixture

@@ -22,7 +22,9 @@ from typing import Any
 
 import httpx
 
-TEST_IMAGE = os.environ.get("COMPOUND_TEST_IMAGE", "python:3.11-slim")
+from docker_env import image_tag
+
+TEST_IMAGE = image_tag()
 STARTUP_TIMEOUT_S = 30.0
 # Debian's Chromium, never a downloaded browser; the flags keep it off the network.
 CHROMIUM = "/usr/bin/chromium"

@@ -20,20 +20,10 @@ from compound.agent.runners.docker import (
 )
 from compound.agent.runners.docker_stream import FrameDemuxer
 from compound.protocol import JobStatus, Stream
-from docker_env import RUNTIMES, Collected, check_docker_ready, image_tag, managed_container_ids
+from docker_env import RUNTIMES, Collected, managed_container_ids
 
 # Jobs start in ~0.2 s (runc) or ~0.4 s (runsc); a minute is a hang, not a slow machine.
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="session")
-def docker_ready() -> str:
-    """The image tag to use; fails the run, with the fix, when Docker is not usable."""
-    image = image_tag()
-    problem = asyncio.run(check_docker_ready(image))
-    if problem is not None:
-        pytest.fail(f"Docker is not ready for the runner tests: {problem}", pytrace=False)
-    return image
 
 
 def _settings(image: str, runtime: str, **changes: object) -> DockerRunnerSettings:
@@ -44,8 +34,8 @@ def _settings(image: str, runtime: str, **changes: object) -> DockerRunnerSettin
 
 
 @pytest.fixture(params=RUNTIMES)
-async def runner(request: pytest.FixtureRequest, docker_ready: str) -> AsyncIterator[DockerRunner]:
-    runner = DockerRunner(_settings(docker_ready, request.param))
+async def runner(request: pytest.FixtureRequest, docker_engine: str) -> AsyncIterator[DockerRunner]:
+    runner = DockerRunner(_settings(docker_engine, request.param))
     await runner.prepare()
     yield runner
     await runner.close()
@@ -214,7 +204,7 @@ async def test_timeout_ends_job_as_timed_out(runner: DockerRunner) -> None:
     assert time.monotonic() - started < 1.0 + runner.settings.grace_s
 
 
-async def test_job_ignoring_sigterm_is_killed_after_grace(docker_ready: str) -> None:
+async def test_job_ignoring_sigterm_is_killed_after_grace(docker_engine: str) -> None:
     """SIGTERM, then SIGKILL once the grace period is over."""
     script = (
         "import signal, time\n"
@@ -223,7 +213,7 @@ async def test_job_ignoring_sigterm_is_killed_after_grace(docker_ready: str) -> 
         "time.sleep(60)\n"
     )
     for runtime in RUNTIMES:
-        runner = DockerRunner(_settings(docker_ready, runtime, grace_s=1.0))
+        runner = DockerRunner(_settings(docker_engine, runtime, grace_s=1.0))
         try:
             sink = Collected()
             cancel = asyncio.Event()
@@ -257,12 +247,12 @@ async def test_no_network_inside(runner: DockerRunner) -> None:
     assert seen["interfaces"] == ["lo"]
 
 
-async def test_memory_limit_is_enforced(docker_ready: str) -> None:
+async def test_memory_limit_is_enforced(docker_engine: str) -> None:
     """Touching 4x the memory limit kills the job; it fails with a sentence saying why."""
     script = "print('allocating', flush=True)\nblob = b'x' * (256 * 1024 * 1024)\nprint('no')\n"
     for runtime in RUNTIMES:
         limits = Limits(memory_bytes=64 * MiB)
-        runner = DockerRunner(_settings(docker_ready, runtime, limits=limits))
+        runner = DockerRunner(_settings(docker_engine, runtime, limits=limits))
         try:
             result, sink = await run(runner, script)
         finally:
@@ -273,7 +263,7 @@ async def test_memory_limit_is_enforced(docker_ready: str) -> None:
         assert sink.stdout == b"allocating\n", runtime
 
 
-async def test_pids_limit_is_enforced(docker_ready: str) -> None:
+async def test_pids_limit_is_enforced(docker_engine: str) -> None:
     """The job cannot have more processes and threads than the limit."""
     script = (
         "import threading, time\n"
@@ -287,7 +277,7 @@ async def test_pids_limit_is_enforced(docker_ready: str) -> None:
         "print(started)\n"
     )
     for runtime in RUNTIMES:
-        runner = DockerRunner(_settings(docker_ready, runtime, limits=Limits(pids=32)))
+        runner = DockerRunner(_settings(docker_engine, runtime, limits=Limits(pids=32)))
         try:
             result, sink = await run(runner, script)
         finally:
@@ -318,10 +308,10 @@ async def test_cancelling_run_task_removes_container(runner: DockerRunner) -> No
     assert await managed_container_ids(runner.settings.node_id) == []
 
 
-async def test_prepare_removes_orphans_of_this_node_only(docker_ready: str) -> None:
+async def test_prepare_removes_orphans_of_this_node_only(docker_engine: str) -> None:
     """prepare() removes containers a crashed agent of this node left, not other nodes'."""
-    mine = _settings(docker_ready, "runc")
-    other = _settings(docker_ready, "runc")
+    mine = _settings(docker_engine, "runc")
+    other = _settings(docker_engine, "runc")
     docker = connect()
     try:
         for settings in (mine, mine, other):
@@ -345,7 +335,7 @@ async def test_prepare_removes_orphans_of_this_node_only(docker_ready: str) -> N
         await docker.close()
 
 
-async def test_missing_image_fails_with_a_sentence(docker_ready: str) -> None:
+async def test_missing_image_fails_with_a_sentence(docker_engine: str) -> None:
     """A missing image: prepare() raises, run() is FAILED with no exit code and says why."""
     runner = DockerRunner(_settings("compound-test-missing:none", "runc"))
     try:
