@@ -126,15 +126,30 @@ def _end(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: fl
         proc.wait(5)
 
 
+@dataclass(kw_only=True)
+class ManagedProcess:
+    """A `python -m compound ...` child process and its collected output."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    output: OutputLines | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.proc is not None
+        _end(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _end(self.proc)
+
+
 @dataclass
-class Coordinator:
+class Coordinator(ManagedProcess):
     data_dir: Path
     port: int = 0
     lease_timeout_s: float = 3.0
     heartbeat_interval_s: float = 0.5
     extra_args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-    output: OutputLines | None = None
 
     @property
     def url(self) -> str:
@@ -169,15 +184,6 @@ class Coordinator:
         assert "listening on" in line, f"coordinator did not start:\n{self.output.text()}"
         self.port = int(line.rsplit(":", 1)[1])
         return self
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        assert self.proc is not None
-        _end(self.proc, signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _end(self.proc)
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, self.url + path, timeout=30, **kwargs)
@@ -231,14 +237,12 @@ class Coordinator:
 
 
 @dataclass
-class Agent:
+class Agent(ManagedProcess):
     coordinator_url: str
     state_dir: Path
     name: str = "test-agent"
     runtime: str = "runc"
     extra_args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-    output: OutputLines | None = None
 
     @property
     def node_id(self) -> str:
@@ -291,14 +295,6 @@ class Agent:
         line = self.output.wait_for(matches, timeout_s, f"agent event {kind} {fields}", start)
         result: dict[str, Any] = json.loads(line)
         return result
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        _end(self.proc, signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _end(self.proc)
 
 
 def containers_of(node_id: str) -> list[str]:
