@@ -332,6 +332,20 @@ def run_cli(
     )
 
 
+def start_submit(
+    script: Path, coordinator: Coordinator
+) -> tuple[subprocess.Popen[bytes], OutputLines]:
+    """`compound submit SCRIPT` following in the background; its stdout lines as they come."""
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "compound", "submit", str(script), "-c", coordinator.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=product_env(),
+    )
+    assert cli.stdout is not None
+    return cli, OutputLines(cli.stdout)
+
+
 def follow(
     coordinator: Coordinator, job_id: str, after: int = -1, timeout_s: float = 60
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import Agent, Coordinator, OutputLines, product_env, run_cli, wait_until
+from support import Agent, Coordinator, product_env, run_cli, start_submit, wait_until
 
 
 def write(tmp_path: Path, text: str, name: str = "job.py") -> Path:
@@ -95,14 +95,8 @@ def test_timeout_and_cancel_exit_codes(
 def test_ctrl_c_cancels_the_job(coordinator: Coordinator, agent: Agent, tmp_path: Path) -> None:
     """Ctrl-C while following cancels the job on the coordinator and exits 130."""
     sleeper = write(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(120)\n")
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "compound", "submit", str(sleeper), "-c", coordinator.url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=product_env(),
-    )
-    assert cli.stdout is not None
-    OutputLines(cli.stdout).wait_for(lambda line: line == "started", 60, "the job to start")
+    cli, lines = start_submit(sleeper, coordinator)
+    lines.wait_for(lambda line: line == "started", 60, "the job to start")
     cli.send_signal(signal.SIGINT)
     assert cli.wait(timeout=60) == 130
     job = coordinator.api("GET", "/api/v1/jobs").json()["jobs"][0]

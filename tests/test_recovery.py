@@ -16,6 +16,7 @@ from support import (
     containers_of,
     follow,
     product_env,
+    start_submit,
     stream_text,
     wait_until,
 )
@@ -37,14 +38,7 @@ def test_coordinator_sigkill_mid_job_loses_nothing(
     through the restart."""
     script = tmp_path / "numbered.py"
     script.write_text(NUMBERED.format(count=60, pause=0.1))
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "compound", "submit", str(script), "-c", coordinator.url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=product_env(),
-    )
-    assert cli.stdout is not None
-    cli_lines = OutputLines(cli.stdout)
+    cli, cli_lines = start_submit(script, coordinator)
     cli_lines.wait_for(lambda line: line == "line 10", 60, "the job to be half-way")
     job_id = coordinator.api("GET", "/api/v1/jobs").json()["jobs"][0]["id"]
 

@@ -118,15 +118,11 @@ class Agent:
         await self._worker.stop_all(self.settings.grace_s + STOP_FLUSH_S)
         # Give the connection a moment to report the endings before it goes.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._outbox_drained(), STOP_FLUSH_S)
+            await asyncio.wait_for(self._outbox.empty.wait(), STOP_FLUSH_S)
         connection_task.cancel()
         await asyncio.gather(connection_task, return_exceptions=True)
         await self._runner.close()
         self._events.emit(Stopped(reason="asked to stop"))
-
-    async def _outbox_drained(self) -> None:
-        while self._outbox.jobs:
-            await asyncio.sleep(0.05)
 
 
 def install_stop_signals(agent: Agent) -> None:

@@ -45,18 +45,19 @@ class JobLog:
         if self.records and self.records[0].seq <= self.acked_seq:
             del self.records[: self.acked_seq + 1 - self.records[0].seq]
 
-    def all_sent(self) -> bool:
-        return not self.records or self.records[-1].seq <= self.sent_seq
-
 
 class Outbox:
     def __init__(self) -> None:
         self.jobs: dict[str, JobLog] = {}
         self.changed = asyncio.Event()
+        # Set while no job is held: every record and ending has been acknowledged.
+        self.empty = asyncio.Event()
+        self.empty.set()
 
     def open(self, job_id: str, lease_id: str, first_seq: int) -> JobLog:
         job = JobLog(job_id, lease_id, acked_seq=first_seq - 1, sent_seq=first_seq - 1)
         self.jobs[job_id] = job
+        self.empty.clear()
         return job
 
     def add(self, job_id: str, record: LogRecord) -> None:
@@ -74,3 +75,5 @@ class Outbox:
 
     def forget(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
+        if not self.jobs:
+            self.empty.set()

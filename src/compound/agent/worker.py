@@ -34,10 +34,6 @@ class Worker:
         self._max_output_bytes = max_output_bytes
         self.executions: dict[str, Execution] = {}
 
-    @property
-    def busy(self) -> bool:
-        return any(e.task and not e.task.done() for e in self.executions.values())
-
     def start(self, job: Job) -> None:
         if job.job_id in self.executions:
             return  # a repeated assignment after a reconnect: it already runs

@@ -135,9 +135,6 @@ class Scheduler:
             if lease is not None and lease.contributor_id == session.contributor_id:
                 lease.expires_at = expiry
 
-    def lease_of(self, job_id: str) -> Lease | None:
-        return self._leases.get(job_id)
-
     async def reattach(
         self, session: ContributorSession, running: list[RunningJob]
     ) -> tuple[dict[str, int], list[Abandon]]:
