@@ -150,16 +150,95 @@ def test_log_tail_answers_only_what_it_covers() -> None:
     """The in-memory tail serves contiguous stored records and defers the rest to the DB."""
     from compound.coordinator.log_tail import LogTails
 
-    tails = LogTails(records_per_job=3)
+    tails = LogTails(bytes_per_job=6)  # each record below is 2 bytes
     records = [LogRecord(seq=seq, data=f"{seq}\n") for seq in range(10)]
-    assert tails.after("j", -1, 100) is None  # never seen: ask the database
-    tails.stored("j", -1, records[:4])
-    assert tails.after("j", -1, 100) == records[:4]
-    tails.stored("j", 3, records[2:8])  # a resend overlapping what is stored
-    assert tails.after("j", 5, 100) == records[6:8]
-    assert tails.after("j", 7, 100) == []  # nothing newer has been stored
-    tails.stored("j", 7, records[8:])  # past twice the cap: trimmed to the newest
-    assert tails.after("j", 0, 100) is None
-    assert tails.after("j", 7, 1) == records[8:9]
+    sizes = [2] * 10
+    assert tails.after("j", -1, 100, 1000) is None  # never seen: ask the database
+    tails.stored("j", records[:4], sizes[:4])
+    assert tails.after("j", -1, 100, 1000).records == records[:4]
+    tails.stored("j", records[4:8], sizes[4:8])
+    page = tails.after("j", 5, 100, 1000)
+    assert page.records == records[6:8] and not page.more
+    assert tails.after("j", 7, 100, 1000).records == []  # nothing newer has been stored
+    tails.stored("j", records[8:], sizes[8:])  # past twice the cap: trimmed to the newest
+    assert tails.after("j", 0, 100, 1000) is None
+    page = tails.after("j", 7, 1, 1000)
+    assert page.records == records[8:9] and page.more
     tails.forget("j")
-    assert tails.after("j", 7, 100) is None
+    assert tails.after("j", 7, 100, 1000) is None
+
+
+def test_log_tail_cuts_pages_by_bytes_and_restarts_on_a_gap() -> None:
+    """A page holds at least one record and no more bytes than asked; a gap starts over."""
+    from compound.coordinator.log_tail import LogTails
+
+    tails = LogTails()
+    records = [LogRecord(seq=seq, data="x" * 100) for seq in range(10)]
+    tails.stored("j", records, [100] * 10)
+    page = tails.after("j", -1, 100, 250)
+    assert [r.seq for r in page.records] == [0, 1] and page.more
+    assert [r.seq for r in tails.after("j", -1, 100, 1).records] == [0]
+    tails.stored("j", [LogRecord(seq=20, data="y")], [1])  # not contiguous: start over
+    assert tails.after("j", 5, 100, 1000) is None
+    assert [r.seq for r in tails.after("j", 19, 100, 1000).records] == [20]
+
+
+def test_log_tail_bounds_memory_over_all_jobs() -> None:
+    """Past the total byte budget, the least recently written job's tail is dropped."""
+    from compound.coordinator.log_tail import LogTails
+
+    tails = LogTails(bytes_per_job=1000, bytes_total=250)
+    for job in ("a", "b", "c"):
+        tails.stored(job, [LogRecord(seq=0, data="z" * 100)], [100])
+    assert tails.after("a", -1, 10, 1000) is None
+    assert tails.after("c", -1, 10, 1000) is not None
+
+
+@pytest.mark.parametrize(
+    ("seqs", "stored", "first", "kept"),
+    [
+        ([0, 1, 2], -1, 0, [0, 1, 2]),
+        ([3, 4], 4, 0, []),  # a resend already stored: acknowledged, ignored
+        ([3, 4, 5], 3, 0, [4, 5]),  # overlaps what is stored: only the new part
+        ([7, 8], 6, 7, [7, 8]),  # a requeued job's second lease
+    ],
+)
+def test_check_batch_accepts_contiguous_batches(
+    seqs: list[int], stored: int, first: int, kept: list[int]
+) -> None:
+    """Batches contiguous with what is stored are accepted; only new records are kept."""
+    from compound.coordinator.reports import Accept, check_batch
+
+    verdict = check_batch([LogRecord(seq=s, data="x") for s in seqs], stored, first)
+    assert isinstance(verdict, Accept)
+    assert [r.seq for r in verdict.records] == kept
+
+
+@pytest.mark.parametrize(
+    ("seqs", "stored", "first", "words"),
+    [
+        ([0, 0, 1], -1, 0, "consecutive"),
+        ([1, 0], -1, 0, "consecutive"),
+        ([5], 0, 0, "gap"),
+        ([2**62], -1, 0, "gap"),
+        ([2**63], -1, 0, "range"),
+        ([3, 4], 6, 5, "start at 5"),
+    ],
+)
+def test_check_batch_refuses_violations(
+    seqs: list[int], stored: int, first: int, words: str
+) -> None:
+    """Duplicates, disorder, gaps, numbers past int64 or before the lease are violations."""
+    from compound.coordinator.reports import Violation, check_batch
+
+    verdict = check_batch([LogRecord(seq=s, data="x") for s in seqs], stored, first)
+    assert isinstance(verdict, Violation) and words in verdict.reason
+
+
+def test_check_ending_needs_every_announced_record() -> None:
+    """A job may not end before the records it announced have arrived."""
+    from compound.coordinator.reports import check_ending
+
+    assert check_ending(4, 4) is None and check_ending(None, 4) is None
+    violation = check_ending(9, 4)
+    assert violation is not None and "9" in violation.reason

@@ -10,7 +10,7 @@ from compound.agent.events import EventSink
 from compound.agent.outbox import Outbox
 from compound.agent.output import OutputCollector
 from compound.agent.runners.base import Runner, RunResult, RunSpec
-from compound.protocol import Done, Job, JobStatus, Stream
+from compound.protocol import MAX_ERROR_CHARS, Done, Job, JobStatus, Stream
 from compound.protocol.events import JobFinished, JobStarted
 
 log = logging.getLogger("compound.agent")
@@ -112,7 +112,8 @@ class Worker:
                 lease_id=job.lease_id,
                 status=result.status,
                 exit_code=result.exit_code,
-                error=result.error,
+                # The coordinator refuses longer reasons; the note above has the full text.
+                error=result.error[:MAX_ERROR_CHARS] if result.error else None,
                 last_seq=last_seq,
             )
             self._outbox.changed.set()

@@ -65,14 +65,18 @@ class CoordinatorClient:
         name: str | None,
     ) -> JobView:
         body = {"script": script, "args": args, "env": env, "timeout_s": timeout_s, "name": name}
-        return JobView.model_validate(self._request("POST", "/api/v1/jobs", json=body))
+        return JobView.model_validate(
+            self._request("POST", "/api/v1/jobs", json=body), strict=False
+        )
 
     def job(self, job_id: str) -> JobView:
-        return JobView.model_validate(self._request("GET", f"/api/v1/jobs/{quote(job_id)}"))
+        return JobView.model_validate(
+            self._request("GET", f"/api/v1/jobs/{quote(job_id)}"), strict=False
+        )
 
     def jobs(self, limit: int) -> list[JobView]:
         data = self._request("GET", "/api/v1/jobs", params={"limit": limit})
-        return [JobView.model_validate(item) for item in data["jobs"]]
+        return [JobView.model_validate(item, strict=False) for item in data["jobs"]]
 
     def logs(self, job_id: str, after: int) -> dict[str, Any]:
         result: dict[str, Any] = self._request(
@@ -81,7 +85,9 @@ class CoordinatorClient:
         return result
 
     def cancel(self, job_id: str) -> JobView:
-        return JobView.model_validate(self._request("POST", f"/api/v1/jobs/{quote(job_id)}/cancel"))
+        return JobView.model_validate(
+            self._request("POST", f"/api/v1/jobs/{quote(job_id)}/cancel"), strict=False
+        )
 
     def contributors(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/api/v1/contributors")["contributors"]

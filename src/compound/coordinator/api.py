@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
@@ -11,15 +12,27 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from compound import __version__
 from compound.coordinator.contributor_store import ContributorRow
 from compound.coordinator.follow import follow_job
-from compound.coordinator.socket import send_until_disconnect
+from compound.coordinator.followers import TooManyFollowers
+from compound.coordinator.quotas import check_quotas
+from compound.coordinator.socket import close_quietly, send_until_disconnect
 from compound.coordinator.state import CoordinatorState, get_state
 from compound.coordinator.store import JobRow
 from compound.coordinator.submission import JobSubmission, read_submission
-from compound.protocol import CLOSE_NORMAL, CLOSE_UNKNOWN_JOB, JobStatus, JobView, serialize
+from compound.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNKNOWN_JOB,
+    MAX_INT64,
+    JobStatus,
+    JobView,
+    serialize,
+)
 
 log = logging.getLogger("compound.coordinator")
 
 router = APIRouter()
+LOG_PAGE_BYTES = 4 * 1024 * 1024
 State = Annotated[CoordinatorState, Depends(get_state)]
 
 
@@ -30,16 +43,23 @@ def new_job_id() -> str:
 async def submit(request: Request, state: CoordinatorState) -> JobRow:
     """Shared by POST /api/v1/jobs and the seed's POST /submit-job."""
     new = await read_submission(request, state.settings)
-    job = await state.store.create_job(new_job_id(), new)
+    owner = submitter_of(request)
+    await check_quotas(state, owner)
+    job = await state.store.create_job(new_job_id(), new, owner)
     log.info("job %s queued (%d bytes)", job.id, len(new.script))
     await state.scheduler.dispatch()
     return job
 
 
+def submitter_of(request: Request) -> str:
+    """Who a submission counts against; the client's address until tokens exist."""
+    return request.client.host if request.client else "unknown"
+
+
 async def _job_or_404(state: CoordinatorState, job_id: str) -> JobRow:
     job = await state.store.get_job(job_id)
     if job is None:
-        raise HTTPException(404, f"no job with id {job_id!r}")
+        raise HTTPException(404, f"no job with id {job_id[:64]!r}")
     return job
 
 
@@ -78,14 +98,16 @@ async def get_job(job_id: str, state: State) -> JobView:
 async def get_logs(
     job_id: str,
     state: State,
-    after: Annotated[int, Query(ge=-1)] = -1,
+    after: Annotated[int, Query(ge=-1, le=MAX_INT64)] = -1,
     limit: Annotated[int, Query(ge=1, le=20000)] = 5000,
 ) -> dict[str, Any]:
-    """Log records with seq > after. ``complete``: the job is over and nothing follows."""
+    """Log records with seq > after, at most ``limit`` and about 4 MiB of data a page.
+    ``complete``: the job is over and nothing follows this page."""
     job = await _job_or_404(state, job_id)
-    records = await state.store.read_logs(job_id, after, limit)
+    page = await state.store.read_logs(job_id, after, limit, LOG_PAGE_BYTES)
+    records = page.records
     last_seq = records[-1].seq if records else after
-    complete = job.status.is_terminal and last_seq >= job.last_seq
+    complete = job.status.is_terminal and not page.more
     return {
         "records": [record.model_dump() for record in records],
         "last_seq": last_seq,
@@ -106,12 +128,14 @@ async def cancel_job(job_id: str, state: State) -> JobView:
 @router.get("/api/v1/contributors")
 async def list_contributors(state: State) -> dict[str, Any]:
     rows = await state.store.contributors.list()
-    return {"contributors": [_contributor_view(row) for row in rows]}
+    return {"contributors": [_contributor_view(state, row) for row in rows]}
 
 
-def _contributor_view(row: ContributorRow) -> dict[str, Any]:
+def _contributor_view(state: CoordinatorState, row: ContributorRow) -> dict[str, Any]:
     view = dict(row.__dict__)
     view["state"] = row.state.value
+    held = sorted(state.scheduler.leases.held_by(row.id))
+    view["current_job_id"] = held[0] if held else None
     return view
 
 
@@ -128,13 +152,46 @@ async def healthz(state: State) -> dict[str, Any]:
 
 
 @router.websocket("/api/v1/jobs/{job_id}/follow")
-async def follow(websocket: WebSocket, job_id: str, after: int = -1) -> None:
+async def follow(websocket: WebSocket, job_id: str, after: str = "-1") -> None:
     """Status, every log record after ``after`` exactly once, then ``end``."""
     state = get_state(websocket)
     await websocket.accept()
-    messages = (serialize(message) async for message in follow_job(state, job_id, max(after, -1)))
-    if await state.store.get_job(job_id) is None:
-        await websocket.close(code=CLOSE_UNKNOWN_JOB, reason="unknown job")
+    start = _follow_start(after)
+    if start is None:
+        await close_quietly(websocket, CLOSE_POLICY, "after must be an integer from -1")
         return
-    if await send_until_disconnect(websocket, messages):
-        await websocket.close(code=CLOSE_NORMAL)
+    await serve_follower(websocket, state, job_id, _follow_messages(state, job_id, start))
+
+
+async def _follow_messages(
+    state: CoordinatorState, job_id: str, after: int
+) -> AsyncGenerator[str, None]:
+    async for message in follow_job(state, job_id, after):
+        yield serialize(message)
+
+
+def _follow_start(after: str) -> int | None:
+    try:
+        value = int(after)
+    except ValueError:
+        return None
+    return value if -1 <= value <= MAX_INT64 else None
+
+
+async def serve_follower(
+    websocket: WebSocket,
+    state: CoordinatorState,
+    job_id: str,
+    messages: AsyncGenerator[str, None],
+) -> None:
+    """Shared by the follow socket and the seed's submitter socket: unknown job, caps,
+    sending until the end or the follower leaves, then a bounded close."""
+    if await state.store.get_job(job_id) is None:
+        await close_quietly(websocket, CLOSE_UNKNOWN_JOB, "unknown job")
+        return
+    try:
+        with state.followers.admit(job_id):
+            if await send_until_disconnect(websocket, messages):
+                await close_quietly(websocket, CLOSE_NORMAL)
+    except TooManyFollowers as exc:
+        await close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, exc.reason)

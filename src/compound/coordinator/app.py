@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from compound import __version__
 from compound.coordinator import api, seed
 from compound.coordinator.db import create_engine, create_schema
+from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
 from compound.coordinator.scheduler import Scheduler
 from compound.coordinator.sessions import SessionRegistry
@@ -41,7 +42,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         sessions = SessionRegistry()
         hub = ChangeHub()
         scheduler = Scheduler(settings, store, sessions, hub)
-        app.state.compound = CoordinatorState(settings, store, sessions, hub, scheduler)
+        followers = FollowerLimits(settings.max_followers_per_job, settings.max_followers_total)
+        app.state.compound = CoordinatorState(settings, store, sessions, hub, scheduler, followers)
         await scheduler.start()
         try:
             yield

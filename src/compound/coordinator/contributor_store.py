@@ -27,7 +27,6 @@ class ContributorRow:
     ram_free_bytes: int | None
     ram_total_bytes: int | None
     last_seen: float | None
-    current_job_id: str | None
 
 
 class ContributorStore:
@@ -56,14 +55,12 @@ class ContributorStore:
                 .values(last_seen=time.time(), **values)
             )
 
-    async def set_state(
-        self, contributor_id: str, state: ContributorState, current_job_id: str | None = None
-    ) -> None:
+    async def set_state(self, contributor_id: str, state: ContributorState) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(db.contributors)
                 .where(db.contributors.c.id == contributor_id)
-                .values(state=state.value, current_job_id=current_job_id)
+                .values(state=state.value)
             )
 
     async def mark_all_offline(self) -> None:

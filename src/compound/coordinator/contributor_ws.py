@@ -1,17 +1,26 @@
-"""WS /ws/contributor: agents say hello, heartbeat, stream logs and report job endings."""
+"""WS /ws/contributor: agents say hello, heartbeat, stream logs and report job endings.
+
+The handler is thin: it parses, lets the seed adapter turn a seed agent's frames into v1
+messages, and hands each message to the scheduler and the store, which enforce the lease
+and sequence rules. A report that breaks them closes the socket with 1008 and the job is
+handled as its contributor's loss.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 
 from fastapi import WebSocket
 
+from compound.coordinator.reports import Violation
 from compound.coordinator.sessions import ContributorSession
 from compound.coordinator.socket import PeerGone, receive_text_or_bytes
 from compound.coordinator.state import CoordinatorState
 from compound.protocol import (
+    CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
     PROTOCOL_VERSION,
     Abandon,
@@ -30,33 +39,70 @@ from compound.protocol import (
 log = logging.getLogger("compound.coordinator")
 
 AgentMessage = Hello | Heartbeat | Log | Done
+# A connection must introduce itself (or, a seed agent, say anything) within this time.
+FIRST_MESSAGE_TIMEOUT_S = 10.0
+
+
+class ReportRefused(ProtocolError):
+    """A log or done report broke the lease's rules (close 1008)."""
+
+    def __init__(self, reason: str, job_id: str) -> None:
+        super().__init__(reason, CLOSE_POLICY)
+        self.job_id = job_id
 
 
 async def contributor_endpoint(websocket: WebSocket, state: CoordinatorState) -> None:
     await websocket.accept()
     session: ContributorSession | None = None
     try:
-        first = parse_agent_message(await receive_text_or_bytes(websocket))
+        first = parse_agent_message(
+            await asyncio.wait_for(receive_text_or_bytes(websocket), FIRST_MESSAGE_TIMEOUT_S)
+        )
         session = await _open_session(websocket, state, first)
         if not isinstance(first, Hello):
             await _handle(state, session, first)
-        while True:
+        while not session.closed:
             message = parse_agent_message(await receive_text_or_bytes(websocket))
             session.last_seen = time.monotonic()
             state.scheduler.renew(session)
             await _handle(state, session, message)
-    except PeerGone:
+    except (PeerGone, TimeoutError):
         pass
     except ProtocolError as exc:
-        who = session.name if session else websocket.client
-        log.warning(
-            "contributor %s sent a bad message (%s); closing %d", who, exc.reason, exc.close_code
-        )
-        await websocket.close(code=exc.close_code, reason=exc.reason[:120])
+        await _refuse(websocket, state, session, exc)
     finally:
         if session is not None:
             await state.scheduler.contributor_gone(session)
+            session.closed = True
+            await session.wait_closed()
             log.info("contributor %s disconnected", session.name)
+
+
+async def _refuse(
+    websocket: WebSocket,
+    state: CoordinatorState,
+    session: ContributorSession | None,
+    exc: ProtocolError,
+) -> None:
+    who = session.name if session else websocket.client
+    log.warning(
+        "contributor %s sent a bad message (%s); closing %d", who, exc.reason, exc.close_code
+    )
+    if session is not None and isinstance(exc, ReportRefused):
+        lease = state.scheduler.leases.get(exc.job_id)
+        if lease is not None and lease.holder == session.contributor_id:
+            await state.scheduler.contributor_misbehaved(lease)
+    if session is not None:
+        session.close(exc.close_code, exc.reason)
+    else:
+        await _close_quietly(websocket, exc.close_code, exc.reason)
+
+
+async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    try:
+        await asyncio.wait_for(websocket.close(code=code, reason=reason[:120]), 5.0)
+    except Exception as exc:  # the peer may be gone already
+        log.debug("close failed: %s", exc)
 
 
 async def _open_session(
@@ -79,14 +125,16 @@ async def _open_session(
         )
         legacy = True
     session = ContributorSession(hello.node_id, hello.name, websocket, legacy=legacy)
+    session.start()
     await state.store.contributors.connected(hello)
     # Reattach before registering, so the session is never seen idle while it runs a job.
-    acked, abandon = await state.scheduler.reattach(session, hello.running)
+    kept, abandon = state.scheduler.reattach(session, hello.running)
     replaced = state.sessions.add(session)
     if replaced is not None:
-        await replaced.websocket.close(code=1000, reason="replaced by a new connection")
+        replaced.close(1000, "replaced by a new connection")
     if not legacy:
-        await session.send(
+        acked = {job_id: await state.store.stored_last_seq(job_id) for job_id in kept}
+        session.send(
             Welcome(
                 contributor_id=session.contributor_id,
                 heartbeat_interval_s=state.settings.heartbeat_interval_s,
@@ -94,12 +142,12 @@ async def _open_session(
             )
         )
     for message in abandon:
-        await session.send(message)
+        session.send(message)
     log.info(
         "contributor %s (%s) connected%s",
         session.name,
         session.contributor_id,
-        f", resuming {sorted(acked)}" if acked else "",
+        f", resuming {sorted(kept)}" if kept else "",
     )
     await state.scheduler.dispatch()
     return session
@@ -108,6 +156,8 @@ async def _open_session(
 async def _handle(
     state: CoordinatorState, session: ContributorSession, message: AgentMessage
 ) -> None:
+    if session.legacy:
+        message = await _from_seed(state, session, message)
     if isinstance(message, Heartbeat):
         await state.store.contributors.seen(
             session.contributor_id,
@@ -123,56 +173,74 @@ async def _handle(
         raise ProtocolError("hello is only allowed as the first message")
 
 
-def _job_of(session: ContributorSession, job_id: str | None) -> str | None:
-    """The job a report is about; a seed agent's reports name none: it runs one at a time."""
-    if job_id is not None:
-        return job_id
-    return next(iter(session.running), None) if len(session.running) == 1 else None
+async def _from_seed(
+    state: CoordinatorState, session: ContributorSession, message: AgentMessage
+) -> AgentMessage:
+    """The edge adapter: a seed agent's reports name no job, lease or sequence number.
+
+    It runs one job at a time, so they are about the one lease it holds; a seed ``line``
+    becomes the record after the last one stored.
+    """
+    if not isinstance(message, Log | Done):
+        return message
+    leases = state.scheduler.leases_of(session)
+    if len(leases) != 1:
+        return message.model_copy(update={"job_id": None, "lease_id": None})
+    lease = leases[0]
+    if isinstance(message, Done):
+        return message.model_copy(update={"job_id": lease.job_id, "lease_id": lease.lease_id})
+    records = list(message.records)
+    if message.line is not None:
+        seq = await state.store.stored_last_seq(lease.job_id) + 1
+        records = [LogRecord(seq=seq, stream=message.stream, data=message.line + "\n")]
+    return Log(job_id=lease.job_id, lease_id=lease.lease_id, records=records)
 
 
-async def _check_lease(
-    state: CoordinatorState,
-    session: ContributorSession,
-    job_id: str | None,
-    lease_id: str | None,
-) -> str | None:
-    job_id = _job_of(session, job_id)
-    if job_id is None:
-        log.warning("contributor %s reported on no job it runs; ignored", session.name)
-        return None
-    if state.scheduler.holds_lease(job_id, lease_id, session.contributor_id):
-        return job_id
+def _refuse_report(session: ContributorSession, job_id: str | None) -> None:
+    """A report on a job this session holds no lease on: tell the agent to drop it."""
     log.warning("refused a report on job %s from %s: lease not held", job_id, session.name)
-    session.running.discard(job_id)
-    if not session.legacy:
-        await session.send(Abandon(job_id=job_id, reason="lease expired or job ended"))
-    return None
+    if job_id is not None and not session.legacy:
+        session.send(Abandon(job_id=job_id, reason="lease expired or job ended"))
 
 
 async def _handle_log(state: CoordinatorState, session: ContributorSession, message: Log) -> None:
-    job_id = await _check_lease(state, session, message.job_id, message.lease_id)
-    if job_id is None:
+    job_id = message.job_id
+    lease = job_id and state.scheduler.lease_of(job_id, message.lease_id, session.contributor_id)
+    if not lease:
+        _refuse_report(session, job_id)
         return
-    records = list(message.records)
-    if message.line is not None:
-        job = await state.store.get_job(job_id)
-        next_seq = (job.last_seq + 1) if job else 0
-        records.append(LogRecord(seq=next_seq, stream=message.stream, data=message.line + "\n"))
-    last_seq = await state.store.append_logs(job_id, records)
-    state.hub.notify(job_id)
+    result = await state.store.append_logs(
+        lease.job_id, lease.lease_id, message.records, state.settings.max_log_bytes_per_job
+    )
+    if isinstance(result, Violation):
+        raise ReportRefused(result.reason, lease.job_id)
+    if result is None:
+        _refuse_report(session, lease.job_id)
+        return
+    state.hub.notify(lease.job_id)
     if not session.legacy:
-        await session.send(Ack(job_id=job_id, seq=last_seq))
+        session.send(Ack(job_id=lease.job_id, seq=result))
 
 
 async def _handle_done(state: CoordinatorState, session: ContributorSession, message: Done) -> None:
-    job_id = await _check_lease(state, session, message.job_id, message.lease_id)
-    if job_id is None:
+    job_id = message.job_id
+    lease = job_id and state.scheduler.lease_of(job_id, message.lease_id, session.contributor_id)
+    if not lease:
+        _refuse_report(session, job_id)
         return
     status = message.status
     if status is None or not status.is_terminal:
         status = JobStatus.SUCCEEDED if message.exit_code in (None, 0) else JobStatus.FAILED
-    await state.scheduler.finish(job_id, status, exit_code=message.exit_code, error=message.error)
+    result = await state.scheduler.finish(
+        lease,
+        status,
+        exit_code=message.exit_code,
+        error=message.error,
+        last_seq=message.last_seq,
+    )
+    if isinstance(result, Violation):
+        raise ReportRefused(result.reason, lease.job_id)
     if not session.legacy:
         # Stored (or already over): either way the agent can forget the job now.
-        job = await state.store.get_job(job_id)
-        await session.send(Ack(job_id=job_id, seq=job.last_seq if job else -1, done=True))
+        seq = await state.store.stored_last_seq(lease.job_id)
+        session.send(Ack(job_id=lease.job_id, seq=seq, done=True))

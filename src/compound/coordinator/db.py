@@ -39,12 +39,31 @@ jobs = Table(
     Column("finished_at", Float),
     Column("exit_code", Integer),
     Column("error", Text),
+    # The contributor that ran (or runs) it; who holds it *now* is the lease's business.
     Column("contributor_id", String(128)),
-    Column("lease_id", String(64)),
     Column("attempts", Integer, nullable=False, default=0),
     Column("cancel_requested", Boolean, nullable=False, default=False),
-    # Highest sequence number stored for this job, -1 before any output.
+    # Highest sequence number accounted for, -1 before any output. Past the per-job log
+    # quota records are acknowledged (so counted here) but no longer stored.
     Column("last_seq", Integer, nullable=False, default=-1),
+    Column("log_bytes", Integer, nullable=False, default=0),
+    # Who submitted it (the client's address until tokens exist): quotas count per owner.
+    Column("owner", String(128)),
+)
+
+# The one record of who may report on a running job. A job is RUNNING exactly while it
+# has a row here; every status change out of RUNNING deletes it in the same transaction.
+leases = Table(
+    "leases",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id"), primary_key=True),
+    Column("lease_id", String(64), nullable=False, unique=True),
+    Column("holder", String(128), nullable=False, index=True),
+    # The holder numbers this job's records from here.
+    Column("first_seq", Integer, nullable=False),
+    Column("granted_at", Float, nullable=False),
+    # Wall-clock time; renewals are written back in batches by the sweeper.
+    Column("expires_at", Float, nullable=False),
 )
 
 job_events = Table(
@@ -63,6 +82,9 @@ log_records = Table(
     Column("job_id", String(32), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("stream", String(8), nullable=False),
+    # UTF-8 bytes of data. Before data on purpose: SQLite then reads it without touching
+    # the overflow pages of large records, so pages can be cut by size cheaply.
+    Column("size", Integer, nullable=False, default=0),
     Column("data", Text, nullable=False),
 )
 
@@ -80,7 +102,6 @@ contributors = Table(
     Column("ram_free_bytes", Integer),
     Column("ram_total_bytes", Integer),
     Column("last_seen", Float),
-    Column("current_job_id", String(32)),
 )
 
 Index("ix_jobs_queue", jobs.c.status, jobs.c.number)
@@ -107,6 +128,24 @@ def create_engine(database_path: Path) -> AsyncEngine:
     return engine
 
 
+# Columns added since the first release; an older database gets them on start.
+_ADDED_COLUMNS = {
+    "jobs": {
+        "log_bytes": "INTEGER NOT NULL DEFAULT 0",
+        "owner": "VARCHAR(128)",
+    },
+    "log_records": {"size": "INTEGER NOT NULL DEFAULT 0"},
+}
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
+        for table, columns in _ADDED_COLUMNS.items():
+            result = await connection.exec_driver_sql(f"PRAGMA table_info({table})")
+            present = {str(row._mapping["name"]) for row in result}
+            for name, declaration in columns.items():
+                if name not in present:
+                    await connection.exec_driver_sql(
+                        f"ALTER TABLE {table} ADD COLUMN {name} {declaration}"
+                    )

@@ -1,10 +1,12 @@
 """Routes queued jobs to idle contributors and recovers work whose contributor was lost.
 
-Every running job has a lease held by one contributor. A lease is renewed by any message
-from its holder and expires ``lease_timeout_s`` after the last one; an expired lease means
-the contributor is lost: the job is requeued (once) or failed with the reason
-"contributor lost". Reports about a job whose lease is gone are refused, so no job runs to
-completion twice.
+Every running job has a lease (``leases.py``) held by one contributor. A lease is renewed
+by any message from its holder and expires ``lease_timeout_s`` after the last one; an
+expired lease means the contributor is lost: the job is requeued (once) or failed with the
+reason "contributor lost". Reports about a job whose lease is gone are refused, so no job
+runs to completion twice. A contributor that breaks the reporting rules is treated as lost.
+
+No network I/O happens here: messages to contributors are queued on their sessions.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 
 from compound.coordinator.hub import ChangeHub
+from compound.coordinator.leases import Lease, LeaseBook
+from compound.coordinator.reports import Violation
 from compound.coordinator.sessions import ContributorSession, SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.store import JobRow, Store
 from compound.protocol import (
+    CLOSE_GOING_AWAY,
     Abandon,
     Cancel,
     ContributorState,
-    IllegalTransition,
     Job,
     JobStatus,
     RunningJob,
@@ -32,13 +35,6 @@ from compound.protocol import (
 log = logging.getLogger("compound.coordinator")
 
 CONTRIBUTOR_LOST = "contributor lost"
-
-
-@dataclass
-class Lease:
-    lease_id: str
-    contributor_id: str
-    expires_at: float  # time.monotonic()
 
 
 class Scheduler:
@@ -53,7 +49,7 @@ class Scheduler:
         self._store = store
         self._sessions = sessions
         self._hub = hub
-        self._leases: dict[str, Lease] = {}
+        self.leases = LeaseBook()
         self._dispatch_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -62,9 +58,12 @@ class Scheduler:
     async def start(self) -> None:
         """Adopt the running jobs of a previous life: their agents get one lease to return."""
         await self._store.contributors.mark_all_offline()
+        for lease in await self._store.leases():
+            lease.expires_at = self._expiry()
+            self.leases.add(lease)
         for job in await self._store.jobs_with_status(JobStatus.RUNNING):
-            if job.lease_id and job.contributor_id:
-                self._leases[job.id] = Lease(job.lease_id, job.contributor_id, self._expiry())
+            if self.leases.get(job.id) is None:  # a database from before leases had a table
+                await self._store.requeue(job.id, "lease record missing", count_attempt=False)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="lease-sweeper")
         await self.dispatch()
 
@@ -72,137 +71,128 @@ class Scheduler:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self._store.renew(self.leases.take_renewed())
 
     def _expiry(self) -> float:
-        return time.monotonic() + self._settings.lease_timeout_s
+        return time.time() + self._settings.lease_timeout_s
 
     # ------------------------------------------------------------------ dispatch
+
+    def idle_sessions(self) -> list[ContributorSession]:
+        """Idle contributors, the one connected longest first (spreads work fairly)."""
+        idle = [
+            s
+            for s in self._sessions.all()
+            if not s.closed and not self.leases.holds_any(s.contributor_id)
+        ]
+        return sorted(idle, key=lambda s: s.connected_at)
 
     async def dispatch(self) -> None:
         """Give queued jobs, oldest first, to idle contributors until one side runs out."""
         async with self._dispatch_lock:
-            for session in self._sessions.idle_sessions():
+            for session in self.idle_sessions():
                 if not await self._dispatch_one(session):
                     break
 
     async def _dispatch_one(self, session: ContributorSession) -> bool:
-        lease_id = uuid.uuid4().hex
-        job = await self._store.claim_next_queued(session.contributor_id, lease_id)
-        if job is None:
+        """Give ``session`` the oldest queued job; False when the queue is empty."""
+        claimed = await self._store.claim(session.contributor_id, uuid.uuid4().hex, self._expiry())
+        if claimed is None:
             return False
-        session.running.add(job.id)
-        self._leases[job.id] = Lease(lease_id, session.contributor_id, self._expiry())
-        await self._store.contributors.set_state(
-            session.contributor_id, ContributorState.ONLINE, job.id
-        )
+        job, lease = claimed
+        self.leases.add(lease)
         self._hub.notify_all()
-        message = Job(
-            job_id=job.id,
-            lease_id=lease_id,
-            script=job.script,
-            args=job.args,
-            env=job.env,
-            timeout_s=job.timeout_s,
-            first_seq=job.last_seq + 1,
-        )
-        if not await session.send(message):
+        try:
+            message = _job_message(job, lease)
+        except Exception as exc:  # a job that cannot be sent must not block the queue
+            log.exception("job %s cannot be dispatched", job.id)
+            await self._fail(job.id, f"the job cannot be dispatched: {type(exc).__name__}")
+            return True
+        if not session.send(message):
             # It never reached the contributor: back to the queue, not counted as an attempt.
-            await self._release(job.id, session)
-            await self._store.transition(
-                job.id,
-                JobStatus.QUEUED,
-                "contributor unreachable",
-                lease_id=None,
-                contributor_id=None,
-                attempts=job.attempts - 1,
-            )
+            self.leases.remove(job.id)
+            await self._store.requeue(job.id, "contributor unreachable", count_attempt=False)
             return True
         log.info("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
         return True
 
     # ------------------------------------------------------------------ leases
 
-    def holds_lease(self, job_id: str, lease_id: str | None, contributor_id: str) -> bool:
-        lease = self._leases.get(job_id)
-        if lease is None or lease.contributor_id != contributor_id:
-            return False
-        return lease_id is None or lease.lease_id == lease_id
+    def lease_of(self, job_id: str, lease_id: str | None, holder: str) -> Lease | None:
+        return self.leases.current(job_id, lease_id, holder)
 
     def renew(self, session: ContributorSession) -> None:
-        expiry = self._expiry()
-        for job_id in session.running:
-            lease = self._leases.get(job_id)
-            if lease is not None and lease.contributor_id == session.contributor_id:
-                lease.expires_at = expiry
+        self.leases.renew(session.contributor_id, self._expiry())
 
-    async def reattach(
+    def reattach(
         self, session: ContributorSession, running: list[RunningJob]
-    ) -> tuple[dict[str, int], list[Abandon]]:
+    ) -> tuple[list[str], list[Abandon]]:
         """A reconnecting agent lists its jobs: keep those it still holds, abandon the rest."""
-        acked: dict[str, int] = {}
+        kept: list[str] = []
         abandon: list[Abandon] = []
         for item in running:
-            job = await self._store.get_job(item.job_id)
-            if job is not None and self.holds_lease(job.id, item.lease_id, session.contributor_id):
-                session.running.add(job.id)
-                acked[job.id] = job.last_seq
+            if self.leases.current(item.job_id, item.lease_id, session.contributor_id):
+                kept.append(item.job_id)
             else:
                 abandon.append(Abandon(job_id=item.job_id, reason="lease expired or job ended"))
         self.renew(session)
-        return acked, abandon
+        return kept, abandon
 
-    async def _release(self, job_id: str, session: ContributorSession | None) -> None:
-        lease = self._leases.pop(job_id, None)
-        holder = session or (self._sessions.get(lease.contributor_id) if lease else None)
-        if holder is not None:
-            holder.running.discard(job_id)
-            await self._store.contributors.set_state(holder.contributor_id, ContributorState.ONLINE)
+    def leases_of(self, session: ContributorSession) -> list[Lease]:
+        return [
+            lease
+            for job_id in self.leases.held_by(session.contributor_id)
+            if (lease := self.leases.get(job_id)) is not None
+        ]
 
     # ------------------------------------------------------------------ endings
 
     async def finish(
         self,
-        job_id: str,
+        lease: Lease,
         status: JobStatus,
         *,
         exit_code: int | None = None,
         error: str | None = None,
-        reason: str | None = None,
-    ) -> JobRow | None:
-        """Move a running job to its terminal status, free its contributor, dispatch more."""
-        lease = self._leases.get(job_id)
-        try:
-            job = await self._store.transition(
-                job_id,
-                status,
-                reason or error,
-                exit_code=exit_code,
-                error=error,
-                expect_lease=lease.lease_id if lease else None,
-            )
-        except (IllegalTransition, KeyError) as exc:
-            log.info("ignored ending %s of job %s: %s", status.value, job_id, exc)
+        last_seq: int | None = None,
+    ) -> JobRow | Violation | None:
+        """End a running job as its lease holder reported, free the holder, dispatch more."""
+        job = await self._store.finish(
+            lease.job_id,
+            lease.lease_id,
+            status,
+            exit_code=exit_code,
+            error=error,
+            last_seq=last_seq,
+        )
+        if isinstance(job, Violation):
+            return job
+        if job is None:
+            log.info("ignored ending %s of job %s: lease not current", status, lease.job_id)
             return None
-        await self._release(job_id, None)
-        self._hub.notify(job_id)
+        self.leases.remove(lease.job_id)
+        self._hub.notify(lease.job_id)
         await self.dispatch()
         return job
 
     async def cancel(self, job: JobRow) -> JobRow:
         """Cancel at once if queued or unreachable; otherwise ask its agent to stop it."""
         if job.status is JobStatus.QUEUED:
-            cancelled = await self._store.transition(job.id, JobStatus.CANCELLED, "cancelled")
+            cancelled = await self._store.cancel(job.id, "cancelled")
             self._hub.notify_all()
-            return cancelled
+            return cancelled or job
         job = await self._store.request_cancel(job.id)
-        lease = self._leases.get(job.id)
-        session = self._sessions.get(lease.contributor_id if lease else None)
-        if session is not None and await session.send(Cancel(job_id=job.id)):
+        lease = self.leases.get(job.id)
+        session = self._sessions.get(lease.holder if lease else None)
+        if session is not None and session.send(Cancel(job_id=job.id)):
             return job
-        finished = await self.finish(
-            job.id, JobStatus.CANCELLED, error="cancelled while its contributor was away"
+        self.leases.remove(job.id)
+        cancelled = await self._store.cancel(
+            job.id, "cancelled", error="cancelled while its contributor was away"
         )
-        return finished or job
+        self._hub.notify(job.id)
+        await self.dispatch()
+        return cancelled or job
 
     async def contributor_gone(self, session: ContributorSession) -> None:
         """The socket closed. Its jobs keep their leases: the agent may come back in time."""
@@ -210,6 +200,15 @@ class Scheduler:
             await self._store.contributors.set_state(
                 session.contributor_id, ContributorState.OFFLINE
             )
+
+    async def contributor_misbehaved(self, lease: Lease) -> None:
+        """A report broke the rules: the job is handled as if its contributor were lost."""
+        await self._lease_lost(lease, "its contributor sent an invalid report")
+
+    async def _fail(self, job_id: str, error: str) -> None:
+        self.leases.remove(job_id)
+        await self._store.fail(job_id, error, error=error, note=f"[compound] {error}")
+        self._hub.notify_all()
 
     # ------------------------------------------------------------------ sweeping
 
@@ -227,40 +226,54 @@ class Scheduler:
             if now - session.last_seen > self._settings.lease_timeout_s:
                 log.warning("contributor %s silent, closing its connection", session.name)
                 await self.contributor_gone(session)
-                await session.websocket.close(code=1001)
-        for job_id, lease in list(self._leases.items()):
-            if lease.expires_at <= now:
-                await self._lease_expired(job_id, lease)
+                session.close(CLOSE_GOING_AWAY, "silent for too long")
+        for lease in self.leases.expired():
+            await self._lease_lost(lease, "lease expired")
+        await self._store.renew(self.leases.take_renewed())
 
-    async def _lease_expired(self, job_id: str, lease: Lease) -> None:
-        job = await self._store.get_job(job_id)
-        holder = self._sessions.get(lease.contributor_id)
-        await self._release(job_id, holder)
+    async def _lease_lost(self, lease: Lease, why: str) -> None:
+        if self.leases.get(lease.job_id) is not lease:
+            return  # already handled
+        self.leases.remove(lease.job_id)
+        holder = self._sessions.get(lease.holder)
         if holder is not None:
-            await holder.send(Abandon(job_id=job_id, reason="lease expired"))
+            holder.send(Abandon(job_id=lease.job_id, reason=why))
+        job = await self._store.get_job(lease.job_id)
         if job is None or job.status is not JobStatus.RUNNING:
             return
-        if job.cancel_requested:
-            await self._store.transition(
-                job_id,
-                JobStatus.CANCELLED,
-                CONTRIBUTOR_LOST,
-                error="cancelled; its contributor was lost",
-            )
-        elif job.attempts >= self._settings.max_attempts:
-            await self._store.append_note(job_id, f"[compound] {CONTRIBUTOR_LOST}; job failed")
-            await self._store.transition(
-                job_id, JobStatus.FAILED, CONTRIBUTOR_LOST, error=CONTRIBUTOR_LOST
-            )
-        else:
-            await self._store.append_note(
-                job_id, f"[compound] {CONTRIBUTOR_LOST}; job requeued and will start again"
-            )
-            await self._store.transition(
-                job_id, JobStatus.QUEUED, CONTRIBUTOR_LOST, lease_id=None, contributor_id=None
-            )
-        log.warning(
-            "job %s: lease of %s expired (%s)", job_id, lease.contributor_id, CONTRIBUTOR_LOST
-        )
+        await self._recover(job)
+        log.warning("job %s: %s (%s, %s)", job.id, CONTRIBUTOR_LOST, lease.holder, why)
         self._hub.notify_all()
         await self.dispatch()
+
+    async def _recover(self, job: JobRow) -> None:
+        """Requeue the job of a lost contributor once; then fail it."""
+        if job.cancel_requested:
+            await self._store.cancel(
+                job.id, CONTRIBUTOR_LOST, error="cancelled; its contributor was lost"
+            )
+        elif job.attempts >= self._settings.max_attempts:
+            await self._store.fail(
+                job.id,
+                CONTRIBUTOR_LOST,
+                error=CONTRIBUTOR_LOST,
+                note=f"[compound] {CONTRIBUTOR_LOST}; job failed",
+            )
+        else:
+            await self._store.requeue(
+                job.id,
+                CONTRIBUTOR_LOST,
+                note=f"[compound] {CONTRIBUTOR_LOST}; job requeued and will start again",
+            )
+
+
+def _job_message(job: JobRow, lease: Lease) -> Job:
+    return Job(
+        job_id=job.id,
+        lease_id=lease.lease_id,
+        script=job.script,
+        args=job.args,
+        env=job.env,
+        timeout_s=job.timeout_s,
+        first_seq=lease.first_seq,
+    )

@@ -7,19 +7,20 @@ POST /submit-job {"script"} -> {"job_id"}; WS /ws/submitter/{job_id} sends one
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, WebSocket
 
-from compound.coordinator.api import submit
+from compound.coordinator.api import serve_follower, submit
 from compound.coordinator.contributor_ws import contributor_endpoint
 from compound.coordinator.follow import follow_job
-from compound.coordinator.socket import send_until_disconnect
 from compound.coordinator.state import CoordinatorState, get_state
-from compound.protocol import CLOSE_NORMAL, CLOSE_UNKNOWN_JOB, FollowEnd, FollowRecords
+from compound.protocol import FollowEnd, FollowRecords
 
 router = APIRouter()
+# JSON escaping can grow text up to 6x: this keeps a seed line message under 4 MiB.
+MAX_SEED_LINE_CHARS = 512 * 1024
 
 
 @router.post("/submit-job")
@@ -40,16 +41,13 @@ async def contributor(websocket: WebSocket) -> None:
 async def submitter(websocket: WebSocket, job_id: str) -> None:
     state = get_state(websocket)
     await websocket.accept()
-    if await state.store.get_job(job_id) is None:
-        await websocket.close(code=CLOSE_UNKNOWN_JOB, reason="unknown job")
-        return
-    if await send_until_disconnect(websocket, _seed_messages(state, job_id)):
-        await websocket.close(code=CLOSE_NORMAL)
+    await serve_follower(websocket, state, job_id, _seed_messages(state, job_id))
 
 
-async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncIterator[str]:
+async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncGenerator[str, None]:
     # Records are chunks; the seed speaks in whole lines, so chunks of one stream are joined
-    # until their newline. A last line without a newline is sent at the end.
+    # until their newline. A last line without a newline is sent at the end. A line longer
+    # than MAX_SEED_LINE_CHARS goes out in pieces, so no message nears the size limit.
     pending: dict[str, tuple[int, str]] = {}
     async for message in follow_job(state, job_id, -1):
         if isinstance(message, FollowRecords):
@@ -58,6 +56,8 @@ async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncIterator[
                 text += record.data
                 if text.endswith("\n"):
                     yield _line(text[:-1], record.stream.value, seq)
+                elif len(text) >= MAX_SEED_LINE_CHARS:
+                    yield _line(text, record.stream.value, seq)
                 else:
                     pending[record.stream.value] = (seq, text)
         elif isinstance(message, FollowEnd):

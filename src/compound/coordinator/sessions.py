@@ -1,8 +1,15 @@
-"""Connected contributors: one session per open /ws/contributor socket."""
+"""Connected contributors: one session per open /ws/contributor socket.
+
+Nothing outside this module waits on a contributor's socket. ``send`` only queues; one
+writer task per session sends in order, each send bounded by a timeout. A contributor that
+stops reading fills its queue or times a send out and is closed, so the dispatcher, the
+sweeper and the other contributors never wait for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,9 +17,14 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
-from compound.protocol import serialize
+from compound.protocol import CLOSE_POLICY, serialize
 
 log = logging.getLogger("compound.coordinator")
+
+SEND_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
+# Messages waiting for a contributor; acks are small, a job is at most one message limit.
+MAX_QUEUED_MESSAGES = 1024
 
 
 @dataclass(eq=False)
@@ -22,28 +34,66 @@ class ContributorSession:
     websocket: WebSocket
     # A seed agent: no hello, no sequence numbers, no leases on its side.
     legacy: bool = False
-    running: set[str] = field(default_factory=set)
     connected_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
-    _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
+    _outbox: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_MESSAGES))
+    _writer: asyncio.Task[None] | None = None
+    _closer: asyncio.Task[None] | None = None
 
-    @property
-    def idle(self) -> bool:
-        return not self.running
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_forever(), name=f"to-{self.name}")
 
-    async def send(self, message: BaseModel) -> bool:
-        """Send one message; False if the socket is gone (the caller's lease logic recovers)."""
-        async with self._send_lock:
+    def send(self, message: BaseModel) -> bool:
+        """Queue one message; False if the session is closed or its peer stopped reading."""
+        if self.closed:
+            return False
+        try:
+            self._outbox.put_nowait(serialize(message))
+        except asyncio.QueueFull:
+            self.close(CLOSE_POLICY, "not reading its messages")
+            return False
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the socket in the background, bounded by a timeout; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.name}")
+
+    async def wait_closed(self) -> None:
+        """Let the writer and closer tasks finish (the handler calls this on its way out)."""
+        if self._writer is not None:
+            self._writer.cancel()
+        tasks = [task for task in (self._writer, self._closer) if task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.websocket.close(code=code, reason=reason[:120]), CLOSE_TIMEOUT_S
+            )
+
+    async def _write_forever(self) -> None:
+        while True:
+            text = await self._outbox.get()
             try:
-                await self.websocket.send_text(serialize(message))
+                await asyncio.wait_for(self.websocket.send_text(text), SEND_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("contributor %s is not reading; closing", self.name)
+                self.close(CLOSE_POLICY, "not reading its messages")
+                return
             except Exception as exc:  # any transport failure means the peer is gone
                 log.info("send to contributor %s failed: %s", self.contributor_id, exc)
-                return False
-        return True
+                self.closed = True
+                return
 
 
 class SessionRegistry:
-    """Which contributors are connected now, and which of them are idle."""
+    """Which contributors are connected now."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, ContributorSession] = {}
@@ -63,11 +113,6 @@ class SessionRegistry:
 
     def get(self, contributor_id: str | None) -> ContributorSession | None:
         return self._sessions.get(contributor_id) if contributor_id else None
-
-    def idle_sessions(self) -> list[ContributorSession]:
-        """Idle contributors, the one idle longest first (spreads work fairly)."""
-        idle = [s for s in self._sessions.values() if s.idle]
-        return sorted(idle, key=lambda s: s.connected_at)
 
     def all(self) -> list[ContributorSession]:
         return list(self._sessions.values())

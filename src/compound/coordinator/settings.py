@@ -23,6 +23,15 @@ class CoordinatorSettings:
     max_script_bytes: int = 1 * MiB
     max_args: int = 256
     max_env_vars: int = 256
+    # Quotas: a submission past one is refused with 429 and a sentence.
+    max_queued_per_submitter: int = 1000
+    max_queued_total: int = 10_000
+    # Log bytes stored per job; past it one note, and the rest is dropped.
+    max_log_bytes_per_job: int = 256 * MiB
+    # No new job is accepted while the database is larger than this.
+    max_database_bytes: int = 20 * 1024 * MiB
+    max_followers_per_job: int = 1000
+    max_followers_total: int = 4000
 
     @property
     def database_path(self) -> Path:

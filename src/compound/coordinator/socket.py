@@ -1,15 +1,24 @@
-"""Small WebSocket helpers shared by the coordinator's socket endpoints."""
+"""Small WebSocket helpers shared by the coordinator's socket endpoints.
+
+Every send and close here is bounded by a timeout, and a follower's leaving is noticed
+while it waits for news, not only when the next message is sent.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.websockets import WebSocket
 
 log = logging.getLogger("compound.coordinator")
+
+# A follower that cannot take one message (at most a page, ~256 KiB) in this long is
+# dropped; it reconnects with after=<last seq> and loses nothing.
+SEND_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 class PeerGone(Exception):
@@ -26,21 +35,42 @@ async def receive_text_or_bytes(websocket: WebSocket) -> str | bytes:
     return bytes(message.get("bytes") or b"")
 
 
-async def send_until_disconnect(websocket: WebSocket, messages: AsyncIterator[str]) -> bool:
-    """Send every message; stop early if the peer goes away. True if all were sent."""
+async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:
+    """Close with ``code``, giving up after CLOSE_TIMEOUT_S; a gone peer is not an error."""
+    try:
+        await asyncio.wait_for(websocket.close(code=code, reason=reason[:120]), CLOSE_TIMEOUT_S)
+    except Exception as exc:
+        log.debug("close failed: %s", exc)
+
+
+async def send_until_disconnect(websocket: WebSocket, messages: AsyncGenerator[str, None]) -> bool:
+    """Send every message; stop as soon as the peer goes away. True if all were sent."""
+    sender = asyncio.create_task(_send_all(websocket, messages))
     watcher = asyncio.create_task(_wait_for_disconnect(websocket))
     try:
+        await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, watcher):
+            task.cancel()
+        await asyncio.gather(sender, watcher, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await messages.aclose()
+    if sender.done() and not sender.cancelled() and sender.exception() is None:
+        return sender.result()
+    return False
+
+
+async def _send_all(websocket: WebSocket, messages: AsyncGenerator[str, None]) -> bool:
+    try:
         async for text in messages:
-            if watcher.done():
-                return False
-            await websocket.send_text(text)
-        return True
+            await asyncio.wait_for(websocket.send_text(text), SEND_TIMEOUT_S)
+    except TimeoutError:
+        log.info("follower not reading for %.0f s; dropped", SEND_TIMEOUT_S)
+        return False
     except Exception as exc:  # a send on a socket the peer just closed
         log.debug("follower gone: %s", exc)
         return False
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+    return True
 
 
 async def _wait_for_disconnect(websocket: WebSocket) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
 from compound.coordinator.scheduler import Scheduler
 from compound.coordinator.sessions import SessionRegistry
@@ -20,6 +21,7 @@ class CoordinatorState:
     sessions: SessionRegistry
     hub: ChangeHub
     scheduler: Scheduler
+    followers: FollowerLimits
 
 
 def get_state(connection: HTTPConnection) -> CoordinatorState:

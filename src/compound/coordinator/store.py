@@ -1,7 +1,9 @@
-"""Durable state: jobs with their status history, and their log records.
+"""Durable state: jobs with their status history, their leases, and their log records.
 
-Every status change goes through :meth:`Store.transition`, which enforces the legal moves of
-``compound.protocol.status`` and records the change in ``job_events`` in the same transaction.
+Status changes go only through the verbs named for their intent (``claim``, ``requeue``,
+``finish``, ``fail``, ``cancel_queued``). Each checks the legal moves of
+``compound.protocol.status``, records the change in ``job_events`` and creates or deletes
+the job's lease, all in one transaction: a job is RUNNING exactly while it has a lease.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from compound.coordinator import db
 from compound.coordinator.contributor_store import ContributorStore
-from compound.coordinator.log_tail import LogTails
+from compound.coordinator.leases import Lease
+from compound.coordinator.log_tail import LogPage, LogTails, record_size
+from compound.coordinator.reports import Violation, check_batch, check_ending
 from compound.protocol import (
     IllegalTransition,
     JobStatus,
@@ -54,14 +58,15 @@ class JobRow:
     exit_code: int | None
     error: str | None
     contributor_id: str | None
-    lease_id: str | None
     attempts: int
     cancel_requested: bool
     last_seq: int
+    log_bytes: int
+    owner: str | None
 
     @classmethod
     def from_mapping(cls, row: Any) -> JobRow:
-        values = dict(row)
+        values = {name: row[name] for name in cls.__dataclass_fields__}
         values["status"] = JobStatus(values["status"])
         values["args"] = json.loads(values["args"])
         values["env"] = json.loads(values["env"])
@@ -87,6 +92,9 @@ class JobRow:
 
 
 _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
+_INSERT_RECORD = (
+    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 class Store:
@@ -100,7 +108,7 @@ class Store:
 
     # ------------------------------------------------------------------ jobs
 
-    async def create_job(self, job_id: str, new: NewJob) -> JobRow:
+    async def create_job(self, job_id: str, new: NewJob, owner: str | None = None) -> JobRow:
         now = time.time()
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -116,6 +124,8 @@ class Store:
                     attempts=0,
                     cancel_requested=False,
                     last_seq=-1,
+                    log_bytes=0,
+                    owner=owner,
                 )
             )
             await self._record_event(conn, job_id, JobStatus.QUEUED, "submitted", now)
@@ -168,48 +178,149 @@ class Store:
             )
             return {status: count for status, count in result.tuples()}
 
-    async def claim_next_queued(self, contributor_id: str, lease_id: str) -> JobRow | None:
-        """Move the oldest queued job to RUNNING under a new lease held by ``contributor_id``."""
-        async with self._engine.begin() as conn:
+    async def count_queued(self, owner: str | None = None) -> int:
+        query = (
+            select(func.count())
+            .select_from(db.jobs)
+            .where(db.jobs.c.status == JobStatus.QUEUED.value)
+        )
+        if owner is not None:
+            query = query.where(db.jobs.c.owner == owner)
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def job_events(self, job_id: str) -> list[tuple[str, float, str | None]]:
+        async with self._engine.connect() as conn:
             result = await conn.execute(
+                select(db.job_events.c.status, db.job_events.c.at, db.job_events.c.reason)
+                .where(db.job_events.c.job_id == job_id)
+                .order_by(db.job_events.c.id)
+            )
+            return [(status, at, reason) for status, at, reason in result.tuples()]
+
+    # ------------------------------------------------------------------ leases
+
+    async def leases(self) -> list[Lease]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(select(db.leases))
+            return [
+                Lease(
+                    job_id=row.job_id,
+                    lease_id=row.lease_id,
+                    holder=row.holder,
+                    first_seq=row.first_seq,
+                    expires_at=row.expires_at,
+                )
+                for row in result
+            ]
+
+    async def claim(
+        self, holder: str, lease_id: str, expires_at: float, skip: Sequence[str] = ()
+    ) -> tuple[JobRow, Lease] | None:
+        """Run the oldest queued job (not in ``skip``) under a new lease held by ``holder``."""
+        async with self._engine.begin() as conn:
+            query = (
                 select(db.jobs)
                 .where(db.jobs.c.status == JobStatus.QUEUED.value)
                 .order_by(db.jobs.c.number)
                 .limit(1)
             )
-            row = result.mappings().first()
+            if skip:
+                query = query.where(db.jobs.c.id.not_in(list(skip)))
+            row = (await conn.execute(query)).mappings().first()
             if row is None:
                 return None
             job = JobRow.from_mapping(row)
-            return await self._transition(
+            lease = Lease(job.id, lease_id, holder, job.last_seq + 1, expires_at)
+            claimed = await self._move(
                 conn,
                 job,
                 JobStatus.RUNNING,
-                f"assigned to {contributor_id}",
-                contributor_id=contributor_id,
-                lease_id=lease_id,
+                f"assigned to {holder}",
+                contributor_id=holder,
                 attempts=job.attempts + 1,
                 started_at=job.started_at or time.time(),
             )
+            await conn.execute(
+                insert(db.leases).values(
+                    job_id=job.id,
+                    lease_id=lease_id,
+                    holder=holder,
+                    first_seq=lease.first_seq,
+                    granted_at=time.time(),
+                    expires_at=expires_at,
+                )
+            )
+            return claimed, lease
 
-    async def transition(
-        self,
-        job_id: str,
-        target: JobStatus,
-        reason: str | None = None,
-        *,
-        expect_lease: str | None = None,
-        **fields: Any,
-    ) -> JobRow:
-        """Move a job to ``target``; raises IllegalTransition, or KeyError if it is unknown.
+    async def renew(self, expiries: dict[str, float]) -> None:
+        """Write back lease expiries renewed in memory (one statement for all)."""
+        if not expiries:
+            return
+        async with self._engine.begin() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.executemany(
+                "UPDATE leases SET expires_at = ? WHERE job_id = ?",
+                [(expires_at, job_id) for job_id, expires_at in expiries.items()],
+            )
 
-        With ``expect_lease`` the move only happens while that lease is still the job's.
-        """
+    async def requeue(
+        self, job_id: str, reason: str, *, note: str | None = None, count_attempt: bool = True
+    ) -> JobRow | None:
+        """Put a running job back in the queue, its lease gone. None if it is not running."""
         async with self._engine.begin() as conn:
             job = await self._get(conn, job_id)
-            if expect_lease is not None and job.lease_id != expect_lease:
-                raise IllegalTransition(job.status, target)
-            return await self._transition(conn, job, target, reason, **fields)
+            if job.status is not JobStatus.RUNNING:
+                return None
+            if note is not None:
+                await self._insert_note(conn, job_id, note)
+            attempts = job.attempts if count_attempt else max(0, job.attempts - 1)
+            return await self._move(
+                conn, job, JobStatus.QUEUED, reason, contributor_id=None, attempts=attempts
+            )
+
+    async def finish(
+        self,
+        job_id: str,
+        lease_id: str,
+        status: JobStatus,
+        *,
+        exit_code: int | None,
+        error: str | None,
+        last_seq: int | None,
+    ) -> JobRow | Violation | None:
+        """End a running job as its lease holder reported; None if that lease is not current,
+        a Violation if records it announced (up to ``last_seq``) never arrived."""
+        async with self._engine.begin() as conn:
+            if await self._lease_first_seq(conn, job_id, lease_id) is None:
+                return None
+            job = await self._get(conn, job_id)
+            violation = check_ending(last_seq, job.last_seq)
+            if violation is not None:
+                return violation
+            return await self._move(conn, job, status, error, exit_code=exit_code, error=error)
+
+    async def fail(
+        self, job_id: str, reason: str, *, error: str, note: str | None = None
+    ) -> JobRow | None:
+        """Fail a queued or running job with ``error``; None if it already ended."""
+        async with self._engine.begin() as conn:
+            job = await self._get(conn, job_id)
+            if job.status.is_terminal:
+                return None
+            if note is not None:
+                await self._insert_note(conn, job_id, note)
+            return await self._move(conn, job, JobStatus.FAILED, reason, error=error)
+
+    async def cancel(self, job_id: str, reason: str, error: str | None = None) -> JobRow | None:
+        """Cancel a queued job, or a running one at once (its contributor is gone)."""
+        async with self._engine.begin() as conn:
+            job = await self._get(conn, job_id)
+            if job.status.is_terminal:
+                return None
+            return await self._move(conn, job, JobStatus.CANCELLED, reason, error=error)
 
     async def request_cancel(self, job_id: str) -> JobRow:
         async with self._engine.begin() as conn:
@@ -218,7 +329,7 @@ class Store:
             )
             return await self._get(conn, job_id)
 
-    async def _transition(
+    async def _move(
         self,
         conn: AsyncConnection,
         job: JobRow,
@@ -239,6 +350,8 @@ class Store:
         )
         if result.rowcount != 1:
             raise IllegalTransition(job.status, target)
+        if job.status is JobStatus.RUNNING:
+            await conn.execute(delete(db.leases).where(db.leases.c.job_id == job.id))
         await self._record_event(conn, job.id, target, reason, now)
         if target.is_terminal:
             self._tails.forget(job.id)
@@ -258,73 +371,171 @@ class Store:
             insert(db.job_events).values(job_id=job_id, status=status.value, at=at, reason=reason)
         )
 
-    async def job_events(self, job_id: str) -> list[tuple[str, float, str | None]]:
-        async with self._engine.connect() as conn:
-            result = await conn.execute(
-                select(db.job_events.c.status, db.job_events.c.at, db.job_events.c.reason)
-                .where(db.job_events.c.job_id == job_id)
-                .order_by(db.job_events.c.id)
-            )
-            return [(status, at, reason) for status, at, reason in result.tuples()]
-
     # ------------------------------------------------------------------ logs
 
-    async def append_logs(self, job_id: str, records: Sequence[LogRecord]) -> int:
-        """Store records (a record already stored is ignored); returns the job's last_seq."""
+    async def stored_last_seq(self, job_id: str) -> int:
+        async with self._engine.connect() as conn:
+            return await self._last_seq(conn, job_id)
+
+    async def append_logs(
+        self, job_id: str, lease_id: str, records: Sequence[LogRecord], max_log_bytes: int
+    ) -> int | Violation | None:
+        """Store a batch reported under ``lease_id``; returns the job's last_seq to ack.
+
+        The batch is checked (``reports.check_batch``) against what is stored, in the
+        transaction that stores it: a Violation stores nothing; None means the lease is not
+        current. Past ``max_log_bytes`` for the job, records are accounted for but not
+        stored, and one SYSTEM note takes the place of the first record dropped.
+        """
         async with self._engine.begin() as conn:
-            before = await self._last_seq(conn, job_id)
-            last_seq = await self._insert_logs(conn, job_id, records)
-        self._tails.stored(job_id, before, records)
+            first_seq = await self._lease_first_seq(conn, job_id, lease_id)
+            if first_seq is None:
+                return None
+            row = (
+                await conn.execute(
+                    select(db.jobs.c.last_seq, db.jobs.c.log_bytes).where(db.jobs.c.id == job_id)
+                )
+            ).one()
+            verdict = check_batch(records, row.last_seq, first_seq)
+            if isinstance(verdict, Violation):
+                return verdict
+            fresh = verdict.records
+            if not fresh:
+                return int(row.last_seq)
+            sizes = [record_size(record) for record in fresh]
+            kept, kept_sizes, added = _within_quota(fresh, sizes, row.log_bytes, max_log_bytes)
+            await self._insert_records(conn, job_id, kept, kept_sizes)
+            last_seq = fresh[-1].seq
+            await conn.execute(
+                update(db.jobs)
+                .where(db.jobs.c.id == job_id)
+                .values(last_seq=last_seq, log_bytes=row.log_bytes + added)
+            )
+        self._tails.stored(job_id, kept, kept_sizes)
         return last_seq
+
+    async def _lease_first_seq(
+        self, conn: AsyncConnection, job_id: str, lease_id: str
+    ) -> int | None:
+        first_seq = await conn.scalar(
+            select(db.leases.c.first_seq)
+            .where(db.leases.c.job_id == job_id)
+            .where(db.leases.c.lease_id == lease_id)
+        )
+        return None if first_seq is None else int(first_seq)
 
     async def append_note(self, job_id: str, text: str) -> int:
         """Add a SYSTEM record after the job's last one (a note from Compound itself)."""
         async with self._engine.begin() as conn:
-            # Numbered inside the transaction that stores it: no other record can take its seq.
-            before = await self._last_seq(conn, job_id)
-            note = LogRecord(seq=before + 1, stream=Stream.SYSTEM, data=text + "\n")
-            last_seq = await self._insert_logs(conn, job_id, [note])
-        self._tails.stored(job_id, before, [note])
-        return last_seq
+            note, size = await self._insert_note(conn, job_id, text)
+        self._tails.stored(job_id, [note], [size])
+        return note.seq
 
-    async def _insert_logs(
-        self, conn: AsyncConnection, job_id: str, records: Sequence[LogRecord]
-    ) -> int:
-        if records:
-            # The driver's own executemany, inside this transaction: every log batch goes
-            # through here, and SQLAlchemy's per-row work would triple its cost.
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            await driver.executemany(
-                "INSERT OR IGNORE INTO log_records (job_id, seq, stream, data) VALUES (?, ?, ?, ?)",
-                [(job_id, r.seq, r.stream.value, r.data) for r in records],
-            )
-            highest = max(record.seq for record in records)
-            await conn.execute(
-                update(db.jobs)
-                .where(db.jobs.c.id == job_id)
-                .where(db.jobs.c.last_seq < highest)
-                .values(last_seq=highest)
-            )
-        return await self._last_seq(conn, job_id)
+    async def _insert_note(
+        self, conn: AsyncConnection, job_id: str, text: str
+    ) -> tuple[LogRecord, int]:
+        # Numbered inside the transaction that stores it: no other record can take its seq.
+        seq = await self._last_seq(conn, job_id) + 1
+        note = LogRecord(seq=seq, stream=Stream.SYSTEM, data=text + "\n")
+        size = record_size(note)
+        await self._insert_records(conn, job_id, [note], [size])
+        await conn.execute(update(db.jobs).where(db.jobs.c.id == job_id).values(last_seq=seq))
+        return note, size
+
+    async def _insert_records(
+        self,
+        conn: AsyncConnection,
+        job_id: str,
+        records: Sequence[LogRecord],
+        sizes: Sequence[int],
+    ) -> None:
+        if not records:
+            return
+        # The driver's own executemany, inside this transaction: every log batch goes
+        # through here, and SQLAlchemy's per-row work would triple its cost.
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.executemany(
+            _INSERT_RECORD,
+            [
+                (job_id, r.seq, r.stream.value, size, r.data)
+                for r, size in zip(records, sizes, strict=True)
+            ],
+        )
 
     async def _last_seq(self, conn: AsyncConnection, job_id: str) -> int:
         last_seq = await conn.scalar(select(db.jobs.c.last_seq).where(db.jobs.c.id == job_id))
         return int(last_seq if last_seq is not None else -1)
 
-    async def read_logs(self, job_id: str, after: int, limit: int) -> list[LogRecord]:
-        cached = self._tails.after(job_id, after, limit)
+    async def read_logs(self, job_id: str, after: int, limit: int, max_bytes: int) -> LogPage:
+        """Records with seq > ``after``: at most ``limit`` of them and about ``max_bytes``
+        of data (always at least one record, if there is one)."""
+        cached = self._tails.after(job_id, after, limit, max_bytes)
         if cached is not None:
             return cached
         async with self._engine.connect() as conn:
+            # Sizes first (cheap: no overflow pages read), then the data that fits.
+            sizes = await conn.execute(
+                select(db.log_records.c.seq, db.log_records.c.size)
+                .where(db.log_records.c.job_id == job_id)
+                .where(db.log_records.c.seq > after)
+                .order_by(db.log_records.c.seq)
+                .limit(limit + 1)
+            )
+            last, more = _page_end(list(sizes.tuples()), limit, max_bytes)
+            if last is None:
+                return LogPage([], more=False)
             result = await conn.execute(
                 select(db.log_records.c.seq, db.log_records.c.stream, db.log_records.c.data)
                 .where(db.log_records.c.job_id == job_id)
                 .where(db.log_records.c.seq > after)
+                .where(db.log_records.c.seq <= last)
                 .order_by(db.log_records.c.seq)
-                .limit(limit)
             )
             rows = [{"seq": seq, "stream": stream, "data": data} for seq, stream, data in result]
         # Validated in one call in pydantic-core: several times faster than a model per row.
-        return _records.validate_python(rows)
+        return LogPage(_records.validate_python(rows, strict=False), more=more)
+
+
+def _page_end(sizes: list[tuple[int, int]], limit: int, max_bytes: int) -> tuple[int | None, bool]:
+    """The last seq of a page over (seq, size) rows, and whether more rows follow it."""
+    budget = max_bytes
+    last: int | None = None
+    for index, (seq, size) in enumerate(sizes[:limit]):
+        if index > 0 and size > budget:
+            return last, True
+        budget -= size
+        last = seq
+    return last, len(sizes) > limit
+
+
+def _within_quota(
+    records: Sequence[LogRecord], sizes: Sequence[int], stored_bytes: int, max_bytes: int
+) -> tuple[list[LogRecord], list[int], int]:
+    """The records to store under the per-job quota, their sizes, and the bytes they add.
+
+    The first record over the quota is replaced by one note; ``stored_bytes`` past
+    ``max_bytes`` means that note was written already and nothing more is stored.
+    """
+    if stored_bytes > max_bytes:
+        return [], [], 0
+    kept: list[LogRecord] = []
+    kept_sizes: list[int] = []
+    total = stored_bytes
+    for record, size in zip(records, sizes, strict=True):
+        if total + size > max_bytes:
+            note = LogRecord(
+                seq=record.seq,
+                stream=Stream.SYSTEM,
+                data=f"[compound] this job's log reached the coordinator's limit of "
+                f"{max_bytes // (1024 * 1024)} MiB; further output is dropped\n",
+            )
+            kept.append(note)
+            kept_sizes.append(record_size(note))
+            # Past the limit from now on, whatever the note's own size.
+            return kept, kept_sizes, max_bytes + 1 - stored_bytes
+        kept.append(record)
+        kept_sizes.append(size)
+        total += size
+    return kept, kept_sizes, total - stored_bytes

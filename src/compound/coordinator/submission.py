@@ -1,8 +1,12 @@
-"""Reading a job submission from an HTTP request: bounded, validated, one clear error."""
+"""Reading a job submission from an HTTP request: bounded, validated, one clear error.
+
+The body is parsed and validated in one pass by pydantic-core, which refuses what would
+break the store later: lone surrogates (not encodable as UTF-8), nesting deeper than its
+recursion limit, and strings given for numbers (strict mode).
+"""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -14,11 +18,13 @@ from compound.coordinator.store import NewJob
 
 # Room for args, env and JSON escaping on top of the script itself.
 _BODY_OVERHEAD_BYTES = 256 * 1024
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_ARG_CHARS = 32 * 1024
+_MAX_ENV_VALUE_CHARS = 32 * 1024
 
 
 class JobSubmission(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     script: str
     args: list[str] = Field(default_factory=list)
@@ -29,11 +35,7 @@ class JobSubmission(BaseModel):
 
 async def read_submission(request: Request, settings: CoordinatorSettings) -> NewJob:
     body = await _read_bounded(request, settings.max_script_bytes + _BODY_OVERHEAD_BYTES)
-    data = _parse_json(body)
-    try:
-        submission = JobSubmission.model_validate(data)
-    except ValidationError as exc:
-        raise HTTPException(422, _first_error(exc)) from None
+    submission = parse_submission(body)
     _check_script(submission.script, settings)
     _check_args_env(submission, settings)
     return NewJob(
@@ -43,6 +45,31 @@ async def read_submission(request: Request, settings: CoordinatorSettings) -> Ne
         timeout_s=submission.timeout_s,
         name=submission.name,
     )
+
+
+def parse_submission(body: bytes) -> JobSubmission:
+    """The submission in ``body``, or an HTTPException with a one-sentence detail."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the request body is not valid UTF-8") from None
+    try:
+        return JobSubmission.model_validate_json(text)
+    except ValidationError as exc:
+        raise _submission_error(exc) from None
+
+
+def _submission_error(exc: ValidationError) -> HTTPException:
+    error = exc.errors()[0]
+    kind = error["type"]
+    if kind == "json_invalid":
+        problem = str(error.get("ctx", {}).get("error", "")) or "invalid JSON"
+        return HTTPException(
+            400, f'the request body is not JSON ({problem}): send {{"script": "..."}}'
+        )
+    if kind == "model_type" or (kind == "model_attributes_type"):
+        return HTTPException(400, 'the request body must be a JSON object: {"script": "..."}')
+    return HTTPException(422, _first_error(error))
 
 
 def _too_big(limit: int) -> HTTPException:
@@ -63,22 +90,7 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_json(body: bytes) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPException(400, "the request body is not valid UTF-8") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise HTTPException(400, 'the request body is not JSON: send {"script": "..."}') from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, 'the request body must be a JSON object: {"script": "..."}')
-    return data
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
+def _first_error(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "body"
     return f"{where}: {error['msg']}"
 
@@ -95,10 +107,15 @@ def _check_script(script: str, settings: CoordinatorSettings) -> None:
 def _check_args_env(submission: JobSubmission, settings: CoordinatorSettings) -> None:
     if len(submission.args) > settings.max_args:
         raise HTTPException(422, f"at most {settings.max_args} arguments are allowed")
-    if any("\x00" in arg for arg in submission.args):
-        raise HTTPException(422, "arguments cannot contain NUL characters")
+    if any("\x00" in arg or len(arg) > _MAX_ARG_CHARS for arg in submission.args):
+        raise HTTPException(
+            422, f"arguments cannot contain NUL characters or exceed {_MAX_ARG_CHARS} characters"
+        )
     if len(submission.env) > settings.max_env_vars:
         raise HTTPException(422, f"at most {settings.max_env_vars} environment variables")
     for name, value in submission.env.items():
-        if not _ENV_NAME.match(name) or "\x00" in value:
+        # fullmatch: "$" would also match before a trailing newline ("FOO\n").
+        if not _ENV_NAME.fullmatch(name) or "\x00" in value or len(value) > _MAX_ENV_VALUE_CHARS:
             raise HTTPException(422, f"invalid environment variable {name!r}")
+    if submission.name is not None and "\x00" in submission.name:
+        raise HTTPException(422, "the job name cannot contain NUL characters")

@@ -5,12 +5,16 @@ Pure data and pure functions: nothing here does I/O.
 
 from compound.protocol.messages import (
     CLOSE_BAD_DATA,
+    CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNKNOWN_JOB,
+    MAX_ERROR_CHARS,
+    MAX_INT64,
     MAX_MESSAGE_BYTES,
     MAX_RECORD_CHARS,
     PROTOCOL_VERSION,
@@ -47,12 +51,16 @@ from compound.protocol.status import (
 
 __all__ = [
     "CLOSE_BAD_DATA",
+    "CLOSE_GOING_AWAY",
     "CLOSE_NORMAL",
     "CLOSE_POLICY",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_TOO_BIG",
+    "CLOSE_TRY_AGAIN_LATER",
     "CLOSE_UNAUTHORIZED",
     "CLOSE_UNKNOWN_JOB",
+    "MAX_ERROR_CHARS",
+    "MAX_INT64",
     "MAX_MESSAGE_BYTES",
     "MAX_RECORD_CHARS",
     "PROTOCOL_VERSION",

@@ -30,8 +30,16 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_BAD_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNKNOWN_JOB = 4404
 CLOSE_UNAUTHORIZED = 4401
+
+# Sequence numbers and byte counts are stored as SQLite integers: signed 64-bit.
+MAX_INT64 = 2**63 - 1
+_ID = 64  # longest job, lease or node id accepted
+# A job's error as reported by an agent; longer reasons are cut by the agent.
+MAX_ERROR_CHARS = 2000
 
 
 class ProtocolError(Exception):
@@ -44,20 +52,23 @@ class ProtocolError(Exception):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # strict: a string is never taken for a number, nor a float for an int; no NaN/inf.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class LogRecord(_Message):
     """One chunk of a job's output. ``data`` ends at a newline or at MAX_RECORD_CHARS."""
 
+    # Not bounded above here: the coordinator checks a batch as a whole (contiguity, int64)
+    # and answers a violation with 1008, so one rule covers every bad sequence number.
     seq: int = Field(ge=0)
     stream: Stream = Stream.STDOUT
-    data: str
+    data: str = Field(max_length=MAX_RECORD_CHARS)
 
 
 class RunningJob(_Message):
-    job_id: str
-    lease_id: str
+    job_id: str = Field(min_length=1, max_length=_ID)
+    lease_id: str = Field(min_length=1, max_length=_ID)
 
 
 # ---------------------------------------------------------------- agent -> coordinator
@@ -68,26 +79,26 @@ class Hello(_Message):
     protocol_version: int
     node_id: str = Field(min_length=1, max_length=128)
     name: str = Field(min_length=1, max_length=128)
-    cores: int = Field(ge=0)
-    memory_bytes: int = Field(ge=0)
-    runtime: str = "runc"
-    version: str = ""
-    running: list[RunningJob] = Field(default_factory=list)
+    cores: int = Field(ge=0, le=1 << 20)
+    memory_bytes: int = Field(ge=0, le=MAX_INT64)
+    runtime: str = Field(default="runc", max_length=32)
+    version: str = Field(default="", max_length=64)
+    running: list[RunningJob] = Field(default_factory=list, max_length=1024)
 
 
 class Heartbeat(_Message):
     type: Literal["heartbeat"] = "heartbeat"
-    cpu_percent: float = 0.0
-    ram_free_bytes: int = 0
-    ram_total_bytes: int = 0
+    cpu_percent: float = Field(default=0.0, ge=0, le=1e6)
+    ram_free_bytes: int = Field(default=0, ge=0, le=MAX_INT64)
+    ram_total_bytes: int = Field(default=0, ge=0, le=MAX_INT64)
 
 
 class Log(_Message):
     """A batch of log records of one job, or the seed's single ``line``."""
 
     type: Literal["log"] = "log"
-    job_id: str | None = None
-    lease_id: str | None = None
+    job_id: str | None = Field(default=None, max_length=_ID)
+    lease_id: str | None = Field(default=None, max_length=_ID)
     records: list[LogRecord] = Field(default_factory=list)
     # Seed form: one line, no sequence number; the coordinator numbers it.
     line: str | None = None
@@ -98,12 +109,12 @@ class Done(_Message):
     """The end of a job as the agent saw it. ``last_seq`` is the last record it produced."""
 
     type: Literal["done"] = "done"
-    job_id: str | None = None
-    lease_id: str | None = None
+    job_id: str | None = Field(default=None, max_length=_ID)
+    lease_id: str | None = Field(default=None, max_length=_ID)
     status: JobStatus | None = None
-    exit_code: int | None = None
-    error: str | None = None
-    last_seq: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    error: str | None = Field(default=None, max_length=MAX_ERROR_CHARS)
+    last_seq: int | None = Field(default=None, ge=-1, le=MAX_INT64)
 
 
 # ---------------------------------------------------------------- coordinator -> agent

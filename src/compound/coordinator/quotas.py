@@ -1,0 +1,45 @@
+"""Quotas on new work: queued jobs per submitter and in all, and the database's size.
+
+Each refusal is a 429 with one sentence saying which limit was hit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from fastapi import HTTPException
+
+from compound.coordinator.state import CoordinatorState
+
+MiB = 1024 * 1024
+
+
+async def check_quotas(state: CoordinatorState, owner: str) -> None:
+    settings = state.settings
+    if database_bytes(state) > settings.max_database_bytes:
+        raise HTTPException(
+            429,
+            f"the coordinator's database is over its {settings.max_database_bytes // MiB} MiB "
+            "limit; no new jobs are accepted until space is freed",
+        )
+    if await state.store.count_queued() >= settings.max_queued_total:
+        raise HTTPException(
+            429, f"the queue is full ({settings.max_queued_total} jobs); try again later"
+        )
+    if await state.store.count_queued(owner) >= settings.max_queued_per_submitter:
+        raise HTTPException(
+            429,
+            f"you already have {settings.max_queued_per_submitter} queued jobs; "
+            "wait for some to start",
+        )
+
+
+def database_bytes(state: CoordinatorState) -> int:
+    """The database's size on disk, its write-ahead log included."""
+    path = state.settings.database_path
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
