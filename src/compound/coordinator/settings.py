@@ -23,6 +23,11 @@ class CoordinatorSettings:
     max_script_bytes: int = 1 * MiB
     max_args: int = 256
     max_env_vars: int = 256
+    # A connection whose request headers are not complete this long after it opened (or
+    # after its next request began) is closed: half-open clients must not pile up.
+    header_timeout_s: float = 10.0
+    # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
+    max_connections: int = 4096
 
     @property
     def database_path(self) -> Path:
