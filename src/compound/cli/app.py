@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
@@ -17,12 +18,31 @@ from compound.desktop import DEFAULT_SELF_CHECK_TIMEOUT_S
 if TYPE_CHECKING:
     from compound.desktop.launcher import Frontend
 
+# What the window needs: the `desktop` extra (pywebview with its Qt back end).
+DESKTOP_MODULES = ("webview", "qtpy", "PyQt6.QtWebEngineWidgets")
+NO_DESKTOP_EXTRA = (
+    "The desktop window needs the desktop extra: pip install 'compound[desktop]' "
+    "(or use --browser to open the app in your browser)"
+)
+
+
+def _desktop_extra_missing() -> bool:
+    for name in DESKTOP_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return True
+        except (ImportError, ValueError):  # a parent package missing or half-imported
+            return True
+    return False
+
 
 def _frontend(browser: bool, self_check: bool, serve_only: bool) -> Frontend:
     from compound.desktop.launcher import Frontend, LaunchError
 
     if sum((browser, self_check, serve_only)) > 1:
         raise LaunchError("Choose one of --browser and --self-check, not both")
+    if (self_check or not (browser or serve_only)) and _desktop_extra_missing():
+        raise LaunchError(NO_DESKTOP_EXTRA)
     if self_check:
         return Frontend.SELF_CHECK
     if browser:

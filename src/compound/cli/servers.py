@@ -34,6 +34,25 @@ def coordinator(
         float, typer.Option(help="Seconds between agent heartbeats.")
     ] = 5.0,
     max_script_kib: Annotated[int, typer.Option(help="Largest script accepted, KiB.")] = 1024,
+    header_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout-s",
+            min=0.1,
+            help="Seconds a client has to send its complete request headers, from connecting "
+            "(or from the first byte of its next request); slower connections are closed.",
+        ),
+    ] = 10.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            min=16,
+            help="Most connections open at once, HTTP and WebSocket together (1/16 of them, "
+            "up to 64, kept for plain HTTP). At the limit the oldest connection still "
+            "sending its headers is dropped, or else the newcomer gets a 503. Lowered if "
+            "the open-file limit is smaller.",
+        ),
+    ] = 4096,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the coordinator: queues jobs, routes them to contributors, relays their logs.
@@ -52,6 +71,8 @@ def coordinator(
         heartbeat_interval_s=heartbeat_interval,
         sweep_interval_s=min(1.0, lease_timeout / 4),
         max_script_bytes=max_script_kib * 1024,
+        header_timeout_s=header_timeout_s,
+        max_connections=max_connections,
     )
     raise typer.Exit(serve(settings, log_level))
 

@@ -19,6 +19,7 @@ from compound.coordinator import api, seed
 from compound.coordinator.db import create_engine, create_schema
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
+from compound.coordinator.open_sockets import OpenSockets, OpenSocketsMiddleware
 from compound.coordinator.scheduler import Scheduler
 from compound.coordinator.sessions import SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
@@ -32,7 +33,9 @@ def web_directory() -> Path:
     return Path(str(resources.files("compound") / "web"))
 
 
-def create_app(settings: CoordinatorSettings) -> FastAPI:
+def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None = None) -> FastAPI:
+    """The app; its WebSockets are registered in `open_sockets` so a shutdown can close them."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,9 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
     )
+    # Every WebSocket, whichever endpoint serves it, is known to the shutdown.
+    sockets = OpenSockets() if open_sockets is None else open_sockets
+    app.add_middleware(OpenSocketsMiddleware, sockets=sockets)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(seed.router)

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
+from dataclasses import replace
 
 import uvicorn
 
+from compound.coordinator import log_repeats
 from compound.coordinator.app import create_app
+from compound.coordinator.connections import ConnectionGuard, protocol_classes
+from compound.coordinator.data_dir import DataDirError, prepare_data_dir
+from compound.coordinator.fd_limit import connections_within_fd_limit, raise_fd_limit
+from compound.coordinator.open_sockets import OpenSockets
 from compound.coordinator.settings import CoordinatorSettings
+from compound.coordinator.shutdown import ShutdownBudget, ShutdownServer
 from compound.protocol import MAX_MESSAGE_BYTES
+
+log = logging.getLogger("compound.coordinator")
+
+LISTEN_BACKLOG = 2048
+# Seconds an idle kept-alive HTTP connection stays open (uvicorn's timer).
+KEEP_ALIVE_S = 5
+# Loggers whose handlers get the repeated-message filter; "" is the root.
+FILTERED_LOGGERS = ("", "uvicorn", "uvicorn.access")
 
 
 class StartupError(Exception):
@@ -21,34 +37,51 @@ class StartupError(Exception):
 def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
     """Serve until stopped; returns the process exit code."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    # Whatever this process creates (the database, its -wal and -shm) is for us alone.
+    os.umask(0o077)
+    settings = _fit_to_fd_limit(settings)
     try:
-        _prepare_data_dir(settings)
+        prepare_data_dir(settings.data_dir, settings.database_path)
         listener = _bind(settings.host, settings.port)
-    except StartupError as exc:
+    except (DataDirError, StartupError) as exc:
         print(f"compound coordinator: {exc}", file=sys.stderr)
         return 1
+    open_sockets = OpenSockets()
+    budget = ShutdownBudget()
+    http, ws = protocol_classes(
+        ConnectionGuard(settings.max_connections, settings.header_timeout_s)
+    )
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, open_sockets),
         log_level=log_level,
+        http=http,
+        ws=ws,
         ws_max_size=MAX_MESSAGE_BYTES,
         ws_ping_interval=20,
         ws_ping_timeout=20,
         access_log=False,
         lifespan="on",
+        backlog=LISTEN_BACKLOG,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=budget.graceful_s,
     )
-    return asyncio.run(_serve(uvicorn.Server(config), listener))
+    # uvicorn.Config has configured its loggers by now.
+    log_repeats.install(log_repeats.RepeatFilter(), FILTERED_LOGGERS)
+    return asyncio.run(_serve(ShutdownServer(config, open_sockets, budget), listener))
 
 
-def _prepare_data_dir(settings: CoordinatorSettings) -> None:
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        probe = settings.data_dir / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise StartupError(
-            f"cannot use {settings.data_dir} for its database: {exc.strerror}"
-        ) from None
+def _fit_to_fd_limit(settings: CoordinatorSettings) -> CoordinatorSettings:
+    fd_limit = raise_fd_limit()
+    allowed = connections_within_fd_limit(fd_limit, LISTEN_BACKLOG)
+    if settings.max_connections <= allowed:
+        return settings
+    log.warning(
+        "--max-connections %d lowered to %d to stay within the open-file limit (%d)",
+        settings.max_connections,
+        allowed,
+        fd_limit,
+    )
+    return replace(settings, max_connections=allowed)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -60,7 +93,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         listener.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    listener.listen(2048)
+    listener.listen(LISTEN_BACKLOG)
     return listener
 
 

@@ -32,6 +32,11 @@ class CoordinatorSettings:
     max_database_bytes: int = 20 * 1024 * MiB
     max_followers_per_job: int = 1000
     max_followers_total: int = 4000
+    # A connection whose request headers are not complete this long after it opened (or
+    # after its next request began) is closed: half-open clients must not pile up.
+    header_timeout_s: float = 10.0
+    # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
+    max_connections: int = 4096
 
     @property
     def database_path(self) -> Path:

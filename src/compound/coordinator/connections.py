@@ -1,0 +1,177 @@
+"""Bounds on client connections: a deadline for request headers and a cap on open connections.
+
+uvicorn accepts every connection and waits for ever for its first request, so clients that
+connect and never finish their headers pile up until the process runs out of file
+descriptors. `ConnectionGuard` counts every open connection (plain HTTP and WebSocket) and:
+
+- closes a connection whose request headers are not complete `header_timeout_s` after its
+  first byte (or after connecting), answering 408;
+- at `max_connections`, makes room by closing the oldest connection still waiting for its
+  headers (the likely culprit of a flood), so a prompt client such as a /healthz probe still
+  gets in; only when every slot holds a real request or socket is a newcomer refused, with
+  a 503 and a one-sentence JSON detail;
+- keeps `reserved_for_http` slots that WebSockets cannot take, so API calls and /healthz
+  keep working when many sockets are open.
+
+The guard works through subclasses of uvicorn's httptools and websockets-sansio protocols
+(`protocol_classes`), handed to `uvicorn.Config(http=..., ws=...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+log = logging.getLogger("compound.coordinator")
+
+AT_CAPACITY = "The coordinator is at its connection limit; try again shortly."
+HEADERS_TOO_SLOW = "The request headers did not arrive in time."
+
+
+class ConnectionGuard:
+    """The set of open connections and the rules for admitting new ones."""
+
+    def __init__(self, max_connections: int, header_timeout_s: float) -> None:
+        self.max_connections = max_connections
+        self.header_timeout_s = header_timeout_s
+        self.reserved_for_http = max(1, min(64, max_connections // 16))
+        self._open: set[asyncio.BaseTransport] = set()
+        self._websockets: set[asyncio.BaseTransport] = set()
+        # Connections waiting for request headers, oldest first.
+        self._waiting: dict[GuardedHttpProtocol, None] = {}
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def admit(self, protocol: GuardedHttpProtocol) -> bool:
+        """Count a new connection in; False if it must be refused."""
+        if len(self._open) >= self.max_connections:
+            if not self._waiting:
+                log.warning("connection limit (%d) reached: refusing", self.max_connections)
+                return False
+            oldest = next(iter(self._waiting))
+            log.warning(
+                "connection limit (%d) reached: closed the oldest connection still "
+                "waiting for its request headers",
+                self.max_connections,
+            )
+            oldest.refuse(503, AT_CAPACITY)
+        self._open.add(protocol.transport)
+        return True
+
+    def waiting(self, protocol: GuardedHttpProtocol) -> None:
+        self._waiting[protocol] = None
+
+    def done_waiting(self, protocol: GuardedHttpProtocol) -> None:
+        self._waiting.pop(protocol, None)
+
+    def may_upgrade(self) -> bool:
+        """Whether one more WebSocket fits outside the slots kept for plain HTTP."""
+        return len(self._websockets) < self.max_connections - self.reserved_for_http
+
+    def upgraded(self, transport: asyncio.BaseTransport) -> None:
+        self._websockets.add(transport)
+
+    def release(self, transport: asyncio.BaseTransport) -> None:
+        self._open.discard(transport)
+        self._websockets.discard(transport)
+
+
+def http_response(status: int, reason: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 response with a JSON `detail`, closing the connection."""
+    body = json.dumps({"detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+_REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a header deadline and a place in the guard."""
+
+    guard: ClassVar[ConnectionGuard]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if not self.guard.admit(self):
+            self.refuse(503, AT_CAPACITY)
+            return
+        self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        # A new request on a kept-alive connection gets the same deadline as the first.
+        between_requests = self.cycle is None or self.cycle.response_complete
+        if self._header_timer is None and between_requests and not self.transport.is_closing():
+            self._await_headers()
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        if not self.guard.may_upgrade():
+            log.warning("WebSocket limit reached: refusing an upgrade")
+            self.refuse(503, AT_CAPACITY)
+            return
+        self.guard.upgraded(self.transport)
+        super().handle_websocket_upgrade()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        self.guard.release(self.transport)
+        super().connection_lost(exc)
+
+    def refuse(self, status: int, detail: str) -> None:
+        """Answer `status` with a one-sentence detail and close."""
+        self._stop_waiting()
+        if not self.transport.is_closing():
+            self.transport.write(http_response(status, _REASONS[status], detail))
+            self.transport.close()
+
+    def _await_headers(self) -> None:
+        self.guard.waiting(self)
+        self._header_timer = self.loop.call_later(
+            self.guard.header_timeout_s, self.refuse, 408, HEADERS_TOO_SLOW
+        )
+
+    def _stop_waiting(self) -> None:
+        self.guard.done_waiting(self)
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+
+class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets protocol, giving its slot back to the guard when it closes."""
+
+    guard: ClassVar[ConnectionGuard]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.release(self.transport)
+        super().connection_lost(exc)
+
+
+def protocol_classes(
+    guard: ConnectionGuard,
+) -> tuple[type[GuardedHttpProtocol], type[GuardedWebSocketProtocol]]:
+    """HTTP and WebSocket protocol classes for `uvicorn.Config`, bound to `guard`."""
+    http = type("GuardedHttp", (GuardedHttpProtocol,), {"guard": guard})
+    ws = type("GuardedWebSocket", (GuardedWebSocketProtocol,), {"guard": guard})
+    return http, ws
