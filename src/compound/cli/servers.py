@@ -53,6 +53,29 @@ def coordinator(
             "the open-file limit is smaller.",
         ),
     ] = 4096,
+    max_queued_per_submitter: Annotated[
+        int, typer.Option(min=1, help="Queued jobs one submitter may have; more get a 429.")
+    ] = 1000,
+    max_queued: Annotated[
+        int, typer.Option(min=1, help="Queued jobs in all; more get a 429.")
+    ] = 10_000,
+    max_log_mib_per_job: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Log MiB stored per job; past it one note is stored and the rest dropped.",
+        ),
+    ] = 256,
+    max_db_mib: Annotated[
+        int,
+        typer.Option(min=1, help="No new jobs are accepted while the database is this large."),
+    ] = 20 * 1024,
+    max_followers_per_job: Annotated[
+        int, typer.Option(min=1, help="Open log followers per job; more are refused (1013).")
+    ] = 1000,
+    max_followers: Annotated[
+        int, typer.Option(min=1, help="Open log followers in all; more are refused (1013).")
+    ] = 4000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the coordinator: queues jobs, routes them to contributors, relays their logs.
@@ -73,6 +96,12 @@ def coordinator(
         max_script_bytes=max_script_kib * 1024,
         header_timeout_s=header_timeout_s,
         max_connections=max_connections,
+        max_queued_per_submitter=max_queued_per_submitter,
+        max_queued_total=max_queued,
+        max_log_bytes_per_job=max_log_mib_per_job * MiB,
+        max_database_bytes=max_db_mib * MiB,
+        max_followers_per_job=max_followers_per_job,
+        max_followers_total=max_followers,
     )
     raise typer.Exit(serve(settings, log_level))
 

@@ -148,6 +148,7 @@ async def healthz(state: State) -> dict[str, Any]:
         "queued": counts.get(JobStatus.QUEUED.value, 0),
         "running": counts.get(JobStatus.RUNNING.value, 0),
         "contributors_online": len(state.sessions),
+        "followers": state.followers.open,
     }
 
 

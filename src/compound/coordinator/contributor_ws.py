@@ -88,14 +88,15 @@ async def _refuse(
     log.warning(
         "contributor %s sent a bad message (%s); closing %d", who, exc.reason, exc.close_code
     )
-    if session is not None and isinstance(exc, ReportRefused):
+    if session is None:
+        await _close_quietly(websocket, exc.close_code, exc.reason)
+        return
+    # Closed first, so the job it loses is never handed straight back to it.
+    session.close(exc.close_code, exc.reason)
+    if isinstance(exc, ReportRefused):
         lease = state.scheduler.leases.get(exc.job_id)
         if lease is not None and lease.holder == session.contributor_id:
             await state.scheduler.contributor_misbehaved(lease)
-    if session is not None:
-        session.close(exc.close_code, exc.reason)
-    else:
-        await _close_quietly(websocket, exc.close_code, exc.reason)
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:

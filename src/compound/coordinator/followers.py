@@ -24,6 +24,10 @@ class FollowerLimits:
     _counts: dict[str, int] = field(default_factory=dict)
     _open: int = 0
 
+    @property
+    def open(self) -> int:
+        return self._open
+
     @contextlib.contextmanager
     def admit(self, job_id: str) -> Iterator[None]:
         if self._open >= self.total:

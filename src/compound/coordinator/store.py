@@ -9,6 +9,7 @@ the job's lease, all in one transaction: a job is RUNNING exactly while it has a
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,13 +65,20 @@ class JobRow:
     log_bytes: int
     owner: str | None
 
+    # Why the stored row cannot be run (unparsable args or env), if it cannot.
+    damaged: str | None = None
+
     @classmethod
     def from_mapping(cls, row: Any) -> JobRow:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values = {name: row[name] for name in cls.__dataclass_fields__ if name != "damaged"}
         values["status"] = JobStatus(values["status"])
-        values["args"] = json.loads(values["args"])
-        values["env"] = json.loads(values["env"])
         values["cancel_requested"] = bool(values["cancel_requested"])
+        try:
+            values["args"] = json.loads(values["args"])
+            values["env"] = json.loads(values["env"])
+        except ValueError:
+            values["args"], values["env"] = [], {}
+            values["damaged"] = "the stored job cannot be read (its arguments or environment)"
         return cls(**values)
 
     def view(self, queue_position: int | None = None) -> JobView:
@@ -90,6 +98,8 @@ class JobRow:
             name=self.name,
         )
 
+
+log = logging.getLogger("compound.coordinator")
 
 _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
 _INSERT_RECORD = (
@@ -215,43 +225,69 @@ class Store:
             ]
 
     async def claim(
-        self, holder: str, lease_id: str, expires_at: float, skip: Sequence[str] = ()
+        self, holder: str, lease_id: str, expires_at: float
     ) -> tuple[JobRow, Lease] | None:
-        """Run the oldest queued job (not in ``skip``) under a new lease held by ``holder``."""
+        """Run the oldest queued job under a new lease held by ``holder``.
+
+        A queued job whose row cannot be read is failed on the way, so it never blocks
+        the queue.
+        """
         async with self._engine.begin() as conn:
-            query = (
-                select(db.jobs)
-                .where(db.jobs.c.status == JobStatus.QUEUED.value)
-                .order_by(db.jobs.c.number)
-                .limit(1)
-            )
-            if skip:
-                query = query.where(db.jobs.c.id.not_in(list(skip)))
-            row = (await conn.execute(query)).mappings().first()
-            if row is None:
-                return None
-            job = JobRow.from_mapping(row)
-            lease = Lease(job.id, lease_id, holder, job.last_seq + 1, expires_at)
-            claimed = await self._move(
-                conn,
-                job,
-                JobStatus.RUNNING,
-                f"assigned to {holder}",
-                contributor_id=holder,
-                attempts=job.attempts + 1,
-                started_at=job.started_at or time.time(),
-            )
-            await conn.execute(
-                insert(db.leases).values(
-                    job_id=job.id,
-                    lease_id=lease_id,
-                    holder=holder,
-                    first_seq=lease.first_seq,
-                    granted_at=time.time(),
-                    expires_at=expires_at,
+            while True:
+                row = (
+                    (
+                        await conn.execute(
+                            select(db.jobs)
+                            .where(db.jobs.c.status == JobStatus.QUEUED.value)
+                            .order_by(db.jobs.c.number)
+                            .limit(1)
+                        )
+                    )
+                    .mappings()
+                    .first()
                 )
+                if row is None:
+                    return None
+                job = JobRow.from_mapping(row)
+                if job.damaged is not None:
+                    await self._fail_damaged(conn, job.id, job.damaged)
+                    continue
+                return await self._claim(conn, job, holder, lease_id, expires_at)
+
+    async def _claim(
+        self, conn: AsyncConnection, job: JobRow, holder: str, lease_id: str, expires_at: float
+    ) -> tuple[JobRow, Lease]:
+        lease = Lease(job.id, lease_id, holder, job.last_seq + 1, expires_at)
+        claimed = await self._move(
+            conn,
+            job,
+            JobStatus.RUNNING,
+            f"assigned to {holder}",
+            contributor_id=holder,
+            attempts=job.attempts + 1,
+            started_at=job.started_at or time.time(),
+        )
+        await conn.execute(
+            insert(db.leases).values(
+                job_id=job.id,
+                lease_id=lease_id,
+                holder=holder,
+                first_seq=lease.first_seq,
+                granted_at=time.time(),
+                expires_at=expires_at,
             )
-            return claimed, lease
+        )
+        return claimed, lease
+
+    async def _fail_damaged(self, conn: AsyncConnection, job_id: str, error: str) -> None:
+        now = time.time()
+        await conn.execute(
+            update(db.jobs)
+            .where(db.jobs.c.id == job_id)
+            .values(status=JobStatus.FAILED.value, error=error, finished_at=now)
+        )
+        await self._record_event(conn, job_id, JobStatus.FAILED, error, now)
+        log.error("job %s failed: %s", job_id, error)
 
     async def renew(self, expiries: dict[str, float]) -> None:
         """Write back lease expiries renewed in memory (one statement for all)."""
