@@ -46,6 +46,12 @@ def post(coordinator: Coordinator, path: str, content: bytes) -> httpx.Response:
         (b'{"script": "x", "args": "notalist"}', 422, "args"),
         (b'{"script": "x", "timeout_s": -1}', 422, "timeout_s"),
         (b'{"script": "x", "env": {"A=B": "c"}}', 422, "environment"),
+        (b'{"script": "x", "env": {"FOO\\n": "c"}}', 422, "environment"),
+        (b'{"script": "x", "timeout_s": "5"}', 422, "timeout_s"),
+        (b'{"script": "x", "args": ["\\ud800"]}', 400, "not JSON"),
+        (b'{"script": "x", "env": {"A": "\\ud800"}}', 400, "not JSON"),
+        (b'{"script": "\\ud800"}', 400, "not JSON"),
+        (b'{"script": "x", "args": ' + b"[" * 100_000 + b"}", 400, "recursion"),
     ],
 )
 def test_bad_submissions(
@@ -56,6 +62,8 @@ def test_bad_submissions(
     assert response.status_code == status
     detail = response.json()["detail"]
     assert isinstance(detail, str) and words in detail and "Traceback" not in detail
+    # Nothing half-stored: the job list still reads.
+    assert httpx.get(coordinator.url + "/api/v1/jobs", timeout=30).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/submit-job", "/api/v1/jobs"])
