@@ -25,6 +25,7 @@ from compound.coordinator.sessions import SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.coordinator.store import Store
+from compound.coordinator.submission import describe_error
 
 log = logging.getLogger("compound.coordinator")
 
@@ -80,8 +81,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     error = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    where = ".".join(str(part) for part in error["loc"]) or "request"
-    return JSONResponse({"detail": f"{where}: {error['msg']}"}, status_code=422)
+    return JSONResponse({"detail": describe_error(error, "request")}, status_code=422)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -470,6 +470,8 @@ class Store:
     async def _insert_note(
         self, conn: AsyncConnection, job_id: str, text: str
     ) -> tuple[LogRecord, int]:
+        # The tail no longer covers the job's newest record: answer from the database.
+        self._tails.forget(job_id)
         # Numbered inside the transaction that stores it: no other record can take its seq.
         seq = await self._last_seq(conn, job_id) + 1
         note = LogRecord(seq=seq, stream=Stream.SYSTEM, data=text + "\n")

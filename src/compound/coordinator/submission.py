@@ -69,7 +69,7 @@ def _submission_error(exc: ValidationError) -> HTTPException:
         )
     if kind == "model_type" or (kind == "model_attributes_type"):
         return HTTPException(400, 'the request body must be a JSON object: {"script": "..."}')
-    return HTTPException(422, _first_error(error))
+    return HTTPException(422, describe_error(error))
 
 
 def _too_big(limit: int) -> HTTPException:
@@ -90,9 +90,17 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _first_error(error: Any) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "body"
-    return f"{where}: {error['msg']}"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def describe_error(error: Any, default_where: str = "body") -> str:
+    """One line naming where a validation error is: a user's key is quoted and escaped, so
+    the sentence never carries their newlines or control characters."""
+    parts = [
+        str(part) if isinstance(part, int) or _PLAIN_NAME.fullmatch(str(part)) else ascii(part)[:40]
+        for part in error["loc"]
+    ]
+    return f"{'.'.join(parts) or default_where}: {error['msg']}"
 
 
 def _check_script(script: str, settings: CoordinatorSettings) -> None:
