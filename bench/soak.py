@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import resource
 import signal
 import subprocess
@@ -221,6 +222,10 @@ async def soak(started: Started, root: Path, scale: Scale) -> None:
     started.figures["bad_contributor"] = fake.figures()
     started.figures["observer"] = await _observer_result(started, plan)
     started.figures["sigterm"] = await asyncio.to_thread(sigterm_exit_time, coordinator)
+    log_path = os.environ.get("SOAK_COORDINATOR_LOG")
+    if log_path and coordinator.output is not None:
+        # The coordinator's own log, for finding what a failed criterion came from.
+        Path(log_path).write_text(coordinator.output.text())
 
 
 def _pid(managed: Coordinator | Agent) -> int:

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from compound import __version__
 from compound.coordinator import api, seed
-from compound.coordinator.db import create_engine, create_schema
+from compound.coordinator.db import create_engine, create_reader, create_schema
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
 from compound.coordinator.open_sockets import OpenSockets, OpenSocketsMiddleware
@@ -42,7 +42,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.database_path)
         await create_schema(engine)
-        store = Store(engine)
+        store = Store(engine, create_reader(settings.database_path))
         sessions = SessionRegistry()
         hub = ChangeHub()
         scheduler = Scheduler(settings, store, sessions, hub)

@@ -30,8 +30,9 @@ class ContributorRow:
 
 
 class ContributorStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reader: AsyncEngine | None = None) -> None:
         self._engine = engine
+        self._reader = reader or engine
 
     async def connected(self, hello: Hello) -> None:
         values = {
@@ -68,7 +69,7 @@ class ContributorStore:
             await conn.execute(update(db.contributors).values(state=ContributorState.OFFLINE.value))
 
     async def list(self) -> list[ContributorRow]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(
                 select(db.contributors).order_by(db.contributors.c.last_seen.desc())
             )

@@ -119,10 +119,20 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(database_path: Path) -> AsyncEngine:
-    # One connection: SQLite has a single writer anyway, and serializing here avoids
-    # "database is locked" retries between our own connections.
+    """The writer: one connection. SQLite has a single writer anyway, and serializing here
+    avoids "database is locked" retries between our own connections."""
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{database_path}", pool_size=1, max_overflow=0
+    )
+    event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def create_reader(database_path: Path, connections: int = 3) -> AsyncEngine:
+    """Readers: in WAL mode they never wait for the writer, so a page of a big log or a job
+    list is not queued behind log batches (and /healthz not behind either)."""
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{database_path}", pool_size=connections, max_overflow=0
     )
     event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
     return engine

@@ -18,7 +18,7 @@ from compound.protocol import FollowEnd, FollowRecords, FollowStatus, JobView
 PAGE_RECORDS = 2000
 # Data per page. JSON escaping can grow text up to 6x (control characters), so a page
 # stays well under the 4 MiB message limit whatever the script printed.
-PAGE_BYTES = 256 * 1024
+PAGE_BYTES = 64 * 1024
 # A safety net only: followers are woken by the hub, this bounds a missed wake-up.
 IDLE_RECHECK_S = 5.0
 

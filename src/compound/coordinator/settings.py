@@ -36,7 +36,7 @@ class CoordinatorSettings:
     # after its next request began) is closed: half-open clients must not pile up.
     header_timeout_s: float = 10.0
     # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
-    max_connections: int = 4096
+    max_connections: int = 16384
 
     @property
     def database_path(self) -> Path:

@@ -108,13 +108,17 @@ _INSERT_RECORD = (
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reader: AsyncEngine | None = None) -> None:
         self._engine = engine
+        # Reads that need no transaction of their own go to the reader pool.
+        self._reader = reader or engine
         self._tails = LogTails()
-        self.contributors = ContributorStore(engine)
+        self.contributors = ContributorStore(engine, self._reader)
 
     async def close(self) -> None:
         await self._engine.dispose()
+        if self._reader is not self._engine:
+            await self._reader.dispose()
 
     # ------------------------------------------------------------------ jobs
 
@@ -142,7 +146,7 @@ class Store:
             return await self._get(conn, job_id)
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(select(db.jobs).where(db.jobs.c.id == job_id))
             row = result.mappings().first()
         return JobRow.from_mapping(row) if row else None
@@ -151,7 +155,7 @@ class Store:
         return job.view(await self.queue_position(job) if job.status is JobStatus.QUEUED else None)
 
     async def queue_position(self, job: JobRow) -> int:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             ahead = await conn.scalar(
                 select(func.count())
                 .select_from(db.jobs)
@@ -161,7 +165,7 @@ class Store:
         return int(ahead or 0) + 1
 
     async def list_jobs(self, limit: int) -> list[JobView]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(
                 select(db.jobs).order_by(db.jobs.c.number.desc()).limit(limit)
             )
@@ -175,14 +179,14 @@ class Store:
         return [row.view(positions.get(row.id)) for row in rows]
 
     async def jobs_with_status(self, status: JobStatus) -> list[JobRow]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(
                 select(db.jobs).where(db.jobs.c.status == status.value).order_by(db.jobs.c.number)
             )
             return [JobRow.from_mapping(row) for row in result.mappings()]
 
     async def count_by_status(self) -> dict[str, int]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(
                 select(db.jobs.c.status, func.count()).group_by(db.jobs.c.status)
             )
@@ -196,11 +200,11 @@ class Store:
         )
         if owner is not None:
             query = query.where(db.jobs.c.owner == owner)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             return int(await conn.scalar(query) or 0)
 
     async def job_events(self, job_id: str) -> list[tuple[str, float, str | None]]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(
                 select(db.job_events.c.status, db.job_events.c.at, db.job_events.c.reason)
                 .where(db.job_events.c.job_id == job_id)
@@ -211,7 +215,7 @@ class Store:
     # ------------------------------------------------------------------ leases
 
     async def leases(self) -> list[Lease]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(select(db.leases))
             return [
                 Lease(
@@ -410,7 +414,7 @@ class Store:
     # ------------------------------------------------------------------ logs
 
     async def stored_last_seq(self, job_id: str) -> int:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             return await self._last_seq(conn, job_id)
 
     async def append_logs(
@@ -512,7 +516,7 @@ class Store:
         cached = self._tails.after(job_id, after, limit, max_bytes)
         if cached is not None:
             return cached
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             # Sizes first (cheap: no overflow pages read), then the data that fits.
             sizes = await conn.execute(
                 select(db.log_records.c.seq, db.log_records.c.size)
