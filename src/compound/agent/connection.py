@@ -129,6 +129,8 @@ class CoordinatorConnection:
         job_log.acknowledge(ack.seq)
         if ack.done:
             self._worker.forget(ack.job_id)
+        else:
+            self._outbox.changed.set()  # a batch held back for this ack may go now
 
     async def _ship_logs(self) -> None:
         while True:
@@ -143,6 +145,8 @@ class CoordinatorConnection:
         for job_log in list(self._outbox.jobs.values()):
             batch = job_log.pending_batch()
             if batch:
+                if not job_log.may_send(batch):
+                    continue  # held until an ack comes; it wakes us (see _acknowledge)
                 await self._send(
                     Log(job_id=job_log.job_id, lease_id=job_log.lease_id, records=batch)
                 )

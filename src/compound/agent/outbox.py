@@ -39,6 +39,22 @@ class JobLog:
             size += len(record.data)
         return batch
 
+    def may_send(self, batch: list[LogRecord]) -> bool:
+        """Whether ``batch`` (from ``pending_batch``) goes now or waits for an ack.
+
+        The coordinator stores each Log message in its own transaction, acks it and wakes
+        the job's followers: most of a message's cost is fixed, whatever its size. A job's
+        output arrives a line at a time (it runs unbuffered), so shipping whatever was
+        pending at once sent hundreds of 1-record messages when the agent kept pace with
+        the job, and the coordinator worked through them for seconds after the job ended
+        (and keepalive pings waited behind them). So a partial batch waits until everything
+        sent before it is acknowledged, gathering the records that arrive meanwhile: at most
+        one such message per round trip. A full batch never waits.
+        """
+        if self.sent_seq <= self.acked_seq:
+            return True  # nothing in flight
+        return batch[-1].seq < self.records[-1].seq  # full: cut by a cap, more follow
+
     def acknowledge(self, seq: int) -> None:
         self.acked_seq = max(self.acked_seq, seq)
         self.sent_seq = max(self.sent_seq, self.acked_seq)
