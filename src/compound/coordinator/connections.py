@@ -20,8 +20,10 @@ The guard works through subclasses of uvicorn's httptools and websockets-sansio 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -109,6 +111,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        _limit_send_buffer(transport)
         if not self.guard.admit(self):
             self.refuse(503, AT_CAPACITY)
             return
@@ -175,3 +178,16 @@ def protocol_classes(
     http = type("GuardedHttp", (GuardedHttpProtocol,), {"guard": guard})
     ws = type("GuardedWebSocket", (GuardedWebSocketProtocol,), {"guard": guard})
     return http, ws
+
+
+# The kernel's send buffer on loopback grows to megabytes: a follower that never reads would
+# make us read and encode that much of a log before its sends block. A bounded buffer keeps
+# what a stalled peer costs to a few pages.
+SEND_BUFFER_BYTES = 256 * 1024
+
+
+def _limit_send_buffer(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
