@@ -19,7 +19,12 @@ from compound.agent.outbox import Outbox
 from compound.agent.runners.base import Runner
 from compound.agent.settings import AgentSettings
 from compound.agent.worker import Worker
-from compound.protocol import MAX_MESSAGE_BYTES, ProtocolError
+from compound.protocol import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHORIZED,
+    MAX_MESSAGE_BYTES,
+    ProtocolError,
+)
 from compound.protocol.events import Connecting, Disconnected, Starting, Stopped
 
 log = logging.getLogger("compound.agent")
@@ -98,14 +103,19 @@ class Agent:
         """One connection's life; None if it was established and then closed."""
         try:
             async with connect(
-                url, max_size=MAX_MESSAGE_BYTES, open_timeout=10, ping_interval=20, ping_timeout=20
+                url,
+                max_size=MAX_MESSAGE_BYTES,
+                open_timeout=10,
+                ping_interval=20,
+                ping_timeout=20,
+                additional_headers=_auth_headers(self.settings.token),
             ) as websocket:
                 connection = CoordinatorConnection(
                     websocket, self.settings, self.node_id, self._worker, self._outbox, self._events
                 )
                 await connection.run()
         except websockets.ConnectionClosed as exc:
-            return f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+            return _closed_reason(exc)
         except ProtocolError as exc:
             log.warning("coordinator sent a bad message: %s", exc.reason)
             return f"protocol error: {exc.reason}"
@@ -123,6 +133,20 @@ class Agent:
         await asyncio.gather(connection_task, return_exceptions=True)
         await self._runner.close()
         self._events.emit(Stopped(reason="asked to stop"))
+
+
+def _auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _closed_reason(exc: websockets.ConnectionClosed) -> str:
+    if exc.rcvd is None:
+        return "connection closed (no close frame)"
+    if exc.rcvd.code == CLOSE_UNAUTHORIZED:
+        return "the coordinator needs a valid contributor token: set COMPOUND_TOKEN or --token"
+    if exc.rcvd.code == CLOSE_FORBIDDEN:
+        return f"the coordinator refused this agent: {exc.rcvd.reason or 'forbidden'}"
+    return f"connection closed ({exc.rcvd.code})"
 
 
 def install_stop_signals(agent: Agent) -> None:

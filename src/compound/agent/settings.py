@@ -33,6 +33,8 @@ class AgentSettings:
     json_events: bool = False
     # Set by the desktop app: the agent stops when that process is gone.
     parent_pid: int | None = None
+    # A contributor token, when the coordinator requires one.
+    token: str | None = field(default=None, repr=False)
 
     @property
     def contributor_ws_url(self) -> str:

@@ -27,6 +27,13 @@ def default_coordinator() -> str:
     return os.environ.get("COMPOUND_COORDINATOR") or DEFAULT_COORDINATOR
 
 
+def default_token() -> str | None:
+    return os.environ.get("COMPOUND_TOKEN") or None
+
+
+NEEDS_TOKEN = "the coordinator needs a valid token: set COMPOUND_TOKEN or pass --token"
+
+
 class ClientError(Exception):
     """A sentence for the user: the coordinator refused the request or cannot be reached."""
 
@@ -36,11 +43,17 @@ class UnknownJobError(ClientError):
 
 
 class CoordinatorClient:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
         # Building a TLS context costs ~0.1 s of start-up: only do it for https.
         tls = self.base_url.startswith("https://")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, verify=tls)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, verify=tls, headers=self.auth_headers()
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def close(self) -> None:
         self._http.close()
@@ -52,6 +65,8 @@ class CoordinatorClient:
             raise ClientError(f"cannot reach the coordinator at {self.base_url} ({exc})") from None
         if response.status_code == 404:
             raise UnknownJobError(_detail(response))
+        if response.status_code == 401:
+            raise ClientError(NEEDS_TOKEN)
         if response.status_code >= 400:
             raise ClientError(f"the coordinator refused: {_detail(response)}")
         return response.json()
@@ -115,7 +130,10 @@ async def follow_once(
 ) -> AsyncIterator[FollowRecords | FollowStatus | FollowEnd]:
     """One follow connection; ends after ``end`` or raises when the connection drops."""
     async with connect(
-        client.follow_url(job_id, after), max_size=MAX_MESSAGE_BYTES, open_timeout=10
+        client.follow_url(job_id, after),
+        max_size=MAX_MESSAGE_BYTES,
+        open_timeout=10,
+        additional_headers=client.auth_headers(),
     ) as websocket:
         async for raw in websocket:
             message = parse_follow_message(raw)

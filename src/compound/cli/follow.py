@@ -11,9 +11,12 @@ from typing import TextIO
 import websockets
 
 from compound.agent.backoff import reconnect_delay_s
-from compound.cli.client import ClientError, CoordinatorClient, follow_once
+from compound.cli.client import NEEDS_TOKEN, ClientError, CoordinatorClient, follow_once
 from compound.cli.exit_codes import ending_sentence, exit_code_for
 from compound.protocol import (
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNKNOWN_JOB,
     FollowEnd,
     FollowRecords,
     FollowStatus,
@@ -55,12 +58,9 @@ class TerminalFollower:
                         return self._end(message.job)
                     self._handle(message)
             except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
-                if (
-                    isinstance(exc, websockets.ConnectionClosed)
-                    and exc.rcvd
-                    and (exc.rcvd.code == 4404)
-                ):
-                    raise ClientError(f"no job with id {self._job_id!r}") from None
+                refusal = _refusal(exc, self._job_id)
+                if refusal is not None:
+                    raise ClientError(refusal) from None
                 delay = reconnect_delay_s(attempt)
                 attempt += 1
                 self._note(f"connection to the coordinator lost; reconnecting in {delay:.1f} s")
@@ -127,6 +127,20 @@ class TerminalFollower:
             self._stderr.write(sentence + "\n")
             self._stderr.flush()
         return exit_code_for(job)
+
+
+def _refusal(exc: Exception, job_id: str) -> str | None:
+    """The sentence for a follow socket the coordinator refused; None for a lost one."""
+    if not isinstance(exc, websockets.ConnectionClosed) or exc.rcvd is None:
+        return None
+    code = exc.rcvd.code
+    if code == CLOSE_UNKNOWN_JOB:
+        return f"no job with id {job_id!r}"
+    if code == CLOSE_UNAUTHORIZED:
+        return NEEDS_TOKEN
+    if code == CLOSE_FORBIDDEN:
+        return f"the coordinator refused: {exc.rcvd.reason or 'this token may not follow jobs'}"
+    return None
 
 
 def follow_job(client: CoordinatorClient, job_id: str, cancel_on_interrupt: bool) -> int:

@@ -14,7 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from compound.cli.client import ClientError, CoordinatorClient, UnknownJobError, default_coordinator
+from compound.cli.client import (
+    ClientError,
+    CoordinatorClient,
+    UnknownJobError,
+    default_coordinator,
+    default_token,
+)
 from compound.cli.exit_codes import UNREACHABLE
 from compound.cli.follow import follow_job
 from compound.protocol import JobView, Stream
@@ -27,14 +33,22 @@ CoordinatorOption = Annotated[
         help="Coordinator URL (default: $COMPOUND_COORDINATOR or http://127.0.0.1:8000).",
     ),
 ]
+TokenOption = Annotated[
+    str,
+    typer.Option(
+        "--token",
+        help="Access token, when the coordinator requires one (default: $COMPOUND_TOKEN).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 err = Console(stderr=True, highlight=False)
 
 
 @contextmanager
-def _client(url: str) -> Iterator[CoordinatorClient]:
-    client = CoordinatorClient(url or default_coordinator())
+def _client(url: str, token: str = "") -> Iterator[CoordinatorClient]:
+    client = CoordinatorClient(url or default_coordinator(), token or default_token())
     try:
         yield client
     except UnknownJobError as exc:
@@ -75,6 +89,7 @@ def submit(
         typer.Argument(help="Arguments passed to the script (put -- before ones starting with -)."),
     ] = None,
     coordinator: CoordinatorOption = "",
+    token: TokenOption = "",
     timeout: Annotated[
         float | None,
         typer.Option("--timeout", help="Stop the job after this many seconds (exit 124)."),
@@ -96,7 +111,7 @@ def submit(
     code.
     """
     script = _read_script(file)
-    with _client(coordinator) as client:
+    with _client(coordinator, token) as client:
         job = client.submit(
             script, list(args or []), _parse_env(env or []), timeout, name or file.name
         )
@@ -116,9 +131,10 @@ def logs(
         ),
     ] = False,
     coordinator: CoordinatorOption = "",
+    token: TokenOption = "",
 ) -> None:
     """Print a job's output so far (stdout to stdout, stderr to stderr)."""
-    with _client(coordinator) as client:
+    with _client(coordinator, token) as client:
         if follow:
             raise typer.Exit(follow_job(client, job_id, cancel_on_interrupt=False))
         after = -1
@@ -137,10 +153,11 @@ def logs(
 def status(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     coordinator: CoordinatorOption = "",
+    token: TokenOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Show a job's status, exit code and timings."""
-    with _client(coordinator) as client:
+    with _client(coordinator, token) as client:
         job = client.job(job_id)
     if as_json:
         typer.echo(job.model_dump_json(indent=2))
@@ -179,20 +196,22 @@ def _duration(job: JobView) -> str:
 def cancel(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     coordinator: CoordinatorOption = "",
+    token: TokenOption = "",
 ) -> None:
     """Cancel a job: at once if queued; a running one gets SIGTERM, then SIGKILL."""
-    with _client(coordinator) as client:
+    with _client(coordinator, token) as client:
         job = client.cancel(job_id)
     err.print(f"job {job.id}: {'cancelled' if job.status.is_terminal else 'cancelling'}")
 
 
 def jobs(
     coordinator: CoordinatorOption = "",
+    token: TokenOption = "",
     limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """List recent jobs, newest first."""
-    with _client(coordinator) as client:
+    with _client(coordinator, token) as client:
         views = client.jobs(limit)
     if as_json:
         typer.echo(json.dumps([view.model_dump() for view in views], indent=2))
@@ -213,23 +232,26 @@ def jobs(
     )
 
 
-def contributors(coordinator: CoordinatorOption = "", as_json: JsonOption = False) -> None:
+def contributors(
+    coordinator: CoordinatorOption = "", token: TokenOption = "", as_json: JsonOption = False
+) -> None:
     """List contributors: online or offline, CPU, free RAM, current job."""
-    with _client(coordinator) as client:
+    with _client(coordinator, token) as client:
         rows = client.contributors()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    # Node ids and current jobs are shown to admins only.
     _print_table(
-        ["id", "name", "state", "cpu", "ram free", "job"],
+        ["name", "state", "runtime", "cpu", "ram free", "job"],
         [
             [
-                r["id"],
                 r["name"],
                 r["state"],
+                r.get("runtime") or "",
                 _fmt(r["cpu_percent"], "{:.0f}%"),
                 _fmt(r["ram_free_bytes"], "{:.0f} MiB", 1 / (1024 * 1024)),
-                r["current_job_id"] or "",
+                r.get("current_job_id") or ("busy" if r.get("busy") else ""),
             ]
             for r in rows
         ],

@@ -11,6 +11,7 @@ from compound import __version__
 from compound.cli import jobs as job_commands
 from compound.cli import servers
 from compound.cli.exit_codes import HELP as EXIT_CODES_HELP
+from compound.cli.tokens import token_app
 
 app = typer.Typer(
     name="compound",
@@ -30,6 +31,7 @@ app.command("status")(job_commands.status)
 app.command("cancel")(job_commands.cancel)
 app.command("jobs")(job_commands.jobs)
 app.command("contributors")(job_commands.contributors)
+app.add_typer(token_app, name="token")
 
 
 def _register_optional() -> None:

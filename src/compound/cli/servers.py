@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -76,6 +77,20 @@ def coordinator(
     max_followers: Annotated[
         int, typer.Option(min=1, help="Open log followers in all; more are refused (1013).")
     ] = 4000,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A web origin (scheme://host:port) whose pages may call this coordinator; "
+            "repeat for more. Requests from any other origin get 403.",
+        ),
+    ] = None,
+    insecure_open: Annotated[
+        bool,
+        typer.Option(
+            help="Listen on a non-loopback address without tokens: anyone who reaches it can "
+            "run code on every contributor. Warned about at every start."
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the coordinator: queues jobs, routes them to contributors, relays their logs.
@@ -102,6 +117,8 @@ def coordinator(
         max_database_bytes=max_db_mib * MiB,
         max_followers_per_job=max_followers_per_job,
         max_followers_total=max_followers,
+        allowed_origins=frozenset(allow_origin or ()),
+        insecure_open=insecure_open,
     )
     raise typer.Exit(serve(settings, log_level))
 
@@ -146,6 +163,13 @@ def agent(
         int | None,
         typer.Option(hidden=True, help="Stop when this process (the desktop app) is gone."),
     ] = None,
+    token: Annotated[
+        str,
+        typer.Option(
+            help="Contributor token, when the coordinator requires one (default: $COMPOUND_TOKEN).",
+            show_default=False,
+        ),
+    ] = "",
 ) -> None:
     """Contribute this machine: run jobs from the coordinator in sandboxed containers.
 
@@ -168,6 +192,7 @@ def agent(
         json_events=events == "json",
         parent_pid=parent_pid,
         name=name or socket.gethostname(),
+        token=token or os.environ.get("COMPOUND_TOKEN") or None,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     raise typer.Exit(asyncio.run(_run_agent(settings)))

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 
 from compound import __version__
+from compound.coordinator.access import may_see, require, require_on_socket
 from compound.coordinator.contributor_store import ContributorRow
 from compound.coordinator.follow import follow_job
 from compound.coordinator.followers import TooManyFollowers
@@ -18,6 +19,7 @@ from compound.coordinator.socket import close_quietly, send_until_disconnect
 from compound.coordinator.state import CoordinatorState, get_state
 from compound.coordinator.store import JobRow
 from compound.coordinator.submission import JobSubmission, read_submission
+from compound.coordinator.tokens import Principal
 from compound.protocol import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -28,6 +30,7 @@ from compound.protocol import (
     JobView,
     serialize,
 )
+from compound.protocol.auth import Role
 
 log = logging.getLogger("compound.coordinator")
 
@@ -41,23 +44,26 @@ def new_job_id() -> str:
 
 
 async def submit(request: Request, state: CoordinatorState) -> JobRow:
-    """Shared by POST /api/v1/jobs and the seed's POST /submit-job."""
+    """Shared by POST /api/v1/jobs and the seed's POST /submit-job. The job belongs to the
+    submitting token (open mode: to the client's address, which quotas count by)."""
+    principal = require(request, Role.SUBMITTER)
     new = await read_submission(request, state.settings)
-    owner = submitter_of(request)
-    await check_quotas(state, owner)
-    job = await state.store.create_job(new_job_id(), new, owner)
-    log.info("job %s queued (%d bytes)", job.id, len(new.script))
+    await check_quotas(state, principal.name)
+    job = await state.store.create_job(new_job_id(), new, principal.name)
+    log.info("job %s queued (%d bytes) for %s", job.id, len(new.script), principal.name)
     await state.scheduler.dispatch()
     return job
 
 
-def submitter_of(request: Request) -> str:
-    """Who a submission counts against; the client's address until tokens exist."""
-    return request.client.host if request.client else "unknown"
-
-
-async def _job_or_404(state: CoordinatorState, job_id: str) -> JobRow:
+async def visible_job(state: CoordinatorState, principal: Principal, job_id: str) -> JobRow | None:
+    """The job if it exists and ``principal`` may see it; another's job is as unknown."""
     job = await state.store.get_job(job_id)
+    return job if job is not None and may_see(principal, job.owner) else None
+
+
+async def _job_or_404(request: Request, state: CoordinatorState, job_id: str) -> JobRow:
+    principal = require(request, Role.SUBMITTER)
+    job = await visible_job(state, principal, job_id)
     if job is None:
         raise HTTPException(404, f"no job with id {job_id[:64]!r}")
     return job
@@ -83,27 +89,30 @@ async def create_job(request: Request, state: State) -> JobView:
 
 @router.get("/api/v1/jobs")
 async def list_jobs(
-    state: State, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    request: Request, state: State, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> dict[str, Any]:
-    """Recent jobs, newest first."""
-    return {"jobs": [view.model_dump() for view in await state.store.list_jobs(limit)]}
+    """Recent jobs, newest first: the caller's own (an admin's: everybody's)."""
+    principal = require(request, Role.SUBMITTER)
+    owner = None if principal.is_admin else principal.name
+    return {"jobs": [view.model_dump() for view in await state.store.list_jobs(limit, owner)]}
 
 
 @router.get("/api/v1/jobs/{job_id}", response_model=JobView)
-async def get_job(job_id: str, state: State) -> JobView:
-    return await state.store.view_job(await _job_or_404(state, job_id))
+async def get_job(job_id: str, request: Request, state: State) -> JobView:
+    return await state.store.view_job(await _job_or_404(request, state, job_id))
 
 
 @router.get("/api/v1/jobs/{job_id}/logs")
 async def get_logs(
     job_id: str,
+    request: Request,
     state: State,
     after: Annotated[int, Query(ge=-1, le=MAX_INT64)] = -1,
     limit: Annotated[int, Query(ge=1, le=20000)] = 5000,
 ) -> dict[str, Any]:
     """Log records with seq > after, at most ``limit`` and about 4 MiB of data a page.
     ``complete``: the job is over and nothing follows this page."""
-    job = await _job_or_404(state, job_id)
+    job = await _job_or_404(request, state, job_id)
     page = await state.store.read_logs(job_id, after, limit, LOG_PAGE_BYTES)
     records = page.records
     last_seq = records[-1].seq if records else after
@@ -117,24 +126,46 @@ async def get_logs(
 
 
 @router.post("/api/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobView)
-async def cancel_job(job_id: str, state: State) -> JobView:
+async def cancel_job(job_id: str, request: Request, state: State) -> JobView:
     """Cancel a job: at once if it is queued, after its container stopped if it runs."""
-    job = await _job_or_404(state, job_id)
+    job = await _job_or_404(request, state, job_id)
     if job.status.is_terminal:
         raise HTTPException(409, f"job {job_id} already ended ({job.status.value})")
     return await state.store.view_job(await state.scheduler.cancel(job))
 
 
 @router.get("/api/v1/contributors")
-async def list_contributors(state: State) -> dict[str, Any]:
+async def list_contributors(request: Request, state: State) -> dict[str, Any]:
+    """The machines: what a submitter needs to know of them; an admin also sees who runs
+    what (node ids, current jobs, the registering token)."""
+    principal = require(request, Role.SUBMITTER, Role.CONTRIBUTOR)
     rows = await state.store.contributors.list()
-    return {"contributors": [_contributor_view(state, row) for row in rows]}
+    return {"contributors": [_contributor_view(state, row, principal) for row in rows]}
 
 
-def _contributor_view(state: CoordinatorState, row: ContributorRow) -> dict[str, Any]:
+_PUBLIC_CONTRIBUTOR_FIELDS = (
+    "name",
+    "state",
+    "cores",
+    "memory_bytes",
+    "runtime",
+    "version",
+    "cpu_percent",
+    "ram_free_bytes",
+    "ram_total_bytes",
+    "last_seen",
+)
+
+
+def _contributor_view(
+    state: CoordinatorState, row: ContributorRow, principal: Principal
+) -> dict[str, Any]:
     view = dict(row.__dict__)
     view["state"] = row.state.value
     held = sorted(state.scheduler.leases.held_by(row.id))
+    view["busy"] = bool(held)
+    if not principal.is_admin:
+        return {key: view[key] for key in (*_PUBLIC_CONTRIBUTOR_FIELDS, "busy")}
     view["current_job_id"] = held[0] if held else None
     return view
 
@@ -185,9 +216,12 @@ async def serve_follower(
     job_id: str,
     messages: AsyncGenerator[str, None],
 ) -> None:
-    """Shared by the follow socket and the seed's submitter socket: unknown job, caps,
-    sending until the end or the follower leaves, then a bounded close."""
-    if await state.store.get_job(job_id) is None:
+    """Shared by the follow socket and the seed's submitter socket: role, unknown (or
+    another's) job, caps, sending until the end or the follower leaves, a bounded close."""
+    principal = await require_on_socket(websocket, Role.SUBMITTER)
+    if principal is None:
+        return
+    if await visible_job(state, principal, job_id) is None:
         await close_quietly(websocket, CLOSE_UNKNOWN_JOB, "unknown job")
         return
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ from fastapi.staticfiles import StaticFiles
 
 from compound import __version__
 from compound.coordinator import api, seed
+from compound.coordinator.access import AccessMiddleware
+from compound.coordinator.browser_guard import BrowserGuardMiddleware
 from compound.coordinator.db import create_engine, create_reader, create_schema
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
@@ -26,6 +29,8 @@ from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.coordinator.store import Store
 from compound.coordinator.submission import describe_error
+from compound.coordinator.tokens import REFRESH_S, TokenBook
+from compound.protocol import CLOSE_UNAUTHORIZED
 
 log = logging.getLogger("compound.coordinator")
 
@@ -47,11 +52,19 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         hub = ChangeHub()
         scheduler = Scheduler(settings, store, sessions, hub)
         followers = FollowerLimits(settings.max_followers_per_job, settings.max_followers_total)
-        app.state.compound = CoordinatorState(settings, store, sessions, hub, scheduler, followers)
+        tokens = TokenBook(create_reader(settings.database_path, connections=1))
+        await tokens.refresh()
+        app.state.compound = CoordinatorState(
+            settings, store, sessions, hub, scheduler, followers, tokens
+        )
         await scheduler.start()
+        refresher = asyncio.create_task(_refresh_tokens(tokens, sockets), name="tokens")
         try:
             yield
         finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+            await tokens.close()
             await scheduler.stop()
             await store.close()
 
@@ -61,13 +74,24 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         description="Queue Python scripts, route them to contributors, stream their logs.",
         lifespan=lifespan,
     )
-    # Pages served by the desktop app (another origin) call the API; no cookies are used.
+    # Only origins named with --allow-origin may read answers from another origin.
     app.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
+        CORSMiddleware,
+        allow_origins=sorted(settings.allowed_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
     )
-    # Every WebSocket, whichever endpoint serves it, is known to the shutdown.
+    # Every WebSocket, whichever endpoint serves it, is known to the shutdown (and, by its
+    # token, to a revocation).
     sockets = OpenSockets() if open_sockets is None else open_sockets
     app.add_middleware(OpenSocketsMiddleware, sockets=sockets)
+    # Outermost last: the browser guard first, then who is asking.
+    app.add_middleware(AccessMiddleware)
+    app.add_middleware(
+        BrowserGuardMiddleware,
+        allowed_origins=settings.allowed_origins,
+        check_host=not settings.insecure_open,
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(seed.router)
@@ -76,6 +100,22 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web")
     return app
+
+
+async def _refresh_tokens(tokens: TokenBook, sockets: OpenSockets) -> None:
+    """Pick up tokens created or revoked from the command line; close revoked sockets."""
+    while True:
+        await asyncio.sleep(REFRESH_S)
+        try:
+            revoked = await tokens.refresh()
+        except Exception:
+            log.exception("reading the tokens failed")
+            continue
+        if revoked:
+            closed = await sockets.close_tokens(
+                set(revoked), CLOSE_UNAUTHORIZED, "token revoked", timeout_s=5
+            )
+            log.warning("token(s) %s revoked; closed %d socket(s)", ", ".join(revoked), closed)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

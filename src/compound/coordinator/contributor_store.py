@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +27,7 @@ class ContributorRow:
     ram_free_bytes: int | None
     ram_total_bytes: int | None
     last_seen: float | None
+    token_name: str | None
 
 
 class ContributorStore:
@@ -34,7 +35,8 @@ class ContributorStore:
         self._engine = engine
         self._reader = reader or engine
 
-    async def connected(self, hello: Hello) -> None:
+    async def connected(self, hello: Hello, token_name: str | None = None) -> None:
+        """Record a connection; the first token to register a node id keeps it."""
         values = {
             "name": hello.name,
             "state": ContributorState.ONLINE.value,
@@ -44,9 +46,23 @@ class ContributorStore:
             "version": hello.version,
             "last_seen": time.time(),
         }
-        statement = sqlite_insert(db.contributors).values(id=hello.node_id, **values)
+        statement = sqlite_insert(db.contributors).values(
+            id=hello.node_id, token_name=token_name, **values
+        )
         async with self._engine.begin() as conn:
-            await conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+            keep_owner = func.coalesce(db.contributors.c.token_name, token_name)
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["id"], set_={**values, "token_name": keep_owner}
+                )
+            )
+
+    async def token_of(self, node_id: str) -> str | None:
+        """The token that registered ``node_id`` (None: unknown, or registered in open mode)."""
+        async with self._reader.connect() as conn:
+            return await conn.scalar(
+                select(db.contributors.c.token_name).where(db.contributors.c.id == node_id)
+            )
 
     async def seen(self, contributor_id: str, **values: Any) -> None:
         async with self._engine.begin() as conn:

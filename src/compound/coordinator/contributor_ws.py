@@ -15,11 +15,14 @@ import uuid
 
 from fastapi import WebSocket
 
+from compound.coordinator.access import require_on_socket
 from compound.coordinator.reports import Violation
 from compound.coordinator.sessions import ContributorSession
 from compound.coordinator.socket import PeerGone, receive_text_or_bytes
 from compound.coordinator.state import CoordinatorState
+from compound.coordinator.tokens import Principal
 from compound.protocol import (
+    CLOSE_FORBIDDEN,
     CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
     PROTOCOL_VERSION,
@@ -35,6 +38,7 @@ from compound.protocol import (
     Welcome,
     parse_agent_message,
 )
+from compound.protocol.auth import Role
 
 log = logging.getLogger("compound.coordinator")
 
@@ -53,12 +57,15 @@ class ReportRefused(ProtocolError):
 
 async def contributor_endpoint(websocket: WebSocket, state: CoordinatorState) -> None:
     await websocket.accept()
+    principal = await require_on_socket(websocket, Role.CONTRIBUTOR)
+    if principal is None:
+        return
     session: ContributorSession | None = None
     try:
         first = parse_agent_message(
             await asyncio.wait_for(receive_text_or_bytes(websocket), FIRST_MESSAGE_TIMEOUT_S)
         )
-        session = await _open_session(websocket, state, first)
+        session = await _open_session(websocket, state, first, principal)
         if not isinstance(first, Hello):
             await _handle(state, session, first)
         while not session.closed:
@@ -107,13 +114,14 @@ async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def _open_session(
-    websocket: WebSocket, state: CoordinatorState, first: AgentMessage
+    websocket: WebSocket, state: CoordinatorState, first: AgentMessage, principal: Principal
 ) -> ContributorSession:
     if isinstance(first, Hello):
         if first.protocol_version != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"unsupported protocol version {first.protocol_version}", CLOSE_PROTOCOL_ERROR
             )
+        await _check_identity(state, first.node_id, principal)
         hello, legacy = first, False
     else:
         # A seed agent starts talking without introducing itself.
@@ -127,7 +135,9 @@ async def _open_session(
         legacy = True
     session = ContributorSession(hello.node_id, hello.name, websocket, legacy=legacy)
     session.start()
-    await state.store.contributors.connected(hello)
+    await state.store.contributors.connected(
+        hello, principal.name if principal.authenticated else None
+    )
     # Reattach before registering, so the session is never seen idle while it runs a job.
     kept, abandon = state.scheduler.reattach(session, hello.running)
     replaced = state.sessions.add(session)
@@ -152,6 +162,15 @@ async def _open_session(
     )
     await state.scheduler.dispatch()
     return session
+
+
+async def _check_identity(state: CoordinatorState, node_id: str, principal: Principal) -> None:
+    """A node id belongs to the token that first registered it: no takeover by another."""
+    if not principal.authenticated:
+        return
+    owner = await state.store.contributors.token_of(node_id)
+    if owner is not None and owner != principal.name:
+        raise ProtocolError("this node id is registered to another token", CLOSE_FORBIDDEN)
 
 
 async def _handle(

@@ -102,6 +102,22 @@ contributors = Table(
     Column("ram_free_bytes", Integer),
     Column("ram_total_bytes", Integer),
     Column("last_seen", Float),
+    # The token that first registered this node id; no other token can take it over.
+    Column("token_name", String(128)),
+)
+
+# Access tokens. Only a hash of each is stored; the token itself is shown once, at creation.
+# Auth is on as soon as this table has a row (a revoked token still counts: revoking the
+# last token must not open the coordinator).
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
 )
 
 Index("ix_jobs_queue", jobs.c.status, jobs.c.number)
@@ -145,6 +161,7 @@ _ADDED_COLUMNS = {
         "owner": "VARCHAR(128)",
     },
     "log_records": {"size": "INTEGER NOT NULL DEFAULT 0"},
+    "contributors": {"token_name": "VARCHAR(128)"},
 }
 
 

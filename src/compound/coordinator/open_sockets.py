@@ -26,9 +26,13 @@ CANCEL_GRACE_S = 1.0
 class OpenSocket:
     """One WebSocket connection: its ASGI `send` and the task running its handler."""
 
-    def __init__(self, send: Send, task: asyncio.Task[Any] | None) -> None:
+    def __init__(
+        self, send: Send, task: asyncio.Task[Any] | None, token_name: str | None = None
+    ) -> None:
         self._send = send
         self.task = task
+        # The token the connection authenticated with, so revoking it can close the socket.
+        self.token_name = token_name
         self.accepted = False
         # Set once a close frame (the handler's or ours) has gone out.
         self.closed = False
@@ -98,6 +102,16 @@ class OpenSockets:
         if pending | stuck:
             await asyncio.wait(pending | stuck, timeout=CANCEL_GRACE_S)
 
+    async def close_tokens(self, names: set[str], code: int, reason: str, timeout_s: float) -> int:
+        """Close the sockets opened with any of the token ``names``; returns how many."""
+        sockets = [s for s in self._sockets if s.token_name in names]
+        if sockets:
+            await asyncio.wait(
+                {asyncio.create_task(_close_one(s, code, reason)) for s in sockets},
+                timeout=timeout_s,
+            )
+        return len(sockets)
+
 
 async def _close_one(socket: OpenSocket, code: int, reason: str) -> None:
     # A socket the client or handler is closing right now may refuse a second close.
@@ -116,7 +130,9 @@ class OpenSocketsMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        socket = OpenSocket(send, asyncio.current_task())
+        principal = scope.get("compound.principal")
+        token_name = principal.name if principal is not None and principal.authenticated else None
+        socket = OpenSocket(send, asyncio.current_task(), token_name)
         self.sockets.add(socket)
         try:
             await self.app(scope, receive, socket.send)

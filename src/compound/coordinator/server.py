@@ -13,12 +13,14 @@ import uvicorn
 
 from compound.coordinator import log_repeats
 from compound.coordinator.app import create_app
+from compound.coordinator.browser_guard import is_loopback_host
 from compound.coordinator.connections import ConnectionGuard, protocol_classes
 from compound.coordinator.data_dir import DataDirError, prepare_data_dir
 from compound.coordinator.fd_limit import connections_within_fd_limit, raise_fd_limit
 from compound.coordinator.open_sockets import OpenSockets
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.shutdown import ShutdownBudget, ShutdownServer
+from compound.coordinator.tokens import tokens_exist
 from compound.protocol import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("compound.coordinator")
@@ -42,6 +44,7 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
     settings = _fit_to_fd_limit(settings)
     try:
         prepare_data_dir(settings.data_dir, settings.database_path)
+        _check_exposure(settings)
         listener = _bind(settings.host, settings.port)
     except (DataDirError, StartupError) as exc:
         print(f"compound coordinator: {exc}", file=sys.stderr)
@@ -68,6 +71,24 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
     # uvicorn.Config has configured its loggers by now.
     log_repeats.install(log_repeats.RepeatFilter(), FILTERED_LOGGERS)
     return asyncio.run(_serve(ShutdownServer(config, open_sockets, budget), listener))
+
+
+def _check_exposure(settings: CoordinatorSettings) -> None:
+    """Without tokens, whoever reaches the coordinator may run code on every contributor:
+    that is only allowed on loopback, or when the operator insists."""
+    if is_loopback_host(settings.host) or tokens_exist(settings.data_dir):
+        return
+    if not settings.insecure_open:
+        raise StartupError(
+            f"refusing to listen on {settings.host} without access tokens: create one with "
+            f"`compound token create --data-dir {settings.data_dir} --role admin --name NAME` "
+            "(or pass --insecure-open to run open anyway)"
+        )
+    log.warning(
+        "INSECURE: listening on %s with no access tokens: anyone who reaches this address "
+        "can run code on every contributor and read every job",
+        settings.host,
+    )
 
 
 def _fit_to_fd_limit(settings: CoordinatorSettings) -> CoordinatorSettings:

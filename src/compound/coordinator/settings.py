@@ -37,6 +37,10 @@ class CoordinatorSettings:
     header_timeout_s: float = 10.0
     # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
     max_connections: int = 16384
+    # Web origins (scheme://host:port) whose pages may call this coordinator.
+    allowed_origins: frozenset[str] = frozenset()
+    # Serve without tokens on a non-loopback address (warned about at every start).
+    insecure_open: bool = False
 
     @property
     def database_path(self) -> Path:

@@ -12,6 +12,7 @@ from compound.coordinator.scheduler import Scheduler
 from compound.coordinator.sessions import SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.store import Store
+from compound.coordinator.tokens import TokenBook
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class CoordinatorState:
     hub: ChangeHub
     scheduler: Scheduler
     followers: FollowerLimits
+    tokens: TokenBook
 
 
 def get_state(connection: HTTPConnection) -> CoordinatorState:

@@ -164,11 +164,13 @@ class Store:
             )
         return int(ahead or 0) + 1
 
-    async def list_jobs(self, limit: int) -> list[JobView]:
+    async def list_jobs(self, limit: int, owner: str | None = None) -> list[JobView]:
+        """The newest jobs (of ``owner`` only, if given)."""
+        query = select(db.jobs).order_by(db.jobs.c.number.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(db.jobs.c.owner == owner)
         async with self._reader.connect() as conn:
-            result = await conn.execute(
-                select(db.jobs).order_by(db.jobs.c.number.desc()).limit(limit)
-            )
+            result = await conn.execute(query)
             rows = [JobRow.from_mapping(row) for row in result.mappings()]
             queued = await conn.execute(
                 select(db.jobs.c.id)

@@ -5,6 +5,7 @@ Pure data and pure functions: nothing here does I/O.
 
 from compound.protocol.messages import (
     CLOSE_BAD_DATA,
+    CLOSE_FORBIDDEN,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -51,6 +52,7 @@ from compound.protocol.status import (
 
 __all__ = [
     "CLOSE_BAD_DATA",
+    "CLOSE_FORBIDDEN",
     "CLOSE_GOING_AWAY",
     "CLOSE_NORMAL",
     "CLOSE_POLICY",

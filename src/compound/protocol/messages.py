@@ -33,7 +33,9 @@ CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNKNOWN_JOB = 4404
+# Refusals, mirroring HTTP 401 (no valid token) and 403 (the token's role may not).
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 
 # Sequence numbers and byte counts are stored as SQLite integers: signed 64-bit.
 MAX_INT64 = 2**63 - 1
