@@ -316,7 +316,7 @@ async def test_prepare_removes_orphans_of_this_node_only(docker_engine: str) -> 
     try:
         for settings in (mine, mine, other):
             spec = RunSpec(job_id="orphan", script="")
-            config = container_config(spec, settings)
+            config = container_config(spec, settings, "runc")
             config["Cmd"] = ["python3", "-c", "import time; time.sleep(60)"]
             container = await docker.containers.create(config)
             await container.start()
