@@ -34,10 +34,12 @@ _LAUNCHER = Path(__file__).with_name("sandbox_launch.py").read_text(encoding="ut
 _PAYLOAD_HEADER = struct.Struct(">QQ")
 # Room in the job's tmpfs beyond the two files: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
-# Under gVisor the pids cgroup counts the sandbox's own host threads, not the job's
-# processes (which gVisor bounds with RLIMIT_NPROC instead); below ~64 the sandbox cannot
-# even start, so the host-side bound never goes under this.
-RUNSC_MIN_HOST_PIDS = 128
+# Under gVisor the pids cgroup counts the sandbox's own host tasks, not the job's processes
+# (which gVisor bounds with RLIMIT_NPROC instead): about 40 for the sandbox, and about 5.3
+# per guest process on the ptrace platform (threads cost ~none). At the cgroup's limit the
+# sandbox itself dies (exit 2, output lost), so it must sit above what RLIMIT_NPROC admits.
+RUNSC_BASE_HOST_PIDS = 64
+RUNSC_HOST_PIDS_PER_PROCESS = 8
 
 Runtime = Literal["runc", "runsc"]
 
@@ -154,6 +156,6 @@ def _process_limits(limits: Limits, runtime: Runtime) -> dict[str, Any]:
         return {"PidsLimit": limits.pids, "Ulimits": ulimits}
     # gVisor counts RLIMIT_NPROC per sandbox, so there it is the job's process bound.
     return {
-        "PidsLimit": max(limits.pids, RUNSC_MIN_HOST_PIDS),
+        "PidsLimit": RUNSC_BASE_HOST_PIDS + RUNSC_HOST_PIDS_PER_PROCESS * limits.pids,
         "Ulimits": [*ulimits, {"Name": "nproc", "Soft": limits.pids, "Hard": limits.pids}],
     }
