@@ -151,10 +151,13 @@ class DockerRunner:
         try:
             await container.start()
             pump = asyncio.create_task(attachment.pump(on_output))
-            await attachment.send_stdin(job_payload(spec.script))
+            # Beside the pump, not before it: a container that dies without reading its stdin
+            # must not hold up the supervision (timeout, cancel) of the job.
+            feed = asyncio.create_task(attachment.send_stdin(job_payload(spec.script)))
             try:
                 stopped_as = await self._supervise(container, pump, spec.timeout_s, cancel)
             finally:
+                await _finish(feed)
                 await _finish(pump)
             state = await _final_state(container)
         finally:
