@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from compound.agent.runners.docker import (
     DockerRunnerSettings,
     container_config,
 )
+from compound.agent.runners.docker_spec import choose_runtime
 from compound.agent.runners.docker_stream import FrameDemuxer
 from compound.protocol import JobStatus, Stream
 from docker_env import RUNTIMES, Collected, managed_container_ids
@@ -80,7 +82,12 @@ async def test_uncaught_exception_reaches_stderr(runner: DockerRunner) -> None:
 async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
     """Args and env reach the script; it runs as nobody, without capabilities, HOME=/tmp."""
     script = (
-        "import json, os, sys\n"
+        "import json, os, resource, sys\n"
+        "try:\n"
+        "    open('/var/tmp/written', 'w')\n"
+        "    root = 'writable'\n"
+        "except OSError as exc:\n"
+        "    root = os.strerror(exc.errno)\n"
         "caps = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
         "open('/tmp/scratch', 'w').write('ok')\n"
         "try:\n"
@@ -91,7 +98,10 @@ async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
         "print(json.dumps({'argv': sys.argv[1:], 'uid': os.getuid(), 'gid': os.getgid(),\n"
         "    'env': {k: os.environ.get(k) for k in ('GREETING', 'HOME', 'PYTHONUNBUFFERED',\n"
         "    'PYTHONIOENCODING', 'PYTHONDONTWRITEBYTECODE')}, 'caps': caps.split()[1],\n"
-        "    'job_dir': job_dir, 'cwd': os.getcwd(), 'path': sys.path}))\n"
+        "    'job_dir': job_dir, 'cwd': os.getcwd(), 'path': sys.path, 'stdin': sys.stdin.read(),\n"
+        "    'nofile': resource.getrlimit(resource.RLIMIT_NOFILE),\n"
+        "    'fsize': resource.getrlimit(resource.RLIMIT_FSIZE),\n"
+        "    'script': sys.argv[0], 'root': root}))\n"
     )
     args = ["plain", "with space", "ünïcødé ✓", "--flag=1", ""]
     result, sink = await run(
@@ -110,7 +120,23 @@ async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
     assert (seen["uid"], seen["gid"]) == (65534, 65534)
     assert int(seen["caps"], 16) == 0
     assert seen["job_dir"] == "read-only"
+    assert seen["cwd"] == "/tmp"
     assert "/tmp/lib" in seen["path"]
+    assert seen["stdin"] == ""
+    assert seen["script"] == "/job/main.py"
+    assert seen["root"] == "Read-only file system"
+    assert seen["nofile"] == [1024, 1024]
+    assert seen["fsize"] == [256 * MiB, 256 * MiB]
+
+
+async def test_large_script_arrives_intact(runner: DockerRunner) -> None:
+    """A 1 MiB script (the coordinator's default maximum) reaches the container byte-exact."""
+    payload = "é✓" * 205_000  # 5 bytes each
+    script = f"import sys\ndata = {payload!r}\nsys.stdout.write(data)\n"
+    assert len(script.encode()) > 1000 * 1024
+    result, sink = await run(runner, script)
+    assert result == RunResult(JobStatus.SUCCEEDED, 0)
+    assert sink.stdout == payload.encode()
 
 
 async def test_unicode_and_last_line_without_newline(runner: DockerRunner) -> None:
@@ -316,7 +342,7 @@ async def test_prepare_removes_orphans_of_this_node_only(docker_engine: str) -> 
     try:
         for settings in (mine, mine, other):
             spec = RunSpec(job_id="orphan", script="")
-            config = container_config(spec, settings)
+            config = container_config(spec, settings, "runc")
             config["Cmd"] = ["python3", "-c", "import time; time.sleep(60)"]
             container = await docker.containers.create(config)
             await container.start()
@@ -362,6 +388,31 @@ async def test_engine_not_running_fails_with_a_sentence(tmp_path: object) -> Non
     finally:
         await runner.close()
     assert result == RunResult(JobStatus.FAILED, None, NOT_RUNNING)
+
+
+async def test_runtime_auto_prefers_gvisor(docker_engine: str) -> None:
+    """The default runtime, auto, is gVisor when Docker has it (it does here), else runc."""
+    runner = DockerRunner(_settings(docker_engine, "auto"))
+    assert runner.runtime == "auto"
+    try:
+        await runner.prepare()
+        assert runner.runtime == "runsc"
+        result, sink = await run(runner, "import platform\nprint(platform.release())")
+    finally:
+        await runner.close()
+    assert result.status is JobStatus.SUCCEEDED
+    # gVisor reports its own kernel version, not the host's.
+    assert sink.stdout.decode().strip() != os.uname().release
+    assert DockerRunnerSettings().runtime == "auto"
+
+
+def test_choose_runtime() -> None:
+    """auto falls back to runc without gVisor; a named runtime must be registered."""
+    assert choose_runtime("auto", {"runc": {}, "runsc": {}}) == "runsc"
+    assert choose_runtime("auto", {"runc": {}}) == "runc"
+    assert choose_runtime("runc", {"runc": {}, "runsc": {}}) == "runc"
+    with pytest.raises(EngineError, match="runsc runtime is not registered"):
+        choose_runtime("runsc", {"runc": {}})
 
 
 def test_demuxer_reassembles_frames_split_anywhere() -> None:

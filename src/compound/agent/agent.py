@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import ssl
+from dataclasses import replace
 
 import psutil
 import websockets
@@ -86,6 +87,7 @@ class Agent:
             await self._runner.close()
             self._events.emit(Stopped(reason=f"sandbox unavailable: {exc}"))
             raise SandboxUnavailable(f"cannot run jobs on this machine: {exc}") from exc
+        self._adopt_runtime(self._runner.runtime)
         connection_task = asyncio.create_task(self._connect_forever(), name="connect")
         watcher = None
         if self.settings.parent_pid is not None:
@@ -94,6 +96,17 @@ class Agent:
         if watcher is not None:
             watcher.cancel()
         await self._shutdown(connection_task)
+
+    def _adopt_runtime(self, runtime: str) -> None:
+        """Report the runtime jobs really run under (hello, contributors list), and say it."""
+        if self.settings.runtime == "auto":
+            chosen = (
+                "gVisor (runsc)" if runtime == "runsc" else f"{runtime} (gVisor not registered)"
+            )
+            self._events.say(f"runtime auto: jobs run under {chosen}")
+        else:
+            self._events.say(f"jobs run under {runtime}")
+        self.settings = replace(self.settings, runtime=runtime)
 
     async def _stop_when_orphaned(self, parent_pid: int) -> None:
         # Once the parent is gone the kernel re-parents us; nothing else would tell us.

@@ -20,7 +20,9 @@ def default_state_dir() -> Path:
 class AgentSettings:
     coordinator_url: str
     image: str = DEFAULT_IMAGE
-    runtime: str = "runc"
+    # "auto" (gVisor when Docker has it, else runc), "runc" or "runsc"; once the sandbox is
+    # prepared the agent replaces "auto" with the runtime it chose, which hello reports.
+    runtime: str = "auto"
     name: str = field(default_factory=socket.gethostname)
     state_dir: Path = field(default_factory=default_state_dir)
     limits: Limits = field(default_factory=Limits)

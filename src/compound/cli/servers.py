@@ -151,9 +151,10 @@ def agent(
     runtime: Annotated[
         str,
         typer.Option(
-            help="Container runtime: runc (Docker's default) or runsc (gVisor, stronger isolation)."
+            help="Container runtime: auto (gVisor when Docker has it, else runc), runc (Docker's"
+            " default) or runsc (gVisor, stronger isolation)."
         ),
-    ] = "runc",
+    ] = "auto",
     name: Annotated[str, typer.Option(help="Name shown to submitters (default: hostname).")] = "",
     state_dir: Annotated[
         Path | None,
@@ -162,6 +163,15 @@ def agent(
     memory_mib: Annotated[int, typer.Option(help="Memory limit per job, MiB.")] = 512,
     cpus: Annotated[float, typer.Option(help="CPU limit per job, in cores.")] = 1.0,
     pids: Annotated[int, typer.Option(help="Process/thread limit per job.")] = 256,
+    nofile: Annotated[
+        int, typer.Option(help="Open files and sockets per process of a job (RLIMIT_NOFILE).")
+    ] = 1024,
+    max_file_mib: Annotated[
+        int,
+        typer.Option(
+            help="Largest file a job may write, MiB (RLIMIT_FSIZE); a write past it fails."
+        ),
+    ] = 256,
     grace: Annotated[
         float,
         typer.Option(
@@ -203,8 +213,12 @@ def agent(
     The agent reconnects for ever; a job keeps running while the coordinator is away.
     SIGTERM or Ctrl-C stops it cleanly (its running job is cancelled and removed).
     """
-    if runtime not in ("runc", "runsc"):
-        raise typer.BadParameter("runtime must be runc or runsc", param_hint="--runtime")
+    if runtime not in ("auto", "runc", "runsc"):
+        raise typer.BadParameter("runtime must be auto, runc or runsc", param_hint="--runtime")
+    if nofile < 16:
+        raise typer.BadParameter("a job needs at least 16 open files", param_hint="--nofile")
+    if max_file_mib < 1:
+        raise typer.BadParameter("must be at least 1 MiB", param_hint="--max-file-mib")
     if events not in ("text", "json"):
         raise typer.BadParameter("events must be text or json", param_hint="--events")
     settings = AgentSettings(
@@ -212,7 +226,13 @@ def agent(
         image=image,
         runtime=runtime,
         state_dir=state_dir or default_state_dir(),
-        limits=Limits(memory_bytes=memory_mib * MiB, cpus=cpus, pids=pids),
+        limits=Limits(
+            memory_bytes=memory_mib * MiB,
+            cpus=cpus,
+            pids=pids,
+            nofile=nofile,
+            file_bytes=max_file_mib * MiB,
+        ),
         grace_s=grace,
         max_output_bytes=max_output_mib * MiB,
         json_events=events == "json",
@@ -234,7 +254,11 @@ async def _run_agent(settings: AgentSettings) -> int:
     runner = DockerRunner(
         DockerRunnerSettings(
             image=settings.image,
-            runtime="runsc" if settings.runtime == "runsc" else "runc",
+            runtime="runc"
+            if settings.runtime == "runc"
+            else "runsc"
+            if settings.runtime == "runsc"
+            else "auto",
             limits=settings.limits,
             grace_s=settings.grace_s,
             node_id=node_id,

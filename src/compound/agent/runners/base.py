@@ -22,6 +22,10 @@ class Limits:
     memory_bytes: int = 512 * MiB
     cpus: float = 1.0
     pids: int = 256
+    # RLIMIT_NOFILE: open files and sockets per process.
+    nofile: int = 1024
+    # RLIMIT_FSIZE: the largest file a job may write; past it a write fails with EFBIG.
+    file_bytes: int = 256 * MiB
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class RunResult:
 
 
 class Runner(Protocol):
+    @property
+    def runtime(self) -> str:
+        """The container runtime jobs run under; final once ``prepare()`` returned."""
+        ...
+
     async def prepare(self) -> None:
         """Check the sandbox is usable and remove leftovers of a crashed agent."""
 

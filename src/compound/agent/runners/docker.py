@@ -1,9 +1,11 @@
 """Run each job in a fresh, locked-down Docker container (runc, or gVisor's runsc).
 
-The container has no network, no capabilities, an unprivileged user, bounded memory, CPU
-and processes, and a tmpfs ``/tmp``. The script travels as a tar archive copied into the
-container before it starts; no host path is ever mounted. Output is read from the attach
-endpoint opened before the start, so the first byte is never missed.
+The container has no network, no capabilities, an unprivileged user, bounded memory, CPU,
+processes, open files and file size, a read-only root and two size-bounded tmpfs mounts
+(``/tmp``, the job's home and working directory, and ``/job``, its script). The script
+travels through the container's stdin to a launcher that writes it into ``/job`` and execs
+it; no host path is ever mounted. All streams are attached before the start, so the first
+byte of output is never missed.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from compound.agent.runners.docker_spec import (
     MANAGED_LABEL,
     NODE_LABEL,
     DockerRunnerSettings,
+    Runtime,
+    choose_runtime,
     container_config,
-    job_archive,
+    job_payload,
 )
 from compound.agent.runners.docker_stream import Attachment
+from compound.agent.runners.sandbox_env import refused_variable
 from compound.protocol import JobStatus
 
 LOST_ENGINE = "lost the connection to the Docker engine while running the job"
@@ -50,6 +55,18 @@ class DockerRunner:
     def __init__(self, settings: DockerRunnerSettings) -> None:
         self.settings = settings
         self._docker: aiodocker.Docker | None = None
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> str:
+        """The runtime jobs run under: the chosen one once known, else the setting."""
+        return self._runtime or self.settings.runtime
+
+    async def _resolve_runtime(self, docker: aiodocker.Docker) -> Runtime:
+        if self._runtime is None:
+            info = await docker.system.info()
+            self._runtime = choose_runtime(self.settings.runtime, info.get("Runtimes") or {})
+        return self._runtime
 
     def _client(self) -> aiodocker.Docker:
         if self._docker is None:
@@ -64,13 +81,7 @@ class DockerRunner:
         docker = self._client()
         await check_engine(docker)
         try:
-            info = await docker.system.info()
-            runtimes = info.get("Runtimes") or {}
-            if self.settings.runtime not in runtimes:
-                raise EngineError(
-                    f"the {self.settings.runtime} runtime is not registered with Docker: "
-                    "run scripts/setup-docker.sh"
-                )
+            await self._resolve_runtime(docker)
             await self._check_image(docker)
             await self.remove_orphans()
         except DockerError as exc:
@@ -99,17 +110,23 @@ class DockerRunner:
         if cancel.is_set():
             # Cancelled while queued here: nothing was started, so there is no exit code.
             return RunResult(JobStatus.CANCELLED, None)
+        refusal = refused_variable(spec.env)
+        if refusal is not None:
+            return _engine_failure(refusal)
         docker = self._client()
         try:
-            container = await docker.containers.create(container_config(spec, self.settings))
+            runtime = await self._resolve_runtime(docker)
+            container = await docker.containers.create(
+                container_config(spec, self.settings, runtime)
+            )
         except DockerError as exc:
             missing = exc.status == 404
             return _engine_failure(self._missing_image() if missing else describe(exc))
+        except EngineError as exc:
+            return _engine_failure(str(exc))
         except _TRANSPORT_ERRORS:
             return _engine_failure(LOST_ENGINE)
         try:
-            archive = job_archive(spec.script)
-            await container.put_archive("/", archive)  # type: ignore[no-untyped-call]
             return await self._run_container(container, spec, on_output, cancel)
         except DockerError as exc:
             return _engine_failure(describe(exc))
@@ -134,9 +151,13 @@ class DockerRunner:
         try:
             await container.start()
             pump = asyncio.create_task(attachment.pump(on_output))
+            # Beside the pump, not before it: a container that dies without reading its stdin
+            # must not hold up the supervision (timeout, cancel) of the job.
+            feed = asyncio.create_task(attachment.send_stdin(job_payload(spec.script)))
             try:
                 stopped_as = await self._supervise(container, pump, spec.timeout_s, cancel)
             finally:
+                await _finish(feed)
                 await _finish(pump)
             state = await _final_state(container)
         finally:

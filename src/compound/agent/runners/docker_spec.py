@@ -1,68 +1,98 @@
-"""What a job's container is: the Engine API create body and the files copied into it.
+"""What a job's container is: the Engine API create body and what goes to its stdin.
 
-Pure data, no I/O: ``container_config`` and ``job_archive`` are all ``DockerRunner`` needs
-to create a job's container.
+Pure data, no I/O: ``choose_runtime``, ``container_config`` and ``job_payload`` are all
+``DockerRunner`` needs to create and start a job's container.
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
+import math
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from compound.agent.docker_engine import EngineError
 from compound.agent.image import DEFAULT_TAG
 from compound.agent.runners.base import Limits, MiB, RunSpec
+from compound.agent.runners.sandbox_env import DEFAULT_HOME, container_env
 
 MANAGED_LABEL = "compound.managed"
 JOB_LABEL = "compound.job_id"
 NODE_LABEL = "compound.node_id"
 # nobody:nogroup; exists in every Debian-based image, owns nothing.
-JOB_USER = "65534:65534"
+JOB_UID = 65534
+JOB_USER = f"{JOB_UID}:{JOB_UID}"
+# The job's own tmpfs: the script and our sitecustomize.py (see sandbox_stdio), written by
+# the launcher (see sandbox_launch) and made read-only before the script starts.
 SCRIPT_DIR = "/job"
 SCRIPT_PATH = f"{SCRIPT_DIR}/main.py"
-# Holds our sitecustomize.py (see sandbox_stdio), first on the job's PYTHONPATH.
-SITE_DIR = "/opt/compound/site"
-_SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_text(encoding="utf-8")
-# Output streaming and exact bytes depend on these, so the job's env cannot override them.
-PYTHON_ENV = {
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONIOENCODING": "utf-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
-}
-# Under gVisor the pids cgroup counts the sandbox's own host threads, not the job's
-# processes (which gVisor bounds with RLIMIT_NPROC instead); below ~64 the sandbox cannot
-# even start, so the host-side bound never goes under this.
-RUNSC_MIN_HOST_PIDS = 128
+SITE_DIR = f"{SCRIPT_DIR}/site"
+_SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_bytes()
+_LAUNCHER = Path(__file__).with_name("sandbox_launch.py").read_text(encoding="utf-8")
+# Must match sandbox_launch.HEADER: the script's length, then sitecustomize's.
+_PAYLOAD_HEADER = struct.Struct(">QQ")
+# Room in the job's tmpfs beyond the two files: directory entries, page rounding.
+_SCRIPT_DIR_SLACK_BYTES = 1 * MiB
+# Under gVisor the pids cgroup counts the sandbox's own host tasks, not the job's processes
+# (which gVisor bounds with RLIMIT_NPROC instead): about 40 for the sandbox, and about 5.3
+# per guest process on the ptrace platform (threads cost ~none). At the cgroup's limit the
+# sandbox itself dies (exit 2, output lost), so it must sit above what RLIMIT_NPROC admits.
+RUNSC_BASE_HOST_PIDS = 64
+RUNSC_HOST_PIDS_PER_PROCESS = 8
+
+Runtime = Literal["runc", "runsc"]
 
 
 @dataclass(frozen=True)
 class DockerRunnerSettings:
     image: str = DEFAULT_TAG
-    runtime: Literal["runc", "runsc"] = "runc"
+    # "auto": runsc (gVisor) when Docker has it registered, else runc; see DockerRunner.
+    runtime: Literal["auto", "runc", "runsc"] = "auto"
     limits: Limits = field(default_factory=Limits)
     # Between SIGTERM and SIGKILL when a job is cancelled or times out.
     grace_s: float = 10.0
     node_id: str = "local"
     docker_url: str | None = None
-    # tmpfs pages count against the memory limit too; this only caps /tmp on its own.
+    # tmpfs pages count against the memory limit too; these only cap each mount on its own.
     tmp_bytes: int = 256 * MiB
+    shm_bytes: int = 64 * MiB
 
 
-def container_config(spec: RunSpec, settings: DockerRunnerSettings) -> dict[str, Any]:
-    """The Engine API ``containers/create`` body for one job."""
+def choose_runtime(wanted: str, registered: dict[str, object]) -> Runtime:
+    """The runtime to use: ``wanted``, or for "auto" gVisor when Docker has it, else runc.
+
+    Raises EngineError, saying what to do, when ``wanted`` is not registered.
+    """
+    if wanted == "auto":
+        return "runsc" if "runsc" in registered else "runc"
+    if wanted not in ("runc", "runsc") or wanted not in registered:
+        raise EngineError(
+            f"the {wanted} runtime is not registered with Docker: run scripts/setup-docker.sh"
+        )
+    return "runsc" if wanted == "runsc" else "runc"
+
+
+def container_config(
+    spec: RunSpec, settings: DockerRunnerSettings, runtime: Runtime
+) -> dict[str, Any]:
+    """The Engine API ``containers/create`` body for one job under ``runtime``.
+
+    ``spec.env`` must have passed ``sandbox_env.refused_variable``.
+    """
     limits = settings.limits
-    env = {"HOME": "/tmp", **spec.env, **PYTHON_ENV}
-    env["PYTHONPATH"] = ":".join(filter(None, [SITE_DIR, spec.env.get("PYTHONPATH")]))
     return {
         "Image": settings.image,
-        "Cmd": ["python3", "-u", SCRIPT_PATH, *spec.args],
-        "Env": [f"{key}={value}" for key, value in env.items()],
+        # The launcher reads the files from stdin, then execs python3 -u on the script.
+        "Cmd": ["python3", "-I", "-S", "-c", _LAUNCHER, SCRIPT_PATH, SITE_DIR, *spec.args],
+        "Env": container_env(spec.env, SITE_DIR),
         "User": JOB_USER,
-        "WorkingDir": "/tmp",
+        "WorkingDir": DEFAULT_HOME,
         "Tty": False,
-        "OpenStdin": False,
+        # Stdin carries the job's files once (see job_payload), then closes.
+        "OpenStdin": True,
+        "StdinOnce": True,
+        "AttachStdin": True,
         "AttachStdout": True,
         "AttachStderr": True,
         "NetworkDisabled": True,
@@ -72,15 +102,25 @@ def container_config(spec: RunSpec, settings: DockerRunnerSettings) -> dict[str,
             NODE_LABEL: settings.node_id,
         },
         "HostConfig": {
-            "Runtime": settings.runtime,
+            "Runtime": runtime,
             "NetworkMode": "none",
             "Memory": limits.memory_bytes,
             "MemorySwap": limits.memory_bytes,
             "NanoCpus": int(limits.cpus * 1e9),
-            **_process_limits(settings),
+            **_process_limits(limits, runtime),
             "CapDrop": ["ALL"],
             "SecurityOpt": ["no-new-privileges"],
-            "Tmpfs": {"/tmp": f"rw,nosuid,nodev,size={settings.tmp_bytes},mode=1777"},
+            # Nothing on the image's layer is writable; the tmpfs mounts below are all there is
+            # (with /dev/shm and /dev/mqueue, which POSIX IPC needs, both size-bounded).
+            "ReadonlyRootfs": True,
+            "Tmpfs": {
+                "/tmp": f"rw,nosuid,nodev,noexec,size={settings.tmp_bytes},mode=1777",
+                SCRIPT_DIR: (
+                    f"rw,nosuid,nodev,noexec,size={_script_dir_bytes(spec.script)},"
+                    f"uid={JOB_UID},gid={JOB_UID},mode=0700"
+                ),
+            },
+            "ShmSize": settings.shm_bytes,
             # tini as PID 1 forwards SIGTERM to the script; a bare PID 1 would ignore it.
             "Init": True,
             "LogConfig": {"Type": "none", "Config": {}},
@@ -90,37 +130,32 @@ def container_config(spec: RunSpec, settings: DockerRunnerSettings) -> dict[str,
     }
 
 
-def _process_limits(settings: DockerRunnerSettings) -> dict[str, Any]:
-    pids = settings.limits.pids
-    if settings.runtime != "runsc":
+def job_payload(script: str) -> bytes:
+    """What the launcher reads from stdin: the two lengths, sitecustomize, the script."""
+    encoded = _encode(script)
+    return _PAYLOAD_HEADER.pack(len(encoded), len(_SITECUSTOMIZE)) + _SITECUSTOMIZE + encoded
+
+
+def _encode(script: str) -> bytes:
+    return script.encode("utf-8", "surrogatepass")
+
+
+def _script_dir_bytes(script: str) -> int:
+    needed = len(_encode(script)) + len(_SITECUSTOMIZE) + _SCRIPT_DIR_SLACK_BYTES
+    return math.ceil(needed / MiB) * MiB
+
+
+def _process_limits(limits: Limits, runtime: Runtime) -> dict[str, Any]:
+    ulimits = [
+        {"Name": "nofile", "Soft": limits.nofile, "Hard": limits.nofile},
+        {"Name": "fsize", "Soft": limits.file_bytes, "Hard": limits.file_bytes},
+    ]
+    if runtime != "runsc":
         # The pids cgroup counts the job's processes and threads exactly. RLIMIT_NPROC would
         # count every process of uid 65534 on the host, across concurrent jobs.
-        return {"PidsLimit": pids}
+        return {"PidsLimit": limits.pids, "Ulimits": ulimits}
     # gVisor counts RLIMIT_NPROC per sandbox, so there it is the job's process bound.
     return {
-        "PidsLimit": max(pids, RUNSC_MIN_HOST_PIDS),
-        "Ulimits": [{"Name": "nproc", "Soft": pids, "Hard": pids}],
+        "PidsLimit": RUNSC_BASE_HOST_PIDS + RUNSC_HOST_PIDS_PER_PROCESS * limits.pids,
+        "Ulimits": [*ulimits, {"Name": "nproc", "Soft": limits.pids, "Hard": limits.pids}],
     }
-
-
-def job_archive(script: str) -> bytes:
-    """A tar for ``/``: ``job/main.py`` and our sitecustomize, root-owned, world-readable."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("job", "opt", "opt/compound", SITE_DIR.lstrip("/")):
-            _add(tar, directory, None)
-        _add(tar, SCRIPT_PATH.lstrip("/"), script.encode("utf-8", "surrogatepass"))
-        _add(tar, f"{SITE_DIR.lstrip('/')}/sitecustomize.py", _SITECUSTOMIZE.encode("utf-8"))
-    return buffer.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
-    member = tarfile.TarInfo(name)
-    if data is None:
-        member.type = tarfile.DIRTYPE
-        member.mode = 0o755
-        tar.addfile(member)
-    else:
-        member.size = len(data)
-        member.mode = 0o644
-        tar.addfile(member, io.BytesIO(data))

@@ -1,4 +1,4 @@
-"""A container's stdout and stderr, read raw from the engine's attach endpoint.
+"""A container's stdin, stdout and stderr, through the engine's attach endpoint.
 
 Without a TTY the engine multiplexes both streams on one connection as frames: an 8-byte
 header (stream type, 3 zero bytes, big-endian length) and the payload. aiodocker's own
@@ -100,11 +100,11 @@ class Attachment:
 
     @classmethod
     async def open(cls, docker_url: str, api_version: str, container_id: str) -> Attachment:
-        """Attach to stdout and stderr; do it before starting the container to miss nothing."""
+        """Attach to all three streams; do it before starting the container to miss nothing."""
         reader, writer = await _open(docker_url)
         request = (
             f"POST /{api_version}/containers/{container_id}/attach"
-            "?stream=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+            "?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
             "Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
             "Content-Length: 0\r\n\r\n"
         )
@@ -135,6 +135,18 @@ class Attachment:
                 return await self._reader.readexactly(length)
         # No length: the engine closes the connection after the body.
         return await self._reader.read(_MAX_ERROR_BODY_BYTES)
+
+    async def send_stdin(self, data: bytes) -> None:
+        """Write ``data`` to the container's stdin, then close it (the engine sees EOF).
+
+        A container that already ended no longer reads: the engine drops the connection's
+        write side, which is not an error here; its output and exit code tell what happened.
+        """
+        with contextlib.suppress(ConnectionError):
+            self._writer.write(data)
+            await self._writer.drain()
+            # Half-close only: the output keeps coming on the read side.
+            self._writer.write_eof()
 
     async def pump(self, on_output: OutputSink) -> None:
         """Pass every byte to ``on_output`` until the engine closes the stream."""
