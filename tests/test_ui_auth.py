@@ -87,7 +87,8 @@ def token_agent(docker_engine: str, secured: Secured, tmp_path: Path) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(docker_engine: str) -> Iterator[Browser]:
+    # Docker's readiness check runs asyncio.run(): it must come before Playwright's loop.
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
@@ -321,3 +322,50 @@ def test_desktop_saves_the_token_through_the_page_and_lists_jobs(
     finally:
         assert app.stop() == 0
     assert secured.tokens["submitter"] not in app.output.text()
+
+
+@pytest.mark.timeout(60)
+def test_the_desktop_proxy_passes_refusals_through(secured: Secured, tmp_path: Path) -> None:
+    """Through the app: 401 with its challenge, and sockets closed 4401, 4403 and 4404."""
+    from websockets.sync.client import connect
+
+    from compound.desktop.server import LocalAppState, LocalServer
+    from compound.desktop.settings import AppSettings, SettingsStore
+    from compound.desktop.sidecar import AgentSidecar
+
+    other = create_token(secured.coordinator.data_dir, "submitter", "someone-else")
+    store = SettingsStore(tmp_path / "config")
+    store.save(AppSettings(secured.url))
+    server = LocalServer(LocalAppState(store, AgentSidecar(tmp_path / "s", tmp_path / "s.log")))
+    server.start()
+    try:
+        mine = secured.api("POST", "/api/v1/jobs", "submitter", json={"script": "print(1)"})
+        job_id = mine.json()["id"]
+        client = httpx.Client(timeout=10)
+        client.get(server.launch_url())
+        refused = client.get(server.base_url + "/api/v1/jobs")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+
+        cookie = {"Cookie": f"compound_session={server.secret}"}
+        follow = f"ws://127.0.0.1:{server.port}/api/v1/jobs/{job_id}/follow"
+
+        def close_code(token: str | None) -> int | None:
+            store.save(store.load().with_token(token))
+            with connect(follow, additional_headers=cookie, open_timeout=10) as websocket:
+                try:
+                    while True:
+                        websocket.recv(timeout=10)
+                        if token == secured.tokens["submitter"]:
+                            return 0  # the owner is followed: a message arrived
+                except Exception:
+                    return websocket.close_code
+
+        assert close_code(None) == 4401
+        assert close_code(secured.tokens["contributor"]) == 4403
+        wait_until(lambda: close_code(other) == 4404, 10, "the new token to be known")
+        assert close_code(secured.tokens["submitter"]) == 0
+        listed = client.get(server.base_url + "/api/v1/jobs").json()["jobs"]
+        assert [job["id"] for job in listed] == [job_id]
+    finally:
+        server.stop()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -60,12 +59,8 @@ _RESPONSE_HEADERS = (
 
 
 def coordinator_ssl_context() -> ssl.SSLContext:
-    """The context for https/wss coordinators; trusts ``$COMPOUND_CA_FILE`` when set."""
-    context = ssl.create_default_context()
-    ca_file = os.environ.get("COMPOUND_CA_FILE")
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
-    return context
+    """The context for https/wss coordinators: the system's trusted CAs."""
+    return ssl.create_default_context()
 
 
 @dataclass

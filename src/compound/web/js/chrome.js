@@ -104,7 +104,8 @@ function buildTokenChip() {
   button.addEventListener("click", () => manageToken());
   const update = async () => {
     const status = await tokenStatus();
-    button.hidden = !(status.stored || status.needed);
+    // The desktop app always offers it: its agent uses the same token to contribute.
+    button.hidden = !(status.stored || status.needed || status.desktop);
     button.classList.toggle("has-token", status.stored);
     button.classList.toggle("is-needed", status.needed);
     const label = status.stored ? "Change or forget the access token" : "Enter an access token";
