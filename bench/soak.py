@@ -191,7 +191,13 @@ async def apply_load(port: int, scale: Scale, big_job: str, fake: BadContributor
 
 
 async def soak(started: Started, root: Path, scale: Scale) -> None:
-    coordinator = Coordinator(data_dir=root / "data", heartbeat_interval_s=5, lease_timeout_s=15)
+    coordinator = Coordinator(
+        data_dir=root / "data",
+        heartbeat_interval_s=5,
+        lease_timeout_s=15,
+        # 2,000 queued jobs from one address is the load itself, not abuse to refuse.
+        extra_args=["--max-queued-per-submitter", "10000"],
+    )
     started.coordinator = coordinator
     await asyncio.to_thread(coordinator.start)
     fake = BadContributor(coordinator.ws_url)

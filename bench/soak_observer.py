@@ -68,10 +68,28 @@ class OrdinaryResult:
 class Probes:
     latencies_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # (when the probe started, its latency or None if it failed): when the trouble was.
+    timeline: list[tuple[float, float | None]] = field(default_factory=list)
+
+    def worst_by_window(self, window_s: float = 5.0) -> list[float | None]:
+        """The slowest probe of each window (None: one failed), from the first probe on."""
+        if not self.timeline:
+            return []
+        start = min(at for at, _ in self.timeline)
+        worst: dict[int, float | None] = {}
+        for at, latency in self.timeline:
+            index = int((at - start) // window_s)
+            seen = worst.get(index, 0.0)
+            worst[index] = None if latency is None or seen is None else max(seen, latency)
+        return [
+            None if (value := worst.get(i, 0.0)) is None else round(value, 3)
+            for i in range(max(worst) + 1)
+        ]
 
     def summary(self) -> dict[str, Any]:
         latencies = sorted(self.latencies_s) or [float("inf")]
         return {
+            "worst_per_5s": self.worst_by_window(),
             "probes": len(self.latencies_s) + len(self.failures),
             "answered": len(self.latencies_s),
             "failures": len(self.failures),
@@ -116,12 +134,18 @@ async def _probe_healthz(port: int) -> float:
 
 
 async def _record_probe(port: int, probes: Probes) -> None:
+    started = time.time()
     try:
-        probes.latencies_s.append(await _probe_healthz(port))
+        latency = await _probe_healthz(port)
     except TimeoutError:
         probes.failures.append(f"no answer within {HEALTHZ_TIMEOUT_S:.0f} s")
+        probes.timeline.append((started, None))
     except (OSError, ValueError) as exc:
         probes.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+        probes.timeline.append((started, None))
+    else:
+        probes.latencies_s.append(latency)
+        probes.timeline.append((started, latency))
 
 
 async def _probe_window(port: int, start_epoch: float, end_epoch: float, probes: Probes) -> None:

@@ -78,6 +78,7 @@ def _load_lines(figures: dict[str, Any]) -> list[str]:
         f"p50 {healthz['p50_s']:.3f} s, p99 {healthz['p99_s']:.3f} s, "
         f"max {healthz['max_s']:.3f} s, failures {healthz['failures']} "
         f"{healthz['failure_kinds'][:3]}",
+        f"/healthz worst per 5 s {healthz.get('worst_per_5s')} (None: a probe failed)",
     ]
 
 

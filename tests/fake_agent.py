@@ -16,10 +16,15 @@ from support import Coordinator
 
 
 class FakeAgent:
-    def __init__(self, coordinator: Coordinator, node_id: str | None = None) -> None:
+    def __init__(
+        self, coordinator: Coordinator, node_id: str | None = None, token: str | None = None
+    ) -> None:
         self.node_id = node_id or f"fake-{uuid.uuid4().hex[:10]}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.ws: ClientConnection = connect(
-            f"{coordinator.ws_url}/ws/contributor", max_size=8 * 1024 * 1024
+            f"{coordinator.ws_url}/ws/contributor",
+            max_size=8 * 1024 * 1024,
+            additional_headers=headers,
         ).__enter__()
         self.send(
             {

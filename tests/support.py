@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from compound.tls import client_ssl_context
 from docker_env import image_tag
 
 TEST_IMAGE = image_tag()
@@ -150,14 +151,16 @@ class Coordinator(ManagedProcess):
     lease_timeout_s: float = 3.0
     heartbeat_interval_s: float = 0.5
     extra_args: list[str] = field(default_factory=list)
+    # Set when it serves TLS (--tls-cert): the CA the test's own requests trust.
+    ca_file: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ca_file else 'ws'}://127.0.0.1:{self.port}"
 
     def start(self) -> Coordinator:
         self.proc, self.output = _spawn(
@@ -177,7 +180,7 @@ class Coordinator(ManagedProcess):
             ]
         )
         line = self.output.wait_for(
-            lambda text: "listening on http://" in text or text == "",
+            lambda text: "listening on http" in text or text == "",
             STARTUP_TIMEOUT_S,
             "the coordinator to listen",
         )
@@ -186,7 +189,8 @@ class Coordinator(ManagedProcess):
         return self
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.url + path, timeout=30, **kwargs)
+        verify = client_ssl_context(str(self.ca_file)) if self.ca_file else False
+        return httpx.request(method, self.url + path, timeout=30, verify=verify, **kwargs)
 
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.api("GET", f"/api/v1/jobs/{job_id}")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 
 import psutil
 import websockets
@@ -26,6 +27,12 @@ from compound.protocol import (
     ProtocolError,
 )
 from compound.protocol.events import Connecting, Disconnected, Starting, Stopped
+from compound.tls import (
+    TlsConfigError,
+    certificate_problem,
+    ssl_context_for,
+    websocket_ssl_options,
+)
 
 log = logging.getLogger("compound.agent")
 
@@ -48,12 +55,17 @@ class Agent:
         self._outbox = Outbox()
         self._worker = Worker(runner, self._outbox, self._events, settings.max_output_bytes)
         self._stopping = asyncio.Event()
+        self._ssl: ssl.SSLContext | None = None
 
     def request_stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Prepare the sandbox, then connect and reconnect until asked to stop."""
+        """Prepare the sandbox, then connect and reconnect until asked to stop.
+
+        Raises TlsConfigError when the CA file cannot be used, SandboxUnavailable when jobs
+        cannot run here.
+        """
         self._events.emit(
             Starting(
                 node_id=self.node_id,
@@ -61,6 +73,12 @@ class Agent:
                 coordinator_url=self.settings.coordinator_url,
             )
         )
+        # Built once: a wss coordinator is verified against the system store and --ca-file.
+        try:
+            self._ssl = ssl_context_for(self.settings.contributor_ws_url, self.settings.ca_file)
+        except TlsConfigError as exc:
+            self._events.emit(Stopped(reason=str(exc)))
+            raise
         psutil.cpu_percent(interval=None)  # the first reading is meaningless; prime it
         try:
             await self._runner.prepare()
@@ -109,6 +127,7 @@ class Agent:
                 ping_interval=20,
                 ping_timeout=20,
                 additional_headers=_auth_headers(self.settings.token),
+                **websocket_ssl_options(self._ssl),
             ) as websocket:
                 connection = CoordinatorConnection(
                     websocket, self.settings, self.node_id, self._worker, self._outbox, self._events
@@ -120,6 +139,11 @@ class Agent:
             log.warning("coordinator sent a bad message: %s", exc.reason)
             return f"protocol error: {exc.reason}"
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            # A refused certificate is an OSError too, but retrying alone will not fix it:
+            # say what will.
+            problem = certificate_problem(exc)
+            if problem is not None:
+                return problem
             return f"cannot reach the coordinator: {exc or type(exc).__name__}"
         return None
 

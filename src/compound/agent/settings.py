@@ -35,6 +35,8 @@ class AgentSettings:
     parent_pid: int | None = None
     # A contributor token, when the coordinator requires one.
     token: str | None = field(default=None, repr=False)
+    # A CA certificate (PEM) trusted besides the system's, for an https coordinator.
+    ca_file: str | None = None
 
     @property
     def contributor_ws_url(self) -> str:

@@ -19,6 +19,12 @@ from compound.protocol import (
     JobView,
     parse_follow_message,
 )
+from compound.tls import (
+    TlsConfigError,
+    certificate_problem,
+    ssl_context_for,
+    websocket_ssl_options,
+)
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8000"
 
@@ -43,13 +49,26 @@ class UnknownJobError(ClientError):
 
 
 class CoordinatorClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        ca_file: str | None = None,
+    ) -> None:
+        """Raises ClientError when ``ca_file`` is needed (an https URL) and cannot be used."""
         self.base_url = base_url.rstrip("/")
         self.token = token
-        # Building a TLS context costs ~0.1 s of start-up: only do it for https.
-        tls = self.base_url.startswith("https://")
+        # One context verifies the HTTP requests and the follow socket alike.
+        try:
+            self.ssl_context = ssl_context_for(self.base_url, ca_file)
+        except TlsConfigError as exc:
+            raise ClientError(str(exc)) from None
         self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout_s, verify=tls, headers=self.auth_headers()
+            base_url=self.base_url,
+            timeout=timeout_s,
+            verify=self.ssl_context or False,
+            headers=self.auth_headers(),
         )
 
     def auth_headers(self) -> dict[str, str]:
@@ -62,6 +81,9 @@ class CoordinatorClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
+            problem = certificate_problem(exc)
+            if problem is not None:
+                raise ClientError(problem) from None
             raise ClientError(f"cannot reach the coordinator at {self.base_url} ({exc})") from None
         if response.status_code == 404:
             raise UnknownJobError(_detail(response))
@@ -134,6 +156,7 @@ async def follow_once(
         max_size=MAX_MESSAGE_BYTES,
         open_timeout=10,
         additional_headers=client.auth_headers(),
+        **websocket_ssl_options(client.ssl_context),
     ) as websocket:
         async for raw in websocket:
             message = parse_follow_message(raw)

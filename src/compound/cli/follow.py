@@ -25,6 +25,7 @@ from compound.protocol import (
     ProtocolError,
     Stream,
 )
+from compound.tls import certificate_problem
 
 
 class TerminalFollower:
@@ -130,7 +131,11 @@ class TerminalFollower:
 
 
 def _refusal(exc: Exception, job_id: str) -> str | None:
-    """The sentence for a follow socket the coordinator refused; None for a lost one."""
+    """The sentence for a follow socket refused, by the coordinator or for its certificate;
+    None for a lost one (worth reconnecting)."""
+    problem = certificate_problem(exc)
+    if problem is not None:
+        return problem
     if not isinstance(exc, websockets.ConnectionClosed) or exc.rcvd is None:
         return None
     code = exc.rcvd.code

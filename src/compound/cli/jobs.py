@@ -24,6 +24,7 @@ from compound.cli.client import (
 from compound.cli.exit_codes import UNREACHABLE
 from compound.cli.follow import follow_job
 from compound.protocol import JobView, Stream
+from compound.tls import default_ca_file
 
 CoordinatorOption = Annotated[
     str,
@@ -41,14 +42,33 @@ TokenOption = Annotated[
         show_default=False,
     ),
 ]
+CaFileOption = Annotated[
+    str,
+    typer.Option(
+        "--ca-file",
+        metavar="FILE",
+        help="A PEM CA certificate to trust for an https coordinator, besides the system's "
+        "(default: $COMPOUND_CA_FILE).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
-err = Console(stderr=True, highlight=False)
+# soft_wrap: a sentence stays on one line, whatever the width of the terminal.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextmanager
-def _client(url: str, token: str = "") -> Iterator[CoordinatorClient]:
-    client = CoordinatorClient(url or default_coordinator(), token or default_token())
+def _client(url: str, token: str = "", ca_file: str = "") -> Iterator[CoordinatorClient]:
+    try:
+        client = CoordinatorClient(
+            url or default_coordinator(),
+            token or default_token(),
+            ca_file=ca_file or default_ca_file(),
+        )
+    except ClientError as exc:
+        err.print(f"compound: {exc}", style="red")
+        raise typer.Exit(UNREACHABLE) from None
     try:
         yield client
     except UnknownJobError as exc:
@@ -90,6 +110,7 @@ def submit(
     ] = None,
     coordinator: CoordinatorOption = "",
     token: TokenOption = "",
+    ca_file: CaFileOption = "",
     timeout: Annotated[
         float | None,
         typer.Option("--timeout", help="Stop the job after this many seconds (exit 124)."),
@@ -111,7 +132,7 @@ def submit(
     code.
     """
     script = _read_script(file)
-    with _client(coordinator, token) as client:
+    with _client(coordinator, token, ca_file) as client:
         job = client.submit(
             script, list(args or []), _parse_env(env or []), timeout, name or file.name
         )
@@ -132,9 +153,10 @@ def logs(
     ] = False,
     coordinator: CoordinatorOption = "",
     token: TokenOption = "",
+    ca_file: CaFileOption = "",
 ) -> None:
     """Print a job's output so far (stdout to stdout, stderr to stderr)."""
-    with _client(coordinator, token) as client:
+    with _client(coordinator, token, ca_file) as client:
         if follow:
             raise typer.Exit(follow_job(client, job_id, cancel_on_interrupt=False))
         after = -1
@@ -154,10 +176,11 @@ def status(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     coordinator: CoordinatorOption = "",
     token: TokenOption = "",
+    ca_file: CaFileOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Show a job's status, exit code and timings."""
-    with _client(coordinator, token) as client:
+    with _client(coordinator, token, ca_file) as client:
         job = client.job(job_id)
     if as_json:
         typer.echo(job.model_dump_json(indent=2))
@@ -197,9 +220,10 @@ def cancel(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     coordinator: CoordinatorOption = "",
     token: TokenOption = "",
+    ca_file: CaFileOption = "",
 ) -> None:
     """Cancel a job: at once if queued; a running one gets SIGTERM, then SIGKILL."""
-    with _client(coordinator, token) as client:
+    with _client(coordinator, token, ca_file) as client:
         job = client.cancel(job_id)
     err.print(f"job {job.id}: {'cancelled' if job.status.is_terminal else 'cancelling'}")
 
@@ -207,11 +231,12 @@ def cancel(
 def jobs(
     coordinator: CoordinatorOption = "",
     token: TokenOption = "",
+    ca_file: CaFileOption = "",
     limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """List recent jobs, newest first."""
-    with _client(coordinator, token) as client:
+    with _client(coordinator, token, ca_file) as client:
         views = client.jobs(limit)
     if as_json:
         typer.echo(json.dumps([view.model_dump() for view in views], indent=2))
@@ -233,10 +258,13 @@ def jobs(
 
 
 def contributors(
-    coordinator: CoordinatorOption = "", token: TokenOption = "", as_json: JsonOption = False
+    coordinator: CoordinatorOption = "",
+    token: TokenOption = "",
+    ca_file: CaFileOption = "",
+    as_json: JsonOption = False,
 ) -> None:
     """List contributors: online or offline, CPU, free RAM, current job."""
-    with _client(coordinator, token) as client:
+    with _client(coordinator, token, ca_file) as client:
         rows = client.contributors()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -14,6 +14,7 @@ import typer
 from compound.agent.runners.base import Limits
 from compound.agent.settings import DEFAULT_IMAGE, AgentSettings, default_state_dir
 from compound.cli.client import default_coordinator
+from compound.tls import TlsConfigError, default_ca_file
 
 MiB = 1024 * 1024
 
@@ -91,6 +92,20 @@ def coordinator(
             "run code on every contributor. Warned about at every start."
         ),
     ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Serve HTTPS and WSS with this PEM certificate (its chain after it).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="The PEM private key of --tls-cert (default: read from the --tls-cert file).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the coordinator: queues jobs, routes them to contributors, relays their logs.
@@ -119,6 +134,8 @@ def coordinator(
         max_followers_total=max_followers,
         allowed_origins=frozenset(allow_origin or ()),
         insecure_open=insecure_open,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
     )
     raise typer.Exit(serve(settings, log_level))
 
@@ -170,6 +187,15 @@ def agent(
             show_default=False,
         ),
     ] = "",
+    ca_file: Annotated[
+        str,
+        typer.Option(
+            metavar="FILE",
+            help="A PEM CA certificate to trust for an https coordinator, besides the system's "
+            "(default: $COMPOUND_CA_FILE).",
+            show_default=False,
+        ),
+    ] = "",
 ) -> None:
     """Contribute this machine: run jobs from the coordinator in sandboxed containers.
 
@@ -193,6 +219,7 @@ def agent(
         parent_pid=parent_pid,
         name=name or socket.gethostname(),
         token=token or os.environ.get("COMPOUND_TOKEN") or None,
+        ca_file=ca_file or default_ca_file(),
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     raise typer.Exit(asyncio.run(_run_agent(settings)))
@@ -217,7 +244,7 @@ async def _run_agent(settings: AgentSettings) -> int:
     install_stop_signals(agent)
     try:
         await agent.run()
-    except SandboxUnavailable as exc:
+    except (SandboxUnavailable, TlsConfigError) as exc:
         logging.getLogger("compound.agent").error("%s", exc)
         return 1
     return 0

@@ -46,13 +46,13 @@ class AccessMiddleware:
         tokens: TokenBook | None = getattr(state, "tokens", None)
         offered = _offered_subprotocols(scope)
         principal = _resolve(scope, tokens, offered)
+        if scope["type"] == "websocket" and SUBPROTOCOL in offered:
+            send = _answering_subprotocol(send)
         if principal is None and scope["path"].startswith(_PROTECTED_PREFIXES):
             await _refuse(scope, receive, send)
             return
         if principal is not None:
             scope[PRINCIPAL_KEY] = principal
-        if scope["type"] == "websocket" and SUBPROTOCOL in offered:
-            send = _answering_subprotocol(send)
         await self.app(scope, receive, send)
 
 
@@ -91,7 +91,7 @@ async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
         )
         await response(scope, receive, send)
         return
-    websocket = WebSocket(scope, receive, _answering_subprotocol(send))
+    websocket = WebSocket(scope, receive, send)
     await websocket.accept()
     await websocket.close(code=CLOSE_UNAUTHORIZED, reason="a valid token is required")
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import sys
 from dataclasses import replace
 
@@ -22,6 +23,7 @@ from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.shutdown import ShutdownBudget, ShutdownServer
 from compound.coordinator.tokens import tokens_exist
 from compound.protocol import MAX_MESSAGE_BYTES
+from compound.tls import TlsConfigError, server_ssl_context
 
 log = logging.getLogger("compound.coordinator")
 
@@ -45,8 +47,9 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
     try:
         prepare_data_dir(settings.data_dir, settings.database_path)
         _check_exposure(settings)
+        tls = _tls_context(settings)
         listener = _bind(settings.host, settings.port)
-    except (DataDirError, StartupError) as exc:
+    except (DataDirError, StartupError, TlsConfigError) as exc:
         print(f"compound coordinator: {exc}", file=sys.stderr)
         return 1
     open_sockets = OpenSockets()
@@ -67,10 +70,22 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
         backlog=LISTEN_BACKLOG,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=budget.graceful_s,
+        # uvicorn wraps our own listener with this context; built (and checked) above so
+        # a bad certificate or key is one sentence before anything listens.
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
     # uvicorn.Config has configured its loggers by now.
     log_repeats.install(log_repeats.RepeatFilter(), FILTERED_LOGGERS)
-    return asyncio.run(_serve(ShutdownServer(config, open_sockets, budget), listener))
+    scheme = "http" if tls is None else "https"
+    return asyncio.run(_serve(ShutdownServer(config, open_sockets, budget), listener, scheme))
+
+
+def _tls_context(settings: CoordinatorSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert_file is None:
+        if settings.tls_key_file is not None:
+            raise StartupError("--tls-key needs --tls-cert (the certificate it belongs to)")
+        return None
+    return server_ssl_context(settings.tls_cert_file, settings.tls_key_file)
 
 
 def _check_exposure(settings: CoordinatorSettings) -> None:
@@ -118,7 +133,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-async def _serve(server: uvicorn.Server, listener: socket.socket) -> int:
+async def _serve(server: uvicorn.Server, listener: socket.socket, scheme: str) -> int:
     task = asyncio.create_task(server.serve(sockets=[listener]))
     while not server.started:
         if task.done():
@@ -126,7 +141,7 @@ async def _serve(server: uvicorn.Server, listener: socket.socket) -> int:
         await asyncio.sleep(0.02)
     # Port 0 means "any free port": tell whoever started us which one we got.
     host, port = listener.getsockname()[:2]
-    print(f"Compound coordinator listening on http://{host}:{port}", flush=True)
+    print(f"Compound coordinator listening on {scheme}://{host}:{port}", flush=True)
     await asyncio.wait({task})
     return _exit_code(task)
 

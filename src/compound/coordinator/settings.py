@@ -41,6 +41,10 @@ class CoordinatorSettings:
     allowed_origins: frozenset[str] = frozenset()
     # Serve without tokens on a non-loopback address (warned about at every start).
     insecure_open: bool = False
+    # Serve HTTPS and WSS with this certificate (chain) and key; None serves plain HTTP.
+    # A None key means the key is in the certificate file.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @property
     def database_path(self) -> Path:

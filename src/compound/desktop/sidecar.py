@@ -25,6 +25,7 @@ from typing import IO, Any
 from compound.desktop.leftovers import node_id_of, remove_node_containers
 from compound.desktop.settings import AppSettings
 from compound.protocol.events import parse_event
+from compound.tls import default_ca_file
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,11 @@ def agent_command(settings: AppSettings, state_dir: Path) -> list[str]:
         argv += ["--runtime", settings.agent_runtime]
     if settings.agent_name:
         argv += ["--name", settings.agent_name]
+    # The agent would read COMPOUND_CA_FILE itself; passing it keeps the trust visible in
+    # its command line.
+    ca_file = default_ca_file()
+    if ca_file:
+        argv += ["--ca-file", ca_file]
     return argv
 
 
