@@ -35,6 +35,13 @@ from websockets.typing import Subprotocol
 from compound.desktop.settings import AppSettings, SettingsStore
 from compound.protocol import MAX_MESSAGE_BYTES
 from compound.protocol.auth import SUBPROTOCOL, token_from_subprotocols
+from compound.tls import (
+    TlsConfigError,
+    certificate_problem,
+    client_ssl_context,
+    default_ca_file,
+    websocket_ssl_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,36 +65,36 @@ _RESPONSE_HEADERS = (
 )
 
 
-def coordinator_ssl_context() -> ssl.SSLContext:
-    """The context for https/wss coordinators: the system's trusted CAs."""
-    return ssl.create_default_context()
-
-
 @dataclass
 class CoordinatorProxy:
-    """The upstream HTTP client, made on first use in the server's event loop."""
+    """The upstream HTTP clients, made on first use in the server's event loop.
+
+    https coordinators are verified with ``compound.tls.client_ssl_context``: the system
+    store plus ``$COMPOUND_CA_FILE``, read when the first https request goes out.
+    """
 
     store: SettingsStore
-    _client: httpx.AsyncClient | None = field(default=None, init=False)
+    _plain: httpx.AsyncClient | None = field(default=None, init=False)
+    _tls: httpx.AsyncClient | None = field(default=None, init=False)
     _ssl: ssl.SSLContext | None = field(default=None, init=False)
 
     def ssl_context(self) -> ssl.SSLContext:
+        """Raises TlsConfigError (one sentence) when the CA file cannot be used."""
         if self._ssl is None:
-            self._ssl = coordinator_ssl_context()
+            self._ssl = client_ssl_context(default_ca_file())
         return self._ssl
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-            self._client = httpx.AsyncClient(
-                timeout=timeout, verify=self.ssl_context(), follow_redirects=False, trust_env=False
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def client(self, url: str) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        if url.startswith("https://"):
+            if self._tls is None:
+                self._tls = httpx.AsyncClient(
+                    timeout=timeout, verify=self.ssl_context(), trust_env=False
+                )
+            return self._tls
+        if self._plain is None:
+            self._plain = httpx.AsyncClient(timeout=timeout, trust_env=False)
+        return self._plain
 
 
 def _proxy(connection: Request | WebSocket) -> CoordinatorProxy:
@@ -95,7 +102,14 @@ def _proxy(connection: Request | WebSocket) -> CoordinatorProxy:
     return proxy
 
 
-def _unreachable(url: str) -> str:
+def _unreachable(url: str, exc: BaseException | None = None) -> str:
+    problem = None
+    if isinstance(exc, TlsConfigError):
+        problem = str(exc)
+    elif exc is not None:
+        problem = certificate_problem(exc)
+    if problem:
+        return f"Can't reach the coordinator at {url}: {problem}."
     return f"Can't reach the coordinator at {url}. Check that it is running, then try again."
 
 
@@ -132,22 +146,28 @@ async def forward_http(request: Request) -> Response:
         return _too_big()
     has_body = request.method not in ("GET", "HEAD")
     query = request.url.query
-    upstream_request = proxy.client().build_request(
+    url = settings.coordinator_url + request.url.path + (f"?{query}" if query else "")
+    try:
+        client = proxy.client(url)
+    except TlsConfigError as exc:
+        return JSONResponse({"detail": _unreachable(settings.coordinator_url, exc)}, 502)
+    upstream_request = client.build_request(
         request.method,
-        settings.coordinator_url + request.url.path + (f"?{query}" if query else ""),
+        url,
         headers=_upstream_headers(request, settings),
         content=_bounded(request) if has_body else None,
     )
     try:
-        upstream = await proxy.client().send(upstream_request, stream=True)
+        upstream = await client.send(upstream_request, stream=True)
     except _BodyTooBig:
         return _too_big()
     except httpx.TimeoutException:
         log.warning("coordinator %s timed out on %s", settings.coordinator_url, request.url.path)
         return JSONResponse({"detail": _unreachable(settings.coordinator_url)}, status_code=504)
     except httpx.HTTPError as exc:
-        log.warning("coordinator %s unreachable: %s", settings.coordinator_url, type(exc).__name__)
-        return JSONResponse({"detail": _unreachable(settings.coordinator_url)}, status_code=502)
+        detail = _unreachable(settings.coordinator_url, exc)
+        log.warning("%s (%s)", detail, type(exc).__name__)
+        return JSONResponse({"detail": detail}, status_code=502)
     headers = {k: upstream.headers[k] for k in _RESPONSE_HEADERS if k in upstream.headers}
     return StreamingResponse(
         upstream.aiter_raw(),
@@ -189,6 +209,7 @@ async def forward_websocket(websocket: WebSocket) -> None:
     token = token_from_subprotocols(offered) or settings.token()
     url = _ws_url(settings.coordinator_url, websocket)
     try:
+        tls = proxy.ssl_context() if url.startswith("wss:") else None
         upstream = await connect(
             url,
             additional_headers={"Authorization": f"Bearer {token}"} if token else None,
@@ -197,12 +218,12 @@ async def forward_websocket(websocket: WebSocket) -> None:
             max_size=MAX_MESSAGE_BYTES,
             max_queue=MAX_QUEUED_MESSAGES,
             open_timeout=CONNECT_TIMEOUT_S,
-            ssl=proxy.ssl_context() if url.startswith("wss:") else None,
+            **websocket_ssl_options(tls),
             compression=None,
         )
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
+    except (OSError, TimeoutError, InvalidHandshake, TlsConfigError) as exc:
         status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
-        log.warning("coordinator %s refused a socket (%s)", settings.coordinator_url, status or exc)
+        log.warning("%s (%s)", _unreachable(settings.coordinator_url, exc), status or exc)
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         await _close_downstream(websocket, CLOSE_BAD_GATEWAY, "can't reach the coordinator")
         return
