@@ -247,6 +247,8 @@ class Agent(ManagedProcess):
     name: str = "test-agent"
     runtime: str = "runc"
     extra_args: list[str] = field(default_factory=list)
+    # A contributor token, passed the way users do: COMPOUND_TOKEN in the environment.
+    token: str | None = field(default=None, repr=False)
 
     @property
     def node_id(self) -> str:
@@ -271,7 +273,8 @@ class Agent(ManagedProcess):
                 "--events",
                 "json",
                 *self.extra_args,
-            ]
+            ],
+            env=product_env(COMPOUND_TOKEN=self.token) if self.token else None,
         )
         if wait_connected:
             self.wait_event("connected")

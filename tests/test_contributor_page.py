@@ -82,7 +82,8 @@ def served_app(docker_engine: str, coordinator: Coordinator, tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(docker_engine: str) -> Iterator[Browser]:
+    # Docker's readiness check runs asyncio.run(): it must come before Playwright's loop.
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True

@@ -532,3 +532,109 @@ def test_settings_file_location_follows_the_environment(
     (tmp_path / "override").mkdir()
     (tmp_path / "override" / "app.json").write_text("{not json")
     assert SettingsStore().load() == AppSettings()  # unreadable: defaults, no crash
+
+
+# ------------------------------------------------------------------ the coordinator proxy
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _close_of(url: str, **kwargs: Any) -> tuple[int | None, str | None]:
+    """Open a socket, read until it closes; returns the close code and reason received."""
+    with connect(url, open_timeout=10, **kwargs) as websocket:
+        with contextlib.suppress(Exception):
+            while True:
+                websocket.recv(timeout=10)
+        return websocket.close_code, websocket.close_reason
+
+
+@pytest.mark.timeout(60)
+def test_proxy_reaches_the_coordinator_behind_the_cookie(
+    local_server: LocalServer, coordinator: Coordinator, tmp_path: Path
+) -> None:
+    """/api, /healthz and the follow socket reach the coordinator, only with the cookie."""
+    SettingsStore(tmp_path / "config").save(AppSettings(coordinator.url))
+    base = local_server.base_url
+    assert httpx.get(base + "/healthz", timeout=10).status_code == 403
+    ws_base = f"ws://127.0.0.1:{local_server.port}"
+    with pytest.raises(InvalidStatus):
+        connect(f"{ws_base}/api/v1/jobs/x/follow", open_timeout=10).close()
+
+    client = _cookie_client(local_server)
+    assert client.get(base + "/healthz").json()["status"] == "ok"
+    created = client.post(base + "/api/v1/jobs", json={"script": "print(1)", "name": "proxied"})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    listed = client.get(base + "/api/v1/jobs", params={"limit": 5}).json()["jobs"]
+    assert [job["id"] for job in listed] == [job_id]
+    assert client.post(base + "/api/v1/jobs", json={"script": ""}).status_code == 400
+
+    cookie = {"Cookie": f"compound_session={local_server.secret}"}
+    with connect(
+        f"{ws_base}/api/v1/jobs/{job_id}/follow?after=-1", additional_headers=cookie
+    ) as websocket:
+        first = json.loads(websocket.recv(timeout=10))
+        assert first["type"] == "status" and first["job"]["id"] == job_id
+    code, _ = _close_of(f"{ws_base}/api/v1/jobs/no-such-job/follow", additional_headers=cookie)
+    assert code == 4404
+    code, _ = _close_of(f"{ws_base}/ws/submitter/no-such-job", additional_headers=cookie)
+    assert code == 4404
+
+
+@pytest.mark.timeout(60)
+def test_proxy_says_when_the_coordinator_is_unreachable(
+    local_server: LocalServer, tmp_path: Path
+) -> None:
+    """No coordinator: HTTP 502 with one sentence naming it; a socket closes 1014."""
+    url = f"http://127.0.0.1:{_closed_port()}"
+    SettingsStore(tmp_path / "config").save(AppSettings(url))
+    client = _cookie_client(local_server)
+    response = client.get(local_server.base_url + "/api/v1/jobs")
+    assert response.status_code == 502
+    assert response.json()["detail"] == (
+        f"Can't reach the coordinator at {url}. Check that it is running, then try again."
+    )
+    cookie = {"Cookie": f"compound_session={local_server.secret}"}
+    code, _ = _close_of(
+        f"ws://127.0.0.1:{local_server.port}/api/v1/jobs/x/follow", additional_headers=cookie
+    )
+    assert code == 1014
+
+
+@pytest.mark.timeout(30)
+def test_tokens_are_validated_stored_0600_and_never_shown(
+    local_server: LocalServer, tmp_path: Path
+) -> None:
+    """PUT /local/api/token keeps a token per coordinator in app.json; the pages never see it."""
+    client = _cookie_client(local_server)
+    url = local_server.base_url + "/local/api/token"
+    bad = client.put(url, json={"token": "two words\r\nX-Evil: 1"})
+    assert bad.status_code == 422 and "X-Evil" not in bad.text
+    assert client.put(url, json={}).status_code == 400
+    token = "cct_" + "A" * 43
+    saved = client.put(url, json={"token": token})
+    assert saved.status_code == 200 and saved.json()["has_token"] is True
+    assert token not in saved.text
+    shown = client.get(local_server.base_url + "/local/api/settings")
+    assert shown.json()["has_token"] is True and token not in shown.text
+    path = tmp_path / "config" / "app.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    store = SettingsStore(tmp_path / "config")
+    assert store.load().token() == token
+    # Another coordinator has no token; going back finds the first one again.
+    client.put(
+        local_server.base_url + "/local/api/settings", json={"coordinator_url": "http://h:1"}
+    )
+    assert client.get(local_server.base_url + "/local/api/settings").json()["has_token"] is False
+    client.put(
+        local_server.base_url + "/local/api/settings",
+        json={"coordinator_url": AppSettings().coordinator_url},
+    )
+    assert store.load().token() == token
+    assert client.delete(url).json()["has_token"] is False
+    assert store.load().token() is None

@@ -2,6 +2,8 @@
 
 It listens on a random free port with a per-launch secret (see ``guard``), runs uvicorn in a
 background thread, and is the only way the web pages reach the agent sidecar and settings.
+It also forwards the coordinator's API and sockets (``proxy``), so the pages call their own
+origin and the stored access token is added there, never handed to the pages.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import secrets
 import socket
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,14 @@ from starlette.staticfiles import StaticFiles
 
 import compound
 from compound.desktop.guard import LocalAccessGuard
-from compound.desktop.settings import SettingsError, SettingsStore, settings_from_dict
+from compound.desktop.proxy import CoordinatorProxy, proxy_routes
+from compound.desktop.settings import (
+    SettingsError,
+    SettingsStore,
+    public_view,
+    settings_from_dict,
+    validate_token,
+)
 from compound.desktop.sidecar import AgentSidecar, EventDict, SidecarError
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_QUEUED_EVENTS = 2000
 CLOSE_TRY_AGAIN_LATER = 1013
 STARTUP_TIMEOUT_S = 10.0
+# The largest message the pages send or receive on a proxied socket (protocol max + margin).
+MAX_WS_MESSAGE_BYTES = 5 * 1024 * 1024
 
 
 @dataclass
@@ -43,6 +54,10 @@ class LocalAppState:
 
     store: SettingsStore
     sidecar: AgentSidecar
+    proxy: CoordinatorProxy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.proxy = CoordinatorProxy(self.store)
 
 
 def _state(request: Request | WebSocket) -> LocalAppState:
@@ -70,7 +85,7 @@ router = APIRouter(prefix="/local/api")
 
 @router.get("/settings")
 async def get_settings(request: Request) -> dict[str, Any]:
-    return asdict(_state(request).store.load())
+    return public_view(_state(request).store.load())
 
 
 @router.put("/settings", response_model=None)
@@ -84,7 +99,32 @@ async def put_settings(request: Request) -> dict[str, Any] | JSONResponse:
     except SettingsError as exc:
         return _error(422, str(exc))
     store.save(settings)
-    return asdict(settings)
+    return public_view(settings)
+
+
+@router.put("/token", response_model=None)
+async def put_token(request: Request) -> dict[str, Any] | JSONResponse:
+    """Remember an access token for the current coordinator (the proxy adds it from now on)."""
+    raw = await _json_object(request)
+    if raw is None or "token" not in raw:
+        return _error(400, 'Send a JSON object {"token": "..."} of at most 16 KiB.')
+    try:
+        token = validate_token(raw["token"])
+    except SettingsError as exc:
+        return _error(422, str(exc))
+    store = _state(request).store
+    settings = store.load().with_token(token)
+    store.save(settings)
+    return public_view(settings)
+
+
+@router.delete("/token")
+async def delete_token(request: Request) -> dict[str, Any]:
+    """Forget the current coordinator's access token."""
+    store = _state(request).store
+    settings = store.load().with_token(None)
+    store.save(settings)
+    return public_view(settings)
 
 
 @router.get("/agent")
@@ -148,6 +188,7 @@ def create_app(state: LocalAppState, web_dir: Path = WEB_DIR) -> FastAPI:
     app = FastAPI(title="Compound desktop", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.local = state
     app.include_router(router)
+    app.router.routes.extend(proxy_routes())
     app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
     return app
 
@@ -163,7 +204,12 @@ class LocalServer:
         self.port: int = self._socket.getsockname()[1]
         guarded = LocalAccessGuard(create_app(state, web_dir), self.secret, self.port)
         config = uvicorn.Config(
-            guarded, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+            guarded,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            ws_max_size=MAX_WS_MESSAGE_BYTES,
+            ws_max_queue=16,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="local-server", daemon=True)

@@ -1,15 +1,20 @@
 """Desktop app settings persisted as JSON under the user's config directory.
 
 The file is ``$COMPOUND_CONFIG_DIR/app.json`` when that variable is set (tests), else
-``$XDG_CONFIG_HOME/compound/app.json``, else ``~/.config/compound/app.json``.
+``$XDG_CONFIG_HOME/compound/app.json``, else ``~/.config/compound/app.json``. It holds the
+access token of each coordinator the user gave one for, so it is written 0600 and the
+tokens never leave the local server (``public_view`` is what the pages see).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, replace
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +25,10 @@ DEFAULT_COORDINATOR_URL = "http://127.0.0.1:8000"
 SETTINGS_FILE_NAME = "app.json"
 MAX_SETTINGS_BYTES = 64 * 1024
 MAX_URL_CHARS = 2048
+MAX_TOKEN_CHARS = 512
+MAX_TOKENS_KEPT = 64
+# RFC 7230 token characters: safe in an Authorization header and in a WebSocket subprotocol.
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class SettingsError(ValueError):
@@ -35,6 +44,27 @@ class AppSettings:
     agent_image: str | None = None
     agent_runtime: str | None = None
     agent_name: str | None = None
+    # Access token per coordinator URL (as validate_coordinator_url returns it).
+    tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def token(self) -> str | None:
+        """The token stored for the current coordinator, if any."""
+        return self.tokens.get(self.coordinator_url)
+
+    def with_token(self, token: str | None) -> AppSettings:
+        """These settings with the current coordinator's token set (or forgotten: None)."""
+        tokens = {url: value for url, value in self.tokens.items() if url != self.coordinator_url}
+        if token is not None:
+            tokens[self.coordinator_url] = token
+        return replace(self, tokens=tokens)
+
+
+def public_view(settings: AppSettings) -> dict[str, Any]:
+    """What the pages may know: every setting but the tokens, and whether one is stored."""
+    view = asdict(settings)
+    del view["tokens"]
+    view["has_token"] = settings.token() is not None
+    return view
 
 
 def config_dir() -> Path:
@@ -56,6 +86,31 @@ def validate_coordinator_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError("The coordinator URL must look like http://host:port.")
     return url.rstrip("/")
+
+
+def validate_token(token: object) -> str:
+    """Return the token stripped, or raise SettingsError (never quoting the token)."""
+    if not isinstance(token, str):
+        raise SettingsError("The token must be a string.")
+    token = token.strip()
+    if not 0 < len(token) <= MAX_TOKEN_CHARS or not _TOKEN_RE.fullmatch(token):
+        raise SettingsError(
+            "That does not look like a Compound token: paste it exactly as it was given to you."
+        )
+    return token
+
+
+def _tokens_from_raw(raw: object) -> dict[str, str]:
+    """The valid (URL, token) pairs of a settings file's ``tokens``; the rest is dropped."""
+    if not isinstance(raw, dict):
+        return {}
+    tokens: dict[str, str] = {}
+    for url, token in list(raw.items())[:MAX_TOKENS_KEPT]:
+        try:
+            tokens[validate_coordinator_url(str(url))] = validate_token(token)
+        except SettingsError:
+            log.warning("ignoring an unusable stored token in the settings file")
+    return tokens
 
 
 def _optional_str(raw: dict[str, Any], key: str) -> str | None:
@@ -92,7 +147,7 @@ class SettingsStore:
             raw = json.loads(text)
             if not isinstance(raw, dict):
                 raise SettingsError("settings file is not a JSON object")
-            return settings_from_dict(raw)
+            return replace(settings_from_dict(raw), tokens=_tokens_from_raw(raw.get("tokens")))
         except FileNotFoundError:
             return AppSettings()
         except (OSError, ValueError) as exc:
@@ -100,8 +155,16 @@ class SettingsStore:
             return AppSettings()
 
     def save(self, settings: AppSettings) -> None:
-        """Write atomically (temp file + rename) so a crash never leaves half a file."""
+        """Write atomically (temp file + rename) so a crash never leaves half a file.
+
+        The file is 0600 from its first byte: it may hold access tokens.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(settings), indent=2) + "\n", encoding="utf-8")
+        data = {**asdict(settings), "tokens": dict(settings.tokens)}
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.path)

@@ -96,6 +96,15 @@ def agent_command(settings: AppSettings, state_dir: Path) -> list[str]:
     return argv
 
 
+def agent_env(settings: AppSettings) -> dict[str, str]:
+    """The agent's environment: the stored token travels here, never on its command line."""
+    env = dict(os.environ)
+    token = settings.token()
+    if token:
+        env["COMPOUND_TOKEN"] = token
+    return env
+
+
 class AgentSidecar:
     """Starts, watches and stops one agent process; thread-safe, no asyncio.
 
@@ -130,7 +139,7 @@ class AgentSidecar:
         with self._lock:
             if self._state is not AgentState.STOPPED:
                 return self._status_locked()
-            proc = self._spawn(agent_command(settings, self._state_dir))
+            proc = self._spawn(agent_command(settings, self._state_dir), agent_env(settings))
             self._move(AgentState.RUNNING)
             self._proc, self._exit_code = proc, None
             self._coordinator_url = settings.coordinator_url
@@ -138,7 +147,7 @@ class AgentSidecar:
         threading.Thread(target=self._read, args=(proc,), name="agent-events", daemon=True).start()
         return self.status()
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen[str]:
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -148,6 +157,7 @@ class AgentSidecar:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=stderr_file,
+                    env=env,
                     text=True,
                     encoding="utf-8",
                     errors="replace",

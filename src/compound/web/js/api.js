@@ -48,10 +48,15 @@ export function statusLabel(job) {
   }
 }
 
-// ------------------------------------------------------------------ base URL resolution
+// ------------------------------------------------------------------ where requests go
+//
+// In a browser the pages call the coordinator directly: the one that served them, or a
+// ?coordinator= override (which that coordinator must allow with --allow-origin). In the
+// desktop app they call their own origin: the app's local server forwards the API and the
+// sockets to the coordinator in its settings and adds the stored token itself.
 
 const STORAGE_KEY = "compound.coordinator";
-let basePromise = null;
+let endpointPromise = null;
 
 function cleanBase(url) {
   try {
@@ -78,40 +83,62 @@ function storedBase() {
   return null;
 }
 
-async function desktopBase() {
-  // The desktop app serves these pages from its own origin and says where the coordinator is.
-  const body = await getLocalSettings();
-  return body && body.coordinator_url ? cleanBase(body.coordinator_url) : null;
+/**
+ * Resolved once per page: {base, coordinator, desktop, hasToken}. `base` is where requests
+ * go, `coordinator` the coordinator's URL (shown to the user, and the key of its token).
+ */
+function endpoint() {
+  if (!endpointPromise) {
+    endpointPromise = (async () => {
+      if (window.location.protocol === "file:") {
+        const base = storedBase() || "http://127.0.0.1:8000";
+        return { base, coordinator: base, desktop: false, hasToken: false };
+      }
+      const local = await getLocalSettings();
+      if (local) {
+        return {
+          base: window.location.origin, coordinator: cleanBase(local.coordinator_url),
+          desktop: true, hasToken: Boolean(local.has_token),
+        };
+      }
+      const base = storedBase() || window.location.origin;
+      return { base, coordinator: base, desktop: false, hasToken: false };
+    })();
+  }
+  return endpointPromise;
 }
 
 /** The coordinator's base URL (no trailing slash), resolved once per page. */
-export function coordinatorBase() {
-  if (!basePromise) {
-    basePromise = (async () => {
-      if (window.location.protocol === "file:") return storedBase() || "http://127.0.0.1:8000";
-      return storedBase() || (await desktopBase()) || window.location.origin;
-    })();
-  }
-  return basePromise;
+export async function coordinatorBase() {
+  return (await endpoint()).coordinator;
+}
+
+/** True when the pages run in the desktop app (and reach the coordinator through it). */
+export async function inDesktopApp() {
+  return (await endpoint()).desktop;
 }
 
 /**
- * Point this page's coordinator calls at `url` from now on (after the desktop app saved it).
- * A per-tab ?coordinator= override is dropped: the saved setting is what the user just chose.
+ * The coordinator is now `url` (after the desktop app saved it): its token, if the app
+ * holds one, is whatever the saved settings say. A per-tab ?coordinator= override is dropped.
  */
-export function setCoordinatorBase(url) {
+export function setCoordinatorBase(url, settings = null) {
   const base = cleanBase(url);
   if (!base) return;
   try { sessionStorage.removeItem(STORAGE_KEY); } catch { /* storage off */ }
-  basePromise = Promise.resolve(base);
-}
-
-async function httpUrl(path) {
-  return (await coordinatorBase()) + path;
+  endpointPromise = (async () => {
+    const previous = await endpoint();
+    const hasToken = Boolean(settings && settings.has_token);
+    return previous.desktop
+      ? { ...previous, coordinator: base, hasToken }
+      : { base, coordinator: base, desktop: false, hasToken: false };
+  })();
+  auth.dismissed = false;
+  changed();
 }
 
 async function wsUrl(path) {
-  const url = new URL(await httpUrl(path));
+  const url = new URL((await endpoint()).base + path);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return url.toString();
 }
@@ -125,6 +152,149 @@ export function pageUrl(page, params = {}) {
   return url.pathname.split("/").pop() + url.search;
 }
 
+// ------------------------------------------------------------------ access tokens
+//
+// A coordinator with tokens answers 401 (HTTP) or closes 4401 (sockets) without a valid one.
+// Then the page asks for a token (tokenprompt.js), checks it, remembers it per coordinator
+// and retries. A browser keeps it in localStorage under the coordinator's URL and sends it
+// itself (Authorization header; the subprotocol pair on sockets, as browsers cannot set
+// socket headers). The desktop app keeps it in its settings file; its local server adds it.
+
+const TOKEN_KEY_PREFIX = "compound.token:";
+const SUBPROTOCOL = "compound";
+const BEARER_SUBPROTOCOL = "compound.bearer.";
+// RFC 7230 token characters: what a header value and a WebSocket subprotocol can carry.
+const TOKEN_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,512}$/;
+
+/** Close codes of the coordinator's sockets (protocol/__init__.py CLOSE_*). */
+export const CLOSE_UNAUTHORIZED = 4401;
+export const CLOSE_FORBIDDEN = 4403;
+
+const auth = {
+  generation: 0,     // bumped whenever the token in use changes
+  pending: null,     // the open prompt's promise, shared by every request waiting on it
+  dismissed: false,  // the user closed the prompt: stop asking until they open it again
+  needed: false,     // this coordinator asked for a token
+};
+
+/** Fired on window as "compound:auth" when the stored token or the need for one changes. */
+function changed() {
+  window.dispatchEvent(new CustomEvent("compound:auth"));
+}
+
+export function isTokenShaped(text) {
+  return TOKEN_CHARS.test(String(text));
+}
+
+function browserToken(ep) {
+  if (ep.desktop) return null;
+  try { return localStorage.getItem(TOKEN_KEY_PREFIX + ep.coordinator); } catch { return null; }
+}
+
+/** {coordinator, stored, needed, desktop}: what the title bar's token control shows. */
+export async function tokenStatus() {
+  const ep = await endpoint();
+  return {
+    coordinator: ep.coordinator, desktop: ep.desktop, needed: auth.needed,
+    stored: ep.desktop ? ep.hasToken : Boolean(browserToken(ep)),
+  };
+}
+
+async function rememberToken(token) {
+  const ep = await endpoint();
+  if (ep.desktop) {
+    const saved = await localCall("PUT", "/token", { token });
+    endpointPromise = Promise.resolve({ ...ep, hasToken: Boolean(saved.has_token) });
+  } else {
+    try {
+      localStorage.setItem(TOKEN_KEY_PREFIX + ep.coordinator, token);
+    } catch {
+      throw new ApiError("This browser won't store the token (storage is off). Allow site data, then try again.");
+    }
+  }
+  auth.generation += 1;
+  auth.dismissed = false;
+  changed();
+}
+
+/** Forget this coordinator's token (the next request that needs one asks again). */
+export async function forgetToken() {
+  const ep = await endpoint();
+  if (ep.desktop) {
+    await localCall("DELETE", "/token");
+    endpointPromise = Promise.resolve({ ...ep, hasToken: false });
+  } else {
+    try { localStorage.removeItem(TOKEN_KEY_PREFIX + ep.coordinator); } catch { /* storage off */ }
+  }
+  auth.generation += 1;
+  changed();
+}
+
+/**
+ * Check `token` against the coordinator, then remember it. Returns null when it was
+ * accepted, else the sentence to show. GET /api/v1/contributors answers every role.
+ */
+export async function tryToken(token) {
+  token = String(token).trim();
+  if (!token) return "Paste your access token first.";
+  if (!isTokenShaped(token)) return "That doesn't look like a Compound token. Paste it exactly as it was given to you.";
+  const ep = await endpoint();
+  let resp;
+  try {
+    resp = await fetch(ep.base + "/api/v1/contributors", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  } catch {
+    return unreachable(ep);
+  }
+  if (resp.status === 401) return "The coordinator didn't accept that token. Check it and try again.";
+  if (!resp.ok && resp.status !== 403) return errorSentence(resp.status, await detailOf(resp), ep);
+  try {
+    await rememberToken(token);
+  } catch (err) {
+    return err.message;
+  }
+  return null;
+}
+
+/**
+ * Wait for a working token after a 401 that happened while `generation` was in use.
+ * Resolves true to retry, false when the user declined (the caller then fails).
+ */
+async function awaitToken(generation) {
+  if (auth.generation !== generation) return true; // someone already fixed it: just retry
+  auth.needed = true;
+  changed();
+  if (auth.dismissed) return false;
+  if (!auth.pending) {
+    auth.pending = (async () => {
+      const { openTokenPrompt } = await import("./tokenprompt.js");
+      const ep = await endpoint();
+      const rejected = ep.desktop ? ep.hasToken : Boolean(browserToken(ep));
+      const outcome = await openTokenPrompt({
+        coordinator: ep.coordinator, desktop: ep.desktop, reason: rejected ? "rejected" : "needed",
+        stored: rejected, tryToken, forgetToken,
+      });
+      if (outcome !== "saved") auth.dismissed = true;
+      return outcome === "saved";
+    })().finally(() => { auth.pending = null; });
+  }
+  return auth.pending;
+}
+
+/** Let the user enter, change or forget the token (the title bar's control). */
+export async function manageToken() {
+  auth.dismissed = false;
+  if (auth.pending) return auth.pending;
+  const { openTokenPrompt } = await import("./tokenprompt.js");
+  const status = await tokenStatus();
+  auth.pending = openTokenPrompt({
+    coordinator: status.coordinator, desktop: status.desktop, reason: "manage",
+    stored: status.stored, tryToken, forgetToken,
+  }).finally(() => { auth.pending = null; });
+  return auth.pending;
+}
+
+const NEEDS_TOKEN = "This coordinator needs an access token. Choose “Token” at the top of the page to enter one.";
+
 // ------------------------------------------------------------------ REST
 
 /** An error with a sentence fit to show the user; `status` is the HTTP status or 0. */
@@ -137,26 +307,47 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, path, body) {
-  const base = await coordinatorBase();
-  let resp;
+function unreachable(ep) {
+  return `Can't reach the coordinator at ${ep.coordinator}. Check that it is running, then try again.`;
+}
+
+async function detailOf(resp) {
   try {
-    resp = await fetch(base + path, {
-      method,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: "no-store",
-    });
+    const data = await resp.json();
+    return data && typeof data.detail === "string" ? data.detail : null;
   } catch {
-    throw new ApiError(`Can't reach the coordinator at ${base}. Check that it is running, then try again.`);
+    return null;
   }
-  let data = null;
-  try { data = await resp.json(); } catch { data = null; }
-  if (!resp.ok) {
-    const detail = data && typeof data.detail === "string" ? data.detail : null;
-    throw new ApiError(errorSentence(resp.status, detail), resp.status, detail);
+}
+
+async function request(method, path, body) {
+  for (;;) {
+    const ep = await endpoint();
+    const generation = auth.generation;
+    const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+    const token = browserToken(ep);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let resp;
+    try {
+      resp = await fetch(ep.base + path, {
+        method, headers, cache: "no-store",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      throw new ApiError(unreachable(ep));
+    }
+    if (resp.status === 401) {
+      if (await awaitToken(generation)) continue;
+      throw new ApiError(NEEDS_TOKEN, 401);
+    }
+    let data = null;
+    try { data = await resp.json(); } catch { data = null; }
+    if (!resp.ok) {
+      const detail = data && typeof data.detail === "string" ? data.detail : null;
+      throw new ApiError(errorSentence(resp.status, detail, ep), resp.status, detail);
+    }
+    return data;
   }
-  return data;
 }
 
 function sentence(text) {
@@ -165,8 +356,11 @@ function sentence(text) {
   return /[.!?]$/.test(capital) ? capital : `${capital}.`;
 }
 
-function errorSentence(status, detail) {
+function errorSentence(status, detail, ep) {
   if (status === 413) return `That script is too big to submit${detail ? ` (${detail.replace(/\.$/, "")})` : ""}.`;
+  if (status === 403) return detail ? `Not allowed: ${detail.replace(/\.$/, "")}.` : "Your token isn't allowed to do that.";
+  // The desktop app's proxy says so when it can't reach the coordinator.
+  if ((status === 502 || status === 504) && ep && ep.desktop) return detail ? sentence(detail) : unreachable(ep);
   if (status >= 500) return "The coordinator hit a problem. Try again in a moment.";
   if (detail) return sentence(detail);
   if (status === 404) return "The coordinator doesn't know that job.";
@@ -195,6 +389,10 @@ export function cancelJob(id) {
   return request("POST", `/api/v1/jobs/${encodeURIComponent(id)}/cancel`);
 }
 
+/**
+ * GET /api/v1/contributors. Admins see every field; other tokens see no `id` and no
+ * `current_job_id`, only `busy` (see docs/api.md ContributorView).
+ */
 export async function listContributors() {
   return (await request("GET", "/api/v1/contributors")).contributors;
 }
@@ -234,13 +432,17 @@ export async function getLocalSettings() {
 }
 
 /** PUT /local/api/settings with the keys to change → the saved settings; throws ApiError. */
-export async function saveLocalSettings(changes) {
+export function saveLocalSettings(changes) {
+  return localCall("PUT", "/settings", changes);
+}
+
+async function localCall(method, path, body) {
   let resp;
   try {
-    resp = await fetch(LOCAL_SETTINGS, {
-      method: "PUT",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(changes),
+    resp = await fetch(`/local/api${path}`, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
     });
   } catch {
@@ -271,7 +473,8 @@ export function backoffMs(attempt, { baseMs = 250, maxMs = 8000, jitter = Math.r
  * message is reopened (with backoff) from the last seq received, and records at or below
  * it are dropped. Callbacks: onRecords(records), onStatus(job), onEnd(job),
  * onConnection(state) with state in "connecting" | "open" | "retrying" | "closed",
- * onError(ApiError) for an unknown job. Returns {stop(), lastSeq()}.
+ * onError(ApiError) for an unknown job (404) or a refused token (401, 403); a 4401 close
+ * first asks for a token and, given one, reconnects. Returns {stop(), lastSeq()}.
  */
 export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnection, onError } = {}) {
   let lastSeq = after;
@@ -305,8 +508,13 @@ export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnec
     if (stopped) return;
     connection(attempt === 0 ? "connecting" : "retrying");
     let ws;
+    const generation = auth.generation;
     try {
-      ws = new WebSocket(await wsUrl(`/api/v1/jobs/${encodeURIComponent(id)}/follow?after=${lastSeq}`));
+      const url = await wsUrl(`/api/v1/jobs/${encodeURIComponent(id)}/follow?after=${lastSeq}`);
+      const token = browserToken(await endpoint());
+      // Always offer "compound": the coordinator names it when it refuses a token (4401),
+      // and a browser drops a socket whose answer names a subprotocol it did not offer.
+      ws = new WebSocket(url, token ? [SUBPROTOCOL, BEARER_SUBPROTOCOL + token] : [SUBPROTOCOL]);
     } catch {
       return retry();
     }
@@ -319,13 +527,23 @@ export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnec
       attempt = 0; // the coordinator is talking: the next drop starts the backoff afresh
       handle(message);
     };
-    ws.onclose = (event) => {
+    ws.onclose = async (event) => {
       socket = null;
       if (stopped || ended) { connection("closed"); return; }
-      if (event.code === CLOSE_UNKNOWN_JOB) {
+      if (event.code === CLOSE_UNAUTHORIZED && await awaitToken(generation)) {
+        attempt = 0;
+        connect();
+        return;
+      }
+      const refusal = {
+        [CLOSE_UNKNOWN_JOB]: () => new ApiError("The coordinator doesn't know that job.", 404),
+        [CLOSE_UNAUTHORIZED]: () => new ApiError(NEEDS_TOKEN, 401),
+        [CLOSE_FORBIDDEN]: () => new ApiError("Your token isn't allowed to follow jobs.", 403),
+      }[event.code];
+      if (refusal) {
         stopped = true;
         connection("closed");
-        if (onError) onError(new ApiError("The coordinator doesn't know that job.", 404));
+        if (onError) onError(refusal());
         return;
       }
       retry();

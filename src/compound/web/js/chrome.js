@@ -4,14 +4,17 @@
 // importing this module fills it in: traffic lights (desktop app only), ← Back (when
 // data-back is set), the mini wordmark and the Jobs / Contributors nav. In the desktop app
 // (pywebview) the traffic lights call window.pywebview.api.close() / minimize() /
-// toggle_maximize(); in a plain browser they stay hidden.
+// toggle_maximize(); in a plain browser they stay hidden. A "Token" control appears once the
+// coordinator asked for an access token or one is stored: it opens the dialog to change or
+// forget it.
 
-import { pageUrl } from "./api.js";
+import { manageToken, pageUrl, tokenStatus } from "./api.js";
 
 const ICONS = {
   close: '<path d="M2.5 2.5l4 4m0-4l-4 4" stroke="currentColor" stroke-width="1.2" stroke-linecap="round"/>',
   minimize: '<path d="M1.8 4.5h5.4" stroke="currentColor" stroke-width="1.2" stroke-linecap="round"/>',
   maximize: '<path d="M2.2 5.6V2.2h3.4zM6.8 3.4v3.4H3.4z" fill="currentColor"/>',
+  key: '<circle cx="5" cy="9" r="3" fill="none" stroke="currentColor" stroke-width="1.4"/><path d="M7.2 6.8L13 1m-2.4 2.4l1.8 1.8M9 5.2l1.4 1.4" fill="none" stroke="currentColor" stroke-width="1.4" stroke-linecap="round"/>',
 };
 
 const NAV = [
@@ -91,6 +94,29 @@ function buildNav() {
   return nav;
 }
 
+function buildTokenChip() {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "token-chip";
+  button.dataset.testid = "token-button";
+  button.hidden = true;
+  button.innerHTML = `<svg viewBox="0 0 14 14" aria-hidden="true">${ICONS.key}</svg><span>Token</span>`;
+  button.addEventListener("click", () => manageToken());
+  const update = async () => {
+    const status = await tokenStatus();
+    // The desktop app always offers it: its agent uses the same token to contribute.
+    button.hidden = !(status.stored || status.needed || status.desktop);
+    button.classList.toggle("has-token", status.stored);
+    button.classList.toggle("is-needed", status.needed);
+    const label = status.stored ? "Change or forget the access token" : "Enter an access token";
+    button.setAttribute("aria-label", label);
+    button.title = `${label} for ${status.coordinator}`;
+  };
+  window.addEventListener("compound:auth", update);
+  update();
+  return button;
+}
+
 function enableDesktop(bar) {
   const group = bar.querySelector(".traffic");
   if (!group || !(window.pywebview && window.pywebview.api)) return;
@@ -110,7 +136,7 @@ export function mountTitlebar(bar) {
   brand.innerHTML = 'Compound<span class="dot-gold">.</span>';
   const parts = [buildTraffic()];
   if (bar.dataset.back) parts.push(buildBack(bar.dataset.back));
-  parts.push(brand, buildNav());
+  parts.push(brand, buildNav(), buildTokenChip());
   bar.replaceChildren(...parts);
   // pywebview starts a window drag on mousedown in the bar; pressing a control must not.
   for (const control of bar.querySelectorAll("a, button")) {

@@ -287,7 +287,7 @@ async function saveCoordinator(event) {
   coord.save.disabled = true;
   try {
     const saved = await saveLocalSettings({ coordinator_url: value });
-    setCoordinatorBase(saved.coordinator_url);
+    setCoordinatorBase(saved.coordinator_url, saved);
     showCoordinatorUrl(saved.coordinator_url);
     editCoordinator(false);
     // The agent got its URL on the command line: it keeps it until it is started again.

@@ -16,17 +16,24 @@ function row(c) {
   const ram = online && c.ram_free_bytes
     ? `${formatBytes(c.ram_free_bytes)}<span class="sub">of ${formatBytes(c.ram_total_bytes || c.memory_bytes)}</span>`
     : '<span class="muted">—</span>';
-  const job = c.current_job_id
-    ? `<a class="mono" href="${escapeHtml(pageUrl("submitter.html", { job: c.current_job_id }))}">${escapeHtml(c.current_job_id)}</a>`
-    : '<span class="muted">Idle</span>';
-  return `<tr data-contributor-id="${escapeHtml(c.id)}">
-    <td><span style="font-weight:500">${escapeHtml(c.name || c.id)}</span>
-      <span class="sub mono">${escapeHtml(c.id)}${c.runtime ? ` · ${escapeHtml(c.runtime)}` : ""}</span></td>
+  // Admins see ids and the job in hand; other tokens see only whether the machine is busy.
+  let job = '<span class="muted">Idle</span>';
+  if (c.current_job_id) {
+    job = `<a class="mono" href="${escapeHtml(pageUrl("submitter.html", { job: c.current_job_id }))}">${escapeHtml(c.current_job_id)}</a>`;
+  } else if (c.busy) {
+    job = '<span class="badge badge--sm badge--running">Busy</span>';
+  }
+  const sub = [c.id ? `<span class="mono">${escapeHtml(c.id)}</span>` : "", c.runtime ? escapeHtml(c.runtime) : "",
+    c.version && !c.id ? `v${escapeHtml(c.version)}` : ""].filter(Boolean).join(" · ");
+  const key = c.id ? ` data-contributor-id="${escapeHtml(c.id)}"` : "";
+  return `<tr${key} data-contributor-name="${escapeHtml(c.name || "")}">
+    <td><span style="font-weight:500">${escapeHtml(c.name || c.id || "Unnamed")}</span>
+      ${sub ? `<span class="sub">${sub}</span>` : ""}</td>
     <td><span class="badge badge--sm badge--${online ? "online" : "offline"}" data-testid="contributor-state">${online ? "Online" : "Offline"}</span></td>
     <td class="num" data-testid="contributor-cpu">${cpu}</td>
     <td class="num" data-testid="contributor-ram">${ram}</td>
     <td class="num">${c.cores || "—"}</td>
-    <td>${job}</td>
+    <td data-testid="contributor-job">${job}</td>
   </tr>`;
 }
 

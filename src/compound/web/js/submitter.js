@@ -134,10 +134,10 @@ function follow(job) {
       els.log.dataset.connection = connection;
       renderMeta();
     },
-    onError() {
+    onError(err) {
       state.follow = null;
       badgeUnknown();
-      showError(`This coordinator has no job with id ${job.id}.`);
+      showError(err.status === 404 ? `This coordinator has no job with id ${job.id}.` : err.message);
     },
   });
 }
