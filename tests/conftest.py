@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ def docker_engine() -> str:
     """The sandbox image tag; fails the run, saying how to fix it, when Docker is not usable
     (engine down, a runtime not registered). A missing image is built, as the agent's
     `compound image ensure` would."""
-    problem = asyncio.run(check_docker_ready(TEST_IMAGE))
+    # In a thread of its own: a browser test's event loop may already run in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        problem = pool.submit(asyncio.run, check_docker_ready(TEST_IMAGE)).result()
     if problem is not None:
         pytest.fail(f"Docker is not ready: {problem}", pytrace=False)
     return TEST_IMAGE
