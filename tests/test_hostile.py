@@ -96,10 +96,12 @@ async def run_hostile(runner: DockerRunner, script: str, **spec: object) -> Outc
     spec.setdefault("timeout_s", JOB_TIMEOUT_S)
     outcome = await run_job(runner, script, **spec)
     assert outcome.result.status.is_terminal
+    await runner.removals_done()
     assert await managed_container_ids(runner.settings.node_id) == []
     ordinary = await run_job(runner, "print('ok')")
     assert ordinary.result == RunResult(JobStatus.SUCCEEDED, 0)
     assert ordinary.stdout == "ok\n"
+    await runner.removals_done()
     assert await managed_container_ids(runner.settings.node_id) == []
     return outcome
 

@@ -205,6 +205,7 @@ async def test_output_streams_while_job_runs_and_cancel_stops_it(runner: DockerR
     assert time.monotonic() - cancelled_at < runner.settings.grace_s
     assert result.status is JobStatus.CANCELLED
     assert sink.stdout == b"started"
+    await runner.removals_done()
     assert await managed_container_ids(runner.settings.node_id) == []
 
 
@@ -318,6 +319,7 @@ async def test_container_removed_after_each_run(runner: DockerRunner) -> None:
     await run(runner, "print('ok')")
     await run(runner, "raise SystemExit(2)")
     await run(runner, "import time\ntime.sleep(30)", timeout_s=0.5)
+    await runner.removals_done()
     assert await managed_container_ids(runner.settings.node_id) == []
 
 

@@ -35,6 +35,8 @@ from compound.agent.runners.docker_stream import Attachment
 from compound.agent.runners.sandbox_env import refused_variable
 from compound.protocol import JobStatus
 
+# How long close() waits for finished jobs' containers to be removed.
+REMOVAL_WAIT_S = 30.0
 LOST_ENGINE = "lost the connection to the Docker engine while running the job"
 # The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
@@ -56,6 +58,7 @@ class DockerRunner:
         self.settings = settings
         self._docker: aiodocker.Docker | None = None
         self._runtime: Runtime | None = None
+        self._removals: set[asyncio.Task[None]] = set()
 
     @property
     def runtime(self) -> str:
@@ -127,6 +130,25 @@ class DockerRunner:
         except _TRANSPORT_ERRORS:
             return _engine_failure(LOST_ENGINE)
         try:
+            result = await self._run_described(container, spec, on_output, cancel)
+        except BaseException:
+            # Shielded: a cancelled run() still removes its container before re-raising.
+            await asyncio.shield(_remove(container))
+            raise
+        # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
+        # the result; close() and removals_done() wait for it.
+        self._remove_in_background(container)
+        return result
+
+    async def _run_described(
+        self,
+        container: DockerContainer,
+        spec: RunSpec,
+        on_output: OutputSink,
+        cancel: asyncio.Event,
+    ) -> RunResult:
+        """Run the created container; engine failures become results with a reason."""
+        try:
             return await self._run_container(container, spec, on_output, cancel)
         except DockerError as exc:
             return _engine_failure(describe(exc))
@@ -134,9 +156,16 @@ class DockerRunner:
             return _engine_failure(str(exc))
         except _TRANSPORT_ERRORS:
             return _engine_failure(LOST_ENGINE)
-        finally:
-            # Shielded: a cancelled run() still removes its container before re-raising.
-            await asyncio.shield(_remove(container))
+
+    def _remove_in_background(self, container: DockerContainer) -> None:
+        task = asyncio.create_task(_remove(container), name=f"remove-{container.id[:12]}")
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def removals_done(self) -> None:
+        """Wait until the container of every finished run is removed."""
+        while self._removals:
+            await asyncio.gather(*list(self._removals), return_exceptions=True)
 
     async def _run_container(
         self,
@@ -195,6 +224,8 @@ class DockerRunner:
         await pump
 
     async def close(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.removals_done(), REMOVAL_WAIT_S)
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
