@@ -14,6 +14,7 @@ from compound.coordinator.access import may_see, require, require_on_socket
 from compound.coordinator.contributor_store import ContributorRow
 from compound.coordinator.follow import follow_job
 from compound.coordinator.followers import TooManyFollowers
+from compound.coordinator.log_tail import LogPage
 from compound.coordinator.quotas import check_quotas
 from compound.coordinator.socket import close_quietly, send_until_disconnect
 from compound.coordinator.state import CoordinatorState, get_state
@@ -199,7 +200,7 @@ async def _follow_messages(
     state: CoordinatorState, job_id: str, after: int
 ) -> AsyncGenerator[str, None]:
     async for message in follow_job(state, job_id, after):
-        yield serialize(message)
+        yield message.as_text() if isinstance(message, LogPage) else serialize(message)
 
 
 def _follow_start(after: str) -> int | None:

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from compound.coordinator.log_tail import LogPage
 from compound.coordinator.state import CoordinatorState
-from compound.protocol import FollowEnd, FollowRecords, FollowStatus, JobView
+from compound.protocol import FollowEnd, FollowStatus, JobView
 
 PAGE_RECORDS = 2000
 # Data per page. JSON escaping can grow text up to 6x (control characters), so a page
@@ -29,7 +30,8 @@ class UnknownJob(KeyError):
 
 async def follow_job(
     state: CoordinatorState, job_id: str, after: int
-) -> AsyncIterator[FollowRecords | FollowStatus | FollowEnd]:
+) -> AsyncIterator[LogPage | FollowStatus | FollowEnd]:
+    """Status, pages of records (each page a ``records`` message), status changes, end."""
     view = await _current_view(state, job_id)
     yield FollowStatus(job=view)
     while True:
@@ -39,7 +41,7 @@ async def follow_job(
             if page.records[-1].seq <= after:  # never loop on a page that does not advance
                 raise RuntimeError(f"log page of job {job_id} did not advance past {after}")
             after = page.records[-1].seq
-            yield FollowRecords(records=page.records)
+            yield page
             continue
         current = await _current_view(state, job_id)
         if _visible_change(view, current):
@@ -50,7 +52,7 @@ async def follow_job(
             page = await state.store.read_logs(job_id, after, PAGE_RECORDS, PAGE_BYTES)
             if page.records and page.records[-1].seq > after:
                 after = page.records[-1].seq
-                yield FollowRecords(records=page.records)
+                yield page
                 continue
             yield FollowEnd(job=view)
             return

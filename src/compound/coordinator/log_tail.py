@@ -16,17 +16,24 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from compound.protocol import LogRecord
+from compound.protocol import FollowRecords, LogRecord, serialize
 
 DEFAULT_BYTES_PER_JOB = 4 * 1024 * 1024
 DEFAULT_BYTES_TOTAL = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass
 class LogPage:
     records: list[LogRecord]
     # More records follow the page (it was cut by count or size).
     more: bool
+    # The page as a follow message's JSON, encoded once however many followers read it.
+    text: str | None = field(default=None, compare=False, repr=False)
+
+    def as_text(self) -> str:
+        if self.text is None:
+            self.text = serialize(FollowRecords(records=self.records))
+        return self.text
 
 
 def record_size(record: LogRecord) -> int:

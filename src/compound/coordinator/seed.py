@@ -15,8 +15,9 @@ from fastapi import APIRouter, Depends, Request, WebSocket
 from compound.coordinator.api import serve_follower, submit
 from compound.coordinator.contributor_ws import contributor_endpoint
 from compound.coordinator.follow import follow_job
+from compound.coordinator.log_tail import LogPage
 from compound.coordinator.state import CoordinatorState, get_state
-from compound.protocol import FollowEnd, FollowRecords
+from compound.protocol import FollowEnd
 
 router = APIRouter()
 # JSON escaping can grow text up to 6x: this keeps a seed line message under 4 MiB.
@@ -50,7 +51,7 @@ async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncGenerator
     # than MAX_SEED_LINE_CHARS goes out in pieces, so no message nears the size limit.
     pending: dict[str, tuple[int, str]] = {}
     async for message in follow_job(state, job_id, -1):
-        if isinstance(message, FollowRecords):
+        if isinstance(message, LogPage):
             for record in message.records:
                 seq, text = pending.pop(record.stream.value, (record.seq, ""))
                 text += record.data

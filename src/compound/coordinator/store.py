@@ -23,6 +23,7 @@ from compound.coordinator import db
 from compound.coordinator.contributor_store import ContributorStore
 from compound.coordinator.leases import Lease
 from compound.coordinator.log_tail import LogPage, LogTails, record_size
+from compound.coordinator.page_cache import PageCache
 from compound.coordinator.reports import Violation, check_batch, check_ending
 from compound.protocol import (
     IllegalTransition,
@@ -113,6 +114,7 @@ class Store:
         # Reads that need no transaction of their own go to the reader pool.
         self._reader = reader or engine
         self._tails = LogTails()
+        self._pages = PageCache()
         self.contributors = ContributorStore(engine, self._reader)
 
     async def close(self) -> None:
@@ -518,6 +520,10 @@ class Store:
         cached = self._tails.after(job_id, after, limit, max_bytes)
         if cached is not None:
             return cached
+        key = (job_id, after, limit, max_bytes)
+        shared = self._pages.get(key)
+        if shared is not None:
+            return shared
         async with self._reader.connect() as conn:
             # Sizes first (cheap: no overflow pages read), then the data that fits.
             sizes = await conn.execute(
@@ -527,7 +533,8 @@ class Store:
                 .order_by(db.log_records.c.seq)
                 .limit(limit + 1)
             )
-            last, more = _page_end(list(sizes.tuples()), limit, max_bytes)
+            rows_sizes = list(sizes.tuples())
+            last, more = _page_end(rows_sizes, limit, max_bytes)
             if last is None:
                 return LogPage([], more=False)
             result = await conn.execute(
@@ -539,7 +546,9 @@ class Store:
             )
             rows = [{"seq": seq, "stream": stream, "data": data} for seq, stream, data in result]
         # Validated in one call in pydantic-core: several times faster than a model per row.
-        return LogPage(_records.validate_python(rows, strict=False), more=more)
+        page = LogPage(_records.validate_python(rows, strict=False), more=more)
+        self._pages.put(key, page, sum(size for seq, size in rows_sizes if seq <= last))
+        return page
 
 
 def _page_end(sizes: list[tuple[int, int]], limit: int, max_bytes: int) -> tuple[int | None, bool]:
