@@ -90,6 +90,7 @@ class Probes:
         latencies = sorted(self.latencies_s) or [float("inf")]
         return {
             "worst_per_5s": self.worst_by_window(),
+            "worst_per_1s_first_10s": self.worst_by_window(1.0)[:10],
             "probes": len(self.latencies_s) + len(self.failures),
             "answered": len(self.latencies_s),
             "failures": len(self.failures),

@@ -79,6 +79,7 @@ def _load_lines(figures: dict[str, Any]) -> list[str]:
         f"max {healthz['max_s']:.3f} s, failures {healthz['failures']} "
         f"{healthz['failure_kinds'][:3]}",
         f"/healthz worst per 5 s {healthz.get('worst_per_5s')} (None: a probe failed)",
+        f"/healthz worst per 1 s, first 10 s {healthz.get('worst_per_1s_first_10s')}",
     ]
 
 

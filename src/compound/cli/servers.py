@@ -54,7 +54,7 @@ def coordinator(
             "sending its headers is dropped, or else the newcomer gets a 503. Lowered if "
             "the open-file limit is smaller.",
         ),
-    ] = 16384,
+    ] = 8192,
     max_queued_per_submitter: Annotated[
         int, typer.Option(min=1, help="Queued jobs one submitter may have; more get a 429.")
     ] = 1000,

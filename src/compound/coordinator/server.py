@@ -27,7 +27,9 @@ from compound.tls import TlsConfigError, server_ssl_context
 
 log = logging.getLogger("compound.coordinator")
 
-LISTEN_BACKLOG = 2048
+# Pending connections the kernel queues for us (it caps this at net.core.somaxconn): a burst
+# of connects past it costs each extra client a 1 s SYN retry.
+LISTEN_BACKLOG = 4096
 # Seconds an idle kept-alive HTTP connection stays open (uvicorn's timer).
 KEEP_ALIVE_S = 5
 # Loggers whose handlers get the repeated-message filter; "" is the root.

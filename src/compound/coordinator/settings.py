@@ -36,7 +36,7 @@ class CoordinatorSettings:
     # after its next request began) is closed: half-open clients must not pile up.
     header_timeout_s: float = 10.0
     # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
-    max_connections: int = 16384
+    max_connections: int = 8192
     # Web origins (scheme://host:port) whose pages may call this coordinator.
     allowed_origins: frozenset[str] = frozenset()
     # Serve without tokens on a non-loopback address (warned about at every start).
