@@ -1,7 +1,10 @@
 // A log panel that stays smooth at 100,000+ lines.
 //
 // Records ({seq, stream, data}) are joined into lines per stream (a chunk need not end at a
-// newline) and kept in memory. Drawing happens at most once per animation frame, and only
+// newline) and kept in memory. Each stream's text goes through a terminal cursor (ansi.js):
+// ANSI colours become styled runs, a carriage return rewrites the line in place (a progress
+// bar stays one line), other escape sequences are dropped; the text held and drawn is the
+// rendered text, never raw escapes, and it only ever enters the DOM as text nodes. Drawing happens at most once per animation frame, and only
 // the last `maxLines` lines are in the DOM, as blocks of up to BLOCK_LINES consecutive lines
 // of one stream (one element per block, not per line: creating and laying out thousands of
 // elements per frame is what makes big logs stutter). A note above the blocks counts the
@@ -10,6 +13,8 @@
 // `fullLog`, e.g. the coordinator, when one is given). Auto-scroll follows the end until the
 // user scrolls up and resumes once they are back at the bottom. The panel is not a live
 // region (announcing every line would drown a screen reader); status belongs to the badge.
+
+import { TerminalCursor, paintStyle } from "./ansi.js";
 
 const BOTTOM_SLACK_PX = 32;
 const BLOCK_LINES = 64;
@@ -42,9 +47,9 @@ export class LogPanel {
   /** Forget everything and show the empty placeholder. */
   reset(emptyText = this.emptyText) {
     this.emptyText = emptyText;
-    this.lines = [];          // {stream, text, closed, block}; line i is lines[i - base]
+    this.lines = [];          // {stream, text, runs, closed, block}; line i is lines[i - base]
     this.base = 0;            // lines forgotten to bound memory (all long out of the DOM)
-    this.open = new Map();    // stream -> the line still being written on that stream
+    this.cursors = new Map(); // stream -> its TerminalCursor (parser state, open line)
     this.blocks = [];         // {el, stream, from, to}: lines [from, to) drawn in one element
     this.dirty = new Set();   // blocks whose text must be redrawn
     this.drawnFrom = 0;       // number of the first line in the DOM
@@ -85,7 +90,7 @@ export class LogPanel {
   /** Add a note from the UI itself, drawn like a system line. */
   appendSystem(text) {
     this.closeOpen();
-    this.lines.push({ stream: "system", text, closed: true, block: null });
+    this.lines.push({ stream: "system", text, runs: null, closed: true, block: null });
     this.schedule();
   }
 
@@ -136,35 +141,20 @@ export class LogPanel {
   // ------------------------------------------------------------------ model
 
   addChunk(stream, data) {
-    const pieces = data.split("\n");
-    let line = this.open.get(stream);
-    for (let i = 0; i < pieces.length; i += 1) {
-      const piece = pieces[i];
-      const last = i === pieces.length - 1;
-      if (last && piece === "") break; // the chunk ended with a newline
-      if (!line) {
-        line = { stream, text: piece, closed: false, block: null };
+    let cursor = this.cursors.get(stream);
+    if (!cursor) {
+      cursor = new TerminalCursor(() => {
+        const line = { stream, text: "", runs: null, closed: false, block: null };
         this.lines.push(line);
-      } else if (piece) {
-        line.text += piece;
-        this.touch(line);
-      }
-      if (!last) {
-        line.closed = true;
-        this.touch(line);
-        line = null;
-      }
+        return line;
+      }, (line) => this.touch(line));
+      this.cursors.set(stream, cursor);
     }
-    if (line) this.open.set(stream, line);
-    else this.open.delete(stream);
+    cursor.write(data);
   }
 
   closeOpen() {
-    for (const line of this.open.values()) {
-      line.closed = true;
-      this.touch(line);
-    }
-    this.open.clear();
+    for (const cursor of this.cursors.values()) cursor.close();
   }
 
   touch(line) {
@@ -229,16 +219,50 @@ export class LogPanel {
   paintBlock(block) {
     if (!block.el) return;
     const last = this.line(block.to - 1);
-    let text = "";
-    for (let i = block.from; i < block.to; i += 1) {
-      text += i === block.from ? this.line(i).text : `\n${this.line(i).text}`;
+    let styled = false;
+    for (let i = block.from; i < block.to && !styled; i += 1) styled = this.line(i).runs !== null;
+    if (styled) {
+      block.el.replaceChildren(this.styledText(block));
+    } else {
+      let text = "";
+      for (let i = block.from; i < block.to; i += 1) {
+        text += i === block.from ? this.line(i).text : `\n${this.line(i).text}`;
+      }
+      block.el.textContent = text;
     }
     // A trailing empty line needs one more newline to take up its own row.
-    if (last.text === "" && block.to > block.from) text += "\n";
-    block.el.textContent = text;
+    if (last.text === "" && block.to > block.from) block.el.append("\n");
     block.el.dataset.lines = String(block.to - block.from);
     block.el.style.containIntrinsicSize = `auto ${(block.to - block.from) * 20}px`;
     block.el.classList.toggle("log-block--open", !last.closed);
+  }
+
+  /** A block's lines as text nodes and one span per styled run (text is never parsed as HTML). */
+  styledText(block) {
+    const fragment = document.createDocumentFragment();
+    let plain = "";
+    for (let i = block.from; i < block.to; i += 1) {
+      const line = this.line(i);
+      if (i > block.from) plain += "\n";
+      if (line.runs === null) {
+        plain += line.text;
+        continue;
+      }
+      for (const run of line.runs) {
+        if (run.style === null) {
+          plain += run.text;
+          continue;
+        }
+        if (plain) fragment.append(plain);
+        plain = "";
+        const span = document.createElement("span");
+        paintStyle(span, run.style);
+        span.textContent = run.text;
+        fragment.append(span);
+      }
+    }
+    if (plain) fragment.append(plain);
+    return fragment;
   }
 
   /** Drop whole or partial blocks from the top until at most maxLines remain. */

@@ -1,0 +1,237 @@
+"""ANSI colours and carriage returns in the web log panel, in a real browser.
+
+The stored log stays byte-identical (the CLI reads back what the script wrote); only the
+panel renders it: colours as styled spans, `\\r` progress bars as one line updated in place,
+other escape sequences dropped, never shown raw.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from support import CHROMIUM, CHROMIUM_ARGS, Agent, Coordinator, run_cli
+
+VIEWPORT = {"width": 1280, "height": 800}
+ESC = "\x1b"
+
+# What the tqdm-style script writes, piece by piece (each piece flushed on its own).
+BAR_UPDATES = 200
+STDOUT_PIECES = [
+    f"{ESC}]0;window title\a{ESC}[?25lstarting\n",
+    *(
+        f"\r{ESC}[32m{i * 100 // BAR_UPDATES:3d}%{ESC}[0m|{'#' * (i // 10):<20}| {i}/{BAR_UPDATES}"
+        for i in range(1, BAR_UPDATES + 1)
+    ),
+    "\n",
+    f"{ESC}[1;32mdone{ESC}[0m {ESC}[38;5;208morange{ESC}[39m {ESC}[38;2;10;200;250mtrue{ESC}[0m"
+    f" {ESC}[3;4mit{ESC}[0m\r\n",
+]
+STDERR_PIECES = [f"{ESC}[33mwarning:{ESC}[0m careful\n"]
+FINAL_BAR = f"100%|{'#' * 20}| {BAR_UPDATES}/{BAR_UPDATES}"
+RENDERED_STDOUT = f"starting\n{FINAL_BAR}\ndone orange true it\n"
+
+
+@pytest.fixture(scope="module")
+def browser(docker_engine: str) -> Iterator[Browser]:
+    # Docker's readiness check runs asyncio.run(): it must come before Playwright's loop.
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(30_000)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def tqdm_like_script(tmp_path: Path) -> Path:
+    path = tmp_path / "progress.py"
+    source = f"""
+        import sys, time
+        for piece in {STDOUT_PIECES!r}:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            time.sleep(0.004)
+        for piece in {STDERR_PIECES!r}:
+            sys.stderr.write(piece)
+            sys.stderr.flush()
+        """
+    path.write_text(textwrap.dedent(source).lstrip(), encoding="utf-8")
+    return path
+
+
+# Every span in the panel with its text and the computed style that matters.
+SPANS = """
+[...document.querySelectorAll("[data-testid=log-output] .log-block span")].map((span) => {
+  const css = getComputedStyle(span);
+  return { text: span.textContent, color: css.color, weight: css.fontWeight,
+           italic: css.fontStyle, decoration: css.textDecorationLine };
+})
+"""
+
+# The panel's text as a user's copy would take it (a selection over the whole panel).
+COPIED = """
+(() => {
+  const log = document.querySelector("[data-testid=log-output]");
+  const range = document.createRange();
+  range.selectNodeContents(log);
+  const selection = window.getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+  const text = selection.toString();
+  selection.removeAllRanges();
+  return text;
+})()
+"""
+
+
+@pytest.mark.timeout(150)
+def test_progress_bar_updates_one_line_and_colours_render(
+    coordinator: Coordinator, agent: Agent, page: Page, tmp_path: Path
+) -> None:
+    """A tqdm-style bar is one line with its final text, colours are styled spans, no raw
+    escapes show or copy, and `compound logs` returns the bytes the script wrote."""
+    page.goto(coordinator.url + "/submitter.html")
+    page.get_by_test_id("script-input").set_input_files(tqdm_like_script(tmp_path))
+    page.get_by_test_id("submit-button").click()
+    page.wait_for_url("**job=*")
+    job_id = page.url.split("job=")[1].split("&")[0]
+    expect(page.get_by_test_id("status-badge")).to_have_text("Complete ✓", timeout=120_000)
+    page.evaluate("window.compoundLog.flushNow()")
+
+    assert page.evaluate("window.compoundLog.text('stdout')") == RENDERED_STDOUT
+    assert page.evaluate("window.compoundLog.text('stderr')") == "warning: careful\n"
+    drawn: list[str] = page.evaluate(
+        """[...document.querySelectorAll("[data-testid=log-output] .log-block")]
+             .flatMap((el) => el.textContent.split("\\n").slice(0, Number(el.dataset.lines)))"""
+    )
+    assert drawn == ["starting", FINAL_BAR, "done orange true it", "warning: careful"]
+    assert [line for line in drawn if "%|" in line] == [FINAL_BAR]
+
+    spans = {span["text"]: span for span in page.evaluate(SPANS)}
+    green = "rgb(61, 190, 122)"  # --green, ANSI 32
+    assert spans["100%"]["color"] == green
+    assert spans["done"]["color"] == green and spans["done"]["weight"] == "600"
+    assert spans["orange"]["color"] == "rgb(255, 135, 0)"  # xterm 208
+    assert spans["true"]["color"] == "rgb(10, 200, 250)"
+    assert spans["it"]["italic"] == "italic" and spans["it"]["decoration"] == "underline"
+    assert spans["warning:"]["color"] == "rgb(201, 169, 110)"  # --gold, ANSI 33
+    stderr_block = page.locator("[data-testid=log-output] .log-block--stderr")
+    expect(stderr_block).to_have_text("warning: careful")
+
+    shown = page.get_by_test_id("log-output").inner_text()
+    copied = page.evaluate(COPIED)
+    for text in (shown, copied):
+        assert ESC not in text and "[32m" not in text and "window title" not in text, text
+        assert FINAL_BAR in text and "done orange true it" in text
+
+    logs = run_cli("logs", job_id, coordinator=coordinator)
+    assert logs.returncode == 0
+    assert logs.stdout == "".join(STDOUT_PIECES).encode("utf-8")
+    assert logs.stderr == "".join(STDERR_PIECES).encode("utf-8")
+
+
+PARSER_CASES = r"""
+async () => {
+  const { LogPanel } = await import("./js/logpanel.js");
+  const { applySgr } = await import("./js/ansi.js");
+  const E = "\x1b";
+  const render = (chunks, stream = "stdout") => {
+    const el = document.createElement("div");
+    el.className = "log";
+    document.body.append(el);
+    const panel = new LogPanel(el, {});
+    panel.append(chunks.map((data, seq) => ({ seq, stream, data })));
+    panel.finish();
+    panel.flushNow();
+    const drawn = [...el.querySelectorAll(".log-block")]
+      .flatMap((block) => block.textContent.split("\n").slice(0, Number(block.dataset.lines)));
+    const spans = [...el.querySelectorAll(".log-block span")]
+      .map((span) => [span.textContent, span.className, span.style.color]);
+    const elements = [...el.querySelectorAll(".log-block *")].map((node) => node.tagName);
+    el.remove();
+    return { text: panel.text(), drawn, spans, elements, lines: panel.lineCount };
+  };
+
+  const updates = [];
+  for (let i = 1; i <= 10000; i += 1) updates.push(`\r${E}[36m${i}${E}[0m/10000`);
+  const started = performance.now();
+  const bar = render([...updates, "\n"]);
+  const barMs = performance.now() - started;
+
+  return {
+    split: render([`${E}`, "[3", "1", `mred${E}[`, "0m plain\n", `${E}[38;`, "5;", "208mX\n"]),
+    unknown: render([
+      `a${E}[?25lb${E}]0;title\x07c${E}]8;;http://x${E}\\d${E}7e${E}[5Sf\x07g${E}(Bh${E}[2Ji\n`,
+    ]),
+    crlf: render(["one\r\ntwo\r\n", "three\r", "\nfour\n"]),
+    loneCr: render(["abc\r", "\ndef\n"]),
+    overwrite: render(["hello\rJ\n", "hello\r\x1b[Kbye\n", "long line\x1b[2K\rX\n", "ab\bC\n"]),
+    nested: render([`outer 0\ninner 0${E}[A\router 1\n\rinner 1\n`]),
+    tooLong: render([`${E}[${"1;".repeat(100)}mZ\n`, `${E}[38;5mY\n`, `${E}[38;2;1;2mW\n`]),
+    hostile: render([`<img src=x onerror=alert(1)>${E}[31m<b>bold?</b>${E}[0m\n`]),
+    unterminatedOsc: render([`${E}]0;no end`, " still title\nvisible\n"]),
+    stderr: render([`${E}[32mok${E}[0m\n`], "stderr"),
+    bar, barMs,
+    sgr: {
+      truecolor: applySgr(null, "38;2;1;2;3"),
+      colon: applySgr(null, "38:2::4:5:6"),
+      bright: applySgr(null, "1;91;104"),
+      reset: applySgr(applySgr(null, "1;31"), "0"),
+      defaults: applySgr(applySgr(null, "31;42"), "39;49"),
+    },
+  };
+}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_ansi_parser_edge_cases(coordinator: Coordinator, page: Page) -> None:
+    """Sequences split across records, unknown and malformed sequences, CR/LF combinations,
+    cursor movement and hostile text render as a terminal would, never raw or as HTML."""
+    page.goto(coordinator.url + "/submitter.html")
+    result = page.evaluate(PARSER_CASES)
+
+    split = result["split"]
+    assert split["drawn"] == ["red plain", "X"]
+    assert split["spans"] == [
+        ["red", "ansi-fg-1", ""],
+        ["X", "", "rgb(255, 135, 0)"],
+    ]
+    assert result["unknown"]["drawn"] == ["abcdefghi"]
+    assert result["crlf"]["drawn"] == ["one", "two", "three", "four"]
+    assert result["crlf"]["text"] == "one\ntwo\nthree\nfour\n"
+    assert result["loneCr"]["drawn"] == ["abc", "def"]
+    assert result["overwrite"]["drawn"] == ["Jello", "bye", "X", "aC"]
+    assert result["nested"]["drawn"] == ["outer 1", "inner 1"]
+    assert result["tooLong"]["drawn"] == ["Z", "Y", "W"]
+    hostile = result["hostile"]
+    assert hostile["drawn"] == ["<img src=x onerror=alert(1)><b>bold?</b>"]
+    assert hostile["elements"] == ["SPAN"]
+    assert hostile["spans"] == [["<b>bold?</b>", "ansi-fg-1", ""]]
+    assert result["unterminatedOsc"]["drawn"] == ["", "visible"]
+    assert result["stderr"]["spans"] == [["ok", "ansi-fg-2", ""]]
+
+    bar = result["bar"]
+    assert bar["lines"] == 1 and bar["drawn"] == ["10000/10000"]
+    assert bar["spans"] == [["10000", "ansi-fg-6", ""]]
+    assert result["barMs"] < 1000, result["barMs"]
+
+    sgr = result["sgr"]
+    assert sgr["truecolor"]["fg"] == "1,2,3"
+    assert sgr["colon"]["fg"] == "4,5,6"
+    assert sgr["bright"]["bold"] and sgr["bright"]["fg"] == 9 and sgr["bright"]["bg"] == 12
+    assert sgr["reset"] is None and sgr["defaults"] is None
