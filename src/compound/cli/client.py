@@ -1,30 +1,24 @@
-"""The coordinator's API as the CLI uses it: one place that knows URLs and shapes."""
+"""The coordinator's API as the CLI uses it: one place that knows URLs and shapes.
+
+Start-up time matters here (``compound submit`` is typed often), so this module imports
+only the standard library's ``http.client`` at first: ``ssl`` and ``compound.tls`` only for
+an https coordinator or a failed request, websockets only to follow a job. Responses come
+back as the coordinator's JSON objects; the commands that need ``JobView`` models build them.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 from collections.abc import AsyncIterator
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
-import websockets
-from websockets.asyncio.client import connect
+if TYPE_CHECKING:
+    import ssl
 
-from compound.protocol import (
-    MAX_MESSAGE_BYTES,
-    FollowEnd,
-    FollowRecords,
-    FollowStatus,
-    JobView,
-    parse_follow_message,
-)
-from compound.tls import (
-    TlsConfigError,
-    certificate_problem,
-    ssl_context_for,
-    websocket_ssl_options,
-)
+    from compound.protocol import FollowEnd, FollowRecords, FollowStatus
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8000"
 
@@ -38,6 +32,9 @@ def default_token() -> str | None:
 
 
 NEEDS_TOKEN = "the coordinator needs a valid token: set COMPOUND_TOKEN or pass --token"
+
+# A connection kept alive that the server closed meanwhile fails like this on reuse.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class ClientError(Exception):
@@ -56,42 +53,94 @@ class CoordinatorClient:
         timeout_s: float = 30.0,
         ca_file: str | None = None,
     ) -> None:
-        """Raises ClientError when ``ca_file`` is needed (an https URL) and cannot be used."""
+        """Raises ClientError when the URL is not http(s) or ``ca_file`` is needed (an https
+        URL) and cannot be used. ``ca_file`` None means ``$COMPOUND_CA_FILE``."""
         self.base_url = base_url.rstrip("/")
         self.token = token
-        # One context verifies the HTTP requests and the follow socket alike.
-        try:
-            self.ssl_context = ssl_context_for(self.base_url, ca_file)
-        except TlsConfigError as exc:
-            raise ClientError(str(exc)) from None
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout_s,
-            verify=self.ssl_context or False,
-            headers=self.auth_headers(),
-        )
+        self._timeout_s = timeout_s
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ClientError(
+                f"cannot reach the coordinator at {self.base_url} (not an http or https URL)"
+            )
+        self._parts = parts
+        # One context verifies the HTTP requests and the follow socket alike; an http URL
+        # needs none, and building one costs more than the rest of `submit`'s start-up.
+        self.ssl_context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            from compound.tls import TlsConfigError, default_ca_file, ssl_context_for
+
+            try:
+                self.ssl_context = ssl_context_for(self.base_url, ca_file or default_ca_file())
+            except TlsConfigError as exc:
+                raise ClientError(str(exc)) from None
+        self._connection: http.client.HTTPConnection | None = None
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def close(self) -> None:
-        self._http.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _connect(self) -> http.client.HTTPConnection:
+        host, port = self._parts.hostname or "", self._parts.port
+        if self.ssl_context is not None:
+            return http.client.HTTPSConnection(
+                host, port, timeout=self._timeout_s, context=self.ssl_context
+            )
+        return http.client.HTTPConnection(host, port, timeout=self._timeout_s)
+
+    def _exchange(
+        self, method: str, target: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        reused = self._connection is not None
+        if self._connection is None:
+            self._connection = self._connect()
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+            self._connection.request(method, target, body=body, headers=headers)
+            response = self._connection.getresponse()
+            return response.status, response.read()
+        except _STALE_CONNECTION:
+            self.close()
+            if not reused:
+                raise
+            return self._exchange(method, target, body, headers)  # once, on a fresh one
+        except BaseException:
+            self.close()
+            raise
+
+    def _request(
+        self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> Any:
+        target = self._parts.path + path + (f"?{urlencode(params)}" if params else "")
+        headers = {"Accept": "application/json", **self.auth_headers()}
+        body = None
+        if json_body is not None:
+            # ASCII escapes: a lone surrogate from argv reaches the coordinator, which refuses it
+            # with a sentence, instead of failing to encode here.
+            body = json.dumps(json_body).encode("ascii")
+            headers["Content-Type"] = "application/json"
+        try:
+            status, data = self._exchange(method, target, body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            from compound.tls import certificate_problem
+
             problem = certificate_problem(exc)
             if problem is not None:
                 raise ClientError(problem) from None
             raise ClientError(f"cannot reach the coordinator at {self.base_url} ({exc})") from None
-        if response.status_code == 404:
-            raise UnknownJobError(_detail(response))
-        if response.status_code == 401:
+        if status == 404:
+            raise UnknownJobError(_detail(status, data))
+        if status == 401:
             raise ClientError(NEEDS_TOKEN)
-        if response.status_code >= 400:
-            raise ClientError(f"the coordinator refused: {_detail(response)}")
-        return response.json()
+        if status >= 400:
+            raise ClientError(f"the coordinator refused: {_detail(status, data)}")
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ClientError(f"the coordinator sent a reply that is not JSON ({status})") from None
 
     def submit(
         self,
@@ -100,20 +149,21 @@ class CoordinatorClient:
         env: dict[str, str],
         timeout_s: float | None,
         name: str | None,
-    ) -> JobView:
+    ) -> dict[str, Any]:
+        """The new job, as a JobView object."""
         body = {"script": script, "args": args, "env": env, "timeout_s": timeout_s, "name": name}
-        return JobView.model_validate(
-            self._request("POST", "/api/v1/jobs", json=body), strict=False
-        )
+        result: dict[str, Any] = self._request("POST", "/api/v1/jobs", json_body=body)
+        return result
 
-    def job(self, job_id: str) -> JobView:
-        return JobView.model_validate(
-            self._request("GET", f"/api/v1/jobs/{quote(job_id)}"), strict=False
-        )
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{quote(job_id)}")
+        return result
 
-    def jobs(self, limit: int) -> list[JobView]:
-        data = self._request("GET", "/api/v1/jobs", params={"limit": limit})
-        return [JobView.model_validate(item, strict=False) for item in data["jobs"]]
+    def jobs(self, limit: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request(
+            "GET", "/api/v1/jobs", params={"limit": limit}
+        )["jobs"]
+        return result
 
     def logs(self, job_id: str, after: int) -> dict[str, Any]:
         result: dict[str, Any] = self._request(
@@ -121,10 +171,9 @@ class CoordinatorClient:
         )
         return result
 
-    def cancel(self, job_id: str) -> JobView:
-        return JobView.model_validate(
-            self._request("POST", f"/api/v1/jobs/{quote(job_id)}/cancel"), strict=False
-        )
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/api/v1/jobs/{quote(job_id)}/cancel")
+        return result
 
     def contributors(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/api/v1/contributors")["contributors"]
@@ -139,18 +188,24 @@ class CoordinatorClient:
         return f"{ws_base}/api/v1/jobs/{quote(job_id)}/follow?after={after}"
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(status: int, data: bytes) -> str:
     try:
-        detail = response.json().get("detail")
-    except ValueError:
+        detail = json.loads(data).get("detail")
+    except (ValueError, AttributeError):
         detail = None
-    return str(detail or f"HTTP {response.status_code}")
+    return str(detail or f"HTTP {status}")
 
 
 async def follow_once(
     client: CoordinatorClient, job_id: str, after: int
 ) -> AsyncIterator[FollowRecords | FollowStatus | FollowEnd]:
     """One follow connection; ends after ``end`` or raises when the connection drops."""
+    import websockets
+    from websockets.asyncio.client import connect
+
+    from compound.protocol import MAX_MESSAGE_BYTES, FollowEnd, parse_follow_message
+    from compound.tls import websocket_ssl_options
+
     async with connect(
         client.follow_url(job_id, after),
         max_size=MAX_MESSAGE_BYTES,

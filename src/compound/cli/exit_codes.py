@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from compound.protocol import JobStatus, JobView
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: `submit --detach` never needs the models
+    from compound.protocol import JobView
 
 TIMED_OUT = 124
 NO_EXIT_CODE = 125  # failed before or without an exit code (e.g. contributor lost)
@@ -18,6 +21,8 @@ HELP = (
 
 
 def exit_code_for(job: JobView) -> int:
+    from compound.protocol import JobStatus
+
     if job.status is JobStatus.TIMED_OUT:
         return TIMED_OUT
     if job.status is JobStatus.CANCELLED:
@@ -29,6 +34,8 @@ def exit_code_for(job: JobView) -> int:
 
 def ending_sentence(job: JobView) -> str | None:
     """One line for stderr when the job ended without its own exit code; else None."""
+    from compound.protocol import JobStatus
+
     if job.status is JobStatus.TIMED_OUT:
         return f"compound: job {job.id} timed out" + (f" ({job.error})" if job.error else "")
     if job.status is JobStatus.CANCELLED:

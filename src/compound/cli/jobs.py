@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,17 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from compound.cli.client import (
-    ClientError,
-    CoordinatorClient,
-    UnknownJobError,
-    default_coordinator,
-    default_token,
-)
-from compound.cli.exit_codes import UNREACHABLE
-from compound.cli.follow import follow_job
-from compound.protocol import JobView, Stream
-from compound.tls import default_ca_file
+from compound.cli import quick
+from compound.cli.client import CoordinatorClient
+from compound.protocol import JobView
 
 CoordinatorOption = Annotated[
     str,
@@ -56,29 +44,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 # soft_wrap: a sentence stays on one line, whatever the width of the terminal.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def _client(url: str, token: str = "", ca_file: str = "") -> Iterator[CoordinatorClient]:
-    try:
-        client = CoordinatorClient(
-            url or default_coordinator(),
-            token or default_token(),
-            ca_file=ca_file or default_ca_file(),
-        )
-    except ClientError as exc:
-        err.print(f"compound: {exc}", style="red")
-        raise typer.Exit(UNREACHABLE) from None
-    try:
-        yield client
-    except UnknownJobError as exc:
-        err.print(f"compound: {exc}", style="red")
-        raise typer.Exit(UNREACHABLE) from None
-    except ClientError as exc:
-        err.print(f"compound: {exc}", style="red")
-        raise typer.Exit(UNREACHABLE) from None
-    finally:
-        client.close()
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
@@ -132,15 +97,17 @@ def submit(
     code.
     """
     script = _read_script(file)
-    with _client(coordinator, token, ca_file) as client:
-        job = client.submit(
-            script, list(args or []), _parse_env(env or []), timeout, name or file.name
+    job_env = _parse_env(env or [])
+    raise typer.Exit(
+        quick.with_client(
+            coordinator,
+            token,
+            ca_file,
+            lambda client: quick.submit(
+                client, script, list(args or []), job_env, timeout, name or file.name, detach
+            ),
         )
-        if detach:
-            typer.echo(job.id)
-            return
-        code = follow_job(client, job.id, cancel_on_interrupt=True)
-    raise typer.Exit(code)
+    )
 
 
 def logs(
@@ -156,20 +123,11 @@ def logs(
     ca_file: CaFileOption = "",
 ) -> None:
     """Print a job's output so far (stdout to stdout, stderr to stderr)."""
-    with _client(coordinator, token, ca_file) as client:
-        if follow:
-            raise typer.Exit(follow_job(client, job_id, cancel_on_interrupt=False))
-        after = -1
-        while True:
-            page = client.logs(job_id, after)
-            for record in page["records"]:
-                target = sys.stdout if record["stream"] == Stream.STDOUT.value else sys.stderr
-                target.buffer.write(record["data"].encode("utf-8"))
-            after = page["last_seq"]
-            if not page["records"]:
-                break
-        sys.stdout.flush()
-        sys.stderr.flush()
+    raise typer.Exit(
+        quick.with_client(
+            coordinator, token, ca_file, lambda client: quick.logs(client, job_id, follow)
+        )
+    )
 
 
 def status(
@@ -180,40 +138,11 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show a job's status, exit code and timings."""
-    with _client(coordinator, token, ca_file) as client:
-        job = client.job(job_id)
-    if as_json:
-        typer.echo(job.model_dump_json(indent=2))
-        return
-    table = Table(show_header=False, box=None)
-    for key, value in _job_fields(job):
-        table.add_row(key, value)
-    Console().print(table)
-
-
-def _job_fields(job: JobView) -> list[tuple[str, str]]:
-    fields = [("id", job.id), ("status", job.status.value)]
-    if job.queue_position:
-        fields.append(("queue position", str(job.queue_position)))
-    if job.exit_code is not None:
-        fields.append(("exit code", str(job.exit_code)))
-    if job.error:
-        fields.append(("error", job.error))
-    fields.append(("contributor", job.contributor_id or "-"))
-    fields.append(("created", _when(job.created_at)))
-    fields.append(("duration", _duration(job)))
-    return fields
-
-
-def _when(timestamp: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"
-
-
-def _duration(job: JobView) -> str:
-    if job.started_at is None:
-        return "-"
-    end = job.finished_at or time.time()
-    return f"{end - job.started_at:.1f} s"
+    raise typer.Exit(
+        quick.with_client(
+            coordinator, token, ca_file, lambda client: quick.status(client, job_id, as_json)
+        )
+    )
 
 
 def cancel(
@@ -223,9 +152,13 @@ def cancel(
     ca_file: CaFileOption = "",
 ) -> None:
     """Cancel a job: at once if queued; a running one gets SIGTERM, then SIGKILL."""
-    with _client(coordinator, token, ca_file) as client:
-        job = client.cancel(job_id)
-    err.print(f"job {job.id}: {'cancelled' if job.status.is_terminal else 'cancelling'}")
+
+    def work(client: CoordinatorClient) -> int:
+        job = JobView.model_validate(client.cancel(job_id), strict=False)
+        err.print(f"job {job.id}: {'cancelled' if job.status.is_terminal else 'cancelling'}")
+        return 0
+
+    raise typer.Exit(quick.with_client(coordinator, token, ca_file, work))
 
 
 def jobs(
@@ -236,8 +169,16 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """List recent jobs, newest first."""
-    with _client(coordinator, token, ca_file) as client:
-        views = client.jobs(limit)
+    found: list[JobView] = []
+
+    def work(client: CoordinatorClient) -> int:
+        found.extend(JobView.model_validate(item, strict=False) for item in client.jobs(limit))
+        return 0
+
+    code = quick.with_client(coordinator, token, ca_file, work)
+    if code:
+        raise typer.Exit(code)
+    views = found
     if as_json:
         typer.echo(json.dumps([view.model_dump() for view in views], indent=2))
         return
@@ -248,7 +189,7 @@ def jobs(
                 v.id,
                 v.status.value,
                 "" if v.exit_code is None else str(v.exit_code),
-                _duration(v),
+                quick.duration(v),
                 v.contributor_id or "",
                 v.name or "",
             ]
@@ -264,8 +205,16 @@ def contributors(
     as_json: JsonOption = False,
 ) -> None:
     """List contributors: online or offline, CPU, free RAM, current job."""
-    with _client(coordinator, token, ca_file) as client:
-        rows = client.contributors()
+    found: list[dict[str, Any]] = []
+
+    def work(client: CoordinatorClient) -> int:
+        found.extend(client.contributors())
+        return 0
+
+    code = quick.with_client(coordinator, token, ca_file, work)
+    if code:
+        raise typer.Exit(code)
+    rows = found
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

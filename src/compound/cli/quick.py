@@ -1,0 +1,131 @@
+"""The work of the commands typed most (submit, logs, status), free of Typer and Rich.
+
+Both doors call these: the quick front door in ``main.py`` and the Typer commands in
+``jobs.py``. Each function takes checked values and returns the exit code; what a path
+needs beyond the standard library (websockets and the protocol models to follow a job, Rich
+for a table) is imported on that path only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from compound.cli.client import ClientError, CoordinatorClient, default_coordinator, default_token
+from compound.cli.exit_codes import UNREACHABLE
+from compound.cli.output import print_error
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from compound.protocol import JobView
+
+# compound.protocol.Stream.STDOUT, spelled out: importing the protocol package builds every
+# pydantic model, which costs more than the rest of `compound logs` (tests/test_cli_start.py
+# checks the two agree).
+STDOUT = "stdout"
+
+
+def with_client(
+    coordinator: str, token: str, ca_file: str, work: Callable[[CoordinatorClient], int]
+) -> int:
+    """Run ``work`` with a client for the coordinator named by the options or environment;
+    a failed request becomes one red sentence on stderr and exit code 3."""
+    try:
+        client = CoordinatorClient(
+            coordinator or default_coordinator(), token or default_token(), ca_file=ca_file or None
+        )
+    except ClientError as exc:
+        print_error(f"compound: {exc}")
+        return UNREACHABLE
+    try:
+        return work(client)
+    except ClientError as exc:  # UnknownJobError included
+        print_error(f"compound: {exc}")
+        return UNREACHABLE
+    finally:
+        client.close()
+
+
+def submit(
+    client: CoordinatorClient,
+    script: str,
+    args: list[str],
+    env: dict[str, str],
+    timeout_s: float | None,
+    name: str,
+    detach: bool,
+) -> int:
+    job = client.submit(script, args, env, timeout_s, name)
+    if detach:
+        sys.stdout.write(f"{job['id']}\n")
+        sys.stdout.flush()
+        return 0
+    return follow(client, str(job["id"]), cancel_on_interrupt=True)
+
+
+def follow(client: CoordinatorClient, job_id: str, cancel_on_interrupt: bool) -> int:
+    from compound.cli.follow import follow_job
+
+    return follow_job(client, job_id, cancel_on_interrupt=cancel_on_interrupt)
+
+
+def logs(client: CoordinatorClient, job_id: str, follow_on: bool) -> int:
+    if follow_on:
+        return follow(client, job_id, cancel_on_interrupt=False)
+    after = -1
+    while True:
+        page = client.logs(job_id, after)
+        for record in page["records"]:
+            target = sys.stdout if record["stream"] == STDOUT else sys.stderr
+            target.buffer.write(record["data"].encode("utf-8"))
+        after = page["last_seq"]
+        if not page["records"]:
+            break
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0
+
+
+def status(client: CoordinatorClient, job_id: str, as_json: bool) -> int:
+    from compound.protocol import JobView
+
+    job = JobView.model_validate(client.job(job_id), strict=False)
+    if as_json:
+        sys.stdout.write(job.model_dump_json(indent=2) + "\n")
+        sys.stdout.flush()
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key, value in job_fields(job):
+        table.add_row(key, value)
+    Console().print(table)
+    return 0
+
+
+def job_fields(job: JobView) -> list[tuple[str, str]]:
+    fields = [("id", job.id), ("status", job.status.value)]
+    if job.queue_position:
+        fields.append(("queue position", str(job.queue_position)))
+    if job.exit_code is not None:
+        fields.append(("exit code", str(job.exit_code)))
+    if job.error:
+        fields.append(("error", job.error))
+    fields.append(("contributor", job.contributor_id or "-"))
+    fields.append(("created", _when(job.created_at)))
+    fields.append(("duration", duration(job)))
+    return fields
+
+
+def _when(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"
+
+
+def duration(job: JobView) -> str:
+    if job.started_at is None:
+        return "-"
+    end = job.finished_at or time.time()
+    return f"{end - job.started_at:.1f} s"
