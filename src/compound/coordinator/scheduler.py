@@ -52,6 +52,9 @@ class Scheduler:
         self.leases = LeaseBook()
         self._dispatch_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
+        # Jobs by status as of the last sweep (at most sweep_interval_s old): /healthz
+        # answers from here, never queued behind the database.
+        self.job_counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -64,6 +67,7 @@ class Scheduler:
         for job in await self._store.jobs_with_status(JobStatus.RUNNING):
             if self.leases.get(job.id) is None:  # a database from before leases had a table
                 await self._store.requeue(job.id, "lease record missing", count_attempt=False)
+        self.job_counts = await self._store.count_by_status()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="lease-sweeper")
         await self.dispatch()
 
@@ -230,6 +234,7 @@ class Scheduler:
         for lease in self.leases.expired():
             await self._lease_lost(lease, "lease expired")
         await self._store.renew(self.leases.take_renewed())
+        self.job_counts = await self._store.count_by_status()
 
     async def _lease_lost(self, lease: Lease, why: str) -> None:
         if self.leases.get(lease.job_id) is not lease:
