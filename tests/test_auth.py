@@ -139,6 +139,7 @@ def test_roles_are_enforced_with_403_and_4403(secured: tuple[Coordinator, dict])
     assert coordinator.api("GET", f"/api/v1/jobs/{job_id}", headers=worker).status_code == 403
     follow = f"{coordinator.ws_url}/api/v1/jobs/{job_id}/follow"
     assert ws_close_code(follow, tokens["worker"]) == 4403
+    assert ws_close_code(f"{coordinator.ws_url}/ws/submitter/{job_id}", tokens["worker"]) == 4403
     assert ws_close_code(f"{coordinator.ws_url}/ws/contributor", tokens["alice"]) == 4403
 
 
@@ -288,12 +289,13 @@ def test_foreign_origins_are_refused(tmp_path: Path) -> None:
         assert response.status_code == 403
         assert server.api("GET", "/api/v1/jobs").json()["jobs"] == []
         evil_origin: Any = "https://evil.example"
-        with (
-            pytest.raises(InvalidStatus) as refused,
-            connect(f"{server.ws_url}/ws/contributor", origin=evil_origin),
-        ):
-            pass
-        assert refused.value.response.status_code == 403
+        for path in ["/ws/contributor", "/ws/submitter/x", "/api/v1/jobs/x/follow"]:
+            with (
+                pytest.raises(InvalidStatus) as refused,
+                connect(f"{server.ws_url}{path}", origin=evil_origin),
+            ):
+                pass
+            assert refused.value.response.status_code == 403
         ok = server.api("GET", "/api/v1/jobs", headers={"Origin": allowed})
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == allowed

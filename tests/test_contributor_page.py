@@ -144,6 +144,8 @@ def test_start_job_banner_and_stop(
 
     page.get_by_test_id("agent-toggle").click()
     expect(status).to_have_text("Connected", timeout=UI_TIMEOUT_MS)
+    # The app's settings ask for runc here; the page says what jobs really run under.
+    expect(page.get_by_test_id("runtime")).to_have_text("jobs run under runc (Docker's default)")
     node_id = served_app.node_id
     expect(page.get_by_test_id("node-id")).to_have_text(node_id)
     expect(page.get_by_test_id("cpu-usage")).to_have_text(re.compile(r"^\d+%$"))

@@ -103,7 +103,13 @@ class CoordinatorConnection:
             job_log = self._outbox.jobs.get(job_id)
             if job_log is not None:
                 job_log.acknowledge(seq)
-        self._events.emit(Connected(node_id=self._node_id, contributor_id=welcome.contributor_id))
+        self._events.emit(
+            Connected(
+                node_id=self._node_id,
+                contributor_id=welcome.contributor_id,
+                runtime=self._settings.runtime,
+            )
+        )
         self._events.say(
             f"connected to {self._settings.coordinator_url} as {self._node_id}"
             + (f", resuming {len(welcome.acked)} job(s)" if welcome.acked else "")

@@ -34,6 +34,8 @@ class Connected(_Event):
     type: Literal["connected"] = "connected"
     node_id: str
     contributor_id: str
+    # The container runtime jobs run under: "runsc" (gVisor) or "runc".
+    runtime: str = ""
 
 
 class Disconnected(_Event):

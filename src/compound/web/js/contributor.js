@@ -24,6 +24,7 @@ const ui = {
   connection: $("connection-status"),
   connectionSub: $("connection-sub"),
   nodeId: $("node-id"),
+  runtime: $("runtime"),
   contributorId: $("contributor-id"),
   cpu: $("cpu-usage"),
   ramFree: $("ram-free"),
@@ -46,6 +47,9 @@ const coord = {
 };
 
 // ------------------------------------------------------------------ state (pure)
+// What the sandbox runtimes are called on the page.
+const RUNTIMES = { runsc: "gVisor (runsc)", runc: "runc (Docker's default)" };
+
 // The agent logs its own human lines ("connected to …", "job … started", "job … succeeded",
 // "disconnected …"); the page adds a system note only for what the agent cannot say itself
 // (which coordinator it was started for, that its process exited).
@@ -60,7 +64,7 @@ const CONNECTION = {
 
 export function initialView() {
   return {
-    running: false, connection: "stopped", retryInS: null, nodeId: null, contributorId: null, name: null,
+    running: false, connection: "stopped", retryInS: null, nodeId: null, contributorId: null, name: null, runtime: null,
     cpuPercent: null, ramFreeBytes: null, ramTotalBytes: null, job: null, agentCoordinatorUrl: null,
   };
 }
@@ -76,7 +80,7 @@ export function reduce(view, event) {
     case "connecting":
       return [{ ...view, running: true, connection: "connecting" }, null];
     case "connected":
-      return [{ ...view, running: true, connection: "connected", nodeId: event.node_id, contributorId: event.contributor_id }, null];
+      return [{ ...view, running: true, connection: "connected", nodeId: event.node_id, contributorId: event.contributor_id, runtime: event.runtime || null }, null];
     case "disconnected":
       return [{ ...view, connection: "disconnected", retryInS: event.retry_in_s }, null];
     case "stats":
@@ -121,6 +125,7 @@ function render() {
   // The coordinator may know this node under another id; else show the name it goes by.
   ui.contributorId.textContent = view.contributorId && view.contributorId !== view.nodeId
     ? `contributor ${view.contributorId}` : view.name ? `named ${view.name}` : "";
+  ui.runtime.textContent = view.runtime ? `jobs run under ${RUNTIMES[view.runtime] || view.runtime}` : "";
   const live = view.running && view.cpuPercent !== null;
   ui.cpu.textContent = live ? `${view.cpuPercent.toFixed(0)}%` : "—";
   ui.ramFree.textContent = live ? formatBytes(view.ramFreeBytes) : "—";
