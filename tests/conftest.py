@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from docker_env import check_docker_ready
-from support import TEST_IMAGE, Agent, Coordinator, containers_of
+from support import CHROMIUM, CHROMIUM_ARGS, TEST_IMAGE, VIEWPORT, Agent, Coordinator, containers_of
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +72,25 @@ def start_agent(
 @pytest.fixture
 def agent(start_agent: Callable[..., Agent]) -> Agent:
     return start_agent()
+
+
+@pytest.fixture(scope="module")
+def browser(docker_engine: str) -> Iterator[Browser]:
+    """Debian's Chromium (never a downloaded one), one per test module."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page at the screenshots' size; an uncaught error in it fails the test."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(30_000)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"

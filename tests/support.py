@@ -27,6 +27,8 @@ from docker_env import image_tag
 
 TEST_IMAGE = image_tag()
 STARTUP_TIMEOUT_S = 30.0
+# The size pages are tested and screenshotted at.
+VIEWPORT = {"width": 1280, "height": 800}
 # Debian's Chromium, never a downloaded browser; the flags keep it off the network.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -8,15 +8,13 @@ other escape sequences dropped, never shown raw.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from support import CHROMIUM, CHROMIUM_ARGS, Agent, Coordinator, run_cli
+from support import Agent, Coordinator, run_cli
 
-VIEWPORT = {"width": 1280, "height": 800}
 ESC = "\x1b"
 
 # What the tqdm-style script writes, piece by piece (each piece flushed on its own).
@@ -34,27 +32,6 @@ STDOUT_PIECES = [
 STDERR_PIECES = [f"{ESC}[33mwarning:{ESC}[0m careful\n"]
 FINAL_BAR = f"100%|{'#' * 20}| {BAR_UPDATES}/{BAR_UPDATES}"
 RENDERED_STDOUT = f"starting\n{FINAL_BAR}\ndone orange true it\n"
-
-
-@pytest.fixture(scope="module")
-def browser(docker_engine: str) -> Iterator[Browser]:
-    # Docker's readiness check runs asyncio.run(): it must come before Playwright's loop.
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(30_000)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def tqdm_like_script(tmp_path: Path) -> Path:

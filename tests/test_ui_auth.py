@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from support import CHROMIUM, CHROMIUM_ARGS, Agent, Coordinator, containers_of, wait_until
+from support import Agent, Coordinator, containers_of, wait_until
 from test_contributor_page import serve_app
 
 UI_TIMEOUT_MS = 30_000
@@ -84,27 +84,6 @@ def token_agent(docker_engine: str, secured: Secured, tmp_path: Path) -> Iterato
     agent.stop()
     if (agent.state_dir / "node_id").exists() and (leftovers := containers_of(agent.node_id)):
         subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def browser(docker_engine: str) -> Iterator[Browser]:
-    # Docker's readiness check runs asyncio.run(): it must come before Playwright's loop.
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def stored_tokens(page: Page) -> dict[str, str]:

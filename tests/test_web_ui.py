@@ -10,15 +10,13 @@ from __future__ import annotations
 import re
 import socket
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from support import CHROMIUM, CHROMIUM_ARGS, Agent, Coordinator, wait_until
+from support import Agent, Coordinator, wait_until
 
-VIEWPORT = {"width": 1280, "height": 800}
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 LOAD_BUDGET_MS = 300
 # The log panel keeps this many lines in the DOM (js/logpanel.js default), in blocks of
@@ -66,27 +64,6 @@ window.pywebview = { api: {
   toggle_maximize: () => { window.__windowCalls.push("toggle_maximize"); return "maximized"; },
 } };
 """
-
-
-@pytest.fixture(scope="module")
-def browser(docker_engine: str) -> Iterator[Browser]:
-    # Docker's readiness check runs asyncio.run(): it must come before Playwright's loop.
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(30_000)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def write_script(tmp_path: Path, name: str, source: str) -> Path:

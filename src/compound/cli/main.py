@@ -10,6 +10,8 @@ Importing Typer, Rich, pydantic and httpx took ~0.25 s before `submit` sent a by
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 
 def run() -> None:
@@ -84,34 +86,38 @@ def _submit(arguments: list[str]) -> int | None:
 
 
 def _logs(arguments: list[str]) -> int | None:
-    from compound.cli import argv
+    from compound.cli import argv, quick
 
-    parsed = argv.parse(arguments, argv.LOGS)
-    if parsed is None or len(parsed.positionals) != 1:
-        return None
-    from compound.cli import quick
-
-    job_id, values = parsed.positionals[0], parsed.values
-    return quick.with_client(
-        values.get("coordinator", ""),
-        values.get("token", ""),
-        values.get("ca_file", ""),
-        lambda client: quick.logs(client, job_id, values.get("follow", False)),
+    return _on_one_job(
+        arguments,
+        argv.LOGS,
+        lambda client, job_id, values: quick.logs(client, job_id, values.get("follow", False)),
     )
 
 
 def _status(arguments: list[str]) -> int | None:
-    from compound.cli import argv
+    from compound.cli import argv, quick
 
-    parsed = argv.parse(arguments, argv.STATUS)
+    return _on_one_job(
+        arguments,
+        argv.STATUS,
+        lambda client, job_id, values: quick.status(client, job_id, values.get("as_json", False)),
+    )
+
+
+def _on_one_job(
+    arguments: list[str], spec: Any, action: Callable[[Any, str, dict[str, Any]], int]
+) -> int | None:
+    """`logs` or `status` of one job id; None hands the command line to Typer."""
+    from compound.cli import argv, quick
+
+    parsed = argv.parse(arguments, spec)
     if parsed is None or len(parsed.positionals) != 1:
         return None
-    from compound.cli import quick
-
     job_id, values = parsed.positionals[0], parsed.values
     return quick.with_client(
         values.get("coordinator", ""),
         values.get("token", ""),
         values.get("ca_file", ""),
-        lambda client: quick.status(client, job_id, values.get("as_json", False)),
+        lambda client: action(client, job_id, values),
     )
