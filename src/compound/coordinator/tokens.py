@@ -203,6 +203,7 @@ class TokenBook:
 
     async def close(self) -> None:
         await self._write_last_used()
+        await self._engine.dispose()
 
 
 def describe_roles(roles: Sequence[Role]) -> str:
