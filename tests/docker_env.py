@@ -10,7 +10,7 @@ import os
 
 from compound.agent.docker_engine import EngineError, check_engine, connect
 from compound.agent.image import DEFAULT_TAG, ensure_image
-from compound.agent.runners.docker import MANAGED_LABEL, NODE_LABEL
+from compound.agent.runners.docker import MANAGED_LABEL, NODE_LABEL, DockerRunner
 from compound.protocol import Stream
 
 RUNTIMES = ("runc", "runsc")
@@ -77,3 +77,16 @@ async def managed_container_ids(node_id: str) -> list[str]:
         return [c.id for c in containers]
     finally:
         await docker.close()
+
+
+async def leftover_container_ids(runner: DockerRunner) -> list[str]:
+    """Ids of ``runner``'s containers that are neither removed nor idle in its warm pool.
+
+    Waits for the background removals and refill first, and checks the pool holds at most
+    its size.
+    """
+    await runner.removals_done()
+    await runner.warm_pool.filled()
+    warm = runner.warm_container_ids()
+    assert len(warm) <= runner.warm_pool.size
+    return [i for i in await managed_container_ids(runner.settings.node_id) if i not in warm]

@@ -26,7 +26,7 @@ from compound.agent.output import OutputCollector
 from compound.agent.runners.base import Limits, MiB, RunResult, RunSpec
 from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
 from compound.protocol import MAX_RECORD_CHARS, JobStatus, LogRecord, Stream
-from docker_env import RUNTIMES, managed_container_ids
+from docker_env import RUNTIMES, leftover_container_ids
 from support import Agent, Coordinator, stream_text, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,13 +96,11 @@ async def run_hostile(runner: DockerRunner, script: str, **spec: object) -> Outc
     spec.setdefault("timeout_s", JOB_TIMEOUT_S)
     outcome = await run_job(runner, script, **spec)
     assert outcome.result.status.is_terminal
-    await runner.removals_done()
-    assert await managed_container_ids(runner.settings.node_id) == []
+    assert await leftover_container_ids(runner) == []
     ordinary = await run_job(runner, "print('ok')")
     assert ordinary.result == RunResult(JobStatus.SUCCEEDED, 0)
     assert ordinary.stdout == "ok\n"
-    await runner.removals_done()
-    assert await managed_container_ids(runner.settings.node_id) == []
+    assert await leftover_container_ids(runner) == []
     return outcome
 
 

@@ -19,10 +19,10 @@ from compound.agent.runners.docker import (
     DockerRunnerSettings,
     container_config,
 )
-from compound.agent.runners.docker_spec import choose_runtime
+from compound.agent.runners.docker_spec import choose_runtime, sandbox_key
 from compound.agent.runners.docker_stream import FrameDemuxer
 from compound.protocol import JobStatus, Stream
-from docker_env import RUNTIMES, Collected, managed_container_ids
+from docker_env import RUNTIMES, Collected, leftover_container_ids, managed_container_ids
 
 # Jobs start in ~0.2 s (runc) or ~0.4 s (runsc); a minute is a hang, not a slow machine.
 pytestmark = pytest.mark.timeout(60)
@@ -205,8 +205,7 @@ async def test_output_streams_while_job_runs_and_cancel_stops_it(runner: DockerR
     assert time.monotonic() - cancelled_at < runner.settings.grace_s
     assert result.status is JobStatus.CANCELLED
     assert sink.stdout == b"started"
-    await runner.removals_done()
-    assert await managed_container_ids(runner.settings.node_id) == []
+    assert await leftover_container_ids(runner) == []
 
 
 async def test_cancel_before_start_runs_nothing(runner: DockerRunner) -> None:
@@ -319,8 +318,7 @@ async def test_container_removed_after_each_run(runner: DockerRunner) -> None:
     await run(runner, "print('ok')")
     await run(runner, "raise SystemExit(2)")
     await run(runner, "import time\ntime.sleep(30)", timeout_s=0.5)
-    await runner.removals_done()
-    assert await managed_container_ids(runner.settings.node_id) == []
+    assert await leftover_container_ids(runner) == []
 
 
 async def test_cancelling_run_task_removes_container(runner: DockerRunner) -> None:
@@ -329,11 +327,12 @@ async def test_cancelling_run_task_removes_container(runner: DockerRunner) -> No
     job = RunSpec(job_id="abandoned", script="import time\nprint('up')\ntime.sleep(30)\n")
     task = asyncio.create_task(runner.run(job, sink, asyncio.Event()))
     await asyncio.wait_for(sink.first.wait(), timeout=20)
-    assert len(await managed_container_ids(runner.settings.node_id)) == 1
+    [running] = await leftover_container_ids(runner)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=20)
-    assert await managed_container_ids(runner.settings.node_id) == []
+    # Removed before run() re-raised, not in the background.
+    assert running not in await managed_container_ids(runner.settings.node_id)
 
 
 async def test_prepare_removes_orphans_of_this_node_only(docker_engine: str) -> None:
@@ -343,8 +342,8 @@ async def test_prepare_removes_orphans_of_this_node_only(docker_engine: str) -> 
     docker = connect()
     try:
         for settings in (mine, mine, other):
-            spec = RunSpec(job_id="orphan", script="")
-            config = container_config(spec, settings, "runc")
+            key = sandbox_key(settings, "runc", None)
+            config = container_config(key, settings.node_id, pooled=False)
             config["Cmd"] = ["python3", "-c", "import time; time.sleep(60)"]
             container = await docker.containers.create(config)
             await container.start()

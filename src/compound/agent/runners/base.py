@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from compound.protocol import JobStatus, Stream
@@ -35,6 +36,9 @@ class RunSpec:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    # A directory of the job's dependencies on this machine, mounted read-only in the
+    # container and put on its sys.path; None: the image's packages only.
+    deps_dir: Path | None = None
 
 
 @dataclass(frozen=True)

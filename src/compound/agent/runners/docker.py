@@ -2,16 +2,18 @@
 
 The container has no network, no capabilities, an unprivileged user, bounded memory, CPU,
 processes, open files and file size, a read-only root and two size-bounded tmpfs mounts
-(``/tmp``, the job's home and working directory, and ``/job``, its script). The script
-travels through the container's stdin to a launcher that writes it into ``/job`` and execs
-it; no host path is ever mounted. All streams are attached before the start, so the first
-byte of output is never missed.
+(``/tmp``, the job's home and working directory, and ``/job``, its script). The job (script,
+arguments, environment) travels through the container's stdin to a launcher that writes it
+into ``/job`` and execs it. All streams are attached before the start, so the first byte of
+output is never missed. Containers are started ahead of demand by a ``WarmPool`` and each
+is still used for exactly one job and removed after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiodocker
@@ -22,33 +24,61 @@ from aiodocker.exceptions import DockerError
 from compound.agent.docker_engine import EngineError, check_engine, connect, describe, resolve_url
 from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
 from compound.agent.runners.docker_spec import (
-    JOB_LABEL,
     MANAGED_LABEL,
     NODE_LABEL,
+    POOL_LABEL,
     DockerRunnerSettings,
     Runtime,
+    SandboxKey,
     choose_runtime,
     container_config,
     job_payload,
+    sandbox_key,
+    script_refusal,
 )
 from compound.agent.runners.docker_stream import Attachment
 from compound.agent.runners.sandbox_env import refused_variable
+from compound.agent.runners.sandbox_payload import PayloadTooBig
+from compound.agent.runners.warm_pool import WarmPool
 from compound.protocol import JobStatus
 
 # How long close() waits for finished jobs' containers to be removed.
 REMOVAL_WAIT_S = 30.0
+_SIGKILL_EXIT = 128 + 9
 LOST_ENGINE = "lost the connection to the Docker engine while running the job"
 # The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
 
 __all__ = [
-    "JOB_LABEL",
     "MANAGED_LABEL",
     "NODE_LABEL",
+    "POOL_LABEL",
     "DockerRunner",
     "DockerRunnerSettings",
     "container_config",
 ]
+
+
+@dataclass
+class _Sandbox:
+    """A started container whose launcher waits for its job on stdin."""
+
+    container: DockerContainer
+    attachment: Attachment
+    # While idle in the pool: ends when the container says anything or ends (it is dead).
+    idle_watch: asyncio.Task[None] | None = None
+
+    def usable(self) -> bool:
+        return self.idle_watch is None or not self.idle_watch.done()
+
+    async def claim(self) -> bool:
+        """Stop the idle watch so the job's pump owns the stream; False if it had died."""
+        if self.idle_watch is None:
+            return True
+        self.idle_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.idle_watch
+        return self.idle_watch.cancelled()
 
 
 class DockerRunner:
@@ -59,6 +89,9 @@ class DockerRunner:
         self._docker: aiodocker.Docker | None = None
         self._runtime: Runtime | None = None
         self._removals: set[asyncio.Task[None]] = set()
+        self.warm_pool: WarmPool[SandboxKey, _Sandbox] = WarmPool(
+            settings.warm, self._start_warm, _Sandbox.usable, self._discard
+        )
 
     @property
     def runtime(self) -> str:
@@ -79,16 +112,18 @@ class DockerRunner:
     async def prepare(self) -> None:
         """Check engine, runtime and image; remove containers a crashed agent left behind.
 
+        Then the warm pool starts filling, for jobs without a dependency directory.
         Raises EngineError with one sentence saying what to do when something is missing.
         """
         docker = self._client()
         await check_engine(docker)
         try:
-            await self._resolve_runtime(docker)
+            runtime = await self._resolve_runtime(docker)
             await self._check_image(docker)
             await self.remove_orphans()
         except DockerError as exc:
             raise EngineError(describe(exc)) from exc
+        self.warm_pool.refill(sandbox_key(self.settings, runtime, None))
 
     async def _check_image(self, docker: aiodocker.Docker) -> None:
         try:
@@ -102,7 +137,10 @@ class DockerRunner:
         return f"the image {self.settings.image} is missing: run `compound image ensure`"
 
     async def remove_orphans(self) -> int:
-        """Remove this node's managed containers (none run outside ``run()``); how many."""
+        """Remove this node's managed containers, warm ones included; how many.
+
+        Only for ``prepare()``: no job runs yet and the pool is empty.
+        """
         labels = [f"{MANAGED_LABEL}=1", f"{NODE_LABEL}={self.settings.node_id}"]
         containers = await self._client().containers.list(all=True, filters={"label": labels})
         for container in containers:
@@ -116,12 +154,17 @@ class DockerRunner:
         refusal = refused_variable(spec.env)
         if refusal is not None:
             return _engine_failure(refusal)
-        docker = self._client()
         try:
-            runtime = await self._resolve_runtime(docker)
-            container = await docker.containers.create(
-                container_config(spec, self.settings, runtime)
+            key = sandbox_key(
+                self.settings, await self._resolve_runtime(self._client()), spec.deps_dir
             )
+            refusal = script_refusal(spec, key)
+            if refusal is not None:
+                return _engine_failure(refusal)
+            stdin = job_payload(spec, key)
+            sandbox = await self._sandbox_for(key)
+        except PayloadTooBig as exc:
+            return _engine_failure(str(exc))
         except DockerError as exc:
             missing = exc.status == 404
             return _engine_failure(self._missing_image() if missing else describe(exc))
@@ -130,37 +173,81 @@ class DockerRunner:
         except _TRANSPORT_ERRORS:
             return _engine_failure(LOST_ENGINE)
         try:
-            result = await self._run_described(container, spec, on_output, cancel)
+            result = await self._run_described(sandbox, spec, stdin, on_output, cancel)
         except BaseException:
             # Shielded: a cancelled run() still removes its container before re-raising.
-            await asyncio.shield(_remove(container))
+            await asyncio.shield(_remove(sandbox.container))
             raise
         # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
         # the result; close() and removals_done() wait for it.
-        self._remove_in_background(container)
+        self._discard(sandbox)
         return result
+
+    async def _sandbox_for(self, key: SandboxKey) -> _Sandbox:
+        """A warm container of ``key`` if one is usable, else a freshly started one."""
+        sandbox = self.warm_pool.take(key)
+        if sandbox is not None and not await _claimed(sandbox, self._discard):
+            sandbox = None
+        # The next job of this kind finds one ready: started while this one runs.
+        self.warm_pool.refill(key)
+        if sandbox is None:
+            sandbox = await self._start_sandbox(key, pooled=False)
+        return sandbox
+
+    async def _start_sandbox(self, key: SandboxKey, *, pooled: bool) -> _Sandbox:
+        """Create, attach (before the start, to miss no byte) and start a container of ``key``."""
+        docker = self._client()
+        config = container_config(key, self.settings.node_id, pooled=pooled)
+        container = await docker.containers.create(config)
+        try:
+            url = resolve_url(self.settings.docker_url)
+            attachment = await Attachment.open(url, docker.api_version, container.id)
+            try:
+                await container.start()
+            except BaseException:
+                await attachment.close()
+                raise
+        except BaseException:
+            await asyncio.shield(_remove(container))
+            raise
+        return _Sandbox(container, attachment)
+
+    async def _start_warm(self, key: SandboxKey) -> _Sandbox:
+        sandbox = await self._start_sandbox(key, pooled=True)
+        sandbox.idle_watch = asyncio.create_task(sandbox.attachment.until_readable())
+        return sandbox
+
+    def _discard(self, sandbox: _Sandbox) -> None:
+        """Close the sandbox's stream and remove its container, in the background."""
+        if sandbox.idle_watch is not None:
+            sandbox.idle_watch.cancel()
+        task = asyncio.create_task(
+            _close_and_remove(sandbox), name=f"remove-{sandbox.container.id[:12]}"
+        )
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    def warm_container_ids(self) -> set[str]:
+        """Ids of the idle containers in the warm pool."""
+        return {sandbox.container.id for sandbox in self.warm_pool.idle()}
 
     async def _run_described(
         self,
-        container: DockerContainer,
+        sandbox: _Sandbox,
         spec: RunSpec,
+        stdin: bytes,
         on_output: OutputSink,
         cancel: asyncio.Event,
     ) -> RunResult:
-        """Run the created container; engine failures become results with a reason."""
+        """Run the job in the started container; engine failures become results with a reason."""
         try:
-            return await self._run_container(container, spec, on_output, cancel)
+            return await self._run_container(sandbox, spec, stdin, on_output, cancel)
         except DockerError as exc:
             return _engine_failure(describe(exc))
         except EngineError as exc:
             return _engine_failure(str(exc))
         except _TRANSPORT_ERRORS:
             return _engine_failure(LOST_ENGINE)
-
-    def _remove_in_background(self, container: DockerContainer) -> None:
-        task = asyncio.create_task(_remove(container), name=f"remove-{container.id[:12]}")
-        self._removals.add(task)
-        task.add_done_callback(self._removals.discard)
 
     async def removals_done(self) -> None:
         """Wait until the container of every finished run is removed."""
@@ -169,26 +256,25 @@ class DockerRunner:
 
     async def _run_container(
         self,
-        container: DockerContainer,
+        sandbox: _Sandbox,
         spec: RunSpec,
+        stdin: bytes,
         on_output: OutputSink,
         cancel: asyncio.Event,
     ) -> RunResult:
-        url = resolve_url(self.settings.docker_url)
-        api_version = self._client().api_version
-        attachment = await Attachment.open(url, api_version, container.id)
+        container, attachment = sandbox.container, sandbox.attachment
         try:
-            await container.start()
             pump = asyncio.create_task(attachment.pump(on_output))
             # Beside the pump, not before it: a container that dies without reading its stdin
-            # must not hold up the supervision (timeout, cancel) of the job.
-            feed = asyncio.create_task(attachment.send_stdin(job_payload(spec.script)))
+            # must not hold up the supervision (timeout, cancel) of the job. The timeout
+            # counts from here, when the job is handed over, not from the container's start.
+            feed = asyncio.create_task(attachment.send_stdin(stdin))
             try:
                 stopped_as = await self._supervise(container, pump, spec.timeout_s, cancel)
             finally:
                 await _finish(feed)
                 await _finish(pump)
-            state = await _final_state(container)
+            state = await _final_state(container, inspect=stopped_as is None)
         finally:
             await attachment.close()
         return _result(stopped_as, state, spec.timeout_s, self.settings.limits)
@@ -224,6 +310,8 @@ class DockerRunner:
         await pump
 
     async def close(self) -> None:
+        """Remove the warm containers, wait for removals, release the engine connection."""
+        await self.warm_pool.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.removals_done(), REMOVAL_WAIT_S)
         if self._docker is not None:
@@ -237,14 +325,20 @@ class _FinalState:
     oom_killed: bool
 
 
-async def _final_state(container: DockerContainer) -> _FinalState:
+async def _final_state(container: DockerContainer, *, inspect: bool) -> _FinalState:
+    """The exit code; whether it was the OOM killer only when ``inspect`` and it was a kill.
+
+    The pump has ended, so the container has too and ``wait`` answers at once; the inspect
+    (one more round trip) is only for a SIGKILL we did not send.
+    """
     status = await container.wait()
-    details = await container.show()
     code = status.get("StatusCode")
-    return _FinalState(
-        exit_code=code if isinstance(code, int) else None,
-        oom_killed=bool(details.get("State", {}).get("OOMKilled")),
-    )
+    exit_code = code if isinstance(code, int) else None
+    oom_killed = False
+    if inspect and exit_code == _SIGKILL_EXIT:
+        details = await container.show()
+        oom_killed = bool(details.get("State", {}).get("OOMKilled"))
+    return _FinalState(exit_code, oom_killed)
 
 
 def _result(
@@ -277,6 +371,23 @@ async def _finish(task: asyncio.Task[None]) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _claimed(sandbox: _Sandbox, discard: Callable[[_Sandbox], None]) -> bool:
+    """Whether the warm ``sandbox`` is the caller's to use; if not, it is discarded."""
+    try:
+        usable = await sandbox.claim()
+    except BaseException:
+        discard(sandbox)
+        raise
+    if not usable:
+        discard(sandbox)
+    return usable
+
+
+async def _close_and_remove(sandbox: _Sandbox) -> None:
+    await sandbox.attachment.close()
+    await _remove(sandbox.container)
 
 
 async def _remove(container: DockerContainer) -> None:

@@ -148,6 +148,14 @@ class Attachment:
             # Half-close only: the output keeps coming on the read side.
             self._writer.write_eof()
 
+    async def until_readable(self) -> None:
+        """Return once the container wrote something or its stream ended (one byte is lost).
+
+        For a started container waiting for its job, which writes nothing until then: a
+        return means it died or is broken. Cancelling it loses nothing.
+        """
+        await self._reader.read(1)
+
     async def pump(self, on_output: OutputSink) -> None:
         """Pass every byte to ``on_output`` until the engine closes the stream."""
         demuxer = FrameDemuxer()

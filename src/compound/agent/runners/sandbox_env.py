@@ -48,11 +48,12 @@ def refused_variable(env: dict[str, str]) -> str | None:
     return None
 
 
-def container_env(env: dict[str, str], site_dir: str) -> list[str]:
-    """The container's ``Env``: the job's variables, ours, our sitecustomize first on the path.
+def container_env(env: dict[str, str], python_path: list[str]) -> list[str]:
+    """The job's environment: its variables, ours, ``python_path`` first on the path.
 
-    ``env`` must have passed ``refused_variable``.
+    ``python_path`` is our sitecustomize's directory (and the dependency directory when the
+    job has one). ``env`` must have passed ``refused_variable``.
     """
     merged = {"HOME": DEFAULT_HOME, **env, **PYTHON_ENV}
-    merged["PYTHONPATH"] = ":".join(filter(None, [site_dir, env.get("PYTHONPATH")]))
+    merged["PYTHONPATH"] = ":".join(filter(None, [*python_path, env.get("PYTHONPATH")]))
     return [f"{name}={value}" for name, value in merged.items()]
