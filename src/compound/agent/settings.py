@@ -10,6 +10,8 @@ from compound.agent.runners.base import Limits
 
 MiB = 1024 * 1024
 DEFAULT_IMAGE = "python:3.11-slim"
+# Each warm container holds its memory limit in reserve; more than a few buys nothing.
+MAX_WARM = 8
 
 
 def default_state_dir() -> Path:
@@ -30,6 +32,8 @@ class AgentSettings:
     grace_s: float = 10.0
     # Output past this many bytes per job is dropped, with one note in the log.
     max_output_bytes: int = 64 * MiB
+    # Started, idle containers kept for the next jobs (each used once); 0 turns it off.
+    warm: int = 1
     # Used until the coordinator's welcome says otherwise.
     heartbeat_interval_s: float = 5.0
     json_events: bool = False

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from compound.agent.runners.base import Limits
-from compound.agent.settings import DEFAULT_IMAGE, AgentSettings, default_state_dir
+from compound.agent.settings import DEFAULT_IMAGE, MAX_WARM, AgentSettings, default_state_dir
 from compound.cli.client import default_coordinator
 from compound.tls import TlsConfigError, default_ca_file
 
@@ -181,6 +181,12 @@ def agent(
     max_output_mib: Annotated[
         int, typer.Option(help="Output kept per job, MiB; the rest is dropped with a note.")
     ] = 64,
+    warm: Annotated[
+        int,
+        typer.Option(
+            help="Containers started ahead of demand, each for one job then removed; 0: none."
+        ),
+    ] = 1,
     events: Annotated[
         str,
         typer.Option(help="text: readable log lines on stderr; json: also typed events on stdout."),
@@ -221,6 +227,8 @@ def agent(
         raise typer.BadParameter("must be at least 1 MiB", param_hint="--max-file-mib")
     if events not in ("text", "json"):
         raise typer.BadParameter("events must be text or json", param_hint="--events")
+    if not 0 <= warm <= MAX_WARM:
+        raise typer.BadParameter(f"must be between 0 and {MAX_WARM}", param_hint="--warm")
     settings = AgentSettings(
         coordinator_url=coordinator or default_coordinator(),
         image=image,
@@ -235,6 +243,7 @@ def agent(
         ),
         grace_s=grace,
         max_output_bytes=max_output_mib * MiB,
+        warm=warm,
         json_events=events == "json",
         parent_pid=parent_pid,
         name=name or socket.gethostname(),
@@ -262,6 +271,7 @@ async def _run_agent(settings: AgentSettings) -> int:
             limits=settings.limits,
             grace_s=settings.grace_s,
             node_id=node_id,
+            warm=settings.warm,
         )
     )
     agent = Agent(settings, node_id, runner)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from compound.agent.settings import MAX_WARM
+
 log = logging.getLogger(__name__)
 
 DEFAULT_COORDINATOR_URL = "http://127.0.0.1:8000"
@@ -44,6 +46,8 @@ class AppSettings:
     agent_image: str | None = None
     agent_runtime: str | None = None
     agent_name: str | None = None
+    # The agent's --warm (containers started ahead of demand); None: its default.
+    agent_warm: int | None = None
     # Access token per coordinator URL (as validate_coordinator_url returns it).
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -131,7 +135,19 @@ def settings_from_dict(raw: dict[str, Any], base: AppSettings | None = None) -> 
         for key in ("agent_image", "agent_runtime", "agent_name")
         if key in raw
     }
-    return replace(settings, **optional)  # type: ignore[arg-type]
+    settings = replace(settings, **optional)  # type: ignore[arg-type]
+    if "agent_warm" in raw:
+        settings = replace(settings, agent_warm=_optional_warm(raw["agent_warm"]))
+    return settings
+
+
+def _optional_warm(value: object) -> int | None:
+    if value is None:
+        return None
+    # bool is an int in Python; true/false is not a number of containers.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WARM:
+        raise SettingsError(f"Warm containers must be a whole number from 0 to {MAX_WARM}.")
+    return value
 
 
 class SettingsStore:

@@ -88,6 +88,8 @@ def agent_command(settings: AppSettings, state_dir: Path) -> list[str]:
         argv += ["--runtime", settings.agent_runtime]
     if settings.agent_name:
         argv += ["--name", settings.agent_name]
+    if settings.agent_warm is not None:
+        argv += ["--warm", str(settings.agent_warm)]
     # The agent would read COMPOUND_CA_FILE itself; passing it keeps the trust visible in
     # its command line.
     ca_file = default_ca_file()

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
 
 import aiodocker
-import aiohttp
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
-from compound.agent.docker_engine import EngineError, check_engine, connect, describe, resolve_url
+from compound.agent.docker_engine import EngineError, check_engine, connect, describe
 from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
+from compound.agent.runners.docker_sandbox import (
+    SIGKILL_EXIT,
+    TRANSPORT_ERRORS,
+    FinalState,
+    Sandbox,
+    claimed,
+    close_and_remove,
+    final_state,
+    remove,
+    start_sandbox,
+)
 from compound.agent.runners.docker_spec import (
     MANAGED_LABEL,
     NODE_LABEL,
@@ -36,18 +45,14 @@ from compound.agent.runners.docker_spec import (
     sandbox_key,
     script_refusal,
 )
-from compound.agent.runners.docker_stream import Attachment
 from compound.agent.runners.sandbox_env import refused_variable
 from compound.agent.runners.sandbox_payload import PayloadTooBig
 from compound.agent.runners.warm_pool import WarmPool
-from compound.protocol import JobStatus
+from compound.protocol import JobStatus, Stream
 
 # How long close() waits for finished jobs' containers to be removed.
 REMOVAL_WAIT_S = 30.0
-_SIGKILL_EXIT = 128 + 9
 LOST_ENGINE = "lost the connection to the Docker engine while running the job"
-# The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
-_TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
 
 __all__ = [
     "MANAGED_LABEL",
@@ -59,28 +64,6 @@ __all__ = [
 ]
 
 
-@dataclass
-class _Sandbox:
-    """A started container whose launcher waits for its job on stdin."""
-
-    container: DockerContainer
-    attachment: Attachment
-    # While idle in the pool: ends when the container says anything or ends (it is dead).
-    idle_watch: asyncio.Task[None] | None = None
-
-    def usable(self) -> bool:
-        return self.idle_watch is None or not self.idle_watch.done()
-
-    async def claim(self) -> bool:
-        """Stop the idle watch so the job's pump owns the stream; False if it had died."""
-        if self.idle_watch is None:
-            return True
-        self.idle_watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.idle_watch
-        return self.idle_watch.cancelled()
-
-
 class DockerRunner:
     """Runs jobs through the local Docker engine; one container per job, always removed."""
 
@@ -89,8 +72,8 @@ class DockerRunner:
         self._docker: aiodocker.Docker | None = None
         self._runtime: Runtime | None = None
         self._removals: set[asyncio.Task[None]] = set()
-        self.warm_pool: WarmPool[SandboxKey, _Sandbox] = WarmPool(
-            settings.warm, self._start_warm, _Sandbox.usable, self._discard
+        self.warm_pool: WarmPool[SandboxKey, Sandbox] = WarmPool(
+            settings.warm, self._start_warm, Sandbox.usable, self._discard
         )
 
     @property
@@ -144,49 +127,84 @@ class DockerRunner:
         labels = [f"{MANAGED_LABEL}=1", f"{NODE_LABEL}={self.settings.node_id}"]
         containers = await self._client().containers.list(all=True, filters={"label": labels})
         for container in containers:
-            await _remove(container)
+            await remove(container)
         return len(containers)
 
     async def run(self, spec: RunSpec, on_output: OutputSink, cancel: asyncio.Event) -> RunResult:
         if cancel.is_set():
             # Cancelled while queued here: nothing was started, so there is no exit code.
             return RunResult(JobStatus.CANCELLED, None)
+        prepared = await self._prepared(spec)
+        if isinstance(prepared, RunResult):
+            return prepared
+        key, stdin = prepared
+        result = await self._run_once(key, spec, stdin, on_output, cancel, warm=True)
+        if result is None:
+            # The warm container died before the job reached it: nothing of the job ran.
+            result = await self._run_once(key, spec, stdin, on_output, cancel, warm=False)
+        assert result is not None  # a fresh container always yields a result
+        return result
+
+    async def _prepared(self, spec: RunSpec) -> tuple[SandboxKey, bytes] | RunResult:
+        """The container key and stdin of ``spec``, or the failure saying why it cannot run."""
         refusal = refused_variable(spec.env)
         if refusal is not None:
             return _engine_failure(refusal)
         try:
-            key = sandbox_key(
-                self.settings, await self._resolve_runtime(self._client()), spec.deps_dir
-            )
-            refusal = script_refusal(spec, key)
-            if refusal is not None:
-                return _engine_failure(refusal)
-            stdin = job_payload(spec, key)
-            sandbox = await self._sandbox_for(key)
+            runtime = await self._resolve_runtime(self._client())
+        except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
+            return self._failure(exc)
+        key = sandbox_key(self.settings, runtime, spec.deps_dir)
+        refusal = script_refusal(spec, key)
+        if refusal is not None:
+            return _engine_failure(refusal)
+        try:
+            return key, job_payload(spec, key)
         except PayloadTooBig as exc:
             return _engine_failure(str(exc))
-        except DockerError as exc:
+
+    def _failure(self, exc: BaseException) -> RunResult:
+        """The result of a job the engine failed before its container ran."""
+        if isinstance(exc, DockerError):
             missing = exc.status == 404
             return _engine_failure(self._missing_image() if missing else describe(exc))
-        except EngineError as exc:
+        if isinstance(exc, EngineError):
             return _engine_failure(str(exc))
-        except _TRANSPORT_ERRORS:
-            return _engine_failure(LOST_ENGINE)
+        return _engine_failure(LOST_ENGINE)
+
+    async def _run_once(
+        self,
+        key: SandboxKey,
+        spec: RunSpec,
+        stdin: bytes,
+        on_output: OutputSink,
+        cancel: asyncio.Event,
+        *,
+        warm: bool,
+    ) -> RunResult | None:
+        """Run the job in a container (warm if ``warm`` and one is ready, else fresh).
+
+        None: the warm container turned out dead before it read the job; run it again.
+        """
+        try:
+            sandbox = await self._sandbox_for(key, warm=warm)
+        except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
+            return self._failure(exc)
         try:
             result = await self._run_described(sandbox, spec, stdin, on_output, cancel)
         except BaseException:
             # Shielded: a cancelled run() still removes its container before re-raising.
-            await asyncio.shield(_remove(sandbox.container))
+            await asyncio.shield(remove(sandbox.container))
             raise
         # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
         # the result; close() and removals_done() wait for it.
         self._discard(sandbox)
         return result
 
-    async def _sandbox_for(self, key: SandboxKey) -> _Sandbox:
-        """A warm container of ``key`` if one is usable, else a freshly started one."""
-        sandbox = self.warm_pool.take(key)
-        if sandbox is not None and not await _claimed(sandbox, self._discard):
+    async def _sandbox_for(self, key: SandboxKey, *, warm: bool) -> Sandbox:
+        """A warm container of ``key`` if ``warm`` and one is usable, else a fresh one."""
+        sandbox = self.warm_pool.take(key) if warm else None
+        if sandbox is not None and not await claimed(sandbox, self._discard):
             sandbox = None
         # The next job of this kind finds one ready: started while this one runs.
         self.warm_pool.refill(key)
@@ -194,35 +212,19 @@ class DockerRunner:
             sandbox = await self._start_sandbox(key, pooled=False)
         return sandbox
 
-    async def _start_sandbox(self, key: SandboxKey, *, pooled: bool) -> _Sandbox:
-        """Create, attach (before the start, to miss no byte) and start a container of ``key``."""
-        docker = self._client()
+    async def _start_sandbox(self, key: SandboxKey, *, pooled: bool) -> Sandbox:
         config = container_config(key, self.settings.node_id, pooled=pooled)
-        container = await docker.containers.create(config)
-        try:
-            url = resolve_url(self.settings.docker_url)
-            attachment = await Attachment.open(url, docker.api_version, container.id)
-            try:
-                await container.start()
-            except BaseException:
-                await attachment.close()
-                raise
-        except BaseException:
-            await asyncio.shield(_remove(container))
-            raise
-        return _Sandbox(container, attachment)
+        return await start_sandbox(self._client(), self.settings.docker_url, config)
 
-    async def _start_warm(self, key: SandboxKey) -> _Sandbox:
+    async def _start_warm(self, key: SandboxKey) -> Sandbox:
         sandbox = await self._start_sandbox(key, pooled=True)
         sandbox.idle_watch = asyncio.create_task(sandbox.attachment.until_readable())
         return sandbox
 
-    def _discard(self, sandbox: _Sandbox) -> None:
+    def _discard(self, sandbox: Sandbox) -> None:
         """Close the sandbox's stream and remove its container, in the background."""
-        if sandbox.idle_watch is not None:
-            sandbox.idle_watch.cancel()
         task = asyncio.create_task(
-            _close_and_remove(sandbox), name=f"remove-{sandbox.container.id[:12]}"
+            close_and_remove(sandbox), name=f"remove-{sandbox.container.id[:12]}"
         )
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
@@ -233,20 +235,23 @@ class DockerRunner:
 
     async def _run_described(
         self,
-        sandbox: _Sandbox,
+        sandbox: Sandbox,
         spec: RunSpec,
         stdin: bytes,
         on_output: OutputSink,
         cancel: asyncio.Event,
-    ) -> RunResult:
-        """Run the job in the started container; engine failures become results with a reason."""
+    ) -> RunResult | None:
+        """Run the job in the started container; engine failures become results with a reason.
+
+        None: the container was warm and had ended before the job was handed to it.
+        """
         try:
             return await self._run_container(sandbox, spec, stdin, on_output, cancel)
         except DockerError as exc:
             return _engine_failure(describe(exc))
         except EngineError as exc:
             return _engine_failure(str(exc))
-        except _TRANSPORT_ERRORS:
+        except TRANSPORT_ERRORS:
             return _engine_failure(LOST_ENGINE)
 
     async def removals_done(self) -> None:
@@ -256,15 +261,17 @@ class DockerRunner:
 
     async def _run_container(
         self,
-        sandbox: _Sandbox,
+        sandbox: Sandbox,
         spec: RunSpec,
         stdin: bytes,
         on_output: OutputSink,
         cancel: asyncio.Event,
-    ) -> RunResult:
+    ) -> RunResult | None:
         container, attachment = sandbox.container, sandbox.attachment
+        sink = _CountingSink(on_output)
         try:
-            pump = asyncio.create_task(attachment.pump(on_output))
+            handed_at = time.time()
+            pump = asyncio.create_task(attachment.pump(sink))
             # Beside the pump, not before it: a container that dies without reading its stdin
             # must not hold up the supervision (timeout, cancel) of the job. The timeout
             # counts from here, when the job is handed over, not from the container's start.
@@ -274,9 +281,19 @@ class DockerRunner:
             finally:
                 await _finish(feed)
                 await _finish(pump)
-            state = await _final_state(container, inspect=stopped_as is None)
+            # A warm container killed just before the handover (past the idle watch) ends
+            # silent and non-zero: only then is the time it ended worth a round trip.
+            silent_warm = sandbox.warm and sink.bytes_seen == 0
+
+            def inspect_when(code: int | None) -> bool:
+                unexplained = code == SIGKILL_EXIT or (silent_warm and code != 0)
+                return stopped_as is None and unexplained
+
+            state = await final_state(container, inspect_when)
         finally:
             await attachment.close()
+        if silent_warm and stopped_as is None and state.ended_before(handed_at):
+            return None
         return _result(stopped_as, state, spec.timeout_s, self.settings.limits)
 
     async def _supervise(
@@ -319,30 +336,8 @@ class DockerRunner:
             self._docker = None
 
 
-@dataclass(frozen=True)
-class _FinalState:
-    exit_code: int | None
-    oom_killed: bool
-
-
-async def _final_state(container: DockerContainer, *, inspect: bool) -> _FinalState:
-    """The exit code; whether it was the OOM killer only when ``inspect`` and it was a kill.
-
-    The pump has ended, so the container has too and ``wait`` answers at once; the inspect
-    (one more round trip) is only for a SIGKILL we did not send.
-    """
-    status = await container.wait()
-    code = status.get("StatusCode")
-    exit_code = code if isinstance(code, int) else None
-    oom_killed = False
-    if inspect and exit_code == _SIGKILL_EXIT:
-        details = await container.show()
-        oom_killed = bool(details.get("State", {}).get("OOMKilled"))
-    return _FinalState(exit_code, oom_killed)
-
-
 def _result(
-    stopped_as: JobStatus | None, state: _FinalState, timeout_s: float | None, limits: Limits
+    stopped_as: JobStatus | None, state: FinalState, timeout_s: float | None, limits: Limits
 ) -> RunResult:
     if stopped_as is JobStatus.TIMED_OUT:
         return RunResult(stopped_as, state.exit_code, f"timed out after {timeout_s:g} s")
@@ -354,6 +349,18 @@ def _result(
     if state.oom_killed:
         error = f"ran out of memory (limit {limits.memory_bytes // MiB} MiB)"
     return RunResult(JobStatus.FAILED, state.exit_code, error)
+
+
+class _CountingSink:
+    """Passes output on and counts it."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self._sink = sink
+        self.bytes_seen = 0
+
+    async def __call__(self, stream: Stream, data: bytes) -> None:
+        self.bytes_seen += len(data)
+        await self._sink(stream, data)
 
 
 def _engine_failure(sentence: str) -> RunResult:
@@ -371,26 +378,3 @@ async def _finish(task: asyncio.Task[None]) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _claimed(sandbox: _Sandbox, discard: Callable[[_Sandbox], None]) -> bool:
-    """Whether the warm ``sandbox`` is the caller's to use; if not, it is discarded."""
-    try:
-        usable = await sandbox.claim()
-    except BaseException:
-        discard(sandbox)
-        raise
-    if not usable:
-        discard(sandbox)
-    return usable
-
-
-async def _close_and_remove(sandbox: _Sandbox) -> None:
-    await sandbox.attachment.close()
-    await _remove(sandbox.container)
-
-
-async def _remove(container: DockerContainer) -> None:
-    # 404: already gone. Anything else is logged by the engine; the next prepare() retries.
-    with contextlib.suppress(DockerError, *_TRANSPORT_ERRORS):
-        await container.delete(force=True)

@@ -1,0 +1,137 @@
+"""One job's container from its start to its removal: start, claim, final state, remove.
+
+A ``Sandbox`` is a started container whose launcher waits for its job on stdin, with the
+attach connection opened before the start (so no byte of output is ever missed). Warm ones
+(started by the pool) have an idle watch: a container that says anything or ends before its
+job arrives is dead, and is never handed a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+
+from compound.agent.docker_engine import resolve_url
+from compound.agent.runners.docker_stream import Attachment
+
+# The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
+TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
+SIGKILL_EXIT = 128 + 9
+# The engine's RFC 3339 time with nanoseconds, in UTC.
+_ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z")
+
+
+@dataclass
+class Sandbox:
+    """A started container whose launcher waits for its job on stdin."""
+
+    container: DockerContainer
+    attachment: Attachment
+    # Warm (started by the pool) only: ends when the idle container says anything or ends.
+    idle_watch: asyncio.Task[None] | None = None
+
+    @property
+    def warm(self) -> bool:
+        return self.idle_watch is not None
+
+    def usable(self) -> bool:
+        return self.idle_watch is None or not self.idle_watch.done()
+
+    async def claim(self) -> bool:
+        """Stop the idle watch so the job's pump owns the stream; False if it had died."""
+        if self.idle_watch is None:
+            return True
+        self.idle_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.idle_watch
+        return self.idle_watch.cancelled()
+
+
+async def start_sandbox(
+    docker: aiodocker.Docker, docker_url: str | None, config: dict[str, Any]
+) -> Sandbox:
+    """Create, attach (before the start, to miss no byte) and start a container."""
+    container = await docker.containers.create(config)
+    try:
+        url = resolve_url(docker_url)
+        attachment = await Attachment.open(url, docker.api_version, container.id)
+        try:
+            await container.start()
+        except BaseException:
+            await attachment.close()
+            raise
+    except BaseException:
+        await asyncio.shield(remove(container))
+        raise
+    return Sandbox(container, attachment)
+
+
+async def claimed(sandbox: Sandbox, discard: Callable[[Sandbox], None]) -> bool:
+    """Whether the warm ``sandbox`` is the caller's to use; if not, it is discarded."""
+    try:
+        usable = await sandbox.claim()
+    except BaseException:
+        discard(sandbox)
+        raise
+    if not usable:
+        discard(sandbox)
+    return usable
+
+
+@dataclass(frozen=True)
+class FinalState:
+    exit_code: int | None
+    oom_killed: bool = False
+    # When the container ended (seconds since the epoch), when it was inspected.
+    finished_at: float | None = None
+
+    def ended_before(self, moment: float) -> bool:
+        return self.finished_at is not None and self.finished_at < moment
+
+
+async def final_state(
+    container: DockerContainer, inspect_when: Callable[[int | None], bool]
+) -> FinalState:
+    """The exit code, and the inspected details when ``inspect_when(exit_code)``.
+
+    The output has ended, so the container has too and ``wait`` answers at once; the inspect
+    is one more round trip, kept off the common path (a job that exits by itself).
+    """
+    status = await container.wait()
+    code = status.get("StatusCode")
+    exit_code = code if isinstance(code, int) else None
+    if not inspect_when(exit_code):
+        return FinalState(exit_code)
+    state = (await container.show()).get("State", {})
+    return FinalState(exit_code, bool(state.get("OOMKilled")), _epoch(state.get("FinishedAt")))
+
+
+def _epoch(text: object) -> float | None:
+    match = _ENGINE_TIME.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    whole = datetime.fromisoformat(match[1]).replace(tzinfo=UTC).timestamp()
+    return whole + float(f"0.{match[2] or 0}")
+
+
+async def close_and_remove(sandbox: Sandbox) -> None:
+    if sandbox.idle_watch is not None:
+        sandbox.idle_watch.cancel()
+    await sandbox.attachment.close()
+    await remove(sandbox.container)
+
+
+async def remove(container: DockerContainer) -> None:
+    # 404: already gone. Anything else is logged by the engine; the next prepare() retries.
+    with contextlib.suppress(DockerError, *TRANSPORT_ERRORS):
+        await container.delete(force=True)

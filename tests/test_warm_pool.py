@@ -1,0 +1,334 @@
+"""The warm sandbox pool against the real Docker engine, with runc and with gVisor (runsc)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from compound.agent.docker_engine import connect
+from compound.agent.runners.base import Limits, MiB, RunResult, RunSpec
+from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker_spec import (
+    MANAGED_LABEL,
+    NODE_LABEL,
+    POOL_LABEL,
+    container_config,
+    sandbox_key,
+)
+from compound.agent.runners.sandbox_launch import LAUNCH_FAILED_EXIT
+from compound.agent.runners.sandbox_payload import (
+    PayloadTooBig,
+    Section,
+    job_sections,
+    payload,
+)
+from compound.desktop.settings import AppSettings, SettingsError, settings_from_dict
+from compound.desktop.sidecar import agent_command
+from compound.protocol import JobStatus
+from docker_env import RUNTIMES, Collected, leftover_container_ids, managed_container_ids
+
+pytestmark = pytest.mark.timeout(90)
+
+LAUNCHER = Path(__file__).parents[1] / "src/compound/agent/runners/sandbox_launch.py"
+
+# The first job leaves everything it can behind: files in every writable place, a process
+# that outlives it, variables in its environment (given and set).
+LITTER = """
+import os, subprocess, sys
+for place in ('/tmp', '/dev/shm'):
+    open(os.path.join(place, 'litter'), 'w').write('first job')
+os.chmod('/job', 0o755)
+open('/job/litter', 'w').write('first job')
+os.environ['SET_BY_FIRST'] = '1'
+subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True)
+print(os.uname().nodename)
+"""
+# The second job reports what it can see.
+LOOK = """
+import json, os
+def cmdline(pid):
+    try:
+        return open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ').decode()
+    except OSError:
+        return '?'
+pids = [p for p in os.listdir('/proc') if p.isdigit()]
+print(json.dumps({
+    'tmp': sorted(os.listdir('/tmp')), 'shm': sorted(os.listdir('/dev/shm')),
+    'job': sorted(os.listdir('/job')),
+    'processes': sorted(cmdline(p) for p in pids),
+    'env': dict(os.environ), 'init_env': open('/proc/1/environ', 'rb').read().decode(),
+    'host': os.uname().nodename,
+}))
+"""
+
+
+def _settings(image: str, runtime: str, **changes: object) -> DockerRunnerSettings:
+    base = DockerRunnerSettings(
+        image=image, runtime=runtime, node_id=f"warm-{uuid.uuid4().hex[:12]}", grace_s=5.0
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def runners() -> AsyncIterator[list[DockerRunner]]:
+    """Runners the test makes; all closed (and so emptied) at the end."""
+    made: list[DockerRunner] = []
+    yield made
+    for runner in made:
+        await runner.close()
+
+
+async def _prepared(made: list[DockerRunner], settings: DockerRunnerSettings) -> DockerRunner:
+    runner = DockerRunner(settings)
+    made.append(runner)
+    await runner.prepare()
+    await runner.warm_pool.filled()
+    return runner
+
+
+async def run(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
+    sink = Collected()
+    job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
+    result = await runner.run(job, sink, asyncio.Event())
+    return result, sink
+
+
+async def _pooled_ids(node_id: str) -> list[str]:
+    docker = connect()
+    try:
+        labels = [f"{MANAGED_LABEL}=1", f"{NODE_LABEL}={node_id}", f"{POOL_LABEL}=1"]
+        found = await docker.containers.list(all=True, filters={"label": labels})
+        return [c.id for c in found]
+    finally:
+        await docker.close()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+async def test_pooled_job_sees_nothing_of_the_job_before(
+    runtime: str, docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """Two jobs in a row through a pool of 1: the second sees no file, process or variable
+    of the first, and exactly the environment a freshly started container gives."""
+    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    first, first_out = await run(runner, LITTER, env={"GIVEN_TO_FIRST": "secret"})
+    assert first == RunResult(JobStatus.SUCCEEDED, 0)
+    await runner.warm_pool.filled()
+    second, second_out = await run(runner, LOOK, env={"SECOND": "2"})
+    assert second == RunResult(JobStatus.SUCCEEDED, 0)
+    assert runner.warm_pool.hits == 2  # both jobs ran in containers started ahead
+    seen = json.loads(second_out.stdout)
+    assert seen["host"] != first_out.stdout.decode().strip()
+    assert (seen["tmp"], seen["shm"], seen["job"]) == ([], [], ["main.py", "site"])
+    assert not any("sleep" in command for command in seen["processes"])
+    assert "GIVEN_TO_FIRST" not in seen["env"] and "SET_BY_FIRST" not in seen["env"]
+    # tini (PID 1) never had the job's variables: the launcher passes them to exec only.
+    assert "SECOND" not in seen["init_env"]
+
+    cold = await _prepared(runners, _settings(docker_engine, runtime, warm=0))
+    _, cold_out = await run(cold, LOOK, env={"SECOND": "2"})
+    cold_seen = json.loads(cold_out.stdout)
+    assert cold.warm_pool.hits == 0
+    for report in (seen, cold_seen):
+        del report["env"]["HOSTNAME"], report["host"]
+    assert seen["env"] == cold_seen["env"]
+    assert seen["env"]["SECOND"] == "2" and seen["env"]["HOME"] == "/tmp"
+
+
+async def test_pool_refills_and_never_exceeds_its_size(
+    docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """A pool of 2 holds 2 started containers before, between and after jobs, never more."""
+    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=2))
+    node = runner.settings.node_id
+    assert len(await _pooled_ids(node)) == 2
+    for n in range(3):
+        result, sink = await run(runner, f"print({n})")
+        assert result == RunResult(JobStatus.SUCCEEDED, 0)
+        assert sink.stdout == f"{n}\n".encode()
+        assert await leftover_container_ids(runner) == []
+        assert len(await _pooled_ids(node)) == 2
+    assert runner.warm_pool.hits == 3
+    await runner.close()
+    assert await managed_container_ids(node) == []
+
+
+async def test_warm_zero_starts_no_container_ahead(
+    docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """--warm 0: no container exists before or after a job."""
+    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=0))
+    assert await managed_container_ids(runner.settings.node_id) == []
+    result, _ = await run(runner, "print('cold')")
+    assert result == RunResult(JobStatus.SUCCEEDED, 0)
+    await runner.removals_done()
+    await runner.warm_pool.filled()
+    assert await managed_container_ids(runner.settings.node_id) == []
+    assert runner.warm_pool.hits == 0
+
+
+async def test_pool_drained_when_limits_or_image_change(
+    docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """New limits: the warm container made for the old ones is removed, never used, and the
+    pool refills with the new limits."""
+    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=1))
+    [old] = runner.warm_container_ids()
+    runner.settings = replace(runner.settings, limits=Limits(memory_bytes=256 * MiB))
+    result, _ = await run(runner, "print('new limits')")
+    assert result == RunResult(JobStatus.SUCCEEDED, 0)
+    assert runner.warm_pool.hits == 0
+    assert await leftover_container_ids(runner) == []
+    assert old not in await managed_container_ids(runner.settings.node_id)
+    [new] = runner.warm_container_ids()
+    docker = connect()
+    try:
+        details = await docker.containers.container(new).show()
+    finally:
+        await docker.close()
+    assert details["HostConfig"]["Memory"] == 256 * MiB
+    # Another image is another key as well, as is a dependency directory.
+    key = sandbox_key(runner.settings, "runc", None)
+    assert sandbox_key(replace(runner.settings, image="other:tag"), "runc", None) != key
+    assert sandbox_key(runner.settings, "runc", Path("/deps")) != key
+
+
+async def test_prepare_removes_a_crashed_agents_warm_containers(
+    docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """Warm containers left by a crashed agent of this node are removed by prepare()."""
+    settings = _settings(docker_engine, "runc", warm=0)
+    docker = connect()
+    try:
+        config = container_config(
+            sandbox_key(settings, "runc", None), settings.node_id, pooled=True
+        )
+        for _ in range(2):
+            await (await docker.containers.create(config)).start()
+    finally:
+        await docker.close()
+    assert len(await _pooled_ids(settings.node_id)) == 2
+    await _prepared(runners, settings)
+    assert await managed_container_ids(settings.node_id) == []
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("noticed", [True, False], ids=["noticed", "unnoticed"])
+async def test_warm_container_killed_from_outside_is_replaced(
+    runtime: str, noticed: bool, docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """A warm container killed by someone else is discarded and the job runs in a fresh one,
+    also when the kill lands just before the handover, where the idle watch cannot see it."""
+    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    [warm] = runner.warm_pool.idle()
+    victim = warm.container.id
+    if not noticed:
+        # The race made certain: the pool's watch is blind, only the job's run can tell.
+        assert warm.idle_watch is not None
+        warm.idle_watch.cancel()
+        warm.idle_watch = asyncio.create_task(asyncio.Event().wait())
+    docker = connect()
+    try:
+        container = docker.containers.container(victim)
+        await container.kill(signal="SIGKILL")
+        await container.wait()
+    finally:
+        await docker.close()
+    result, sink = await run(runner, "print('still runs')")
+    assert result == RunResult(JobStatus.SUCCEEDED, 0)
+    assert sink.stdout == b"still runs\n"
+    assert await leftover_container_ids(runner) == []
+    assert victim not in await managed_container_ids(runner.settings.node_id)
+
+
+async def test_timeout_counts_from_the_handover(
+    docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """A warm container idle for longer than the job's timeout still gives the job all of it."""
+    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=1))
+    await asyncio.sleep(1.5)  # the pool's container ages on purpose: the fact under test
+    result, sink = await run(runner, "import time\ntime.sleep(0.5)\nprint('done')", timeout_s=1.0)
+    assert result == RunResult(JobStatus.SUCCEEDED, 0)
+    assert sink.stdout == b"done\n"
+    assert runner.warm_pool.hits == 1
+
+
+def _launch(tmp_path: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    """The real launcher on this machine, as the container runs it, fed ``stdin``."""
+    job = tmp_path / "job"
+    job.mkdir()
+    command = [sys.executable, "-I", "-S", "-c", LAUNCHER.read_text()]
+    return subprocess.run(
+        [*command, str(job / "main.py"), str(job / "site")],
+        input=stdin,
+        capture_output=True,
+        timeout=30,
+        env={"PATH": os.environ.get("PATH", "")},
+    )
+
+
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        b"",
+        b"\x00\x00",
+        b"\xff\xff\xff\xff",
+        b"\x00\x00\x00\x05[1,2",
+        b"\x00\x00\x00\x02[]",
+        b"\x00\x00\x00\x2a" + b'{"args":[1],"env":{},"sections":[]}'.ljust(42),
+        payload(["a"], {"A": "1"}, [Section("bogus", b"x")]),
+        payload(["a"], {"A": "1"}, job_sections("print(1)"))[:-3],
+        payload(["a"], {"BAD": "\ud800"}, job_sections("print(1)")),
+    ],
+    ids=[
+        "empty",
+        "short",
+        "huge-length",
+        "bad-json",
+        "not-object",
+        "wrong-type",
+        "unknown-section",
+        "truncated",
+        "surrogate",
+    ],
+)
+def test_launcher_refuses_bad_payloads_with_a_sentence(tmp_path: Path, stdin: bytes) -> None:
+    """Whatever arrives on its stdin, the launcher exits 125 with one line, no traceback."""
+    done = _launch(tmp_path, stdin)
+    assert done.returncode == LAUNCH_FAILED_EXIT
+    assert done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[compound] could not start the job: ")
+
+
+def test_launcher_runs_a_good_payload(tmp_path: Path) -> None:
+    """A whole payload: the script runs with its arguments and exactly the variables sent."""
+    script = "import os, sys\nprint(sys.argv[1:], os.environ['GREETING'], os.environ['PATH'])"
+    done = _launch(tmp_path, payload(["x", ""], {"GREETING": "hi"}, job_sections(script)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == f"['x', ''] hi {os.environ.get('PATH', '')}\n"
+
+
+def test_payload_header_is_bounded() -> None:
+    """Arguments past the launcher's header bound are refused before any container exists."""
+    with pytest.raises(PayloadTooBig, match="too big"):
+        payload(["x" * (5 * MiB)], {}, [])
+
+
+def test_warm_setting_reaches_the_agent_and_is_validated() -> None:
+    """The desktop app passes --warm to its agent; nonsense is refused with a sentence."""
+    settings = settings_from_dict({"agent_warm": 0})
+    argv = agent_command(settings, Path("/state"))
+    assert argv[argv.index("--warm") + 1] == "0"
+    assert "--warm" not in agent_command(AppSettings(), Path("/state"))
+    for bad in (-1, 9, True, "2", 1.5):
+        with pytest.raises(SettingsError, match="Warm containers"):
+            settings_from_dict({"agent_warm": bad})
