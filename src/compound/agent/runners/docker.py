@@ -203,7 +203,7 @@ class DockerRunner:
 
     async def _sandbox_for(self, key: SandboxKey, *, warm: bool) -> Sandbox:
         """A warm container of ``key`` if ``warm`` and one is usable, else a fresh one."""
-        sandbox = self.warm_pool.take(key) if warm else None
+        sandbox = await self.warm_pool.take_ready(key) if warm else None
         if sandbox is not None and not await claimed(sandbox, self._discard):
             sandbox = None
         # The next job of this kind finds one ready: started while this one runs.

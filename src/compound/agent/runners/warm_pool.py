@@ -41,6 +41,8 @@ class WarmPool(Generic[K, T]):
         self._wanted: K | None = None
         self._filling: asyncio.Task[None] | None = None
         self._closed = False
+        # Set when the refill adds a sandbox, for jobs waiting in ``take_ready``.
+        self._added = asyncio.Event()
         # Jobs that got a warm sandbox: how tests and the bench see the pool was used.
         self.hits = 0
 
@@ -62,6 +64,28 @@ class WarmPool(Generic[K, T]):
                 return sandbox
             self._discard(sandbox)
         return None
+
+    async def take_ready(self, key: K) -> T | None:
+        """Like ``take``, but when the refill is starting one of ``key``, wait for it.
+
+        A container half started is ready sooner than a new one, which on a busy machine
+        would also slow the refill down.
+        """
+        sandbox = self.take(key)
+        while sandbox is None and self._refilling(key):
+            assert self._filling is not None
+            self._added.clear()
+            added = asyncio.create_task(self._added.wait())
+            try:
+                await asyncio.wait({self._filling, added}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                added.cancel()
+            sandbox = self.take(key)
+        return sandbox
+
+    def _refilling(self, key: K) -> bool:
+        filling = self._filling is not None and not self._filling.done()
+        return filling and not self._closed and self._wanted == key
 
     def refill(self, key: K) -> None:
         """Start, in the background, idle sandboxes of ``key`` up to ``size``."""
@@ -106,3 +130,4 @@ class WarmPool(Generic[K, T]):
                 self._discard(sandbox)
                 continue
             self._idle.append((key, sandbox))
+            self._added.set()
