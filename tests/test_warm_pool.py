@@ -332,3 +332,45 @@ def test_warm_setting_reaches_the_agent_and_is_validated() -> None:
     for bad in (-1, 9, True, "2", 1.5):
         with pytest.raises(SettingsError, match="Warm containers"):
             settings_from_dict({"agent_warm": bad})
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+async def test_deps_dir_is_read_only_and_importable(
+    runtime: str, docker_engine: str, runners: list[DockerRunner], tmp_path: Path
+) -> None:
+    """A job's dependency directory is importable, read-only, and gets a warm container of
+    its own kind after the first such job."""
+    deps = tmp_path / "deps"
+    deps.mkdir(mode=0o755)
+    deps.chmod(0o755)
+    (deps / "helper.py").write_text("GREETING = 'from deps'\n")
+    (deps / "helper.py").chmod(0o644)
+    script = (
+        "import helper, sys\n"
+        "try:\n"
+        "    open('/opt/compound/deps/written', 'w')\n"
+        "    outcome = 'writable'\n"
+        "except OSError:\n"
+        "    outcome = 'refused'\n"
+        "print(helper.GREETING, outcome, sys.path.index('/opt/compound/deps') == 2)\n"
+    )
+    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    for hits in (0, 1):
+        result, sink = await run(runner, script, deps_dir=deps)
+        assert result == RunResult(JobStatus.SUCCEEDED, 0), sink.stderr
+        assert sink.stdout == b"from deps refused True\n"
+        assert runner.warm_pool.hits == hits
+        await runner.warm_pool.filled()
+    assert not (deps / "written").exists()
+
+
+async def test_script_too_big_for_the_job_tmpfs_fails_with_a_sentence(
+    docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """A script that cannot fit the fixed /job tmpfs fails before any container is used."""
+    runner = await _prepared(runners, _settings(docker_engine, "runc", job_dir_bytes=2 * MiB))
+    [warm] = runner.warm_container_ids()
+    result, _ = await run(runner, "#" * (1536 * 1024))
+    assert result.status is JobStatus.FAILED and result.exit_code is None
+    assert result.error == "the script is too big for the sandbox (at most 1.0 MiB)"
+    assert runner.warm_container_ids() == {warm}

@@ -37,7 +37,8 @@ class RunSpec:
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
     # A directory of the job's dependencies on this machine, mounted read-only in the
-    # container and put on its sys.path; None: the image's packages only.
+    # container and put on its sys.path; None: the image's packages only. The agent makes
+    # it; never a path that came over the network.
     deps_dir: Path | None = None
 
 

@@ -196,8 +196,8 @@ def script_refusal(spec: RunSpec, key: SandboxKey) -> str | None:
     needed = len(encode_script(spec.script)) + len(SITECUSTOMIZE) + _SCRIPT_DIR_SLACK_BYTES
     if needed <= key.job_dir_bytes:
         return None
-    limit_mib = (key.job_dir_bytes - len(SITECUSTOMIZE) - _SCRIPT_DIR_SLACK_BYTES) // MiB
-    return f"the script is too big for the sandbox (at most {limit_mib} MiB)"
+    limit_mib = (key.job_dir_bytes - len(SITECUSTOMIZE) - _SCRIPT_DIR_SLACK_BYTES) / MiB
+    return f"the script is too big for the sandbox (at most {limit_mib:.1f} MiB)"
 
 
 def _process_limits(limits: Limits, runtime: Runtime) -> dict[str, Any]:
