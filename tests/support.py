@@ -317,6 +317,9 @@ def containers_of(node_id: str) -> list[str]:
             "label=compound.managed=1",
             "--filter",
             f"label=compound.node_id={node_id}",
+            # Not the warm containers waiting for a job (renamed compound-job-* when given one).
+            "--filter",
+            "name=compound-job-",
         ],
         capture_output=True,
         text=True,

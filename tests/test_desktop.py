@@ -407,8 +407,10 @@ def test_agent_killed_past_its_grace_leaves_no_container(
             lambda: next((e for e in events if e["type"] == "connected"), None), 30, "connected"
         )
         node_id = connected["node_id"]
-        coordinator.submit(LONG_JOB)
-        wait_until(lambda: containers_of(node_id), 60, "the job's container")
+        job_id = coordinator.submit(LONG_JOB)
+        # Running, not just a container: the agent keeps a warm one before any job.
+        coordinator.wait_for_status(job_id, {"running"}, 60)
+        assert containers_of(node_id)
         status = sidecar.stop(grace_s=0)  # no grace: straight to SIGKILL of the group
         assert not status.running and status.exit_code == -signal.SIGKILL
         assert containers_of(node_id) == []

@@ -41,9 +41,11 @@ from compound.agent.runners.docker_spec import (
     SandboxKey,
     choose_runtime,
     container_config,
+    job_name,
     job_payload,
     sandbox_key,
     script_refusal,
+    warm_name,
 )
 from compound.agent.runners.sandbox_env import refused_variable
 from compound.agent.runners.sandbox_payload import PayloadTooBig
@@ -187,7 +189,7 @@ class DockerRunner:
         None: the warm container turned out dead before it read the job; run it again.
         """
         try:
-            sandbox = await self._sandbox_for(key, warm=warm)
+            sandbox = await self._sandbox_for(key, spec.job_id, warm=warm)
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             return self._failure(exc)
         try:
@@ -201,23 +203,24 @@ class DockerRunner:
         self._discard(sandbox)
         return result
 
-    async def _sandbox_for(self, key: SandboxKey, *, warm: bool) -> Sandbox:
+    async def _sandbox_for(self, key: SandboxKey, job_id: str, *, warm: bool) -> Sandbox:
         """A warm container of ``key`` if ``warm`` and one is usable, else a fresh one."""
+        name = job_name(job_id)
         sandbox = await self.warm_pool.take_ready(key) if warm else None
-        if sandbox is not None and not await claimed(sandbox, self._discard):
+        if sandbox is not None and not await claimed(sandbox, name, self._discard):
             sandbox = None
         # The next job of this kind finds one ready: started while this one runs.
         self.warm_pool.refill(key)
         if sandbox is None:
-            sandbox = await self._start_sandbox(key, pooled=False)
+            sandbox = await self._start_sandbox(key, name, pooled=False)
         return sandbox
 
-    async def _start_sandbox(self, key: SandboxKey, *, pooled: bool) -> Sandbox:
+    async def _start_sandbox(self, key: SandboxKey, name: str, *, pooled: bool) -> Sandbox:
         config = container_config(key, self.settings.node_id, pooled=pooled)
-        return await start_sandbox(self._client(), self.settings.docker_url, config)
+        return await start_sandbox(self._client(), self.settings.docker_url, config, name)
 
     async def _start_warm(self, key: SandboxKey) -> Sandbox:
-        sandbox = await self._start_sandbox(key, pooled=True)
+        sandbox = await self._start_sandbox(key, warm_name(), pooled=True)
         sandbox.idle_watch = asyncio.create_task(sandbox.attachment.until_readable())
         return sandbox
 

@@ -58,10 +58,10 @@ class Sandbox:
 
 
 async def start_sandbox(
-    docker: aiodocker.Docker, docker_url: str | None, config: dict[str, Any]
+    docker: aiodocker.Docker, docker_url: str | None, config: dict[str, Any], name: str
 ) -> Sandbox:
     """Create, attach (before the start, to miss no byte) and start a container."""
-    container = await docker.containers.create(config)
+    container = await docker.containers.create(config, name=name)
     try:
         url = resolve_url(docker_url)
         attachment = await Attachment.open(url, docker.api_version, container.id)
@@ -76,10 +76,15 @@ async def start_sandbox(
     return Sandbox(container, attachment)
 
 
-async def claimed(sandbox: Sandbox, discard: Callable[[Sandbox], None]) -> bool:
-    """Whether the warm ``sandbox`` is the caller's to use; if not, it is discarded."""
+async def claimed(sandbox: Sandbox, name: str, discard: Callable[[Sandbox], None]) -> bool:
+    """Whether the warm ``sandbox`` is the caller's to use, renamed ``name``; else discarded."""
     try:
         usable = await sandbox.claim()
+        if usable:
+            await sandbox.container.rename(name)
+    except (DockerError, *TRANSPORT_ERRORS):
+        # Gone (404) or the engine is in trouble: a fresh container will say which.
+        usable = False
     except BaseException:
         discard(sandbox)
         raise

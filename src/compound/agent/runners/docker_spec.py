@@ -8,6 +8,8 @@ container can be started before its job exists (see ``warm_pool``).
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,11 @@ MANAGED_LABEL = "compound.managed"
 NODE_LABEL = "compound.node_id"
 # On containers the warm pool started ahead of demand (all containers carry the two above).
 POOL_LABEL = "compound.pool"
+# Container names: a warm one waiting for its job, and a job's (a warm one is renamed when it
+# is handed its job), so `docker ps` tells them apart and shows which job runs where.
+WARM_NAME_PREFIX = "compound-warm-"
+JOB_NAME_PREFIX = "compound-job-"
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # nobody:nogroup; exists in every Debian-based image, owns nothing.
 JOB_UID = 65534
 JOB_USER = f"{JOB_UID}:{JOB_UID}"
@@ -168,6 +175,16 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
             "Privileged": False,
         },
     }
+
+
+def warm_name() -> str:
+    """A unique name for a container started ahead of its job."""
+    return f"{WARM_NAME_PREFIX}{uuid.uuid4().hex[:16]}"
+
+
+def job_name(job_id: str) -> str:
+    """A unique container name showing ``job_id`` (which came over the network: sanitised)."""
+    return f"{JOB_NAME_PREFIX}{_NAME_UNSAFE.sub('_', job_id)[:64]}-{uuid.uuid4().hex[:8]}"
 
 
 def _python_path(key: SandboxKey) -> list[str]:
