@@ -374,3 +374,14 @@ async def test_script_too_big_for_the_job_tmpfs_fails_with_a_sentence(
     assert result.status is JobStatus.FAILED and result.exit_code is None
     assert result.error == "the script is too big for the sandbox (at most 1.0 MiB)"
     assert runner.warm_container_ids() == {warm}
+
+
+async def test_close_while_refilling_leaves_no_container(docker_engine: str) -> None:
+    """An agent stopping while its pool is creating or starting a container leaves none."""
+    for delay_s in (0.0, 0.01, 0.05, 0.1, 0.2):
+        runner = DockerRunner(_settings(docker_engine, "runc", warm=1))
+        await runner.prepare()
+        # Stop at different points of the refill: create, attach, start.
+        await asyncio.sleep(delay_s)
+        await runner.close()
+        assert await managed_container_ids(runner.settings.node_id) == [], delay_s

@@ -61,7 +61,7 @@ async def start_sandbox(
     docker: aiodocker.Docker, docker_url: str | None, config: dict[str, Any], name: str
 ) -> Sandbox:
     """Create, attach (before the start, to miss no byte) and start a container."""
-    container = await docker.containers.create(config, name=name)
+    container = await _create(docker, config, name)
     try:
         url = resolve_url(docker_url)
         attachment = await Attachment.open(url, docker.api_version, container.id)
@@ -74,6 +74,21 @@ async def start_sandbox(
         await asyncio.shield(remove(container))
         raise
     return Sandbox(container, attachment)
+
+
+async def _create(docker: aiodocker.Docker, config: dict[str, Any], name: str) -> DockerContainer:
+    """Create the container; cancelled meanwhile, wait for the engine's answer and remove it.
+
+    Cancelling the request itself would leave a container the engine made but we never
+    heard of (until the next ``prepare()``).
+    """
+    creating = asyncio.ensure_future(docker.containers.create(config, name=name))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await remove(await creating)
+        raise
 
 
 async def claimed(sandbox: Sandbox, name: str, discard: Callable[[Sandbox], None]) -> bool:
