@@ -56,8 +56,9 @@ def submit(
     timeout_s: float | None,
     name: str,
     detach: bool,
+    requirements: list[str] | None = None,
 ) -> int:
-    job = client.submit(script, args, env, timeout_s, name)
+    job = client.submit(script, args, env, timeout_s, name, requirements)
     if detach:
         sys.stdout.write(f"{job['id']}\n")
         sys.stdout.flush()

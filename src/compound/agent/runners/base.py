@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from compound.protocol import JobStatus, Stream
@@ -35,6 +36,9 @@ class RunSpec:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    # The job's installed packages on the host (see agent/deps_cache.py), mounted read-only
+    # at /opt/compound/deps and put first on the job's sys.path; None for a job without.
+    deps_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ JOB_USER = f"{JOB_UID}:{JOB_UID}"
 SCRIPT_DIR = "/job"
 SCRIPT_PATH = f"{SCRIPT_DIR}/main.py"
 SITE_DIR = f"{SCRIPT_DIR}/site"
+# Where a job's packages appear (RunSpec.deps_dir), read-only.
+DEPS_DIR = "/opt/compound/deps"
 _SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_bytes()
 _LAUNCHER = Path(__file__).with_name("sandbox_launch.py").read_text(encoding="utf-8")
 # Must match sandbox_launch.HEADER: the script's length, then sitecustomize's.
@@ -85,7 +87,7 @@ def container_config(
         "Image": settings.image,
         # The launcher reads the files from stdin, then execs python3 -u on the script.
         "Cmd": ["python3", "-I", "-S", "-c", _LAUNCHER, SCRIPT_PATH, SITE_DIR, *spec.args],
-        "Env": container_env(spec.env, SITE_DIR),
+        "Env": container_env(spec.env, SITE_DIR, DEPS_DIR if spec.deps_dir else None),
         "User": JOB_USER,
         "WorkingDir": DEFAULT_HOME,
         "Tty": False,
@@ -121,6 +123,7 @@ def container_config(
                 ),
             },
             "ShmSize": settings.shm_bytes,
+            "Mounts": deps_mounts(spec),
             # tini as PID 1 forwards SIGTERM to the script; a bare PID 1 would ignore it.
             "Init": True,
             "LogConfig": {"Type": "none", "Config": {}},
@@ -128,6 +131,22 @@ def container_config(
             "Privileged": False,
         },
     }
+
+
+def deps_mounts(spec: RunSpec) -> list[dict[str, Any]]:
+    """The job's packages, bind-mounted read-only: the job reads them, never changes the
+    set the next job with the same requirements gets."""
+    if spec.deps_dir is None:
+        return []
+    return [
+        {
+            "Type": "bind",
+            "Source": str(spec.deps_dir),
+            "Target": DEPS_DIR,
+            "ReadOnly": True,
+            "BindOptions": {"Propagation": "rprivate"},
+        }
+    ]
 
 
 def job_payload(script: str) -> bytes:

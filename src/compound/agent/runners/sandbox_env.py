@@ -48,11 +48,12 @@ def refused_variable(env: dict[str, str]) -> str | None:
     return None
 
 
-def container_env(env: dict[str, str], site_dir: str) -> list[str]:
-    """The container's ``Env``: the job's variables, ours, our sitecustomize first on the path.
+def container_env(env: dict[str, str], site_dir: str, deps_dir: str | None = None) -> list[str]:
+    """The container's ``Env``: the job's variables, ours, our sitecustomize first on the
+    path, then the job's packages (``deps_dir``), then the job's own ``PYTHONPATH``.
 
     ``env`` must have passed ``refused_variable``.
     """
     merged = {"HOME": DEFAULT_HOME, **env, **PYTHON_ENV}
-    merged["PYTHONPATH"] = ":".join(filter(None, [site_dir, env.get("PYTHONPATH")]))
+    merged["PYTHONPATH"] = ":".join(filter(None, [site_dir, deps_dir, env.get("PYTHONPATH")]))
     return [f"{name}={value}" for name, value in merged.items()]
