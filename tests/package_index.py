@@ -8,6 +8,7 @@ from there ever after, so the tests never need the internet once the cache is wa
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import subprocess
@@ -166,7 +167,9 @@ class PackageIndex:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if with_body:
-                    self.wfile.write(body)
+                    # uv drops a download once it has what it needs (a wheel's metadata).
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self.wfile.write(body)
 
             def log_message(self, *_: object) -> None:
                 pass
