@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
 from docker_env import RUNTIMES
 from package_index import PackageIndex, build_sdist, build_wheel, numpy_wheel
@@ -43,6 +44,7 @@ try:
 except OSError:
     print("index unreachable")
 """
+WEB_SCRIPT = b"import greeter\nprint(greeter.greet('web'))\n"
 NUMPY_SCRIPT = """\
 # /// script
 # dependencies = ["numpy"]
@@ -255,3 +257,27 @@ def test_job_view_lists_requirements_in_json(coordinator: Coordinator) -> None:
         "numpy>=2.0",
         "foo-bar[a,b]",
     ]
+
+
+def test_web_submitter_sends_the_requirements_box(
+    coordinator: Coordinator, deps_agent: Callable[..., Agent], page: Page
+) -> None:
+    """The submitter page's package box (the desktop app shows the same page) reaches the
+    job; a bad line is refused with the coordinator's sentence."""
+    deps_agent()
+    page.goto(coordinator.url + "/submitter.html")
+    page.get_by_test_id("requirements-box").locator("summary").click()
+    box = page.get_by_test_id("requirements-input")
+    box.fill("-e .\n")
+    page.get_by_test_id("script-input").set_input_files(
+        {"name": "web.py", "mimeType": "text/x-python", "buffer": WEB_SCRIPT}
+    )
+    page.get_by_test_id("submit-button").click()
+    expect(page.get_by_test_id("error-message")).to_contain_text("is an option")
+
+    box.fill("# the greeting\ngreeter==1.0  # pinned\n\n")
+    page.get_by_test_id("submit-button").click()
+    expect(page.get_by_test_id("status-badge")).to_have_text("Complete ✓", timeout=120_000)
+    text: str = page.evaluate("() => window.compoundLog.text()")
+    assert "hello, web, from greeter" in text
+    assert "[compound] resolving 1 requirement(s): greeter==1.0" in text
