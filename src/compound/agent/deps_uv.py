@@ -26,7 +26,7 @@ DEFAULT_INDEX_URL = "https://pypi.org/simple"
 MAX_PINNED = 256
 # uv's error, cut to one line of this many characters for the submitter.
 MAX_REASON_CHARS = 500
-_BOX_DRAWING = re.compile(r"[\u2500-\u257f\u00d7\u2022]+")
+_BOX_DRAWING = re.compile(r"[\u2500-\u25ff\u00d7\u2022]+")
 _PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(==)[A-Za-z0-9.+!_-]+")
 
 
