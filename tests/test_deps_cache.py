@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from compound.agent.deps_cache import DepsCache, digest
+from compound.agent.deps_cache import DepsCache, SetTooBig, digest
 from compound.agent.deps_uv import one_line
 from compound.protocol.requirements import RequirementsError, read_script_metadata
 
@@ -48,6 +48,14 @@ def test_least_recently_used_sets_go_first_and_sets_in_use_stay(tmp_path: Path) 
         assert cache.evict() == [middle]
     assert cache.get(old) is not None and cache.get(new) is not None
     assert not (cache.root / "sets" / middle).exists()
+
+
+def test_a_set_larger_than_the_whole_cache_is_refused(tmp_path: Path) -> None:
+    """A set that alone exceeds the cap is refused with a sentence, not cached."""
+    cache = DepsCache(tmp_path / "deps", cap_bytes=100)
+    with pytest.raises(SetTooBig, match="more than this contributor's package cache"):
+        install(cache, "huge", 1000)
+    assert list((cache.root / "sets").iterdir()) == []
 
 
 def test_request_hits_the_set_it_resolved_to(tmp_path: Path) -> None:

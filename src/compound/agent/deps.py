@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from compound.agent.deps_cache import DepsCache, InstalledSet, digest
+from compound.agent.deps_cache import DepsCache, InstalledSet, SetTooBig, digest
 from compound.agent.deps_uv import PYTHON_PLATFORM, PYTHON_VERSION, UvError, UvSettings
 from compound.agent.deps_uv import install as uv_install
 from compound.agent.deps_uv import resolve as uv_resolve
@@ -108,7 +108,10 @@ class Packages:
                 await uv_install(pinned, target, self._uv, uv_cache)
             except UvError as exc:
                 raise DepsError(f"the requirements could not be installed: {exc}") from None
-            installed = await asyncio.to_thread(self._cache.add, target, key, len(pinned))
+            try:
+                installed = await asyncio.to_thread(self._cache.add, target, key, len(pinned))
+            except SetTooBig as exc:
+                raise DepsError(str(exc)) from None
             elapsed_s = time.monotonic() - started
             note(f"[compound] {len(pinned)} package(s) installed in {elapsed_s:.1f} s")
             return installed

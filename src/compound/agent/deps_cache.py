@@ -35,6 +35,10 @@ GiB = 1024**3
 _KEY_CHARS = frozenset("0123456789abcdef")
 
 
+class SetTooBig(Exception):
+    """An installed set is larger than the whole cache may be; ``str()`` says so."""
+
+
 @dataclass(frozen=True)
 class InstalledSet:
     key: str
@@ -104,9 +108,15 @@ class DepsCache:
         return Path(tempfile.mkdtemp(dir=self.root / "tmp"))
 
     def add(self, target: Path, key: str, packages: int) -> InstalledSet:
-        """Move the installed ``target`` (made in a ``new_workspace``) into the cache."""
-        _make_readable(target)
+        """Move the installed ``target`` (made in a ``new_workspace``) into the cache;
+        SetTooBig when it alone is over the cap (it is left for the workspace's removal)."""
         size_bytes = _size_bytes(target)
+        if size_bytes > self.cap_bytes:
+            raise SetTooBig(
+                f"the packages take {size_bytes / GiB:.2f} GiB installed, more than this "
+                f"contributor's package cache of {self.cap_bytes / GiB:.2f} GiB"
+            )
+        _make_readable(target)
         destination = self.root / "sets" / key
         try:
             target.rename(destination)
