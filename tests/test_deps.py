@@ -43,6 +43,11 @@ try:
     print("index reachable")
 except OSError:
     print("index unreachable")
+try:
+    open(greeter.__file__, "a").close()
+    print("packages writable")
+except OSError:
+    print("packages read-only at", greeter.__file__)
 """
 WEB_SCRIPT = b"import greeter\nprint(greeter.greet('web'))\n"
 NUMPY_SCRIPT = """\
@@ -90,7 +95,8 @@ def test_pep723_script_imports_a_package_built_by_the_test(
     coordinator: Coordinator, deps_agent: Callable[..., Agent], index: PackageIndex, runtime: str
 ) -> None:
     """A script declaring a package in PEP 723 metadata imports it and prints its result,
-    the job still has no network, and the submitter sees the preparation as system notes."""
+    the job still has no network, the packages are read-only, and the submitter sees the
+    preparation as system notes."""
     deps_agent(runtime)
     job_id = coordinator.submit(GREETER_SCRIPT + NETWORK_CHECK.format(port=index.port))
     job = coordinator.wait_for_status(job_id, {"succeeded", "failed"}, timeout_s=120)
@@ -101,6 +107,7 @@ def test_pep723_script_imports_a_package_built_by_the_test(
     assert "interfaces ['lo']" in out
     assert "no dns" in out
     assert "index unreachable" in out
+    assert "packages read-only at /opt/compound/deps/greeter/__init__.py" in out
     notes = system_text(coordinator, job_id)
     assert "resolving 1 requirement(s): greeter==1.0" in notes
     assert "1 package(s) installed in" in notes
