@@ -239,7 +239,8 @@ def test_many_unclosed_blocks_are_read_in_linear_time(coordinator: Coordinator) 
 
 def test_cli_requirements_file(coordinator: Coordinator, tmp_path: Path) -> None:
     """`compound submit -r requirements.txt` sends its packages (comments and blank lines
-    skipped) after the script's own; an option in the file is refused with its line."""
+    skipped) after the script's own; a bad PEP 723 block is refused before sending; an
+    option in the file is refused with its line."""
     script = tmp_path / "job.py"
     script.write_text(GREETER_SCRIPT)
     requirements = tmp_path / "requirements.txt"
@@ -248,6 +249,12 @@ def test_cli_requirements_file(coordinator: Coordinator, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     job = coordinator.job(result.stdout.decode().strip())
     assert job["requirements"] == ["greeter==1.0", "numpy>=2"]
+
+    script.write_text('# /// script\n# requires-python = ">=3.12"\n# ///\nprint(1)\n')
+    early = run_cli("submit", str(script), "-d", coordinator=coordinator)
+    assert early.returncode == 3
+    assert b"the script requires Python >=3.12, but jobs run on Python 3.11" in early.stderr
+    assert len(coordinator.api("GET", "/api/v1/jobs").json()["jobs"]) == 1
 
     requirements.write_text("numpy\n-r other.txt\n")
     refused = run_cli("submit", str(script), "-r", str(requirements), coordinator=coordinator)
