@@ -16,6 +16,9 @@ from websockets.asyncio.client import connect
 
 from compound.agent.backoff import reconnect_delay_s
 from compound.agent.connection import CoordinatorConnection
+from compound.agent.deps import Packages
+from compound.agent.deps_cache import DepsCache, GiB
+from compound.agent.deps_uv import UvSettings
 from compound.agent.events import EventSink
 from compound.agent.outbox import Outbox
 from compound.agent.runners.base import Runner
@@ -43,6 +46,11 @@ STOP_FLUSH_S = 5.0
 PARENT_CHECK_INTERVAL_S = 1.0
 
 
+def _packages(settings: AgentSettings) -> Packages:
+    cache = DepsCache(settings.state_dir / "deps", int(settings.deps_cache_gib * GiB))
+    return Packages(cache, UvSettings(index_url=settings.index_url))
+
+
 class SandboxUnavailable(Exception):
     """The container engine or the job image cannot be used; the agent cannot start."""
 
@@ -54,7 +62,13 @@ class Agent:
         self._runner = runner
         self._events = EventSink(settings.json_events)
         self._outbox = Outbox()
-        self._worker = Worker(runner, self._outbox, self._events, settings.max_output_bytes)
+        self._worker = Worker(
+            runner,
+            self._outbox,
+            self._events,
+            settings.max_output_bytes,
+            _packages(settings) if settings.deps else None,
+        )
         self._stopping = asyncio.Event()
         self._ssl: ssl.SSLContext | None = None
 

@@ -91,6 +91,7 @@ class CoordinatorConnection:
                 runtime=self._settings.runtime,
                 version=__version__,
                 running=running,
+                deps=self._settings.deps,
             )
         )
         raw = await asyncio.wait_for(self._ws.recv(), WELCOME_TIMEOUT_S)

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compound.agent.deps_uv import DEFAULT_INDEX_URL
 from compound.agent.runners.base import Limits
 
 MiB = 1024 * 1024
@@ -43,6 +44,12 @@ class AgentSettings:
     token: str | None = field(default=None, repr=False)
     # A CA certificate (PEM) trusted besides the system's, for an https coordinator.
     ca_file: str | None = None
+    # Install jobs' Python packages (binary wheels from index_url, see agent/deps.py);
+    # without it the coordinator sends this agent no job with requirements.
+    deps: bool = True
+    index_url: str = DEFAULT_INDEX_URL
+    # Installed package sets kept under state_dir/deps, least recently used evicted first.
+    deps_cache_gib: float = 5.0
 
     @property
     def contributor_ws_url(self) -> str:

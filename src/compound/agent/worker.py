@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from compound.agent.deps import DepsCancelled, DepsError, Packages
 from compound.agent.events import EventSink
 from compound.agent.outbox import Outbox
 from compound.agent.output import OutputCollector
-from compound.agent.runners.base import Runner, RunResult, RunSpec
+from compound.agent.runners.base import OutputSink, Runner, RunResult, RunSpec
 from compound.protocol import MAX_ERROR_CHARS, Done, Job, JobStatus, Stream
 from compound.protocol.events import JobFinished, JobStarted
 
@@ -26,9 +27,16 @@ class Execution:
 
 class Worker:
     def __init__(
-        self, runner: Runner, outbox: Outbox, events: EventSink, max_output_bytes: int
+        self,
+        runner: Runner,
+        outbox: Outbox,
+        events: EventSink,
+        max_output_bytes: int,
+        packages: Packages | None = None,
     ) -> None:
         self._runner = runner
+        # None: this contributor installs no packages (the coordinator sends it no such job).
+        self._packages = packages
         self._outbox = outbox
         self._events = events
         self._max_output_bytes = max_output_bytes
@@ -80,7 +88,11 @@ class Worker:
 
         spec = RunSpec(job.job_id, job.script, list(job.args), dict(job.env), job.timeout_s)
         try:
-            result = await self._runner.run(spec, on_output, execution.cancel)
+            result = await self._run_with_packages(execution, spec, on_output, collector)
+        except DepsError as exc:
+            result = RunResult(JobStatus.FAILED, None, str(exc))
+        except DepsCancelled:
+            result = RunResult(JobStatus.CANCELLED, None, "cancelled while preparing packages")
         except Exception as exc:
             log.exception("job %s: the runner failed", job.job_id)
             result = RunResult(JobStatus.FAILED, None, f"the contributor could not run it: {exc}")
@@ -88,6 +100,26 @@ class Worker:
         if result.error and result.status is JobStatus.FAILED:
             collector.note(f"[compound] {result.error}")
         self._finish(execution, result, collector.last_seq)
+
+    async def _run_with_packages(
+        self,
+        execution: Execution,
+        spec: RunSpec,
+        on_output: OutputSink,
+        collector: OutputCollector,
+    ) -> RunResult:
+        """Run the job, its packages (if any) prepared first and mounted while it runs."""
+        requirements = list(execution.job.requirements)
+        if not requirements:
+            return await self._runner.run(spec, on_output, execution.cancel)
+        if self._packages is None:
+            raise DepsError("this contributor does not install packages (it runs with --no-deps)")
+        async with self._packages.prepared(
+            requirements, collector.note, execution.cancel
+        ) as deps_dir:
+            return await self._runner.run(
+                replace(spec, deps_dir=deps_dir), on_output, execution.cancel
+            )
 
     def _finish(self, execution: Execution, result: RunResult, last_seq: int) -> None:
         job = execution.job

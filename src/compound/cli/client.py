@@ -149,9 +149,18 @@ class CoordinatorClient:
         env: dict[str, str],
         timeout_s: float | None,
         name: str | None,
+        requirements: list[str] | None = None,
     ) -> dict[str, Any]:
         """The new job, as a JobView object."""
-        body = {"script": script, "args": args, "env": env, "timeout_s": timeout_s, "name": name}
+        body: dict[str, Any] = {
+            "script": script,
+            "args": args,
+            "env": env,
+            "timeout_s": timeout_s,
+            "name": name,
+        }
+        if requirements:
+            body["requirements"] = requirements
         result: dict[str, Any] = self._request("POST", "/api/v1/jobs", json_body=body)
         return result
 

@@ -67,6 +67,32 @@ def _read_script(path: Path) -> str:
         raise typer.BadParameter(f"{path} is not UTF-8 text", param_hint="FILE") from None
 
 
+# A requirements file is a few lines; a bigger one is a mistake.
+_MAX_REQUIREMENTS_FILE_BYTES = 64 * 1024
+
+
+def _read_requirements(path: Path) -> list[str]:
+    """The packages listed in ``path``, each checked as the coordinator will."""
+    from compound.protocol.requirements import RequirementsError, read_requirements_file
+
+    hint = "-r"
+    try:
+        with path.open("rb") as file:
+            data = file.read(_MAX_REQUIREMENTS_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise typer.BadParameter(f"no such file: {path}", param_hint=hint) from None
+    except IsADirectoryError:
+        raise typer.BadParameter(f"{path} is a directory", param_hint=hint) from None
+    if len(data) > _MAX_REQUIREMENTS_FILE_BYTES:
+        raise typer.BadParameter(f"{path} is larger than 64 KiB", param_hint=hint)
+    try:
+        return read_requirements_file(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{path} is not UTF-8 text", param_hint=hint) from None
+    except RequirementsError as exc:
+        raise typer.BadParameter(f"{path}: {exc}", param_hint=hint) from None
+
+
 def submit(
     file: Annotated[Path, typer.Argument(help="The Python script to run.")],
     args: Annotated[
@@ -88,6 +114,15 @@ def submit(
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Print only the job id and return at once.")
     ] = False,
+    requirements: Annotated[
+        Path | None,
+        typer.Option(
+            "--requirements",
+            "-r",
+            help="A requirements.txt of Python packages the job needs (besides the script's"
+            " own PEP 723 '# /// script' block); package requirements only, no options.",
+        ),
+    ] = None,
 ) -> None:
     """Run FILE on a contributor and stream its output here.
 
@@ -98,13 +133,21 @@ def submit(
     """
     script = _read_script(file)
     job_env = _parse_env(env or [])
+    job_requirements = _read_requirements(requirements) if requirements else None
     raise typer.Exit(
         quick.with_client(
             coordinator,
             token,
             ca_file,
             lambda client: quick.submit(
-                client, script, list(args or []), job_env, timeout, name or file.name, detach
+                client,
+                script,
+                list(args or []),
+                job_env,
+                timeout,
+                name or file.name,
+                detach,
+                job_requirements,
             ),
         )
     )

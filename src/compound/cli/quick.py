@@ -56,13 +56,32 @@ def submit(
     timeout_s: float | None,
     name: str,
     detach: bool,
+    requirements: list[str] | None = None,
 ) -> int:
-    job = client.submit(script, args, env, timeout_s, name)
+    problem = script_metadata_problem(script)
+    if problem is not None:
+        print_error(f"compound: {problem}")
+        return UNREACHABLE  # what the coordinator's refusal of it would give
+    job = client.submit(script, args, env, timeout_s, name, requirements)
     if detach:
         sys.stdout.write(f"{job['id']}\n")
         sys.stdout.flush()
         return 0
     return follow(client, str(job["id"]), cancel_on_interrupt=True)
+
+
+def script_metadata_problem(script: str) -> str | None:
+    """Why the script's PEP 723 block cannot be used, read here as the coordinator reads it
+    so the mistake shows before anything is sent; None without a block or when it is fine."""
+    if "# /// script" not in script:
+        return None  # the common case imports nothing for it
+    from compound.protocol.requirements import RequirementsError, script_requirements
+
+    try:
+        script_requirements(script)
+    except RequirementsError as exc:
+        return str(exc)
+    return None
 
 
 def follow(client: CoordinatorClient, job_id: str, cancel_on_interrupt: bool) -> int:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from compound.agent.deps_uv import DEFAULT_INDEX_URL
 from compound.agent.runners.base import Limits
 from compound.agent.settings import DEFAULT_IMAGE, MAX_WARM, AgentSettings, default_state_dir
 from compound.cli.client import default_coordinator
@@ -212,6 +213,22 @@ def agent(
             show_default=False,
         ),
     ] = "",
+    deps: Annotated[
+        bool,
+        typer.Option(
+            "--deps/--no-deps",
+            help="Install the Python packages jobs ask for (binary wheels only, with uv, before"
+            " the job starts; the job still has no network). With --no-deps this machine gets"
+            " no job with requirements.",
+        ),
+    ] = True,
+    index_url: Annotated[
+        str, typer.Option(help="Package index jobs' packages come from (PEP 503 simple API).")
+    ] = DEFAULT_INDEX_URL,
+    deps_cache_gib: Annotated[
+        float,
+        typer.Option(help="Disk kept for installed package sets, GiB; least recently used go."),
+    ] = 5.0,
 ) -> None:
     """Contribute this machine: run jobs from the coordinator in sandboxed containers.
 
@@ -225,6 +242,10 @@ def agent(
         raise typer.BadParameter("a job needs at least 16 open files", param_hint="--nofile")
     if max_file_mib < 1:
         raise typer.BadParameter("must be at least 1 MiB", param_hint="--max-file-mib")
+    if not index_url.startswith(("https://", "http://")) or len(index_url) > 2000:
+        raise typer.BadParameter("must be an http(s) URL", param_hint="--index-url")
+    if deps_cache_gib <= 0:
+        raise typer.BadParameter("must be more than 0", param_hint="--deps-cache-gib")
     if events not in ("text", "json"):
         raise typer.BadParameter("events must be text or json", param_hint="--events")
     if not 0 <= warm <= MAX_WARM:
@@ -249,6 +270,9 @@ def agent(
         name=name or socket.gethostname(),
         token=token or os.environ.get("COMPOUND_TOKEN") or None,
         ca_file=ca_file or default_ca_file(),
+        deps=deps,
+        index_url=index_url,
+        deps_cache_gib=deps_cache_gib,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     raise typer.Exit(asyncio.run(_run_agent(settings)))

@@ -133,7 +133,9 @@ async def _open_session(
             memory_bytes=0,
         )
         legacy = True
-    session = ContributorSession(hello.node_id, hello.name, websocket, legacy=legacy)
+    session = ContributorSession(
+        hello.node_id, hello.name, websocket, legacy=legacy, deps=hello.deps
+    )
     session.start()
     await state.store.contributors.connected(
         hello, principal.name if principal.authenticated else None

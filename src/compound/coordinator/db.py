@@ -49,6 +49,8 @@ jobs = Table(
     Column("log_bytes", Integer, nullable=False, default=0),
     # Who submitted it (the client's address until tokens exist): quotas count per owner.
     Column("owner", String(128)),
+    # JSON list of PEP 508 requirements (compound.protocol.requirements), [] for none.
+    Column("requirements", Text, nullable=False, default="[]"),
 )
 
 # The one record of who may report on a running job. A job is RUNNING exactly while it
@@ -159,6 +161,7 @@ _ADDED_COLUMNS = {
     "jobs": {
         "log_bytes": "INTEGER NOT NULL DEFAULT 0",
         "owner": "VARCHAR(128)",
+        "requirements": "TEXT NOT NULL DEFAULT '[]'",
     },
     "log_records": {"size": "INTEGER NOT NULL DEFAULT 0"},
     "contributors": {"token_name": "VARCHAR(128)"},

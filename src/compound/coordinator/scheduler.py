@@ -95,12 +95,15 @@ class Scheduler:
         """Give queued jobs, oldest first, to idle contributors until one side runs out."""
         async with self._dispatch_lock:
             for session in self.idle_sessions():
-                if not await self._dispatch_one(session):
+                # A contributor without package support may find nothing a later one would.
+                if not await self._dispatch_one(session) and session.deps:
                     break
 
     async def _dispatch_one(self, session: ContributorSession) -> bool:
-        """Give ``session`` the oldest queued job; False when the queue is empty."""
-        claimed = await self._store.claim(session.contributor_id, uuid.uuid4().hex, self._expiry())
+        """Give ``session`` the oldest queued job it can run; False when there is none."""
+        claimed = await self._store.claim(
+            session.contributor_id, uuid.uuid4().hex, self._expiry(), deps=session.deps
+        )
         if claimed is None:
             return False
         job, lease = claimed
@@ -280,5 +283,6 @@ def _job_message(job: JobRow, lease: Lease) -> Job:
         args=job.args,
         env=job.env,
         timeout_s=job.timeout_s,
+        requirements=job.requirements,
         first_seq=lease.first_seq,
     )

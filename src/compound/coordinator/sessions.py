@@ -34,6 +34,9 @@ class ContributorSession:
     websocket: WebSocket
     # A seed agent: no hello, no sequence numbers, no leases on its side.
     legacy: bool = False
+    # It installs jobs' Python packages (hello's ``deps``): only then does it get jobs with
+    # requirements.
+    deps: bool = False
     connected_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     closed: bool = False

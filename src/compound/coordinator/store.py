@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -42,6 +42,7 @@ class NewJob:
     env: dict[str, str]
     timeout_s: float | None = None
     name: str | None = None
+    requirements: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class JobRow:
     last_seq: int
     log_bytes: int
     owner: str | None
+    requirements: list[str]
 
     # Why the stored row cannot be run (unparsable args or env), if it cannot.
     damaged: str | None = None
@@ -77,8 +79,9 @@ class JobRow:
         try:
             values["args"] = json.loads(values["args"])
             values["env"] = json.loads(values["env"])
+            values["requirements"] = json.loads(values["requirements"])
         except ValueError:
-            values["args"], values["env"] = [], {}
+            values["args"], values["env"], values["requirements"] = [], {}, []
             values["damaged"] = "the stored job cannot be read (its arguments or environment)"
         return cls(**values)
 
@@ -97,6 +100,7 @@ class JobRow:
             args=self.args,
             timeout_s=self.timeout_s,
             name=self.name,
+            requirements=self.requirements,
         )
 
 
@@ -142,6 +146,7 @@ class Store:
                     last_seq=-1,
                     log_bytes=0,
                     owner=owner,
+                    requirements=json.dumps(new.requirements),
                 )
             )
             await self._record_event(conn, job_id, JobStatus.QUEUED, "submitted", now)
@@ -233,27 +238,21 @@ class Store:
             ]
 
     async def claim(
-        self, holder: str, lease_id: str, expires_at: float
+        self, holder: str, lease_id: str, expires_at: float, deps: bool = True
     ) -> tuple[JobRow, Lease] | None:
-        """Run the oldest queued job under a new lease held by ``holder``.
+        """Run the oldest queued job under a new lease held by ``holder``; without ``deps``
+        (the holder installs no packages) the oldest queued job without requirements.
 
         A queued job whose row cannot be read is failed on the way, so it never blocks
         the queue.
         """
         async with self._engine.begin() as conn:
             while True:
-                row = (
-                    (
-                        await conn.execute(
-                            select(db.jobs)
-                            .where(db.jobs.c.status == JobStatus.QUEUED.value)
-                            .order_by(db.jobs.c.number)
-                            .limit(1)
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
+                query = select(db.jobs).where(db.jobs.c.status == JobStatus.QUEUED.value)
+                if not deps:
+                    query = query.where(db.jobs.c.requirements == "[]")
+                result = await conn.execute(query.order_by(db.jobs.c.number).limit(1))
+                row = result.mappings().first()
                 if row is None:
                     return None
                 job = JobRow.from_mapping(row)

@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.store import NewJob
+from compound.protocol.requirements import (
+    MAX_REQUIREMENTS,
+    RequirementsError,
+    check_requirements,
+    script_requirements,
+)
 
 # Room for args, env and JSON escaping on top of the script itself.
 _BODY_OVERHEAD_BYTES = 256 * 1024
@@ -31,6 +37,9 @@ class JobSubmission(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     name: str | None = Field(default=None, max_length=256)
+    # Besides the script's own PEP 723 block, which the coordinator reads itself.
+    # Bounded here too so a huge list is refused before anything looks at its items.
+    requirements: list[str] = Field(default_factory=list, max_length=MAX_REQUIREMENTS)
 
 
 async def read_submission(request: Request, settings: CoordinatorSettings) -> NewJob:
@@ -38,7 +47,9 @@ async def read_submission(request: Request, settings: CoordinatorSettings) -> Ne
     submission = parse_submission(body)
     _check_script(submission.script, settings)
     _check_args_env(submission, settings)
+    requirements = job_requirements(submission.script, submission.requirements)
     return NewJob(
+        requirements=requirements,
         script=submission.script,
         args=submission.args,
         env=submission.env,
@@ -101,6 +112,20 @@ def describe_error(error: Any, default_where: str = "body") -> str:
         for part in error["loc"]
     ]
     return f"{'.'.join(parts) or default_where}: {error['msg']}"
+
+
+def job_requirements(script: str, listed: list[str]) -> list[str]:
+    """The job's packages: the script's PEP 723 ``dependencies``, then ``listed``. A script
+    whose block cannot be used is a 400, a bad listed requirement a 422, each with one
+    sentence. Never trusts a client to have read the script."""
+    try:
+        from_script = script_requirements(script)
+    except RequirementsError as exc:
+        raise HTTPException(400, str(exc)) from None
+    try:
+        return check_requirements(from_script + check_requirements(listed))
+    except RequirementsError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _check_script(script: str, settings: CoordinatorSettings) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from compound.protocol.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS
 from compound.protocol.status import JobStatus, Stream
 
 PROTOCOL_VERSION = 1
@@ -42,6 +43,9 @@ MAX_INT64 = 2**63 - 1
 _ID = 64  # longest job, lease or node id accepted
 # A job's error as reported by an agent; longer reasons are cut by the agent.
 MAX_ERROR_CHARS = 2000
+
+
+Requirement = Annotated[str, Field(min_length=1, max_length=MAX_REQUIREMENT_CHARS)]
 
 
 class ProtocolError(Exception):
@@ -86,6 +90,8 @@ class Hello(_Message):
     runtime: str = Field(default="runc", max_length=32)
     version: str = Field(default="", max_length=64)
     running: list[RunningJob] = Field(default_factory=list, max_length=1024)
+    # The agent installs a job's Python packages; jobs with requirements go only to these.
+    deps: bool = False
 
 
 class Heartbeat(_Message):
@@ -139,6 +145,8 @@ class Job(_Message):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = None
+    # PEP 508 requirements, checked by the coordinator (compound.protocol.requirements).
+    requirements: list[Requirement] = Field(default_factory=list, max_length=MAX_REQUIREMENTS)
     # The agent numbers this job's records from here (continues after a requeue).
     first_seq: int = 0
 
@@ -192,6 +200,7 @@ class JobView(_Message):
     args: list[str] = Field(default_factory=list)
     timeout_s: float | None = None
     name: str | None = None
+    requirements: list[str] = Field(default_factory=list)
 
 
 class FollowRecords(_Message):

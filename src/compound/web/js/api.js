@@ -368,8 +368,12 @@ function errorSentence(status, detail, ep) {
 }
 
 /** POST /api/v1/jobs → JobView. */
-export function submitJob(script, { args = [], name = null, env = {}, timeoutS = null } = {}) {
-  return request("POST", "/api/v1/jobs", { script, args, env, timeout_s: timeoutS, name });
+export function submitJob(
+  script, { args = [], name = null, env = {}, timeoutS = null, requirements = [] } = {},
+) {
+  const body = { script, args, env, timeout_s: timeoutS, name };
+  if (requirements.length) body.requirements = requirements;
+  return request("POST", "/api/v1/jobs", body);
 }
 
 export function getJob(id) {

@@ -23,6 +23,7 @@ const els = {
   meta: $("meta"),
   lineCount: $("line-count"),
   log: $("log-output"),
+  requirements: $("requirements-input"),
 };
 
 const IDLE_TEXT = "Choose a script and press Submit Job. Its output will appear here.";
@@ -194,7 +195,10 @@ async function submit(event) {
   state.submitting = true;
   updateControls();
   try {
-    const job = await submitJob(script, { name: file.name });
+    const job = await submitJob(script, {
+      name: file.name,
+      requirements: requirementLines(els.requirements.value),
+    });
     window.history.replaceState(null, "", pageUrl("submitter.html", { job: job.id }));
     follow(job);
   } catch (err) {
@@ -203,6 +207,15 @@ async function submit(event) {
     state.submitting = false;
     updateControls();
   }
+}
+
+// The box reads like a requirements.txt: blank lines and # comments are skipped; the
+// coordinator checks each line and answers a bad one with a sentence naming it.
+function requirementLines(text) {
+  return text
+    .split("\n")
+    .map((line) => line.replace(/(^|\s)#.*$/, "").trim())
+    .filter((line) => line !== "");
 }
 
 async function cancel() {
