@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from compound.protocol import JobStatus, Stream
@@ -35,6 +36,9 @@ class RunSpec:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    # A tar on the agent's disk (hash already checked) extracted read-only into the job's
+    # working directory before it starts; the runner only reads it, the caller owns it.
+    inputs_tar: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class RunResult:
     status: JobStatus
     exit_code: int | None
     error: str | None = None
+    # What the job left under ``outputs/`` in its working directory, as a tar on the agent's
+    # disk (the caller uploads, then deletes it); None when there was nothing to collect.
+    outputs_tar: Path | None = None
+    # One sentence for the submitter when not everything came back (over the cap, bad entry).
+    outputs_note: str | None = None
 
 
 class Runner(Protocol):
