@@ -80,7 +80,7 @@ async def test_uncaught_exception_reaches_stderr(runner: DockerRunner) -> None:
 
 
 async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
-    """Args and env reach the script; it runs as nobody, without capabilities, HOME=/tmp."""
+    """Args and env reach the script; it runs as nobody, without capabilities, in /job."""
     script = (
         "import json, os, resource, sys\n"
         "try:\n"
@@ -120,7 +120,7 @@ async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
     assert (seen["uid"], seen["gid"]) == (65534, 65534)
     assert int(seen["caps"], 16) == 0
     assert seen["job_dir"] == "read-only"
-    assert seen["cwd"] == "/tmp"
+    assert seen["cwd"] == "/job"
     assert "/tmp/lib" in seen["path"]
     assert seen["stdin"] == ""
     assert seen["script"] == "/job/main.py"

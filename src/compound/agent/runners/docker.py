@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiodocker
 import aiohttp
@@ -21,6 +23,7 @@ from aiodocker.exceptions import DockerError
 
 from compound.agent.docker_engine import EngineError, check_engine, connect, describe, resolve_url
 from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
+from compound.agent.runners.docker_outputs import OutputsReceiver
 from compound.agent.runners.docker_spec import (
     JOB_LABEL,
     MANAGED_LABEL,
@@ -29,6 +32,7 @@ from compound.agent.runners.docker_spec import (
     Runtime,
     choose_runtime,
     container_config,
+    files_control,
     job_payload,
 )
 from compound.agent.runners.docker_stream import Attachment
@@ -38,6 +42,8 @@ from compound.protocol import JobStatus
 # How long close() waits for finished jobs' containers to be removed.
 REMOVAL_WAIT_S = 30.0
 LOST_ENGINE = "lost the connection to the Docker engine while running the job"
+# Once the job is gone and its outputs are arriving, how long they may take past the grace.
+OUTPUTS_WAIT_S = 30.0
 # The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
 
@@ -116,11 +122,14 @@ class DockerRunner:
         refusal = refused_variable(spec.env)
         if refusal is not None:
             return _engine_failure(refusal)
+        inputs_bytes = _inputs_bytes(spec.inputs_tar)
+        if inputs_bytes is None:
+            return _engine_failure("the job's input files are missing on this machine")
         docker = self._client()
         try:
             runtime = await self._resolve_runtime(docker)
             container = await docker.containers.create(
-                container_config(spec, self.settings, runtime)
+                container_config(spec, self.settings, runtime, inputs_bytes)
             )
         except DockerError as exc:
             missing = exc.status == 404
@@ -130,7 +139,7 @@ class DockerRunner:
         except _TRANSPORT_ERRORS:
             return _engine_failure(LOST_ENGINE)
         try:
-            result = await self._run_described(container, spec, on_output, cancel)
+            result = await self._run_described(container, spec, inputs_bytes, on_output, cancel)
         except BaseException:
             # Shielded: a cancelled run() still removes its container before re-raising.
             await asyncio.shield(_remove(container))
@@ -144,12 +153,31 @@ class DockerRunner:
         self,
         container: DockerContainer,
         spec: RunSpec,
+        inputs_bytes: int,
         on_output: OutputSink,
         cancel: asyncio.Event,
     ) -> RunResult:
         """Run the created container; engine failures become results with a reason."""
+        outputs = OutputsReceiver(self.settings, on_output)
         try:
-            return await self._run_container(container, spec, on_output, cancel)
+            result = await self._run_container_or_fail(
+                container, spec, inputs_bytes, outputs, cancel
+            )
+            return outputs.result(result)
+        except BaseException:
+            outputs.discard()
+            raise
+
+    async def _run_container_or_fail(
+        self,
+        container: DockerContainer,
+        spec: RunSpec,
+        inputs_bytes: int,
+        outputs: OutputsReceiver,
+        cancel: asyncio.Event,
+    ) -> RunResult:
+        try:
+            return await self._run_container(container, spec, inputs_bytes, outputs, cancel)
         except DockerError as exc:
             return _engine_failure(describe(exc))
         except EngineError as exc:
@@ -171,7 +199,8 @@ class DockerRunner:
         self,
         container: DockerContainer,
         spec: RunSpec,
-        on_output: OutputSink,
+        inputs_bytes: int,
+        outputs: OutputsReceiver,
         cancel: asyncio.Event,
     ) -> RunResult:
         url = resolve_url(self.settings.docker_url)
@@ -179,15 +208,23 @@ class DockerRunner:
         attachment = await Attachment.open(url, api_version, container.id)
         try:
             await container.start()
-            pump = asyncio.create_task(attachment.pump(on_output))
+            pump = asyncio.create_task(attachment.pump(outputs))
             # Beside the pump, not before it: a container that dies without reading its stdin
             # must not hold up the supervision (timeout, cancel) of the job.
-            feed = asyncio.create_task(attachment.send_stdin(job_payload(spec.script)))
+            feed = asyncio.create_task(
+                attachment.send_stdin_file(
+                    _stdin_head(spec, inputs_bytes, outputs.marker, self.settings),
+                    spec.inputs_tar,
+                )
+            )
             try:
-                stopped_as = await self._supervise(container, pump, spec.timeout_s, cancel)
+                stopped_as = await self._supervise(
+                    container, pump, spec.timeout_s, cancel, outputs.outputs_started
+                )
             finally:
                 await _finish(feed)
                 await _finish(pump)
+            await outputs.end_of_output()
             state = await _final_state(container)
         finally:
             await attachment.close()
@@ -199,6 +236,7 @@ class DockerRunner:
         pump: asyncio.Task[None],
         timeout_s: float | None,
         cancel: asyncio.Event,
+        outputs_started: Callable[[], bool],
     ) -> JobStatus | None:
         """Wait for the output to end; on cancel or timeout stop the job and say which."""
         cancelled = asyncio.create_task(cancel.wait())
@@ -211,13 +249,24 @@ class DockerRunner:
         if pump in done:
             pump.result()
             return None
-        await self._stop(container, pump)
+        await self._stop(container, pump, outputs_started)
         return JobStatus.CANCELLED if cancelled in done else JobStatus.TIMED_OUT
 
-    async def _stop(self, container: DockerContainer, pump: asyncio.Task[None]) -> None:
-        """SIGTERM, up to ``grace_s`` for the script to exit, then SIGKILL."""
+    async def _stop(
+        self,
+        container: DockerContainer,
+        pump: asyncio.Task[None],
+        outputs_started: Callable[[], bool],
+    ) -> None:
+        """SIGTERM, up to ``grace_s`` for the script to exit, then SIGKILL.
+
+        The launcher kills the job before the grace is over; outputs on their way by then
+        get up to ``OUTPUTS_WAIT_S`` more.
+        """
         await _signal(container, "SIGTERM")
         done, _ = await asyncio.wait({pump}, timeout=self.settings.grace_s)
+        if not done and outputs_started():
+            done, _ = await asyncio.wait({pump}, timeout=OUTPUTS_WAIT_S)
         if not done:
             await _signal(container, "SIGKILL")
         # The engine closes the attach stream once the container is gone: all output is in.
@@ -260,6 +309,23 @@ def _result(
     if state.oom_killed:
         error = f"ran out of memory (limit {limits.memory_bytes // MiB} MiB)"
     return RunResult(JobStatus.FAILED, state.exit_code, error)
+
+
+def _inputs_bytes(inputs_tar: Path | None) -> int | None:
+    """The size of the inputs tar (0 without one), or None when it is not there."""
+    if inputs_tar is None:
+        return 0
+    try:
+        return inputs_tar.stat().st_size
+    except OSError:
+        return None
+
+
+def _stdin_head(
+    spec: RunSpec, inputs_bytes: int, marker: bytes, settings: DockerRunnerSettings
+) -> bytes:
+    """What goes to the launcher's stdin before the inputs tar."""
+    return job_payload(spec.script) + files_control(marker, inputs_bytes, settings)
 
 
 def _engine_failure(sentence: str) -> RunResult:

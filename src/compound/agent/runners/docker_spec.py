@@ -6,6 +6,7 @@ Pure data, no I/O: ``choose_runtime``, ``container_config`` and ``job_payload`` 
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from compound.agent.docker_engine import EngineError
 from compound.agent.image import DEFAULT_TAG
 from compound.agent.runners.base import Limits, MiB, RunSpec
-from compound.agent.runners.sandbox_env import DEFAULT_HOME, container_env
+from compound.agent.runners.sandbox_env import container_env
 
 MANAGED_LABEL = "compound.managed"
 JOB_LABEL = "compound.job_id"
@@ -34,6 +35,14 @@ _LAUNCHER = Path(__file__).with_name("sandbox_launch.py").read_text(encoding="ut
 _PAYLOAD_HEADER = struct.Struct(">QQ")
 # Room in the job's tmpfs beyond the two files: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
+# Must match sandbox_launch.CONTROL_HEADER: the length of the files section's JSON block.
+_CONTROL_HEADER = struct.Struct(">Q")
+# The trailer's marker starts with bytes text output rarely ends with: the agent holds back
+# only a chunk's suffix that could be the start of it (see sandbox_trailer).
+TRAILER_MARKER_PREFIX = b"\x00\xffcompound-outputs:"
+# The launcher SIGKILLs the job this long before the agent's grace period is over, so the
+# outputs are on their way before the agent would kill the container.
+OUTPUTS_MARGIN_S = 2.0
 # Under gVisor the pids cgroup counts the sandbox's own host tasks, not the job's processes
 # (which gVisor bounds with RLIMIT_NPROC instead): about 40 for the sandbox, and about 5.3
 # per guest process on the ptrace platform (threads cost ~none). At the cgroup's limit the
@@ -57,6 +66,15 @@ class DockerRunnerSettings:
     # tmpfs pages count against the memory limit too; these only cap each mount on its own.
     tmp_bytes: int = 256 * MiB
     shm_bytes: int = 64 * MiB
+    # What comes back from the job's outputs/ directory at most (the agent's
+    # --max-output-files-mib); past it, what fits and a note.
+    max_outputs_bytes: int = 100 * MiB
+    # Room in /job for what the job writes to outputs/, besides its inputs and script.
+    job_dir_bytes: int = 256 * MiB
+    # Input tars with more entries are refused before the job runs.
+    max_input_files: int = 100_000
+    # Where outputs tars are written for the caller (None: the system's temp directory).
+    outputs_dir: Path | None = None
 
 
 def choose_runtime(wanted: str, registered: dict[str, object]) -> Runtime:
@@ -74,11 +92,12 @@ def choose_runtime(wanted: str, registered: dict[str, object]) -> Runtime:
 
 
 def container_config(
-    spec: RunSpec, settings: DockerRunnerSettings, runtime: Runtime
+    spec: RunSpec, settings: DockerRunnerSettings, runtime: Runtime, inputs_bytes: int = 0
 ) -> dict[str, Any]:
     """The Engine API ``containers/create`` body for one job under ``runtime``.
 
-    ``spec.env`` must have passed ``sandbox_env.refused_variable``.
+    ``spec.env`` must have passed ``sandbox_env.refused_variable``; ``inputs_bytes`` is the
+    size of ``spec.inputs_tar``.
     """
     limits = settings.limits
     return {
@@ -87,7 +106,8 @@ def container_config(
         "Cmd": ["python3", "-I", "-S", "-c", _LAUNCHER, SCRIPT_PATH, SITE_DIR, *spec.args],
         "Env": container_env(spec.env, SITE_DIR),
         "User": JOB_USER,
-        "WorkingDir": DEFAULT_HOME,
+        # The job's inputs and its outputs/ are in /job (HOME stays /tmp, for scratch files).
+        "WorkingDir": SCRIPT_DIR,
         "Tty": False,
         # Stdin carries the job's files once (see job_payload), then closes.
         "OpenStdin": True,
@@ -116,7 +136,8 @@ def container_config(
             "Tmpfs": {
                 "/tmp": f"rw,nosuid,nodev,noexec,size={settings.tmp_bytes},mode=1777",
                 SCRIPT_DIR: (
-                    f"rw,nosuid,nodev,noexec,size={_script_dir_bytes(spec.script)},"
+                    "rw,nosuid,nodev,noexec,"
+                    f"size={job_dir_bytes(spec.script, inputs_bytes, settings)},"
                     f"uid={JOB_UID},gid={JOB_UID},mode=0700"
                 ),
             },
@@ -134,6 +155,26 @@ def job_payload(script: str) -> bytes:
     """What the launcher reads from stdin: the two lengths, sitecustomize, the script."""
     encoded = _encode(script)
     return _PAYLOAD_HEADER.pack(len(encoded), len(_SITECUSTOMIZE)) + _SITECUSTOMIZE + encoded
+
+
+def files_control(marker: bytes, inputs_bytes: int, settings: DockerRunnerSettings) -> bytes:
+    """The files section's head (see sandbox_launch.read_files_control); the inputs tar of
+    ``inputs_bytes`` follows it on stdin."""
+    control = {
+        "marker": marker.hex(),
+        "inputs_bytes": inputs_bytes,
+        "max_input_files": settings.max_input_files,
+        "max_outputs_bytes": settings.max_outputs_bytes,
+        "kill_after_s": max(settings.grace_s - OUTPUTS_MARGIN_S, settings.grace_s / 2),
+    }
+    data = json.dumps(control).encode()
+    return _CONTROL_HEADER.pack(len(data)) + data
+
+
+def job_dir_bytes(script: str, inputs_bytes: int, settings: DockerRunnerSettings) -> int:
+    """The size of /job: script, sitecustomize, inputs (extracted, never more than the tar)
+    and room for outputs/."""
+    return _script_dir_bytes(script) + math.ceil(inputs_bytes / MiB) * MiB + settings.job_dir_bytes
 
 
 def _encode(script: str) -> bytes:
