@@ -160,30 +160,13 @@ class DockerRunner:
         """Run the created container; engine failures become results with a reason."""
         outputs = OutputsReceiver(self.settings, on_output)
         try:
-            result = await self._run_container_or_fail(
-                container, spec, inputs_bytes, outputs, cancel
-            )
-            return outputs.result(result)
+            result = await self._run_container(container, spec, inputs_bytes, outputs, cancel)
+        except (DockerError, EngineError, *_TRANSPORT_ERRORS) as exc:
+            result = _engine_failure(_engine_sentence(exc))
         except BaseException:
             outputs.discard()
             raise
-
-    async def _run_container_or_fail(
-        self,
-        container: DockerContainer,
-        spec: RunSpec,
-        inputs_bytes: int,
-        outputs: OutputsReceiver,
-        cancel: asyncio.Event,
-    ) -> RunResult:
-        try:
-            return await self._run_container(container, spec, inputs_bytes, outputs, cancel)
-        except DockerError as exc:
-            return _engine_failure(describe(exc))
-        except EngineError as exc:
-            return _engine_failure(str(exc))
-        except _TRANSPORT_ERRORS:
-            return _engine_failure(LOST_ENGINE)
+        return outputs.result(result)
 
     def _remove_in_background(self, container: DockerContainer) -> None:
         task = asyncio.create_task(_remove(container), name=f"remove-{container.id[:12]}")
@@ -326,6 +309,14 @@ def _stdin_head(
 ) -> bytes:
     """What goes to the launcher's stdin before the inputs tar."""
     return job_payload(spec.script) + files_control(marker, inputs_bytes, settings)
+
+
+def _engine_sentence(exc: BaseException) -> str:
+    if isinstance(exc, DockerError):
+        return describe(exc)
+    if isinstance(exc, EngineError):
+        return str(exc)
+    return LOST_ENGINE
 
 
 def _engine_failure(sentence: str) -> RunResult:
