@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 from compound.agent.docker_engine import EngineError, check_engine, connect
 from compound.agent.image import DEFAULT_TAG, ensure_image
-from compound.agent.runners.docker import MANAGED_LABEL, NODE_LABEL
+from compound.agent.runners.base import RunResult, RunSpec
+from compound.agent.runners.docker import MANAGED_LABEL, NODE_LABEL, DockerRunner
 from compound.protocol import Stream
 
 RUNTIMES = ("runc", "runsc")
@@ -77,3 +79,11 @@ async def managed_container_ids(node_id: str) -> list[str]:
         return [c.id for c in containers]
     finally:
         await docker.close()
+
+
+async def run_job(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
+    """Run ``script`` (with ``spec``'s other RunSpec fields) to its end; result and output."""
+    sink = Collected()
+    job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
+    result = await runner.run(job, sink, asyncio.Event())
+    return result, sink

@@ -22,7 +22,7 @@ from compound.agent.runners.docker import (
 from compound.agent.runners.docker_spec import choose_runtime
 from compound.agent.runners.docker_stream import FrameDemuxer
 from compound.protocol import JobStatus, Stream
-from docker_env import RUNTIMES, Collected, managed_container_ids
+from docker_env import RUNTIMES, Collected, managed_container_ids, run_job
 
 # Jobs start in ~0.2 s (runc) or ~0.4 s (runsc); a minute is a hang, not a slow machine.
 pytestmark = pytest.mark.timeout(60)
@@ -43,11 +43,7 @@ async def runner(request: pytest.FixtureRequest, docker_engine: str) -> AsyncIte
     await runner.close()
 
 
-async def run(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
-    sink = Collected()
-    job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
-    result = await runner.run(job, sink, asyncio.Event())
-    return result, sink
+run = run_job
 
 
 async def test_stdout_and_stderr_stay_separate_and_exact(runner: DockerRunner) -> None:

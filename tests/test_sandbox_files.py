@@ -18,9 +18,15 @@ import pytest
 from compound.agent.runners.base import MiB, RunResult, RunSpec
 from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
 from compound.agent.runners.docker_spec import TRAILER_MARKER_PREFIX
-from compound.agent.runners.sandbox_trailer import FRAME, FRAME_END, FRAME_TAR, TrailerSplitter
+from compound.agent.runners.sandbox_trailer import (
+    FOOTER,
+    FRAME,
+    FRAME_END,
+    FRAME_TAR,
+    TrailerSplitter,
+)
 from compound.protocol import JobStatus
-from docker_env import RUNTIMES, Collected, managed_container_ids
+from docker_env import RUNTIMES, Collected, managed_container_ids, run_job
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,11 +50,7 @@ async def runner(
     await runner.close()
 
 
-async def run(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
-    sink = Collected()
-    job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
-    result = await runner.run(job, sink, asyncio.Event())
-    return result, sink
+run = run_job
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", **fields: object) -> None:
@@ -297,7 +299,7 @@ def test_trailer_split_anywhere() -> None:
     """Job bytes, then the trailer, cut at every point: job bytes exact, tar data exact."""
     marker = TRAILER_MARKER_PREFIX + b"a" * 32
     job = b"line\n\x00\xffcomp\x00" + TRAILER_MARKER_PREFIX + b"b" * 32 + b"\x00"
-    footer = json.dumps({"files": 1, "tar_bytes": 6}).encode()
+    footer = FOOTER.pack(1, 0, 0, 0, 6, 0, 0)
     trailer = (
         marker
         + FRAME.pack(FRAME_TAR, 4)
@@ -328,9 +330,29 @@ def test_trailer_from_a_broken_launcher_is_bounded() -> None:
         (FRAME.pack(9, 1) + b"x", "garbled"),
         (FRAME.pack(FRAME_TAR, 1 << 30), "garbled"),
         (FRAME.pack(FRAME_END, 4) + b"null", "garbled"),
-        (FRAME.pack(FRAME_END, 15) + b'{"files": -1}  ', "garbled"),
+        (
+            FRAME.pack(FRAME_END, FOOTER.size + 1) + FOOTER.pack(1, 0, 0, 0, 0, 2, 0) + b"x",
+            "garbled",
+        ),
+        (FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 5000, 0), "garbled"),
         (b"".join(FRAME.pack(FRAME_TAR, 1 << 20) + b"x" * (1 << 20) for _ in range(2)), "cap"),
     ]:
         splitter = TrailerSplitter(marker, 1000, lambda _: None)
         assert splitter.feed(b"job" + marker + rest) == b"job"
         assert splitter.broken is not None and broken in splitter.broken
+
+
+async def test_cancelled_job_returns_its_outputs(runner: DockerRunner) -> None:
+    """Cancelling a running job still brings back what it wrote to outputs/."""
+    script = (
+        "import time\nopen('outputs/partial', 'w').write('so far')\nprint('up')\ntime.sleep(60)"
+    )
+    sink = Collected()
+    cancel = asyncio.Event()
+    task = asyncio.create_task(runner.run(RunSpec("cancelled", script), sink, cancel))
+    await asyncio.wait_for(sink.first.wait(), timeout=30)
+    cancel.set()
+    result = await asyncio.wait_for(task, timeout=30)
+    assert result.status is JobStatus.CANCELLED
+    assert result.outputs_tar is not None
+    assert _files_of(result.outputs_tar) == {"partial": b"so far"}

@@ -6,7 +6,6 @@ Pure data, no I/O: ``choose_runtime``, ``container_config`` and ``job_payload`` 
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -43,8 +42,8 @@ _LAUNCHER = "".join(
 _PAYLOAD_HEADER = struct.Struct(">QQ")
 # Room in the job's tmpfs beyond the two files: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
-# Must match sandbox_launch.CONTROL_HEADER: the length of the files section's JSON block.
-_CONTROL_HEADER = struct.Struct(">Q")
+# Must match sandbox_launch.CONTROL: the files section's fixed head.
+_FILES_CONTROL = struct.Struct(">QQQdH")
 # The trailer's marker starts with bytes text output rarely ends with: the agent holds back
 # only a chunk's suffix that could be the start of it (see sandbox_trailer).
 TRAILER_MARKER_PREFIX = b"\x00\xffcompound-outputs:"
@@ -166,17 +165,17 @@ def job_payload(script: str) -> bytes:
 
 
 def files_control(marker: bytes, inputs_bytes: int, settings: DockerRunnerSettings) -> bytes:
-    """The files section's head (see sandbox_launch.read_files_control); the inputs tar of
+    """The files section's head (see sandbox_launch.FilesControl); the inputs tar of
     ``inputs_bytes`` follows it on stdin."""
-    control = {
-        "marker": marker.hex(),
-        "inputs_bytes": inputs_bytes,
-        "max_input_files": settings.max_input_files,
-        "max_outputs_bytes": settings.max_outputs_bytes,
-        "kill_after_s": max(settings.grace_s - OUTPUTS_MARGIN_S, settings.grace_s / 2),
-    }
-    data = json.dumps(control).encode()
-    return _CONTROL_HEADER.pack(len(data)) + data
+    kill_after_s = max(settings.grace_s - OUTPUTS_MARGIN_S, settings.grace_s / 2)
+    head = _FILES_CONTROL.pack(
+        inputs_bytes,
+        settings.max_input_files,
+        settings.max_outputs_bytes,
+        kill_after_s,
+        len(marker),
+    )
+    return head + marker
 
 
 def job_dir_bytes(script: str, inputs_bytes: int, settings: DockerRunnerSettings) -> int:

@@ -2,14 +2,14 @@
 
 Pure parser, no I/O. The launcher (see sandbox_launch) ends stdout with a marker the agent
 chose for this job, then frames: kind (1 byte), length (4 bytes, big-endian), data. Kind 1
-carries tar data, kind 2 a JSON footer and ends the trailer. The job cannot know the marker,
-so everything before it is the job's and passes through unchanged; only a chunk's suffix
-that could be the start of the marker is held back until the next chunk tells.
+carries tar data, kind 2 the footer (see ``parse_footer``) and ends the trailer. The job
+cannot know the marker, so everything before it is the job's and passes through unchanged;
+only a chunk's suffix that could be the start of the marker is held back until the next
+chunk tells.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +19,9 @@ FRAME_TAR = 1
 FRAME_END = 2
 # The launcher sends at most 256 KiB of tar data a frame and a footer of a few hundred bytes.
 MAX_FRAME_BYTES = 1024 * 1024
-MAX_FOOTER_BYTES = 64 * 1024
+# Must match sandbox_files.FOOTER_FORMAT: five counts, then two text lengths.
+FOOTER = struct.Struct(">QQQQQHH")
+MAX_FOOTER_TEXT_BYTES = 1000
 # The launcher's estimate of a tar's size may be off by its last record.
 _TAR_SLACK_BYTES = 64 * 1024
 
@@ -39,26 +41,21 @@ class Footer:
     input_error: str | None = None
 
 
-_COUNTS = ("files", "left_out", "left_out_bytes", "skipped", "tar_bytes")
-_TEXTS = ("error", "input_error")
-MAX_NOTE_CHARS = 2000
-
-
 def parse_footer(data: bytes) -> Footer | None:
     """The footer in ``data``, or None when it is not one."""
-    try:
-        raw = json.loads(data)
-    except ValueError:
+    if len(data) < FOOTER.size:
         return None
-    if not isinstance(raw, dict):
+    files, left_out, left_out_bytes, skipped, tar_bytes, error_bytes, input_error_bytes = (
+        FOOTER.unpack_from(data)
+    )
+    texts = data[FOOTER.size :]
+    if max(error_bytes, input_error_bytes) > MAX_FOOTER_TEXT_BYTES:
         return None
-    counts = [raw.get(name, 0) for name in _COUNTS]
-    texts = [raw.get(name) for name in _TEXTS]
-    if not all(type(v) is int and v >= 0 for v in counts):
+    if len(texts) != error_bytes + input_error_bytes:
         return None
-    if not all(v is None or (isinstance(v, str) and len(v) <= MAX_NOTE_CHARS) for v in texts):
-        return None
-    return Footer(*counts, *texts)
+    error = texts[:error_bytes].decode("utf-8", "replace") or None
+    input_error = texts[error_bytes:].decode("utf-8", "replace") or None
+    return Footer(files, left_out, left_out_bytes, skipped, tar_bytes, error, input_error)
 
 
 def _partial_marker(data: bytes, marker: bytes) -> int:
@@ -135,7 +132,7 @@ class TrailerSplitter:
 
     def _frame(self, kind: int, data: bytes) -> None:
         if kind == FRAME_END:
-            footer = parse_footer(data) if len(data) <= MAX_FOOTER_BYTES else None
+            footer = parse_footer(data)
             if footer is None:
                 self.broken = "the sandbox sent its outputs garbled"
             self.footer = footer
