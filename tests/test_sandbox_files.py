@@ -356,3 +356,19 @@ async def test_cancelled_job_returns_its_outputs(runner: DockerRunner) -> None:
     assert result.status is JobStatus.CANCELLED
     assert result.outputs_tar is not None
     assert _files_of(result.outputs_tar) == {"partial": b"so far"}
+
+
+async def test_prepare_removes_outputs_a_crashed_agent_left(
+    docker_engine: str, tmp_path: Path
+) -> None:
+    """prepare() creates the outputs directory and removes stale outputs tars, only those."""
+    outputs_dir = tmp_path / "state" / "outputs"
+    outputs_dir.mkdir(parents=True)
+    (outputs_dir / "outputs-stale.tar").write_bytes(b"old")
+    (outputs_dir / "keep.txt").write_bytes(b"not ours")
+    runner = DockerRunner(DockerRunnerSettings(image=docker_engine, outputs_dir=outputs_dir))
+    try:
+        await runner.prepare()
+    finally:
+        await runner.close()
+    assert sorted(p.name for p in outputs_dir.iterdir()) == ["keep.txt"]

@@ -30,6 +30,8 @@ class AgentSettings:
     grace_s: float = 10.0
     # Output past this many bytes per job is dropped, with one note in the log.
     max_output_bytes: int = 64 * MiB
+    # What a job leaves in outputs/ comes back up to this many bytes (what fits, and a note).
+    max_output_files_bytes: int = 100 * MiB
     # Used until the coordinator's welcome says otherwise.
     heartbeat_interval_s: float = 5.0
     json_events: bool = False

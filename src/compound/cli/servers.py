@@ -181,6 +181,13 @@ def agent(
     max_output_mib: Annotated[
         int, typer.Option(help="Output kept per job, MiB; the rest is dropped with a note.")
     ] = 64,
+    max_output_files_mib: Annotated[
+        int,
+        typer.Option(
+            help="Files a job leaves in outputs/ that come back, MiB; past it, what fits and"
+            " a note."
+        ),
+    ] = 100,
     events: Annotated[
         str,
         typer.Option(help="text: readable log lines on stderr; json: also typed events on stdout."),
@@ -219,6 +226,8 @@ def agent(
         raise typer.BadParameter("a job needs at least 16 open files", param_hint="--nofile")
     if max_file_mib < 1:
         raise typer.BadParameter("must be at least 1 MiB", param_hint="--max-file-mib")
+    if max_output_files_mib < 1:
+        raise typer.BadParameter("must be at least 1 MiB", param_hint="--max-output-files-mib")
     if events not in ("text", "json"):
         raise typer.BadParameter("events must be text or json", param_hint="--events")
     settings = AgentSettings(
@@ -235,6 +244,7 @@ def agent(
         ),
         grace_s=grace,
         max_output_bytes=max_output_mib * MiB,
+        max_output_files_bytes=max_output_files_mib * MiB,
         json_events=events == "json",
         parent_pid=parent_pid,
         name=name or socket.gethostname(),
@@ -262,6 +272,8 @@ async def _run_agent(settings: AgentSettings) -> int:
             limits=settings.limits,
             grace_s=settings.grace_s,
             node_id=node_id,
+            max_outputs_bytes=settings.max_output_files_bytes,
+            outputs_dir=settings.state_dir / "outputs",
         )
     )
     agent = Agent(settings, node_id, runner)

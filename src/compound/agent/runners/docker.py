@@ -23,7 +23,7 @@ from aiodocker.exceptions import DockerError
 
 from compound.agent.docker_engine import EngineError, check_engine, connect, describe, resolve_url
 from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
-from compound.agent.runners.docker_outputs import OutputsReceiver
+from compound.agent.runners.docker_outputs import OUTPUTS_TAR_PREFIX, OutputsReceiver
 from compound.agent.runners.docker_spec import (
     JOB_LABEL,
     MANAGED_LABEL,
@@ -93,6 +93,7 @@ class DockerRunner:
             await self._resolve_runtime(docker)
             await self._check_image(docker)
             await self.remove_orphans()
+            _prepare_outputs_dir(self.settings.outputs_dir)
         except DockerError as exc:
             raise EngineError(describe(exc)) from exc
 
@@ -292,6 +293,18 @@ def _result(
     if state.oom_killed:
         error = f"ran out of memory (limit {limits.memory_bytes // MiB} MiB)"
     return RunResult(JobStatus.FAILED, state.exit_code, error)
+
+
+def _prepare_outputs_dir(outputs_dir: Path | None) -> None:
+    """Create the outputs tars' directory; remove tars a crashed agent left there."""
+    if outputs_dir is None:
+        return
+    try:
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        for stale in outputs_dir.glob(f"{OUTPUTS_TAR_PREFIX}*.tar"):
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise EngineError(f"cannot use {outputs_dir} for job outputs: {exc.strerror}") from exc
 
 
 def _inputs_bytes(inputs_tar: Path | None) -> int | None:

@@ -19,6 +19,7 @@ from compound.agent.runners.docker_spec import TRAILER_MARKER_PREFIX, DockerRunn
 from compound.agent.runners.sandbox_trailer import Footer, TrailerSplitter
 from compound.protocol import JobStatus, Stream
 
+OUTPUTS_TAR_PREFIX = "outputs-"
 NO_TRAILER = "the sandbox ended before the job's outputs could be collected"
 
 
@@ -47,7 +48,7 @@ class OutputsReceiver:
 
     def _write(self, data: bytes) -> None:
         if self._file is None:
-            fd, name = tempfile.mkstemp(prefix="outputs-", suffix=".tar", dir=self._dir)
+            fd, name = tempfile.mkstemp(prefix=OUTPUTS_TAR_PREFIX, suffix=".tar", dir=self._dir)
             self._path = Path(name)
             self._file = os.fdopen(fd, "wb")
         self._file.write(data)
