@@ -34,6 +34,8 @@ class OutputsReceiver:
         self._cap_bytes = settings.max_outputs_bytes
         self._file: BinaryIO | None = None
         self._path: Path | None = None
+        # Why the outputs could not be kept on this machine (disk full...), in one sentence.
+        self._store_error: str | None = None
         self.splitter = TrailerSplitter(self.marker, settings.max_outputs_bytes, self._write)
 
     def outputs_started(self) -> bool:
@@ -47,11 +49,18 @@ class OutputsReceiver:
         await self._on_output(stream, data)
 
     def _write(self, data: bytes) -> None:
-        if self._file is None:
-            fd, name = tempfile.mkstemp(prefix=OUTPUTS_TAR_PREFIX, suffix=".tar", dir=self._dir)
-            self._path = Path(name)
-            self._file = os.fdopen(fd, "wb")
-        self._file.write(data)
+        if self._store_error is not None:
+            return
+        try:
+            if self._file is None:
+                fd, name = tempfile.mkstemp(prefix=OUTPUTS_TAR_PREFIX, suffix=".tar", dir=self._dir)
+                self._path = Path(name)
+                self._file = os.fdopen(fd, "wb")
+            self._file.write(data)
+        except OSError as exc:
+            self._store_error = (
+                f"the outputs could not be stored on the contributor ({exc.strerror})"
+            )
 
     async def end_of_output(self) -> None:
         """The stream is over: pass on what was held back, close the tar file."""
@@ -59,12 +68,14 @@ class OutputsReceiver:
         if held:
             await self._on_output(Stream.STDOUT, held)
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
 
     def discard(self) -> None:
         """Remove the tar file (the run failed, or there is nothing in it)."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
@@ -78,13 +89,13 @@ class OutputsReceiver:
             error = f"the input files were refused: {footer.input_error}"
             return RunResult(JobStatus.FAILED, None, error)
         note = self._note(footer)
-        if footer is None or footer.files == 0 or self.splitter.broken:
+        if footer is None or footer.files == 0 or self.splitter.broken or self._store_error:
             self.discard()
         return replace(result, outputs_tar=self._path, outputs_note=note)
 
     def _note(self, footer: Footer | None) -> str | None:
-        if self.splitter.broken:
-            return f"{self.splitter.broken}; none are returned"
+        if self.splitter.broken or self._store_error:
+            return f"{self.splitter.broken or self._store_error}; none are returned"
         if footer is None:
             return NO_TRAILER
         sentences = []

@@ -154,6 +154,8 @@ def extract_inputs(job_dir: str, size: int, max_files: int) -> None:
         raise InputRefused(f"the input files are not a valid tar archive ({exc})") from None
     except OSError as exc:
         raise InputRefused(f"the input files could not be written ({exc.strerror})") from None
+    except EOFError:
+        raise InputRefused("the input files ended early") from None
     for path in reversed(made):
         os.chmod(path, 0o555)
 
@@ -257,7 +259,7 @@ def collect_outputs(writer: FrameWriter, outputs_dir: str, max_bytes: int) -> di
                 continue
             try:
                 added = _add_output(tar, path, name)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a name tar cannot encode
                 added = None
             if added is None:
                 skipped.append(name)
