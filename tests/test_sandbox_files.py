@@ -372,3 +372,15 @@ async def test_prepare_removes_outputs_a_crashed_agent_left(
     finally:
         await runner.close()
     assert sorted(p.name for p in outputs_dir.iterdir()) == ["keep.txt"]
+
+
+async def test_outputs_replaced_by_a_link_yield_nothing(runner: DockerRunner) -> None:
+    """A job that swaps outputs/ for a link (to the launcher's /proc) gets nothing back."""
+    script = (
+        "import os\n"
+        "os.chmod('/job', 0o755)\n"
+        "os.rmdir('outputs')\n"
+        "os.symlink(f'/proc/{os.getppid()}', 'outputs')\n"
+    )
+    result, _ = await run(runner, script)
+    assert result == RunResult(JobStatus.SUCCEEDED, 0)
