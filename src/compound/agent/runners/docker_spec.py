@@ -29,13 +29,14 @@ SCRIPT_DIR = "/job"
 SCRIPT_PATH = f"{SCRIPT_DIR}/main.py"
 SITE_DIR = f"{SCRIPT_DIR}/site"
 _SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_bytes()
-_LAUNCHER = "".join(
+# One program, one namespace: the launcher calls the files' functions by their names. The
+# __future__ import is only valid at a program's top; there it keeps annotations unevaluated,
+# so the shipped code need not import typing.
+_LAUNCHER = "from __future__ import annotations\n" + "".join(
     Path(__file__)
     .with_name(name)
     .read_text(encoding="utf-8")
-    # Only valid at a program's top; the shipped code needs none on Python 3.11.
     .replace("from __future__ import annotations\n", "")
-    # The launcher's names for the files' functions: one program, one namespace.
     for name in ("sandbox_files.py", "sandbox_launch.py")
 )
 # Must match sandbox_launch.HEADER: the script's length, then sitecustomize's.

@@ -12,11 +12,17 @@ launcher's (both run as one ``python3 -I -S -c`` program), so it uses the standa
 only and its names are the launcher's. Nothing here runs before the launcher calls it.
 """
 
+from __future__ import annotations
+
 import os
 import select
 import stat
 import struct
-from typing import Any
+
+# Not typing itself: importing it costs every job's start several ms (it imports re).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 READ_BYTES = 1024 * 1024
 OUTPUTS_DIR_NAME = "outputs"
