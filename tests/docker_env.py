@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 from compound.agent.docker_engine import EngineError, check_engine, connect
 from compound.agent.image import DEFAULT_TAG, ensure_image
+from compound.agent.runners.base import RunResult, RunSpec
 from compound.agent.runners.docker import MANAGED_LABEL, NODE_LABEL, DockerRunner
 from compound.protocol import Stream
 
@@ -90,3 +92,9 @@ async def leftover_container_ids(runner: DockerRunner) -> list[str]:
     warm = runner.warm_container_ids()
     assert len(warm) <= runner.warm_pool.size
     return [i for i in await managed_container_ids(runner.settings.node_id) if i not in warm]
+async def run_job(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
+    """Run ``script`` (with ``spec``'s other RunSpec fields) to its end; result and output."""
+    sink = Collected()
+    job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
+    result = await runner.run(job, sink, asyncio.Event())
+    return result, sink

@@ -22,7 +22,13 @@ from compound.agent.runners.docker import (
 from compound.agent.runners.docker_spec import choose_runtime, sandbox_key
 from compound.agent.runners.docker_stream import FrameDemuxer
 from compound.protocol import JobStatus, Stream
-from docker_env import RUNTIMES, Collected, leftover_container_ids, managed_container_ids
+from docker_env import (
+    RUNTIMES,
+    Collected,
+    leftover_container_ids,
+    managed_container_ids,
+    run_job,
+)
 
 # Jobs start in ~0.2 s (runc) or ~0.4 s (runsc); a minute is a hang, not a slow machine.
 pytestmark = pytest.mark.timeout(60)
@@ -43,11 +49,7 @@ async def runner(request: pytest.FixtureRequest, docker_engine: str) -> AsyncIte
     await runner.close()
 
 
-async def run(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
-    sink = Collected()
-    job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
-    result = await runner.run(job, sink, asyncio.Event())
-    return result, sink
+run = run_job
 
 
 async def test_stdout_and_stderr_stay_separate_and_exact(runner: DockerRunner) -> None:
@@ -80,7 +82,7 @@ async def test_uncaught_exception_reaches_stderr(runner: DockerRunner) -> None:
 
 
 async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
-    """Args and env reach the script; it runs as nobody, without capabilities, HOME=/tmp."""
+    """Args and env reach the script; it runs as nobody, without capabilities, in /job."""
     script = (
         "import json, os, resource, sys\n"
         "try:\n"
@@ -120,7 +122,7 @@ async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
     assert (seen["uid"], seen["gid"]) == (65534, 65534)
     assert int(seen["caps"], 16) == 0
     assert seen["job_dir"] == "read-only"
-    assert seen["cwd"] == "/tmp"
+    assert seen["cwd"] == "/job"
     assert "/tmp/lib" in seen["path"]
     assert seen["stdin"] == ""
     assert seen["script"] == "/job/main.py"

@@ -188,6 +188,13 @@ def agent(
             help="Containers started ahead of demand, each for one job then removed; 0: none."
         ),
     ] = 1,
+    max_output_files_mib: Annotated[
+        int,
+        typer.Option(
+            help="Files a job leaves in outputs/ that come back, MiB; past it, what fits and"
+            " a note."
+        ),
+    ] = 100,
     events: Annotated[
         str,
         typer.Option(help="text: readable log lines on stderr; json: also typed events on stdout."),
@@ -246,6 +253,8 @@ def agent(
         raise typer.BadParameter("must be an http(s) URL", param_hint="--index-url")
     if deps_cache_gib <= 0:
         raise typer.BadParameter("must be more than 0", param_hint="--deps-cache-gib")
+    if max_output_files_mib < 1:
+        raise typer.BadParameter("must be at least 1 MiB", param_hint="--max-output-files-mib")
     if events not in ("text", "json"):
         raise typer.BadParameter("events must be text or json", param_hint="--events")
     if not 0 <= warm <= MAX_WARM:
@@ -265,6 +274,7 @@ def agent(
         grace_s=grace,
         max_output_bytes=max_output_mib * MiB,
         warm=warm,
+        max_output_files_bytes=max_output_files_mib * MiB,
         json_events=events == "json",
         parent_pid=parent_pid,
         name=name or socket.gethostname(),
@@ -296,6 +306,8 @@ async def _run_agent(settings: AgentSettings) -> int:
             grace_s=settings.grace_s,
             node_id=node_id,
             warm=settings.warm,
+            max_outputs_bytes=settings.max_output_files_bytes,
+            outputs_dir=settings.state_dir / "outputs",
         )
     )
     agent = Agent(settings, node_id, runner)

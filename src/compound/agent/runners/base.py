@@ -40,6 +40,9 @@ class RunSpec:
     # container and put on its sys.path; None: the image's packages only. The agent makes
     # it; never a path that came over the network.
     deps_dir: Path | None = None
+    # A tar on the agent's disk (hash already checked) extracted read-only into the job's
+    # working directory before it starts; the runner only reads it, the caller owns it.
+    inputs_tar: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class RunResult:
     status: JobStatus
     exit_code: int | None
     error: str | None = None
+    # What the job left under ``outputs/`` in its working directory, as a tar on the agent's
+    # disk (the caller uploads, then deletes it); None when there was nothing to collect.
+    outputs_tar: Path | None = None
+    # One sentence for the submitter when not everything came back (over the cap, bad entry).
+    outputs_note: str | None = None
 
 
 class Runner(Protocol):

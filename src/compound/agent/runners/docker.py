@@ -2,9 +2,10 @@
 
 The container has no network, no capabilities, an unprivileged user, bounded memory, CPU,
 processes, open files and file size, a read-only root and two size-bounded tmpfs mounts
-(``/tmp``, the job's home and working directory, and ``/job``, its script). The job (script,
-arguments, environment) travels through the container's stdin to a launcher that writes it
-into ``/job`` and execs it. All streams are attached before the start, so the first byte of
+(``/tmp``, the job's home, and ``/job``, its working directory with its script, input files
+and ``outputs/``). The job (script, arguments, environment, input files) travels through the
+container's stdin to a launcher that writes it into ``/job`` and runs it; when the job ends,
+the launcher sends what it left in ``outputs/`` after the job's output (see docker_outputs). All streams are attached before the start, so the first byte of
 output is never missed. Containers are started ahead of demand by a ``WarmPool`` and each
 is still used for exactly one job and removed after it.
 """
@@ -14,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import aiodocker
 from aiodocker.containers import DockerContainer
@@ -21,6 +25,7 @@ from aiodocker.exceptions import DockerError
 
 from compound.agent.docker_engine import EngineError, check_engine, connect, describe
 from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
+from compound.agent.runners.docker_outputs import OUTPUTS_TAR_PREFIX, OutputsReceiver
 from compound.agent.runners.docker_sandbox import (
     SIGKILL_EXIT,
     TRANSPORT_ERRORS,
@@ -41,6 +46,7 @@ from compound.agent.runners.docker_spec import (
     SandboxKey,
     choose_runtime,
     container_config,
+    files_control,
     job_name,
     job_payload,
     sandbox_key,
@@ -55,6 +61,8 @@ from compound.protocol import JobStatus, Stream
 # How long close() waits for finished jobs' containers to be removed.
 REMOVAL_WAIT_S = 30.0
 LOST_ENGINE = "lost the connection to the Docker engine while running the job"
+# Once the job is gone and its outputs are arriving, how long they may take past the grace.
+OUTPUTS_WAIT_S = 30.0
 
 __all__ = [
     "MANAGED_LABEL",
@@ -106,6 +114,7 @@ class DockerRunner:
             runtime = await self._resolve_runtime(docker)
             await self._check_image(docker)
             await self.remove_orphans()
+            _prepare_outputs_dir(self.settings.outputs_dir)
         except DockerError as exc:
             raise EngineError(describe(exc)) from exc
         self.warm_pool.refill(sandbox_key(self.settings, runtime, None))
@@ -139,29 +148,32 @@ class DockerRunner:
         prepared = await self._prepared(spec)
         if isinstance(prepared, RunResult):
             return prepared
-        key, stdin = prepared
-        result = await self._run_once(key, spec, stdin, on_output, cancel, warm=True)
+        key, job = prepared
+        result = await self._run_once(key, spec, job, on_output, cancel, warm=True)
         if result is None:
             # The warm container died before the job reached it: nothing of the job ran.
-            result = await self._run_once(key, spec, stdin, on_output, cancel, warm=False)
+            result = await self._run_once(key, spec, job, on_output, cancel, warm=False)
         assert result is not None  # a fresh container always yields a result
         return result
 
-    async def _prepared(self, spec: RunSpec) -> tuple[SandboxKey, bytes] | RunResult:
+    async def _prepared(self, spec: RunSpec) -> tuple[SandboxKey, _JobInput] | RunResult:
         """The container key and stdin of ``spec``, or the failure saying why it cannot run."""
         refusal = refused_variable(spec.env)
         if refusal is not None:
             return _engine_failure(refusal)
+        inputs_bytes = _inputs_bytes(spec.inputs_tar)
+        if inputs_bytes is None:
+            return _engine_failure("the job's input files are missing on this machine")
         try:
             runtime = await self._resolve_runtime(self._client())
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             return self._failure(exc)
         key = sandbox_key(self.settings, runtime, spec.deps_dir)
-        refusal = script_refusal(spec, key)
+        refusal = script_refusal(spec, key, inputs_bytes, self.settings.outputs_room_bytes)
         if refusal is not None:
             return _engine_failure(refusal)
         try:
-            return key, job_payload(spec, key)
+            return key, _JobInput(job_payload(spec, key), spec.inputs_tar, inputs_bytes)
         except PayloadTooBig as exc:
             return _engine_failure(str(exc))
 
@@ -178,7 +190,7 @@ class DockerRunner:
         self,
         key: SandboxKey,
         spec: RunSpec,
-        stdin: bytes,
+        job: _JobInput,
         on_output: OutputSink,
         cancel: asyncio.Event,
         *,
@@ -193,7 +205,7 @@ class DockerRunner:
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             return self._failure(exc)
         try:
-            result = await self._run_described(sandbox, spec, stdin, on_output, cancel)
+            result = await self._run_described(sandbox, spec, job, on_output, cancel)
         except BaseException:
             # Shielded: a cancelled run() still removes its container before re-raising.
             await asyncio.shield(remove(sandbox.container))
@@ -240,7 +252,7 @@ class DockerRunner:
         self,
         sandbox: Sandbox,
         spec: RunSpec,
-        stdin: bytes,
+        job: _JobInput,
         on_output: OutputSink,
         cancel: asyncio.Event,
     ) -> RunResult | None:
@@ -248,14 +260,18 @@ class DockerRunner:
 
         None: the container was warm and had ended before the job was handed to it.
         """
+        outputs = OutputsReceiver(self.settings, on_output)
         try:
-            return await self._run_container(sandbox, spec, stdin, on_output, cancel)
-        except DockerError as exc:
-            return _engine_failure(describe(exc))
-        except EngineError as exc:
-            return _engine_failure(str(exc))
-        except TRANSPORT_ERRORS:
-            return _engine_failure(LOST_ENGINE)
+            result = await self._run_container(sandbox, spec, job, outputs, cancel)
+        except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
+            result = _engine_failure(_engine_sentence(exc))
+        except BaseException:
+            outputs.discard()
+            raise
+        if result is None:
+            outputs.discard()
+            return None
+        return outputs.result(result)
 
     async def removals_done(self) -> None:
         """Wait until the container of every finished run is removed."""
@@ -266,24 +282,29 @@ class DockerRunner:
         self,
         sandbox: Sandbox,
         spec: RunSpec,
-        stdin: bytes,
-        on_output: OutputSink,
+        job: _JobInput,
+        outputs: OutputsReceiver,
         cancel: asyncio.Event,
     ) -> RunResult | None:
         container, attachment = sandbox.container, sandbox.attachment
-        sink = _CountingSink(on_output)
+        # Counted before the trailer is split off: a job that ran always says something.
+        sink = _CountingSink(outputs)
         try:
             handed_at = time.time()
             pump = asyncio.create_task(attachment.pump(sink))
             # Beside the pump, not before it: a container that dies without reading its stdin
             # must not hold up the supervision (timeout, cancel) of the job. The timeout
             # counts from here, when the job is handed over, not from the container's start.
-            feed = asyncio.create_task(attachment.send_stdin(stdin))
+            head = job.payload + files_control(outputs.marker, job.inputs_bytes, self.settings)
+            feed = asyncio.create_task(attachment.send_stdin_file(head, job.inputs_tar))
             try:
-                stopped_as = await self._supervise(container, pump, spec.timeout_s, cancel)
+                stopped_as = await self._supervise(
+                    container, pump, spec.timeout_s, cancel, outputs.outputs_started
+                )
             finally:
                 await _finish(feed)
                 await _finish(pump)
+            await outputs.end_of_output()
             # A warm container killed just before the handover (past the idle watch) ends
             # silent and non-zero: only then is the time it ended worth a round trip.
             silent_warm = sandbox.warm and sink.bytes_seen == 0
@@ -305,6 +326,7 @@ class DockerRunner:
         pump: asyncio.Task[None],
         timeout_s: float | None,
         cancel: asyncio.Event,
+        outputs_started: Callable[[], bool],
     ) -> JobStatus | None:
         """Wait for the output to end; on cancel or timeout stop the job and say which."""
         cancelled = asyncio.create_task(cancel.wait())
@@ -317,13 +339,24 @@ class DockerRunner:
         if pump in done:
             pump.result()
             return None
-        await self._stop(container, pump)
+        await self._stop(container, pump, outputs_started)
         return JobStatus.CANCELLED if cancelled in done else JobStatus.TIMED_OUT
 
-    async def _stop(self, container: DockerContainer, pump: asyncio.Task[None]) -> None:
-        """SIGTERM, up to ``grace_s`` for the script to exit, then SIGKILL."""
+    async def _stop(
+        self,
+        container: DockerContainer,
+        pump: asyncio.Task[None],
+        outputs_started: Callable[[], bool],
+    ) -> None:
+        """SIGTERM, up to ``grace_s`` for the script to exit, then SIGKILL.
+
+        The launcher kills the job before the grace is over; outputs on their way by then
+        get up to ``OUTPUTS_WAIT_S`` more.
+        """
         await _signal(container, "SIGTERM")
         done, _ = await asyncio.wait({pump}, timeout=self.settings.grace_s)
+        if not done and outputs_started():
+            done, _ = await asyncio.wait({pump}, timeout=OUTPUTS_WAIT_S)
         if not done:
             await _signal(container, "SIGKILL")
         # The engine closes the attach stream once the container is gone: all output is in.
@@ -364,6 +397,46 @@ class _CountingSink:
     async def __call__(self, stream: Stream, data: bytes) -> None:
         self.bytes_seen += len(data)
         await self._sink(stream, data)
+
+
+@dataclass(frozen=True)
+class _JobInput:
+    """What goes to the launcher's stdin: the payload, then (after the files section's
+    head, which is per run) the inputs tar streamed from disk."""
+
+    payload: bytes
+    inputs_tar: Path | None
+    inputs_bytes: int
+
+
+def _prepare_outputs_dir(outputs_dir: Path | None) -> None:
+    """Create the outputs tars' directory; remove tars a crashed agent left there."""
+    if outputs_dir is None:
+        return
+    try:
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        for stale in outputs_dir.glob(f"{OUTPUTS_TAR_PREFIX}*.tar"):
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise EngineError(f"cannot use {outputs_dir} for job outputs: {exc.strerror}") from exc
+
+
+def _inputs_bytes(inputs_tar: Path | None) -> int | None:
+    """The size of the inputs tar (0 without one), or None when it is not there."""
+    if inputs_tar is None:
+        return 0
+    try:
+        return inputs_tar.stat().st_size
+    except OSError:
+        return None
+
+
+def _engine_sentence(exc: BaseException) -> str:
+    if isinstance(exc, DockerError):
+        return describe(exc)
+    if isinstance(exc, EngineError):
+        return str(exc)
+    return LOST_ENGINE
 
 
 def _engine_failure(sentence: str) -> RunResult:

@@ -8,7 +8,9 @@ container can be started before its job exists (see ``warm_pool``).
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Literal
 from compound.agent.docker_engine import EngineError
 from compound.agent.image import DEFAULT_TAG
 from compound.agent.runners.base import Limits, MiB, RunSpec
-from compound.agent.runners.sandbox_env import DEFAULT_HOME, container_env
+from compound.agent.runners.sandbox_env import container_env
 from compound.agent.runners.sandbox_payload import (
     SITECUSTOMIZE,
     encode_script,
@@ -38,16 +40,34 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # nobody:nogroup; exists in every Debian-based image, owns nothing.
 JOB_UID = 65534
 JOB_USER = f"{JOB_UID}:{JOB_UID}"
-# The job's own tmpfs: the script and our sitecustomize.py (see sandbox_stdio), written by
-# the launcher (see sandbox_launch) and made read-only before the script starts.
+# The job's own tmpfs and working directory: the script and our sitecustomize.py (see
+# sandbox_stdio) and the input files, written by the launcher (see sandbox_launch) and made
+# read-only before the script starts, and outputs/, which the job fills.
 SCRIPT_DIR = "/job"
 SCRIPT_PATH = f"{SCRIPT_DIR}/main.py"
 SITE_DIR = f"{SCRIPT_DIR}/site"
 # A job's dependency directory (RunSpec.deps_dir), mounted read-only, first after our site.
 DEPS_DIR = "/opt/compound/deps"
-_LAUNCHER = Path(__file__).with_name("sandbox_launch.py").read_text(encoding="utf-8")
+# One program, one namespace: the launcher calls the files' functions by their names. The
+# __future__ import is only valid at a program's top; there it keeps annotations unevaluated,
+# so the shipped code need not import typing.
+_LAUNCHER = "from __future__ import annotations\n" + "".join(
+    Path(__file__)
+    .with_name(name)
+    .read_text(encoding="utf-8")
+    .replace("from __future__ import annotations\n", "")
+    for name in ("sandbox_files.py", "sandbox_launch.py")
+)
 # Room in the job's tmpfs beyond the two files: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
+# Must match sandbox_launch.CONTROL: the files section's fixed head.
+_FILES_CONTROL = struct.Struct(">QQQdH")
+# The trailer's marker starts with bytes text output rarely ends with: the agent holds back
+# only a chunk's suffix that could be the start of it (see sandbox_trailer).
+TRAILER_MARKER_PREFIX = b"\x00\xffcompound-outputs:"
+# The launcher SIGKILLs the job this long before the agent's grace period is over, so the
+# outputs are on their way before the agent would kill the container.
+OUTPUTS_MARGIN_S = 2.0
 # Under gVisor the pids cgroup counts the sandbox's own host tasks, not the job's processes
 # (which gVisor bounds with RLIMIT_NPROC instead): about 40 for the sandbox, and about 5.3
 # per guest process on the ptrace platform (threads cost ~none). At the cgroup's limit the
@@ -71,10 +91,20 @@ class DockerRunnerSettings:
     # tmpfs pages count against the memory limit too; these only cap each mount on its own.
     tmp_bytes: int = 256 * MiB
     shm_bytes: int = 64 * MiB
-    # The job's own tmpfs (script and sitecustomize): fixed, so a container fits any job. Its
-    # pages count against the memory limit only as far as they are used (about the script's
-    # size); this caps the script (1 MiB by the coordinator's default) at 14 MiB.
-    job_dir_bytes: int = 16 * MiB
+    # The job's own tmpfs, /job: script, sitecustomize, input files and what the job writes
+    # to outputs/. Fixed, so a started container fits any job; its pages count against the
+    # memory limit only as far as they are used. Script and inputs together may take all but
+    # the room kept for outputs (the coordinator caps a script at 1 MiB, inputs at 100 MiB).
+    job_dir_bytes: int = 400 * MiB
+    # Of /job, what script and inputs may never take: the job's room for outputs/.
+    outputs_room_bytes: int = 256 * MiB
+    # What comes back from the job's outputs/ directory at most (the agent's
+    # --max-output-files-mib); past it, what fits and a note.
+    max_outputs_bytes: int = 100 * MiB
+    # Input tars with more entries are refused before the job runs.
+    max_input_files: int = 100_000
+    # Where outputs tars are written for the caller (None: the system's temp directory).
+    outputs_dir: Path | None = None
     # Started, idle containers kept ready for the next job (see warm_pool); 0 turns it off.
     warm: int = 1
 
@@ -132,12 +162,13 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
         labels[POOL_LABEL] = "1"
     return {
         "Image": key.image,
-        # The launcher reads the job from stdin, then execs python3 -u on the script.
+        # The launcher reads the job from stdin, then runs python3 -u on the script.
         "Cmd": ["python3", "-I", "-S", "-c", _LAUNCHER, SCRIPT_PATH, SITE_DIR],
         # Only ours: the job's variables go to stdin and reach only the job's interpreter.
         "Env": container_env({}, _python_path(key)),
         "User": JOB_USER,
-        "WorkingDir": DEFAULT_HOME,
+        # The job's inputs and its outputs/ are in /job (HOME stays /tmp, for scratch files).
+        "WorkingDir": SCRIPT_DIR,
         "Tty": False,
         # Stdin carries the job once (see job_payload), then closes.
         "OpenStdin": True,
@@ -208,13 +239,32 @@ def job_payload(spec: RunSpec, key: SandboxKey) -> bytes:
     return payload(spec.args, env, job_sections(spec.script))
 
 
-def script_refusal(spec: RunSpec, key: SandboxKey) -> str | None:
-    """Why ``spec``'s script cannot go into a container of ``key``; None when it fits."""
-    needed = len(encode_script(spec.script)) + len(SITECUSTOMIZE) + _SCRIPT_DIR_SLACK_BYTES
-    if needed <= key.job_dir_bytes:
+def script_refusal(
+    spec: RunSpec, key: SandboxKey, inputs_bytes: int, outputs_room_bytes: int
+) -> str | None:
+    """Why ``spec``'s script and ``inputs_bytes`` of input files cannot go into a container
+    of ``key`` and still leave ``outputs_room_bytes``; None when they fit."""
+    fixed = len(SITECUSTOMIZE) + _SCRIPT_DIR_SLACK_BYTES + outputs_room_bytes
+    inputs = math.ceil(inputs_bytes / MiB) * MiB
+    if len(encode_script(spec.script)) + inputs + fixed <= key.job_dir_bytes:
         return None
-    limit_mib = (key.job_dir_bytes - len(SITECUSTOMIZE) - _SCRIPT_DIR_SLACK_BYTES) / MiB
-    return f"the script is too big for the sandbox (at most {limit_mib:.1f} MiB)"
+    limit_mib = max(key.job_dir_bytes - fixed, 0) / MiB
+    what = "the script and its input files are" if inputs_bytes else "the script is"
+    return f"{what} too big for the sandbox (at most {limit_mib:.1f} MiB)"
+
+
+def files_control(marker: bytes, inputs_bytes: int, settings: DockerRunnerSettings) -> bytes:
+    """The files section's head (see sandbox_launch.FilesControl); the inputs tar of
+    ``inputs_bytes`` follows it on stdin."""
+    kill_after_s = max(settings.grace_s - OUTPUTS_MARGIN_S, settings.grace_s / 2)
+    head = _FILES_CONTROL.pack(
+        inputs_bytes,
+        settings.max_input_files,
+        settings.max_outputs_bytes,
+        kill_after_s,
+        len(marker),
+    )
+    return head + marker
 
 
 def _process_limits(limits: Limits, runtime: Runtime) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import struct
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from compound.agent.docker_engine import NOT_RUNNING, EngineError
@@ -155,6 +156,17 @@ class Attachment:
         return means it died or is broken. Cancelling it loses nothing.
         """
         await self._reader.read(1)
+    async def send_stdin_file(self, head: bytes, path: Path | None) -> None:
+        """Like ``send_stdin``, with the file at ``path`` streamed after ``head``."""
+        with contextlib.suppress(ConnectionError):
+            self._writer.write(head)
+            await self._writer.drain()
+            if path is not None:
+                with path.open("rb") as source:
+                    while chunk := source.read(READ_CHUNK_BYTES):
+                        self._writer.write(chunk)
+                        await self._writer.drain()
+            self._writer.write_eof()
 
     async def pump(self, on_output: OutputSink) -> None:
         """Pass every byte to ``on_output`` until the engine closes the stream."""

@@ -1,20 +1,21 @@
 """What the agent writes to a started container's stdin: the whole job, for the launcher.
 
 Pure data, no I/O. The format is ``sandbox_launch``'s (its docstring and constants are the
-definition): a length-prefixed JSON header with the arguments, the environment and the list
+definition): a length-prefixed ``marshal`` header with the arguments, the environment and the list
 of sections, then the sections' bytes. A new kind of content (input files, a dependency
 directory) is one more ``Section`` here and one more writer in ``sandbox_launch``.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 from dataclasses import dataclass
 from pathlib import Path
 
 from compound.agent.runners.sandbox_env import container_env
 from compound.agent.runners.sandbox_launch import (
     HEADER_LENGTH,
+    MARSHAL_FORMAT,
     MAX_HEADER_BYTES,
     SCRIPT_SECTION,
     SITE_SECTION,
@@ -58,9 +59,9 @@ def payload(args: list[str], env: dict[str, str], sections: list[Section]) -> by
         "env": env,
         "sections": [[section.name, len(section.data)] for section in sections],
     }
-    # ASCII-only JSON: a lone surrogate travels escaped and fails in the launcher's exec,
-    # with a sentence, instead of here.
-    encoded = json.dumps(header, separators=(",", ":")).encode("ascii")
+    # marshal keeps a lone surrogate (as surrogatepass UTF-8): it fails in the launcher's
+    # exec, with a sentence, instead of here.
+    encoded = marshal.dumps(header, MARSHAL_FORMAT)
     if len(encoded) > MAX_HEADER_BYTES:
         raise PayloadTooBig(
             f"the job's arguments and environment are too big ({len(encoded)} bytes, "

@@ -1,0 +1,308 @@
+"""Shipped into each job container with the launcher: the job's input and output files.
+
+Inputs arrive as one tar on stdin and are extracted into the job's directory, read-only:
+only files and directories with relative paths inside it (no absolute paths, no ``..``, no
+links, devices or fifos, no names the sandbox uses, a bounded count); anything else refuses
+the whole lot before the job runs. Outputs are what the job left in ``outputs/``: regular
+files only (links and the like are skipped), up to a byte cap, written as a tar in frames
+after the trailer's marker (see sandbox_trailer for the agent's side).
+
+The agent never imports this module: ``docker_spec`` ships its source in front of the
+launcher's (both run as one ``python3 -I -S -c`` program), so it uses the standard library
+only and its names are the launcher's. Nothing here runs before the launcher calls it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import stat
+import struct
+
+# Not typing itself: importing it costs every job's start several ms (it imports re).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+READ_BYTES = 1024 * 1024
+OUTPUTS_DIR_NAME = "outputs"
+# Top-level names in the job's directory that are ours: an input may not take them.
+RESERVED_NAMES = frozenset({"main.py", "site", OUTPUTS_DIR_NAME})
+MAX_INPUT_PATH_BYTES = 1024
+# Trailer frames: kind (1 byte), length (4 bytes, big-endian), data. Must match
+# sandbox_trailer.
+FRAME_HEADER_FORMAT = ">BI"
+FRAME_TAR = 1
+FRAME_END = 2
+FRAME_DATA_BYTES = 256 * 1024
+# The end frame's data: files, files left out, their bytes, entries skipped, tar bytes, the
+# lengths of the error and input_error texts (UTF-8), then the texts. Must match
+# sandbox_trailer. Not JSON: importing json costs every job's start ~15 ms.
+FOOTER_FORMAT = ">QQQQQHH"
+_FOOTER_COUNTS = ("files", "left_out", "left_out_bytes", "skipped", "tar_bytes")
+MAX_FOOTER_TEXT_BYTES = 1000
+MAX_OUTPUT_FILES = 10_000
+# What a tar entry costs beyond its data at most: its header, a pax header and its data.
+_TAR_ENTRY_OVERHEAD_BYTES = 3 * 512
+# The end-of-archive blocks and the padding to a whole record.
+_TAR_END_BYTES = 2 * 512 + 20 * 512
+
+
+class InputRefused(Exception):
+    """The input files cannot be put in place; the message is one sentence for the user."""
+
+
+class StdinTar:
+    """The next ``size`` bytes of stdin as a file for ``tarfile``'s stream mode."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        if size <= 0:
+            return b""
+        data = os.read(0, min(size, READ_BYTES))
+        if not data:
+            raise EOFError("the agent closed stdin before sending the whole input files")
+        self._left -= len(data)
+        return data
+
+
+def _input_parts(name: str) -> list[str]:
+    if name.startswith("/"):
+        raise InputRefused(f"{name!r} is an absolute path")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_INPUT_PATH_BYTES:
+        raise InputRefused(f"a path is longer than {MAX_INPUT_PATH_BYTES} bytes")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise InputRefused(f"{name!r} points outside the job's directory")
+    if not parts:
+        raise InputRefused(f"{name!r} is not a file name")
+    if parts[0] in RESERVED_NAMES:
+        raise InputRefused(f"{parts[0]!r} is reserved in the job's directory; rename it")
+    return parts
+
+
+def _kind(member: Any) -> str | None:
+    """Why ``member`` cannot be an input (what it is), or None for a file or directory."""
+    if member.isdir() or (member.isreg() and not member.issparse()):
+        return None
+    if member.issym():
+        return "a symbolic link"
+    if member.islnk():
+        return "a hard link"
+    if member.ischr() or member.isblk():
+        return "a device"
+    if member.isfifo():
+        return "a fifo"
+    return "not a regular file or directory"
+
+
+def _ensure_dirs(job_dir: str, parts: list[str], made: list[str]) -> str:
+    """Create the directories ``parts`` under ``job_dir`` as needed; the last one's path."""
+    path = job_dir
+    for part in parts:
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o755)
+            made.append(path)
+        except FileExistsError:
+            # Nothing but this function has written here, and it makes no links.
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                where = path[len(job_dir) + 1 :]
+                raise InputRefused(f"{where!r} is both a file and a folder") from None
+    return path
+
+
+def _write_input(tar: Any, member: Any, path: str) -> None:
+    source = tar.extractfile(member)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        raise InputRefused(f"{member.name!r} appears twice") from None
+    try:
+        while chunk := source.read(READ_BYTES):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fchmod(fd, 0o444)
+    finally:
+        os.close(fd)
+
+
+def extract_inputs(job_dir: str, size: int, max_files: int) -> None:
+    """Extract the tar of ``size`` bytes on stdin into ``job_dir``, read-only for the job.
+
+    Only files and directories with relative paths inside ``job_dir``; anything else
+    refuses the whole lot (InputRefused). Sizes are bounded by the tmpfs (ENOSPC).
+    """
+    import tarfile  # only jobs with inputs pay for the import
+
+    made: list[str] = []
+    count = 0
+    try:
+        with tarfile.open(fileobj=StdinTar(size), mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                count += 1
+                if count > max_files:
+                    raise InputRefused(f"there are more than {max_files} input files")
+                parts = _input_parts(member.name)
+                kind = _kind(member)
+                if kind is not None:
+                    raise InputRefused(f"{member.name!r} is {kind}")
+                if member.isdir():
+                    _ensure_dirs(job_dir, parts, made)
+                else:
+                    parent = _ensure_dirs(job_dir, parts[:-1], made)
+                    _write_input(tar, member, os.path.join(parent, parts[-1]))
+    except tarfile.TarError as exc:
+        raise InputRefused(f"the input files are not a valid tar archive ({exc})") from None
+    except OSError as exc:
+        raise InputRefused(f"the input files could not be written ({exc.strerror})") from None
+    except EOFError:
+        raise InputRefused("the input files ended early") from None
+    for path in reversed(made):
+        os.chmod(path, 0o555)
+
+
+class FrameWriter:
+    """Writes the trailer to stdout: tar data in bounded frames, then the end frame."""
+
+    def __init__(self, marker: bytes) -> None:
+        self._buffer = bytearray(marker)
+        self.tar_bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.tar_bytes += len(data)
+        view = memoryview(data)
+        while view:
+            piece = view[:FRAME_DATA_BYTES]
+            self._buffer += struct.pack(FRAME_HEADER_FORMAT, FRAME_TAR, len(piece))
+            self._buffer += piece
+            view = view[len(piece) :]
+            if len(self._buffer) >= FRAME_DATA_BYTES:
+                self.flush()
+        return len(data)
+
+    def end(self, footer: dict[str, Any]) -> None:
+        data = footer_bytes(footer)
+        self._buffer += struct.pack(FRAME_HEADER_FORMAT, FRAME_END, len(data)) + data
+        self.flush()
+
+    def flush(self) -> None:
+        write_all(1, self._buffer)
+        self._buffer.clear()
+
+
+def footer_bytes(footer: dict[str, Any]) -> bytes:
+    texts = [
+        str(footer.get(name) or "").encode("utf-8", "replace")[:MAX_FOOTER_TEXT_BYTES]
+        for name in ("error", "input_error")
+    ]
+    counts = [footer.get(name, 0) for name in _FOOTER_COUNTS]
+    return struct.pack(FOOTER_FORMAT, *counts, *map(len, texts)) + b"".join(texts)
+
+
+def write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+def _output_files(root: str, found: list[tuple[str, str]], skipped: list[str]) -> None:
+    """Regular files under ``root`` as (path, name in the tar); links and others skipped."""
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        with os.scandir(os.path.join(root, relative)) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                name = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(name)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append((entry.path, name))
+                else:
+                    skipped.append(name)
+
+
+def _add_output(tar: Any, path: str, name: str) -> int | None:
+    """Add one file to ``tar``; its size, or None when it is not a regular file."""
+    import tarfile
+
+    # O_NONBLOCK: a fifo swapped in must not hang us (the job is dead, but be sure).
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as source:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        member = tarfile.TarInfo(name)
+        member.size = info.st_size
+        member.mtime = int(info.st_mtime)
+        member.mode = 0o644
+        tar.addfile(member, source)
+        return info.st_size
+
+
+def collect_outputs(writer: FrameWriter, outputs_dir: str, max_bytes: int) -> dict[str, Any]:
+    """Write what fits of ``outputs_dir`` into ``writer`` as a tar; the footer's fields."""
+    import tarfile
+
+    found: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    _output_files(outputs_dir, found, skipped)
+    files, left_out, left_out_bytes = 0, 0, 0
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        for path, name in found:
+            size = os.lstat(path).st_size
+            cost = size + _TAR_ENTRY_OVERHEAD_BYTES + len(name.encode("utf-8", "surrogateescape"))
+            over = writer.tar_bytes + cost + _TAR_END_BYTES > max_bytes
+            if over or files >= MAX_OUTPUT_FILES:
+                left_out, left_out_bytes = left_out + 1, left_out_bytes + size
+                continue
+            try:
+                added = _add_output(tar, path, name)
+            except (OSError, ValueError):  # ValueError: a name tar cannot encode
+                added = None
+            if added is None:
+                skipped.append(name)
+            else:
+                files += 1
+    return {
+        "files": files,
+        "left_out": left_out,
+        "left_out_bytes": left_out_bytes,
+        "skipped": len(skipped),
+    }
+
+
+def _has_entries(outputs_dir: str) -> bool:
+    """The job may have removed outputs/ or put a link there (it owns /job): nothing then."""
+    try:
+        if not stat.S_ISDIR(os.lstat(outputs_dir).st_mode):
+            return False
+    except FileNotFoundError:
+        return False
+    with os.scandir(outputs_dir) as entries:
+        return any(True for _ in entries)
+
+
+def send_outputs(marker: bytes, job_dir: str, max_bytes: int) -> None:
+    """Write the trailer; any failure becomes the footer's ``error`` (the job's code stands)."""
+    writer = FrameWriter(marker)
+    outputs_dir = os.path.join(job_dir, OUTPUTS_DIR_NAME)
+    footer: dict[str, Any] = {"files": 0}
+    try:
+        if _has_entries(outputs_dir):
+            footer = collect_outputs(writer, outputs_dir, max_bytes)
+    except Exception as exc:  # whatever the job left, the trailer must end properly
+        footer = {"files": 0, "error": f"the outputs could not be collected ({exc})"}
+    footer["tar_bytes"] = writer.tar_bytes
+    writer.end(footer)
+
+
+def refuse_inputs(marker: bytes, reason: str) -> None:
+    FrameWriter(marker).end({"files": 0, "tar_bytes": 0, "input_error": reason})
