@@ -26,7 +26,7 @@ payload = spec.job_payload("pass\\n")
 if hasattr(spec, "files_control"):
     marker = spec.TRAILER_MARKER_PREFIX + b"0" * 32
     payload += spec.files_control(marker, 0, spec.DockerRunnerSettings())
-open(sys.argv[2] + "/launcher.py", "w").write(spec._LAUNCHER)
+open(sys.argv[2] + "/launcher.py", "w").write(spec.LAUNCHER_SOURCE)
 open(sys.argv[2] + "/payload.bin", "wb").write(payload)
 """
 

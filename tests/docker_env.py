@@ -92,6 +92,8 @@ async def leftover_container_ids(runner: DockerRunner) -> list[str]:
     warm = runner.warm_container_ids()
     assert len(warm) <= runner.warm_pool.size
     return [i for i in await managed_container_ids(runner.settings.node_id) if i not in warm]
+
+
 async def run_job(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
     """Run ``script`` (with ``spec``'s other RunSpec fields) to its end; result and output."""
     sink = Collected()

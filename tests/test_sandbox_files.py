@@ -26,7 +26,7 @@ from compound.agent.runners.sandbox_trailer import (
     TrailerSplitter,
 )
 from compound.protocol import JobStatus
-from docker_env import RUNTIMES, Collected, managed_container_ids, run_job
+from docker_env import RUNTIMES, Collected, leftover_container_ids, run_job
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -170,7 +170,7 @@ async def test_hostile_input_tars_are_refused_before_the_job_runs(
     assert result.error is not None and "not a valid tar archive" in result.error
     assert sink.stdout == b""
     await runner.removals_done()
-    assert await managed_container_ids(runner.settings.node_id) == []
+    assert await leftover_container_ids(runner) == []
 
 
 WRITE_OUTPUTS = """
@@ -292,7 +292,7 @@ subprocess.Popen([sys.executable, "-c",
     assert "read" not in seen.values(), seen
     # The straggler was killed: its file no longer grows, and the run ended.
     await runner.removals_done()
-    assert await managed_container_ids(runner.settings.node_id) == []
+    assert await leftover_container_ids(runner) == []
 
 
 def test_trailer_split_anywhere() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import marshal
 import os
 import subprocess
-import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -18,13 +19,20 @@ from compound.agent.docker_engine import connect
 from compound.agent.runners.base import Limits, MiB, RunResult, RunSpec
 from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
 from compound.agent.runners.docker_spec import (
+    JOB_UID,
+    LAUNCHER_SOURCE,
     MANAGED_LABEL,
     NODE_LABEL,
     POOL_LABEL,
     container_config,
+    files_control,
     sandbox_key,
 )
-from compound.agent.runners.sandbox_launch import LAUNCH_FAILED_EXIT
+from compound.agent.runners.sandbox_launch import (
+    HEADER_LENGTH,
+    LAUNCH_FAILED_EXIT,
+    MARSHAL_FORMAT,
+)
 from compound.agent.runners.sandbox_payload import (
     PayloadTooBig,
     Section,
@@ -37,8 +45,6 @@ from compound.protocol import JobStatus
 from docker_env import RUNTIMES, Collected, leftover_container_ids, managed_container_ids
 
 pytestmark = pytest.mark.timeout(90)
-
-LAUNCHER = Path(__file__).parents[1] / "src/compound/agent/runners/sandbox_launch.py"
 
 # The first job leaves everything it can behind: files in every writable place, a process
 # that outlives it, variables in its environment (given and set).
@@ -127,8 +133,8 @@ async def test_pooled_job_sees_nothing_of_the_job_before(
     assert runner.warm_pool.hits == 2  # both jobs ran in containers started ahead
     seen = json.loads(second_out.stdout)
     assert seen["host"] != first_out.stdout.decode().strip()
-    assert (seen["tmp"], seen["shm"], seen["job"]) == ([], [], ["main.py", "site"])
-    assert not any("sleep" in command for command in seen["processes"])
+    assert (seen["tmp"], seen["shm"], seen["job"]) == ([], [], ["main.py", "outputs", "site"])
+    assert not any("time.sleep(300)" in command for command in seen["processes"])
     assert "GIVEN_TO_FIRST" not in seen["env"] and "SET_BY_FIRST" not in seen["env"]
     # tini (PID 1) never had the job's variables: the launcher passes them to exec only.
     assert "SECOND" not in seen["init_env"]
@@ -263,18 +269,38 @@ async def test_timeout_counts_from_the_handover(
     assert runner.warm_pool.hits == 1
 
 
-def _launch(tmp_path: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    """The real launcher on this machine, as the container runs it, fed ``stdin``."""
-    job = tmp_path / "job"
-    job.mkdir()
-    command = [sys.executable, "-I", "-S", "-c", LAUNCHER.read_text()]
-    return subprocess.run(
-        [*command, str(job / "main.py"), str(job / "site")],
-        input=stdin,
-        capture_output=True,
-        timeout=30,
-        env={"PATH": os.environ.get("PATH", "")},
-    )
+def _header(value: object) -> bytes:
+    encoded = marshal.dumps(value, MARSHAL_FORMAT)
+    return HEADER_LENGTH.pack(len(encoded)) + encoded
+
+
+def _with_files(job: bytes) -> bytes:
+    """``job`` followed by a files section without input files."""
+    return job + files_control(b"marker", 0, DockerRunnerSettings())
+
+
+def _launch(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    """The real launcher on this machine, as the container runs it (as nobody, with the
+    system's python3), fed ``stdin``.
+
+    Only for payloads refused before any job starts: past that the launcher kills every
+    process of its uid, which outside a container's PID namespace is no place to be.
+    """
+    with tempfile.TemporaryDirectory() as where:
+        job = Path(where) / "job"
+        job.mkdir()
+        os.chown(job, JOB_UID, JOB_UID)
+        Path(where).chmod(0o755)
+        command = ["/usr/bin/python3", "-I", "-S", "-c", LAUNCHER_SOURCE]
+        return subprocess.run(
+            [*command, str(job / "main.py"), str(job / "site")],
+            input=stdin,
+            capture_output=True,
+            timeout=30,
+            env={"PATH": os.environ.get("PATH", "")},
+            user=JOB_UID,
+            group=JOB_UID,
+        )
 
 
 @pytest.mark.parametrize(
@@ -284,39 +310,31 @@ def _launch(tmp_path: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
         b"\x00\x00",
         b"\xff\xff\xff\xff",
         b"\x00\x00\x00\x05[1,2",
-        b"\x00\x00\x00\x02[]",
-        b"\x00\x00\x00\x2a" + b'{"args":[1],"env":{},"sections":[]}'.ljust(42),
+        _header(["not", "a", "dict"]),
+        _header({"args": [1], "env": {}, "sections": []}),
         payload(["a"], {"A": "1"}, [Section("bogus", b"x")]),
         payload(["a"], {"A": "1"}, job_sections("print(1)"))[:-3],
-        payload(["a"], {"BAD": "\ud800"}, job_sections("print(1)")),
+        _with_files(payload(["a"], {"BAD": "\ud800"}, job_sections("print(1)"))),
     ],
     ids=[
         "empty",
         "short",
         "huge-length",
-        "bad-json",
-        "not-object",
+        "bad-marshal",
+        "not-a-dict",
         "wrong-type",
         "unknown-section",
         "truncated",
         "surrogate",
     ],
 )
-def test_launcher_refuses_bad_payloads_with_a_sentence(tmp_path: Path, stdin: bytes) -> None:
+def test_launcher_refuses_bad_payloads_with_a_sentence(stdin: bytes) -> None:
     """Whatever arrives on its stdin, the launcher exits 125 with one line, no traceback."""
-    done = _launch(tmp_path, stdin)
+    done = _launch(stdin)
     assert done.returncode == LAUNCH_FAILED_EXIT
     assert done.stdout == b""
     lines = done.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[compound] could not start the job: ")
-
-
-def test_launcher_runs_a_good_payload(tmp_path: Path) -> None:
-    """A whole payload: the script runs with its arguments and exactly the variables sent."""
-    script = "import os, sys\nprint(sys.argv[1:], os.environ['GREETING'], os.environ['PATH'])"
-    done = _launch(tmp_path, payload(["x", ""], {"GREETING": "hi"}, job_sections(script)))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.decode() == f"['x', ''] hi {os.environ.get('PATH', '')}\n"
 
 
 def test_payload_header_is_bounded() -> None:
@@ -370,7 +388,9 @@ async def test_script_too_big_for_the_job_tmpfs_fails_with_a_sentence(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:
     """A script that cannot fit the fixed /job tmpfs fails before any container is used."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc", job_dir_bytes=2 * MiB))
+    runner = await _prepared(
+        runners, _settings(docker_engine, "runc", job_dir_bytes=2 * MiB, outputs_room_bytes=0)
+    )
     [warm] = runner.warm_container_ids()
     result, _ = await run(runner, "#" * (1536 * 1024))
     assert result.status is JobStatus.FAILED and result.exit_code is None

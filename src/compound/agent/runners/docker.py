@@ -5,9 +5,10 @@ processes, open files and file size, a read-only root and two size-bounded tmpfs
 (``/tmp``, the job's home, and ``/job``, its working directory with its script, input files
 and ``outputs/``). The job (script, arguments, environment, input files) travels through the
 container's stdin to a launcher that writes it into ``/job`` and runs it; when the job ends,
-the launcher sends what it left in ``outputs/`` after the job's output (see docker_outputs). All streams are attached before the start, so the first byte of
-output is never missed. Containers are started ahead of demand by a ``WarmPool`` and each
-is still used for exactly one job and removed after it.
+the launcher sends what it left in ``outputs/`` after the job's output (see
+docker_outputs). All streams are attached before the start, so the first byte of output is
+never missed. Containers are started ahead of demand by a ``WarmPool`` and each is still used
+for exactly one job and removed after it.
 """
 
 from __future__ import annotations

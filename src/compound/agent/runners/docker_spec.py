@@ -51,7 +51,7 @@ DEPS_DIR = "/opt/compound/deps"
 # One program, one namespace: the launcher calls the files' functions by their names. The
 # __future__ import is only valid at a program's top; there it keeps annotations unevaluated,
 # so the shipped code need not import typing.
-_LAUNCHER = "from __future__ import annotations\n" + "".join(
+LAUNCHER_SOURCE = "from __future__ import annotations\n" + "".join(
     Path(__file__)
     .with_name(name)
     .read_text(encoding="utf-8")
@@ -163,7 +163,7 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
     return {
         "Image": key.image,
         # The launcher reads the job from stdin, then runs python3 -u on the script.
-        "Cmd": ["python3", "-I", "-S", "-c", _LAUNCHER, SCRIPT_PATH, SITE_DIR],
+        "Cmd": ["python3", "-I", "-S", "-c", LAUNCHER_SOURCE, SCRIPT_PATH, SITE_DIR],
         # Only ours: the job's variables go to stdin and reach only the job's interpreter.
         "Env": container_env({}, _python_path(key)),
         "User": JOB_USER,

@@ -156,6 +156,7 @@ class Attachment:
         return means it died or is broken. Cancelling it loses nothing.
         """
         await self._reader.read(1)
+
     async def send_stdin_file(self, head: bytes, path: Path | None) -> None:
         """Like ``send_stdin``, with the file at ``path`` streamed after ``head``."""
         with contextlib.suppress(ConnectionError):
