@@ -281,4 +281,5 @@ def _job_message(job: JobRow, lease: Lease) -> Job:
         env=job.env,
         timeout_s=job.timeout_s,
         first_seq=lease.first_seq,
+        inputs=job.inputs,
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.store import NewJob
+from compound.protocol import InputsRef
 
 # Room for args, env and JSON escaping on top of the script itself.
 _BODY_OVERHEAD_BYTES = 256 * 1024
@@ -31,6 +32,8 @@ class JobSubmission(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     name: str | None = Field(default=None, max_length=256)
+    # Input files uploaded before with PUT /api/v1/inputs.
+    inputs: InputsRef | None = None
 
 
 async def read_submission(request: Request, settings: CoordinatorSettings) -> NewJob:
@@ -44,6 +47,7 @@ async def read_submission(request: Request, settings: CoordinatorSettings) -> Ne
         env=submission.env,
         timeout_s=submission.timeout_s,
         name=submission.name,
+        inputs=submission.inputs,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from compound.protocol import JobStatus, Stream
@@ -35,6 +36,9 @@ class RunSpec:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    # The job's input files: a verified tar on the agent's disk, extracted read-only into
+    # the job's working directory (None: no inputs).
+    inputs_tar: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ class RunResult:
     status: JobStatus
     exit_code: int | None
     error: str | None = None
+    # What the job left under outputs/ in its working directory, as a tar on the agent's
+    # disk (the worker uploads it, then deletes it), and a note when not all of it fitted.
+    outputs_tar: Path | None = None
+    outputs_note: str | None = None
 
 
 class Runner(Protocol):
