@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from compound.agent.backoff import reconnect_delay_s
 from compound.agent.connection import CoordinatorConnection
 from compound.agent.events import EventSink
+from compound.agent.job_files import JobFiles
 from compound.agent.outbox import Outbox
 from compound.agent.runners.base import Runner
 from compound.agent.settings import AgentSettings
@@ -54,7 +55,9 @@ class Agent:
         self._runner = runner
         self._events = EventSink(settings.json_events)
         self._outbox = Outbox()
-        self._worker = Worker(runner, self._outbox, self._events, settings.max_output_bytes)
+        self._worker = Worker(
+            runner, self._outbox, self._events, settings.max_output_bytes, JobFiles(settings)
+        )
         self._stopping = asyncio.Event()
         self._ssl: ssl.SSLContext | None = None
 

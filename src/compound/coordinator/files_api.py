@@ -74,7 +74,9 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MiB"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KiB"
+    return f"{size / (1024 * 1024):.4g} MiB"
 
 
 # ------------------------------------------------------------------ inputs
