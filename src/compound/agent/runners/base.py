@@ -36,8 +36,8 @@ class RunSpec:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
-    # The job's input files: a verified tar on the agent's disk, extracted read-only into
-    # the job's working directory (None: no inputs).
+    # A tar on the agent's disk (hash already checked) extracted read-only into the job's
+    # working directory before it starts; the runner only reads it, the caller owns it.
     inputs_tar: Path | None = None
 
 
@@ -48,9 +48,10 @@ class RunResult:
     status: JobStatus
     exit_code: int | None
     error: str | None = None
-    # What the job left under outputs/ in its working directory, as a tar on the agent's
-    # disk (the worker uploads it, then deletes it), and a note when not all of it fitted.
+    # What the job left under ``outputs/`` in its working directory, as a tar on the agent's
+    # disk (the caller uploads, then deletes it); None when there was nothing to collect.
     outputs_tar: Path | None = None
+    # One sentence for the submitter when not everything came back (over the cap, bad entry).
     outputs_note: str | None = None
 
 
