@@ -36,6 +36,13 @@ SHA256_HEADER = "x-compound-sha256"
 # Tar headers and padding on top of the files' bytes: at most 1.5 KiB a file, plus the end.
 _TAR_OVERHEAD_PER_FILE = 1536
 _TAR_OVERHEAD = 1024 * 1024
+# The bodies are read by hand (streamed, bounded); this documents them.
+_TAR_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 _SERVED_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "sandbox; default-src 'none'",
@@ -82,7 +89,7 @@ def _mib(size: int) -> str:
 # ------------------------------------------------------------------ inputs
 
 
-@router.put("/api/v1/inputs", status_code=201, response_model=InputsRef)
+@router.put("/api/v1/inputs", status_code=201, response_model=InputsRef, openapi_extra=_TAR_BODY)
 async def upload_inputs(request: Request, state: State) -> InputsRef:
     """Store a job's input files (one tar) once by content; name it in a submission."""
     principal = require(request, Role.SUBMITTER)
@@ -139,7 +146,7 @@ async def _leased_job(request: Request, state: CoordinatorState, job_id: str) ->
 # ------------------------------------------------------------------ artifacts
 
 
-@router.put("/api/v1/jobs/{job_id}/artifacts", status_code=201)
+@router.put("/api/v1/jobs/{job_id}/artifacts", status_code=201, openapi_extra=_TAR_BODY)
 async def upload_artifacts(job_id: str, request: Request, state: State) -> dict[str, Any]:
     """The job's output files as one tar, from the contributor holding its lease."""
     await _leased_job(request, state, job_id)
