@@ -153,8 +153,9 @@ def test_inputs_the_cli_cannot_send_are_refused_before_anything_is_sent(
     assert coordinator.api("GET", "/api/v1/jobs").json()["jobs"] == []
 
 
-def test_inputs_over_the_coordinators_cap_get_its_sentence(tmp_path: Path) -> None:
-    """A coordinator with a lower cap answers 413; the CLI says so and exits 3, no job."""
+def test_inputs_over_the_coordinators_cap_are_refused_before_the_upload(tmp_path: Path) -> None:
+    """The CLI checks the coordinator's cap (from /healthz) first: one sentence, exit 2, no
+    upload and no job."""
     server = Coordinator(data_dir=tmp_path / "c", extra_args=["--max-input-mib", "0.01"]).start()
     try:
         script = tmp_path / "job.py"
@@ -162,8 +163,12 @@ def test_inputs_over_the_coordinators_cap_get_its_sentence(tmp_path: Path) -> No
         big = tmp_path / "big.bin"
         big.write_bytes(b"\0" * 20_000)
         result = run_cli("submit", str(script), "--input", str(big), coordinator=server)
-        assert result.returncode == 3
-        assert "larger than the 10 KiB limit" in result.stderr.decode()
+        assert result.returncode == 2
+        assert (
+            "the input files hold 20 KiB, over the coordinator's 10 KiB cap"
+            in result.stderr.decode()
+        )
         assert server.api("GET", "/api/v1/jobs").json()["jobs"] == []
+        assert not list((server.data_dir / "blobs").glob("*/*"))
     finally:
         server.stop()

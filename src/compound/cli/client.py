@@ -162,6 +162,11 @@ class CoordinatorClient:
         result: dict[str, Any] = json.loads(data)
         return result
 
+    def max_input_bytes(self) -> int | None:
+        """The coordinator's cap on one job's input files, if it says (older ones do not)."""
+        value = self._request("GET", "/healthz").get("max_input_bytes")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request(
             "GET", f"/api/v1/jobs/{quote(job_id)}/artifacts"

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from compound.cli.client import ClientError, CoordinatorClient
 
 MiB = 1024 * 1024
-# The coordinator's default cap; it answers 413 if its own is lower.
+# The default cap, for a coordinator that does not say its own.
 DEFAULT_MAX_INPUT_BYTES = 100 * MiB
 # Progress is shown for uploads at least this large, on a terminal.
 PROGRESS_FROM_BYTES = 4 * MiB
@@ -70,7 +70,7 @@ def pack_inputs(paths: list[Path], max_bytes: int, out: BinaryIO) -> None:
     total = sum(path.stat().st_size for path, _ in entries if path.is_file())
     if total > max_bytes:
         raise InputError(
-            f"the input files hold {total / MiB:.1f} MiB, over the {max_bytes / MiB:g} MiB cap"
+            f"the input files hold {_size(total)}, over the coordinator's {_size(max_bytes)} cap"
         )
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for path, name in entries:
@@ -84,6 +84,10 @@ def pack_inputs(paths: list[Path], max_bytes: int, out: BinaryIO) -> None:
                     archive.addfile(info, source)
             else:
                 archive.addfile(info)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024:.0f} KiB" if size < MiB else f"{size / MiB:.1f} MiB"
 
 
 class _Progress:
@@ -108,10 +112,10 @@ def _show_progress(done: int, size: int) -> None:
     sys.stderr.flush()
 
 
-def upload_inputs(
-    client: CoordinatorClient, paths: list[Path], max_bytes: int = DEFAULT_MAX_INPUT_BYTES
-) -> dict[str, Any]:
-    """Pack and upload the inputs; the reference a submission names them by."""
+def upload_inputs(client: CoordinatorClient, paths: list[Path]) -> dict[str, Any]:
+    """Pack and upload the inputs (checked against the coordinator's cap first); the
+    reference a submission names them by."""
+    max_bytes = client.max_input_bytes() or DEFAULT_MAX_INPUT_BYTES
     with tempfile.TemporaryFile() as tar:
         pack_inputs(paths, max_bytes, tar)
         size = tar.tell()

@@ -185,6 +185,8 @@ async def healthz(state: State) -> dict[str, Any]:
         "running": counts.get(JobStatus.RUNNING.value, 0),
         "contributors_online": len(state.sessions),
         "followers": state.followers.open,
+        # Clients check their input files against it before they upload.
+        "max_input_bytes": state.settings.max_input_bytes,
     }
 
 
