@@ -7,6 +7,7 @@ import io
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from support import Coordinator
 from test_auth import make_token
@@ -60,3 +61,15 @@ def blob_files(data_dir: Path) -> list[Path]:
     if not root.exists():
         return []
     return [p for p in root.glob("*/*") if p.is_file() and p.parent.name != "incoming"]
+
+
+def return_outputs(server: Coordinator, job: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Return ``files`` as the job's outputs, the way the agent does (open-mode lease holder)."""
+    data = tar_of(files)
+    response = server.api(
+        "PUT",
+        f"/api/v1/jobs/{job['job_id']}/artifacts",
+        content=data,
+        headers={"X-Compound-Lease": job["lease_id"], "X-Compound-SHA256": sha256(data)},
+    )
+    assert response.status_code == 201, response.text

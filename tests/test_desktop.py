@@ -593,7 +593,7 @@ def test_proxy_passes_jobs_files_both_ways(
     """Input tars go up through the app (hash header kept) and output files come down with
     their attachment, type and hash headers intact."""
     from fake_agent import FakeAgent
-    from files_support import sha256, tar_of
+    from files_support import return_outputs, sha256, tar_of
 
     SettingsStore(tmp_path / "config").save(AppSettings(coordinator.url))
     client = _cookie_client(local_server)
@@ -612,13 +612,7 @@ def test_proxy_passes_jobs_files_both_ways(
     ).json()["id"]
     agent = FakeAgent(coordinator)
     job = agent.recv_type("job")
-    outputs = tar_of({"r.txt": b"result"})
-    coordinator.api(
-        "PUT",
-        f"/api/v1/jobs/{job_id}/artifacts",
-        content=outputs,
-        headers={"X-Compound-Lease": job["lease_id"], "X-Compound-SHA256": sha256(outputs)},
-    )
+    return_outputs(coordinator, job, {"r.txt": b"result"})
     agent.done(job, -1)
     agent.close()
     got = client.get(f"{base}/api/v1/jobs/{job_id}/artifacts/r.txt")

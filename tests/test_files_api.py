@@ -264,14 +264,19 @@ def test_hostile_artifact_tars_are_refused_whole(tmp_path: Path, kind: str) -> N
 # ---------------------------------------------------------------- retention
 
 
+def short_retention(data_dir: Path, retention_s: float) -> Coordinator:
+    """A coordinator keeping finished jobs' files ``retention_s`` and sweeping 5 times a s."""
+    days = str(retention_s / 86400)
+    return Coordinator(
+        data_dir=data_dir, extra_args=["--retention-days", days, "--retention-sweep-s", "0.2"]
+    ).start()
+
+
 def test_retention_removes_an_expired_jobs_files_but_keeps_shared_blobs(tmp_path: Path) -> None:
     """With a short retention the finished job's logs, artifacts and inputs go (its row and
     files_removed_at stay); an input blob a queued job still names is kept."""
     data_dir = tmp_path / "c"
-    server = Coordinator(
-        data_dir=data_dir,
-        extra_args=["--retention-days", str(1 / 86400), "--retention-sweep-s", "0.2"],
-    ).start()
+    server = short_retention(data_dir, 1.0)
     try:
         shared = tar_of({"in.txt": b"shared input"})
         ref = server.api("PUT", "/api/v1/inputs", content=shared).json()
@@ -305,10 +310,7 @@ def test_retention_removes_an_expired_jobs_files_but_keeps_shared_blobs(tmp_path
 def test_retention_removes_a_blob_once_nothing_refers_to_it(tmp_path: Path) -> None:
     """An upload no job kept, and a cancelled job's inputs, are removed after the retention."""
     data_dir = tmp_path / "c"
-    server = Coordinator(
-        data_dir=data_dir,
-        extra_args=["--retention-days", str(0.5 / 86400), "--retention-sweep-s", "0.2"],
-    ).start()
+    server = short_retention(data_dir, 0.5)
     try:
         ref = server.api("PUT", "/api/v1/inputs", content=tar_of({"a": b"1"})).json()
         job_id = server.submit("print(1)", inputs=ref)

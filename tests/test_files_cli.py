@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fake_agent import FakeAgent
-from files_support import sha256, tar_of
+from files_support import return_outputs, sha256
 from support import Coordinator, product_env, run_cli
 
 pytestmark = pytest.mark.timeout(90)
@@ -42,17 +42,6 @@ def fetch_inputs(server: Coordinator, job: dict[str, Any]) -> dict[str, bytes]:
                 extracted.read() if extracted else b""
             )
     return found
-
-
-def return_outputs(server: Coordinator, job: dict[str, Any], files: dict[str, bytes]) -> None:
-    data = tar_of(files)
-    response = server.api(
-        "PUT",
-        f"/api/v1/jobs/{job['job_id']}/artifacts",
-        content=data,
-        headers={"X-Compound-Lease": job["lease_id"], "X-Compound-SHA256": sha256(data)},
-    )
-    assert response.status_code == 201, response.text
 
 
 def test_submit_sends_files_and_folders_and_brings_outputs_back(

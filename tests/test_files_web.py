@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from fake_agent import FakeAgent
-from files_support import sha256, tar_of
+from files_support import return_outputs
 from support import Coordinator
 
 pytestmark = pytest.mark.timeout(90)
@@ -24,14 +24,9 @@ def test_submitter_page_downloads_an_output_file_byte_for_byte(
     agent = FakeAgent(coordinator)
     job = agent.recv_type("job")
     payload = bytes(range(256)) * 64 + "é\n".encode()
-    data = tar_of({"plots/figure.bin": payload, "page.html": b"<script>alert(1)</script>"})
-    response = coordinator.api(
-        "PUT",
-        f"/api/v1/jobs/{job_id}/artifacts",
-        content=data,
-        headers={"X-Compound-Lease": job["lease_id"], "X-Compound-SHA256": sha256(data)},
+    return_outputs(
+        coordinator, job, {"plots/figure.bin": payload, "page.html": b"<script>alert(1)</script>"}
     )
-    assert response.status_code == 201, response.text
     agent.done(job, -1)
     agent.close()
     coordinator.wait_for_status(job_id, {"succeeded"})
