@@ -48,7 +48,8 @@ def http_base_url(coordinator_url: str) -> str:
 
 
 class JobFiles:
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
+        self._stall_timeout_s = stall_timeout_s
         self._base_url = http_base_url(settings.coordinator_url)
         self._token = settings.token
         self._ca_file = settings.ca_file
@@ -65,8 +66,12 @@ class JobFiles:
             context: ssl.SSLContext | None = ssl_context_for(self._base_url, self._ca_file)
         except TlsConfigError as exc:
             raise FilesError(str(exc)) from None
-        timeout = httpx.Timeout(STALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        timeout = httpx.Timeout(self._stall_timeout_s, connect=CONNECT_TIMEOUT_S)
         return httpx.AsyncClient(timeout=timeout, verify=context or False)
+
+    def _deadline_s(self, size: int) -> float:
+        # Room for one stall's worth of waiting at the start, then the minimum rate.
+        return 2 * self._stall_timeout_s + size / MIN_RATE_BYTES_S
 
     def new_path(self, suffix: str) -> Path:
         """A fresh private file for one transfer (the caller deletes it)."""
@@ -79,7 +84,7 @@ class JobFiles:
         """The job's input tar in a new file, its hash and size as the job message named."""
         path = self.new_path(".inputs.tar")
         try:
-            async with asyncio.timeout(deadline_s(inputs.size)):
+            async with asyncio.timeout(self._deadline_s(inputs.size)):
                 await self._download(job_id, lease_id, inputs, path)
         except TimeoutError:
             path.unlink(missing_ok=True)
@@ -124,7 +129,7 @@ class JobFiles:
         url = f"{self._base_url}/api/v1/jobs/{job_id}/artifacts"
         async with self._client() as client:
             try:
-                async with asyncio.timeout(deadline_s(tar.stat().st_size)):
+                async with asyncio.timeout(self._deadline_s(tar.stat().st_size)):
                     response = await client.put(url, content=_read(tar), headers=headers)
             except TimeoutError:
                 raise FilesError("could not return the output files: too slow") from None
@@ -135,10 +140,6 @@ class JobFiles:
             return len(response.json()["artifacts"])
         except (ValueError, KeyError, TypeError):
             raise FilesError("the coordinator's answer to the output files is not JSON") from None
-
-
-def deadline_s(size: int) -> float:
-    return STALL_TIMEOUT_S + size / MIN_RATE_BYTES_S
 
 
 async def _read(path: Path) -> AsyncIterator[bytes]:
