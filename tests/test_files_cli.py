@@ -95,7 +95,8 @@ def test_submit_sends_files_and_folders_and_brings_outputs_back(
 def test_artifacts_command_downloads_into_the_chosen_folder(
     coordinator: Coordinator, tmp_path: Path
 ) -> None:
-    """`compound artifacts ID -o DIR` writes each output file, checked by hash."""
+    """`compound artifacts ID -o DIR` writes each output file, checked by hash; `compound
+    status` says until when the coordinator keeps them."""
     job_id = coordinator.submit("print(1)")
     agent = FakeAgent(coordinator)
     job = agent.recv_type("job")
@@ -108,6 +109,8 @@ def test_artifacts_command_downloads_into_the_chosen_folder(
     assert result.returncode == 0, result.stderr.decode()
     assert (target / "a.txt").read_bytes() == b"alpha"
     assert (target / "deep" / "b.bin").read_bytes() == b"\0\1\2"
+    status = run_cli("status", job_id, coordinator=coordinator)
+    assert "files kept until" in status.stdout.decode()
     unknown = run_cli("artifacts", "nope", "-o", str(target), coordinator=coordinator)
     assert unknown.returncode == 3
     assert "no job" in unknown.stderr.decode()

@@ -27,6 +27,7 @@ export async function showArtifacts(job, { section, list, note }) {
   }
   if (!artifacts.length) return;
   note.textContent = `${artifacts.length} file${artifacts.length === 1 ? "" : "s"}`;
+  if (job.files_expire_at) note.title = `Kept until ${new Date(job.files_expire_at * 1000).toLocaleString()}`;
   for (const artifact of artifacts) list.append(artifactRow(job.id, artifact, note));
   section.hidden = false;
 }
