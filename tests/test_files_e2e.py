@@ -106,7 +106,7 @@ def test_outputs_over_the_cap_return_what_fits_and_one_note(
     start_agent(extra_args=["--max-output-files-mib", "1"])
     job_id = coordinator.submit(
         "import pathlib\n"
-        "p = pathlib.Path('outputs'); p.mkdir()\n"
+        "p = pathlib.Path('outputs'); p.mkdir(exist_ok=True)\n"
         "(p / 'a.bin').write_bytes(b'a' * 700_000)\n"
         "(p / 'b.bin').write_bytes(b'b' * 700_000)\n"
     )
