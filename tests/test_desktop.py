@@ -589,6 +589,42 @@ def test_proxy_reaches_the_coordinator_behind_the_cookie(
 
 
 @pytest.mark.timeout(60)
+def test_proxy_passes_jobs_files_both_ways(
+    local_server: LocalServer, coordinator: Coordinator, tmp_path: Path
+) -> None:
+    """Input tars go up through the app (hash header kept) and output files come down with
+    their attachment, type and hash headers intact."""
+    from fake_agent import FakeAgent
+    from files_support import return_outputs, sha256, tar_of
+
+    SettingsStore(tmp_path / "config").save(AppSettings(coordinator.url))
+    client = _cookie_client(local_server)
+    base = local_server.base_url
+    data = tar_of({"in.csv": b"1,2\n" * 10_000})
+    damaged = client.put(
+        base + "/api/v1/inputs", content=data, headers={"X-Compound-SHA256": "0" * 64}
+    )
+    assert damaged.status_code == 422
+    ref = client.put(
+        base + "/api/v1/inputs", content=data, headers={"X-Compound-SHA256": sha256(data)}
+    )
+    assert ref.status_code == 201 and ref.json()["sha256"] == sha256(data)
+    job_id = client.post(
+        base + "/api/v1/jobs", json={"script": "print(1)", "inputs": ref.json()}
+    ).json()["id"]
+    agent = FakeAgent(coordinator)
+    job = agent.recv_type("job")
+    return_outputs(coordinator, job, {"r.txt": b"result"})
+    agent.done(job, -1)
+    agent.close()
+    got = client.get(f"{base}/api/v1/jobs/{job_id}/artifacts/r.txt")
+    assert got.content == b"result"
+    assert got.headers["content-disposition"].startswith("attachment")
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["x-compound-sha256"] == sha256(b"result")
+
+
+@pytest.mark.timeout(60)
 def test_proxy_says_when_the_coordinator_is_unreachable(
     local_server: LocalServer, tmp_path: Path
 ) -> None:

@@ -147,6 +147,11 @@ OPERATIONS = [
     ("POST", "/api/v1/jobs/{job_id}/cancel"),
     ("GET", "/api/v1/contributors"),
     ("GET", "/healthz"),
+    ("PUT", "/api/v1/inputs"),
+    ("GET", "/api/v1/jobs/{job_id}/inputs"),
+    ("PUT", "/api/v1/jobs/{job_id}/artifacts"),
+    ("GET", "/api/v1/jobs/{job_id}/artifacts"),
+    ("GET", "/api/v1/jobs/{job_id}/artifacts/{path}"),
 ]
 
 

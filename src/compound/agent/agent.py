@@ -20,6 +20,7 @@ from compound.agent.deps import Packages
 from compound.agent.deps_cache import DepsCache, GiB
 from compound.agent.deps_uv import UvSettings
 from compound.agent.events import EventSink
+from compound.agent.job_files import JobFiles
 from compound.agent.outbox import Outbox
 from compound.agent.runners.base import Runner
 from compound.agent.settings import AgentSettings
@@ -68,6 +69,7 @@ class Agent:
             self._events,
             settings.max_output_bytes,
             _packages(settings) if settings.deps else None,
+            JobFiles(settings),
         )
         self._stopping = asyncio.Event()
         self._ssl: ssl.SSLContext | None = None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from compound.agent.deps import DepsCancelled, DepsError, Packages
 from compound.agent.events import EventSink
+from compound.agent.job_files import FilesError, JobFiles
 from compound.agent.outbox import Outbox
 from compound.agent.output import OutputCollector
 from compound.agent.runners.base import OutputSink, Runner, RunResult, RunSpec
@@ -15,6 +17,10 @@ from compound.protocol import MAX_ERROR_CHARS, Done, Job, JobStatus, Stream
 from compound.protocol.events import JobFinished, JobStarted
 
 log = logging.getLogger("compound.agent")
+
+
+class _CancelledEarly(Exception):
+    """The job was cancelled while its input files were being fetched."""
 
 
 @dataclass(eq=False)
@@ -33,10 +39,12 @@ class Worker:
         events: EventSink,
         max_output_bytes: int,
         packages: Packages | None = None,
+        files: JobFiles | None = None,
     ) -> None:
         self._runner = runner
         # None: this contributor installs no packages (the coordinator sends it no such job).
         self._packages = packages
+        self._files = files
         self._outbox = outbox
         self._events = events
         self._max_output_bytes = max_output_bytes
@@ -86,20 +94,99 @@ class Worker:
         async def on_output(stream: Stream, data: bytes) -> None:
             collector.feed(stream, data)
 
-        spec = RunSpec(job.job_id, job.script, list(job.args), dict(job.env), job.timeout_s)
-        try:
-            result = await self._run_with_packages(execution, spec, on_output, collector)
-        except DepsError as exc:
-            result = RunResult(JobStatus.FAILED, None, str(exc))
-        except DepsCancelled:
-            result = RunResult(JobStatus.CANCELLED, None, "cancelled while preparing packages")
-        except Exception as exc:
-            log.exception("job %s: the runner failed", job.job_id)
-            result = RunResult(JobStatus.FAILED, None, f"the contributor could not run it: {exc}")
+        result = await self._fetch_and_run(execution, on_output, collector)
         collector.close()
         if result.error and result.status is JobStatus.FAILED:
             collector.note(f"[compound] {result.error}")
+        if result.outputs_note:
+            collector.note(f"[compound] {result.outputs_note}")
+        # Before the ending goes out: a submitter who sees the job end can download them.
+        note = await self._return_outputs(execution, result)
+        if note:
+            collector.note(f"[compound] {note}")
         self._finish(execution, result, collector.last_seq)
+
+    async def _fetch_and_run(
+        self, execution: Execution, on_output: OutputSink, collector: OutputCollector
+    ) -> RunResult:
+        """Fetch the job's input files, then run it; the inputs tar is gone on return."""
+        try:
+            inputs_tar = await self._fetch_inputs(execution)
+        except FilesError as exc:
+            return RunResult(JobStatus.FAILED, None, str(exc))
+        except _CancelledEarly:
+            return RunResult(JobStatus.CANCELLED, None, "cancelled before it started")
+        try:
+            return await self._execute(execution, inputs_tar, on_output, collector)
+        finally:
+            if inputs_tar is not None:
+                inputs_tar.unlink(missing_ok=True)
+
+    async def _execute(
+        self,
+        execution: Execution,
+        inputs_tar: Path | None,
+        on_output: OutputSink,
+        collector: OutputCollector,
+    ) -> RunResult:
+        job = execution.job
+        spec = RunSpec(
+            job.job_id,
+            job.script,
+            list(job.args),
+            dict(job.env),
+            job.timeout_s,
+            inputs_tar=inputs_tar,
+        )
+        try:
+            return await self._run_with_packages(execution, spec, on_output, collector)
+        except DepsError as exc:
+            return RunResult(JobStatus.FAILED, None, str(exc))
+        except DepsCancelled:
+            return RunResult(JobStatus.CANCELLED, None, "cancelled while preparing packages")
+        except Exception as exc:
+            log.exception("job %s: the runner failed", job.job_id)
+            return RunResult(JobStatus.FAILED, None, f"the contributor could not run it: {exc}")
+
+    async def _fetch_inputs(self, execution: Execution) -> Path | None:
+        """The job's verified input tar (None: it has none). FilesError when it cannot be
+        fetched, _CancelledEarly when the job is cancelled meanwhile."""
+        job = execution.job
+        if job.inputs is None:
+            return None
+        if self._files is None:
+            raise FilesError("this contributor cannot fetch input files")
+        fetch = asyncio.create_task(self._files.fetch_inputs(job.job_id, job.lease_id, job.inputs))
+        cancelled = asyncio.create_task(execution.cancel.wait())
+        await asyncio.wait({fetch, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        cancelled.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+            raise _CancelledEarly
+        return fetch.result()
+
+    async def _return_outputs(self, execution: Execution, result: RunResult) -> str | None:
+        """Upload the job's output files (then delete the local tar); a note if that failed."""
+        tar = result.outputs_tar
+        if tar is None or execution.abandoned:
+            if tar is not None:
+                tar.unlink(missing_ok=True)
+            return None
+        job = execution.job
+        try:
+            if self._files is None:
+                raise FilesError("this contributor cannot return output files")
+            count = await self._files.return_outputs(job.job_id, job.lease_id, tar)
+        except FilesError as exc:
+            log.warning("job %s: %s", job.job_id, exc)
+            return f"output files not returned: {exc}"
+        except OSError as exc:
+            return f"output files not returned: {exc.strerror or exc}"
+        finally:
+            tar.unlink(missing_ok=True)
+        self._events.say(f"job {job.job_id}: {count} output file(s) returned")
+        return None
 
     async def _run_with_packages(
         self,

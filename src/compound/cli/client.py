@@ -12,7 +12,7 @@ import http.client
 import json
 import os
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
@@ -111,6 +111,73 @@ class CoordinatorClient:
             self.close()
             raise
 
+    def _target(self, path: str) -> str:
+        return self._parts.path + path
+
+    def _transfer(
+        self, method: str, path: str, body: Any, headers: dict[str, str], sink: BinaryIO | None
+    ) -> tuple[int, bytes]:
+        """One request on a fresh connection with a streamed body (a file-like object) and,
+        for a 2xx answer, the response copied to ``sink``; the status and the error body."""
+        connection = self._connect()
+        connection.timeout = max(self._timeout_s, 120.0)
+        try:
+            connection.request(
+                method, self._target(path), body=body, headers={**self.auth_headers(), **headers}
+            )
+            response = connection.getresponse()
+            if response.status >= 300 or sink is None:
+                return response.status, response.read(64 * 1024)
+            while chunk := response.read(1024 * 1024):
+                sink.write(chunk)
+            return response.status, b""
+        except (OSError, http.client.HTTPException) as exc:
+            from compound.tls import certificate_problem
+
+            problem = certificate_problem(exc)
+            raise ClientError(
+                problem or f"cannot reach the coordinator at {self.base_url} ({exc})"
+            ) from None
+        finally:
+            connection.close()
+
+    def _raise_for(self, status: int, data: bytes) -> None:
+        if status == 404:
+            raise UnknownJobError(_detail(status, data))
+        if status == 401:
+            raise ClientError(NEEDS_TOKEN)
+        if status >= 400:
+            raise ClientError(f"the coordinator refused: {_detail(status, data)}")
+
+    def upload_inputs(self, source: BinaryIO, size: int, sha256: str) -> dict[str, Any]:
+        """Store an input tar (read from ``source``, ``size`` bytes); its {sha256, size}."""
+        headers = {
+            "Content-Type": "application/x-tar",
+            "Content-Length": str(size),
+            "X-Compound-SHA256": sha256,
+            "Accept": "application/json",
+        }
+        status, data = self._transfer("PUT", "/api/v1/inputs", source, headers, None)
+        self._raise_for(status, data)
+        result: dict[str, Any] = json.loads(data)
+        return result
+
+    def max_input_bytes(self) -> int | None:
+        """The coordinator's cap on one job's input files, if it says (older ones do not)."""
+        value = self._request("GET", "/healthz").get("max_input_bytes")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request(
+            "GET", f"/api/v1/jobs/{quote(job_id)}/artifacts"
+        )["artifacts"]
+        return result
+
+    def download_artifact(self, job_id: str, path: str, sink: BinaryIO) -> None:
+        target = f"/api/v1/jobs/{quote(job_id)}/artifacts/{quote(path)}"
+        status, data = self._transfer("GET", target, None, {}, sink)
+        self._raise_for(status, data)
+
     def _request(
         self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None
     ) -> Any:
@@ -131,12 +198,7 @@ class CoordinatorClient:
             if problem is not None:
                 raise ClientError(problem) from None
             raise ClientError(f"cannot reach the coordinator at {self.base_url} ({exc})") from None
-        if status == 404:
-            raise UnknownJobError(_detail(status, data))
-        if status == 401:
-            raise ClientError(NEEDS_TOKEN)
-        if status >= 400:
-            raise ClientError(f"the coordinator refused: {_detail(status, data)}")
+        self._raise_for(status, data)
         try:
             return json.loads(data)
         except ValueError:
@@ -150,6 +212,7 @@ class CoordinatorClient:
         timeout_s: float | None,
         name: str | None,
         requirements: list[str] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The new job, as a JobView object."""
         body: dict[str, Any] = {
@@ -161,6 +224,8 @@ class CoordinatorClient:
         }
         if requirements:
             body["requirements"] = requirements
+        if inputs is not None:
+            body["inputs"] = inputs
         result: dict[str, Any] = self._request("POST", "/api/v1/jobs", json_body=body)
         return result
 

@@ -11,6 +11,7 @@ TIMED_OUT = 124
 NO_EXIT_CODE = 125  # failed before or without an exit code (e.g. contributor lost)
 CANCELLED = 130
 UNREACHABLE = 3  # the coordinator could not be reached or refused the request
+USAGE = 2  # the command line cannot be carried out as given (as Click's usage errors)
 
 HELP = (
     "Exit codes: the script's own exit code when it ran to its end; "

@@ -123,6 +123,23 @@ def submit(
             " own PEP 723 '# /// script' block); package requirements only, no options.",
         ),
     ] = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A file or folder the job finds, read-only, in its working directory under "
+            "its base name (repeatable; 100 MiB in all by default).",
+        ),
+    ] = None,
+    outputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--outputs",
+            metavar="DIR",
+            help="When the job ends, download what it wrote under outputs/ into DIR.",
+        ),
+    ] = None,
 ) -> None:
     """Run FILE on a contributor and stream its output here.
 
@@ -134,6 +151,8 @@ def submit(
     script = _read_script(file)
     job_env = _parse_env(env or [])
     job_requirements = _read_requirements(requirements) if requirements else None
+    if detach and outputs is not None:
+        raise typer.BadParameter("needs to follow the job: drop --detach", param_hint="--outputs")
     raise typer.Exit(
         quick.with_client(
             coordinator,
@@ -148,7 +167,33 @@ def submit(
                 name or file.name,
                 detach,
                 job_requirements,
+                list(inputs or []),
+                outputs,
             ),
+        )
+    )
+
+
+def artifacts(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir", "-o", metavar="DIR", help="Where to put them (default: ./ID)."
+        ),
+    ] = None,
+    coordinator: CoordinatorOption = "",
+    token: TokenOption = "",
+    ca_file: CaFileOption = "",
+) -> None:
+    """Download the files a job wrote under outputs/ (kept for the coordinator's retention)."""
+    directory = output_dir if output_dir is not None else Path(job_id)
+    raise typer.Exit(
+        quick.with_client(
+            coordinator,
+            token,
+            ca_file,
+            lambda client: quick.fetch_outputs(client, job_id, directory),
         )
     )
 

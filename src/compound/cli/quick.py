@@ -13,11 +13,12 @@ import time
 from typing import TYPE_CHECKING
 
 from compound.cli.client import ClientError, CoordinatorClient, default_coordinator, default_token
-from compound.cli.exit_codes import UNREACHABLE
+from compound.cli.exit_codes import UNREACHABLE, USAGE
 from compound.cli.output import print_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from compound.protocol import JobView
 
@@ -57,17 +58,41 @@ def submit(
     name: str,
     detach: bool,
     requirements: list[str] | None = None,
+    inputs: list[Path] | None = None,
+    outputs_dir: Path | None = None,
 ) -> int:
     problem = script_metadata_problem(script)
     if problem is not None:
         print_error(f"compound: {problem}")
         return UNREACHABLE  # what the coordinator's refusal of it would give
-    job = client.submit(script, args, env, timeout_s, name, requirements)
+    inputs_ref = None
+    if inputs:
+        from compound.cli.files import InputError, upload_inputs
+
+        try:
+            inputs_ref = upload_inputs(client, inputs)
+        except InputError as exc:
+            print_error(f"compound: {exc}")
+            return USAGE
+    job = client.submit(script, args, env, timeout_s, name, requirements, inputs_ref)
     if detach:
         sys.stdout.write(f"{job['id']}\n")
         sys.stdout.flush()
         return 0
-    return follow(client, str(job["id"]), cancel_on_interrupt=True)
+    code = follow(client, str(job["id"]), cancel_on_interrupt=True)
+    if outputs_dir is not None:
+        fetch_outputs(client, str(job["id"]), outputs_dir)
+    return code
+
+
+def fetch_outputs(client: CoordinatorClient, job_id: str, directory: Path) -> int:
+    """Download the job's output files into ``directory``, saying how many on stderr."""
+    from compound.cli.files import download_artifacts
+
+    count = download_artifacts(client, job_id, directory)
+    sys.stderr.write(f"compound: {count} output file(s) of job {job_id} in {directory}\n")
+    sys.stderr.flush()
+    return 0
 
 
 def script_metadata_problem(script: str) -> str | None:
@@ -136,6 +161,12 @@ def job_fields(job: JobView) -> list[tuple[str, str]]:
     fields.append(("contributor", job.contributor_id or "-"))
     fields.append(("created", _when(job.created_at)))
     fields.append(("duration", duration(job)))
+    if job.inputs is not None:
+        fields.append(("inputs", f"{job.inputs.size} bytes ({job.inputs.sha256[:12]})"))
+    if job.files_removed_at is not None:
+        fields.append(("files", f"removed {_when(job.files_removed_at)}"))
+    elif job.files_expire_at is not None:
+        fields.append(("files kept until", _when(job.files_expire_at)))
     return fields
 
 

@@ -107,6 +107,28 @@ def coordinator(
             help="The PEM private key of --tls-cert (default: read from the --tls-cert file).",
         ),
     ] = None,
+    max_input_mib: Annotated[
+        float,
+        typer.Option(min=0, help="Largest input files of one job (one tar), MiB; more get 413."),
+    ] = 100,
+    max_artifact_mib: Annotated[
+        float,
+        typer.Option(min=0, help="Largest output files of one job in all, MiB; more get 413."),
+    ] = 100,
+    max_artifact_files: Annotated[
+        int, typer.Option(min=1, help="Most output files of one job; more are refused.")
+    ] = 10_000,
+    retention_days: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Days after a job ends when its logs, inputs and output files are removed.",
+        ),
+    ] = 30,
+    retention_sweep_s: Annotated[
+        float,
+        typer.Option(min=0.01, help="Seconds between looks for expired jobs' files."),
+    ] = 3600,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the coordinator: queues jobs, routes them to contributors, relays their logs.
@@ -137,6 +159,11 @@ def coordinator(
         insecure_open=insecure_open,
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
+        max_input_bytes=int(max_input_mib * MiB),
+        max_artifact_bytes=int(max_artifact_mib * MiB),
+        max_artifact_files=max_artifact_files,
+        retention_s=retention_days * 24 * 3600,
+        retention_sweep_interval_s=retention_sweep_s,
     )
     raise typer.Exit(serve(settings, log_level))
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from compound import __version__
 from compound.coordinator.access import may_see, require, require_on_socket
 from compound.coordinator.contributor_store import ContributorRow
+from compound.coordinator.files_api import check_inputs
 from compound.coordinator.follow import follow_job
 from compound.coordinator.followers import TooManyFollowers
 from compound.coordinator.log_tail import LogPage
@@ -49,6 +50,8 @@ async def submit(request: Request, state: CoordinatorState) -> JobRow:
     submitting token (open mode: to the client's address, which quotas count by)."""
     principal = require(request, Role.SUBMITTER)
     new = await read_submission(request, state.settings)
+    if new.inputs is not None:
+        await check_inputs(state, principal, new.inputs)
     await check_quotas(state, principal.name)
     job = await state.store.create_job(new_job_id(), new, principal.name)
     log.info("job %s queued (%d bytes) for %s", job.id, len(new.script), principal.name)
@@ -182,6 +185,8 @@ async def healthz(state: State) -> dict[str, Any]:
         "running": counts.get(JobStatus.RUNNING.value, 0),
         "contributors_online": len(state.sessions),
         "followers": state.followers.open,
+        # Clients check their input files against it before they upload.
+        "max_input_bytes": state.settings.max_input_bytes,
     }
 
 

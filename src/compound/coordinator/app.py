@@ -16,13 +16,16 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from compound import __version__
-from compound.coordinator import api, seed
+from compound.coordinator import api, files_api, seed
 from compound.coordinator.access import AccessMiddleware
+from compound.coordinator.blobs import BlobStore
 from compound.coordinator.browser_guard import BrowserGuardMiddleware
 from compound.coordinator.db import create_engine, create_reader, create_schema
+from compound.coordinator.file_store import FileStore
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
 from compound.coordinator.open_sockets import OpenSockets, OpenSocketsMiddleware
+from compound.coordinator.retention import Retention
 from compound.coordinator.scheduler import Scheduler
 from compound.coordinator.sessions import SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
@@ -47,7 +50,13 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.database_path)
         await create_schema(engine)
-        store = Store(engine, create_reader(settings.database_path))
+        reader = create_reader(settings.database_path)
+        store = Store(engine, reader, retention_s=settings.retention_s)
+        blobs = BlobStore(settings.blobs_dir)
+        files = FileStore(engine, reader)
+        retention = Retention(
+            settings.retention_s, settings.retention_sweep_interval_s, store, files, blobs
+        )
         sessions = SessionRegistry()
         hub = ChangeHub()
         scheduler = Scheduler(settings, store, sessions, hub)
@@ -55,15 +64,17 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         tokens = TokenBook(create_reader(settings.database_path, connections=1))
         await tokens.refresh()
         app.state.compound = CoordinatorState(
-            settings, store, sessions, hub, scheduler, followers, tokens
+            settings, store, sessions, hub, scheduler, followers, tokens, blobs, files, retention
         )
         await scheduler.start()
+        retention.start()
         refresher = asyncio.create_task(_refresh_tokens(tokens, sockets), name="tokens")
         try:
             yield
         finally:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
+            await retention.stop()
             await tokens.close()
             await scheduler.stop()
             await store.close()
@@ -78,7 +89,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     app.add_middleware(
         CORSMiddleware,
         allow_origins=sorted(settings.allowed_origins),
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "PUT"],
         allow_headers=["Authorization", "Content-Type"],
     )
     # Every WebSocket, whichever endpoint serves it, is known to the shutdown (and, by its
@@ -96,6 +107,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(seed.router)
     app.include_router(api.router)
+    app.include_router(files_api.router)
     web = web_directory()
     if web.is_dir():
         app.mount("/", StaticFiles(directory=web, html=True), name="web")

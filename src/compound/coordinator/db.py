@@ -51,6 +51,31 @@ jobs = Table(
     Column("owner", String(128)),
     # JSON list of PEP 508 requirements (compound.protocol.requirements), [] for none.
     Column("requirements", Text, nullable=False, default="[]"),
+    # Its input files: one tar in the blob store (see blobs.py), or none.
+    Column("inputs_sha256", String(64), index=True),
+    Column("inputs_size", Integer),
+    # When retention removed its logs, inputs and artifacts (the row stays).
+    Column("files_removed_at", Float),
+)
+
+# Who uploaded which input tar: a submitter may name only inputs it uploaded itself.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("owner", String(128), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("uploaded_at", Float, nullable=False),
+)
+
+# A job's output files; their bytes are blobs, shared by content hash.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id"), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
 )
 
 # The one record of who may report on a running job. A job is RUNNING exactly while it
@@ -162,6 +187,9 @@ _ADDED_COLUMNS = {
         "log_bytes": "INTEGER NOT NULL DEFAULT 0",
         "owner": "VARCHAR(128)",
         "requirements": "TEXT NOT NULL DEFAULT '[]'",
+        "inputs_sha256": "VARCHAR(64)",
+        "inputs_size": "INTEGER",
+        "files_removed_at": "FLOAT",
     },
     "log_records": {"size": "INTEGER NOT NULL DEFAULT 0"},
     "contributors": {"token_name": "VARCHAR(128)"},

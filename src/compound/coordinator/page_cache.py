@@ -39,3 +39,8 @@ class PageCache:
         while self._bytes > self._max_bytes:
             _, (_, dropped) = self._pages.popitem(last=False)
             self._bytes -= dropped
+
+    def clear(self) -> None:
+        """Forget every page (stored logs were removed)."""
+        self._pages.clear()
+        self._bytes = 0

@@ -285,4 +285,5 @@ def _job_message(job: JobRow, lease: Lease) -> Job:
         timeout_s=job.timeout_s,
         requirements=job.requirements,
         first_seq=lease.first_seq,
+        inputs=job.inputs,
     )

@@ -45,7 +45,22 @@ class CoordinatorSettings:
     # A None key means the key is in the certificate file.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Input files of one job (one tar, stored once by content hash); larger uploads get 413.
+    max_input_bytes: int = 100 * MiB
+    # Output files a contributor may return for one job: total bytes, count, path length.
+    max_artifact_bytes: int = 100 * MiB
+    max_artifact_files: int = 10_000
+    max_artifact_path_chars: int = 1024
+    # A finished job's logs, inputs and artifacts are removed this long after it ended
+    # (a float: tests use a fraction of a second); the job row itself stays.
+    retention_s: float = 30 * 24 * 3600.0
+    # How often the retention sweep looks for expired jobs.
+    retention_sweep_interval_s: float = 3600.0
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "compound.sqlite3"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"

@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from compound.coordinator.blobs import BlobStore
+from compound.coordinator.file_store import FileStore
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
+from compound.coordinator.retention import Retention
 from compound.coordinator.scheduler import Scheduler
 from compound.coordinator.sessions import SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
@@ -24,6 +27,9 @@ class CoordinatorState:
     scheduler: Scheduler
     followers: FollowerLimits
     tokens: TokenBook
+    blobs: BlobStore
+    files: FileStore
+    retention: Retention
 
 
 def get_state(connection: HTTPConnection) -> CoordinatorState:

@@ -27,6 +27,7 @@ from compound.coordinator.page_cache import PageCache
 from compound.coordinator.reports import Violation, check_batch, check_ending
 from compound.protocol import (
     IllegalTransition,
+    InputsRef,
     JobStatus,
     JobView,
     LogRecord,
@@ -43,6 +44,7 @@ class NewJob:
     timeout_s: float | None = None
     name: str | None = None
     requirements: list[str] = field(default_factory=list)
+    inputs: InputsRef | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class JobRow:
     log_bytes: int
     owner: str | None
     requirements: list[str]
+    inputs_sha256: str | None = None
+    inputs_size: int | None = None
+    files_removed_at: float | None = None
 
     # Why the stored row cannot be run (unparsable args or env), if it cannot.
     damaged: str | None = None
@@ -85,7 +90,18 @@ class JobRow:
             values["damaged"] = "the stored job cannot be read (its arguments or environment)"
         return cls(**values)
 
-    def view(self, queue_position: int | None = None) -> JobView:
+    @property
+    def inputs(self) -> InputsRef | None:
+        if self.inputs_sha256 is None or self.inputs_size is None:
+            return None
+        return InputsRef(sha256=self.inputs_sha256, size=self.inputs_size)
+
+    def files_expire_at(self, retention_s: float | None) -> float | None:
+        if retention_s is None or self.finished_at is None or self.files_removed_at is not None:
+            return None
+        return self.finished_at + retention_s
+
+    def view(self, queue_position: int | None = None, retention_s: float | None = None) -> JobView:
         return JobView(
             id=self.id,
             status=self.status,
@@ -101,6 +117,9 @@ class JobRow:
             timeout_s=self.timeout_s,
             name=self.name,
             requirements=self.requirements,
+            inputs=self.inputs,
+            files_expire_at=self.files_expire_at(retention_s),
+            files_removed_at=self.files_removed_at,
         )
 
 
@@ -113,8 +132,15 @@ _INSERT_RECORD = (
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        reader: AsyncEngine | None = None,
+        retention_s: float | None = None,
+    ) -> None:
         self._engine = engine
+        # Shown in job views: when a finished job's files go.
+        self._retention_s = retention_s
         # Reads that need no transaction of their own go to the reader pool.
         self._reader = reader or engine
         self._tails = LogTails()
@@ -147,6 +173,8 @@ class Store:
                     log_bytes=0,
                     owner=owner,
                     requirements=json.dumps(new.requirements),
+                    inputs_sha256=new.inputs.sha256 if new.inputs else None,
+                    inputs_size=new.inputs.size if new.inputs else None,
                 )
             )
             await self._record_event(conn, job_id, JobStatus.QUEUED, "submitted", now)
@@ -159,7 +187,8 @@ class Store:
         return JobRow.from_mapping(row) if row else None
 
     async def view_job(self, job: JobRow) -> JobView:
-        return job.view(await self.queue_position(job) if job.status is JobStatus.QUEUED else None)
+        position = await self.queue_position(job) if job.status is JobStatus.QUEUED else None
+        return job.view(position, self._retention_s)
 
     async def queue_position(self, job: JobRow) -> int:
         async with self._reader.connect() as conn:
@@ -185,7 +214,7 @@ class Store:
                 .order_by(db.jobs.c.number)
             )
             positions = {job_id: index + 1 for index, job_id in enumerate(queued.scalars())}
-        return [row.view(positions.get(row.id)) for row in rows]
+        return [row.view(positions.get(row.id), self._retention_s) for row in rows]
 
     async def jobs_with_status(self, status: JobStatus) -> list[JobRow]:
         async with self._reader.connect() as conn:
@@ -415,6 +444,12 @@ class Store:
         )
 
     # ------------------------------------------------------------------ logs
+
+    def forget_logs(self, job_ids: Sequence[str]) -> None:
+        """Drop what is cached of these jobs' logs: retention removed them."""
+        for job_id in job_ids:
+            self._tails.forget(job_id)
+        self._pages.clear()
 
     async def stored_last_seq(self, job_id: str) -> int:
         async with self._reader.connect() as conn:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.store import NewJob
+from compound.protocol import InputsRef
 from compound.protocol.requirements import (
     MAX_REQUIREMENTS,
     RequirementsError,
@@ -40,6 +41,8 @@ class JobSubmission(BaseModel):
     # Besides the script's own PEP 723 block, which the coordinator reads itself.
     # Bounded here too so a huge list is refused before anything looks at its items.
     requirements: list[str] = Field(default_factory=list, max_length=MAX_REQUIREMENTS)
+    # Input files uploaded before with PUT /api/v1/inputs.
+    inputs: InputsRef | None = None
 
 
 async def read_submission(request: Request, settings: CoordinatorSettings) -> NewJob:
@@ -55,6 +58,7 @@ async def read_submission(request: Request, settings: CoordinatorSettings) -> Ne
         env=submission.env,
         timeout_s=submission.timeout_s,
         name=submission.name,
+        inputs=submission.inputs,
     )
 
 

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # Far above any coordinator's script limit (JSON escaping can grow a 1 MiB script ~6x).
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# Input files go up as one tar: the coordinator applies its own (lower) cap and answers 413.
+MAX_INPUTS_BODY_BYTES = 4 * 1024 * 1024 * 1024
+_INPUTS_PATH = "/api/v1/inputs"
 # Messages a WebSocket side may have waiting while the other side is slow.
 MAX_QUEUED_MESSAGES = 16
 CONNECT_TIMEOUT_S = 10.0
@@ -54,14 +57,24 @@ READ_TIMEOUT_S = 60.0
 CLOSE_BAD_GATEWAY = 1014
 _UNSENDABLE_CLOSE_CODES = {1005, 1006, 1015}
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-_REQUEST_HEADERS = ("accept", "authorization", "content-length", "content-type")
+_REQUEST_HEADERS = (
+    "accept",
+    "authorization",
+    "content-length",
+    "content-type",
+    "x-compound-sha256",
+)
 _RESPONSE_HEADERS = (
     "cache-control",
+    "content-disposition",
     "content-encoding",
     "content-length",
+    "content-security-policy",
     "content-type",
     "retry-after",
     "www-authenticate",
+    "x-compound-sha256",
+    "x-content-type-options",
 )
 
 
@@ -120,11 +133,16 @@ class _BodyTooBig(Exception):
     pass
 
 
+def _body_limit(request: Request) -> int:
+    return MAX_INPUTS_BODY_BYTES if request.url.path == _INPUTS_PATH else MAX_BODY_BYTES
+
+
 async def _bounded(request: Request) -> AsyncIterator[bytes]:
     size = 0
+    limit = _body_limit(request)
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             raise _BodyTooBig
         yield chunk
 
@@ -142,7 +160,7 @@ async def forward_http(request: Request) -> Response:
     proxy = _proxy(request)
     settings = proxy.store.load()
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isdigit() and int(declared) > _body_limit(request):
         return _too_big()
     has_body = request.method not in ("GET", "HEAD")
     query = request.url.query

@@ -72,6 +72,21 @@ class LogRecord(_Message):
     data: str = Field(max_length=MAX_RECORD_CHARS)
 
 
+class InputsRef(_Message):
+    """A job's input files: one tar stored by the coordinator under its SHA-256."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0, le=MAX_INT64)
+
+
+class Artifact(_Message):
+    """One output file of a job, as the coordinator stored it."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    size: int = Field(ge=0, le=MAX_INT64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class RunningJob(_Message):
     job_id: str = Field(min_length=1, max_length=_ID)
     lease_id: str = Field(min_length=1, max_length=_ID)
@@ -149,6 +164,8 @@ class Job(_Message):
     requirements: list[Requirement] = Field(default_factory=list, max_length=MAX_REQUIREMENTS)
     # The agent numbers this job's records from here (continues after a requeue).
     first_seq: int = 0
+    # Input files to fetch (GET /api/v1/inputs/{sha256}) before the job starts.
+    inputs: InputsRef | None = None
 
 
 class Ack(_Message):
@@ -201,6 +218,11 @@ class JobView(_Message):
     timeout_s: float | None = None
     name: str | None = None
     requirements: list[str] = Field(default_factory=list)
+    inputs: InputsRef | None = None
+    # When the coordinator removes this finished job's logs, inputs and artifacts, and
+    # when it did (the job itself stays listed).
+    files_expire_at: float | None = None
+    files_removed_at: float | None = None
 
 
 class FollowRecords(_Message):

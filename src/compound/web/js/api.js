@@ -320,7 +320,8 @@ async function detailOf(resp) {
   }
 }
 
-async function request(method, path, body) {
+/** One API call; `raw` returns the answer's bytes as a Blob instead of parsed JSON. */
+async function request(method, path, body, { raw = false } = {}) {
   for (;;) {
     const ep = await endpoint();
     const generation = auth.generation;
@@ -340,6 +341,7 @@ async function request(method, path, body) {
       if (await awaitToken(generation)) continue;
       throw new ApiError(NEEDS_TOKEN, 401);
     }
+    if (raw && resp.ok) return resp.blob();
     let data = null;
     try { data = await resp.json(); } catch { data = null; }
     if (!resp.ok) {
@@ -391,6 +393,20 @@ export function getLogs(id, after = -1, limit = 5000) {
 
 export function cancelJob(id) {
   return request("POST", `/api/v1/jobs/${encodeURIComponent(id)}/cancel`);
+}
+
+/** GET /api/v1/jobs/{id}/artifacts → [{path, size, sha256}], the job's output files. */
+export async function listArtifacts(id) {
+  return (await request("GET", `/api/v1/jobs/${encodeURIComponent(id)}/artifacts`)).artifacts;
+}
+
+/**
+ * One output file's bytes as a Blob. Fetched with the token in a header, never in a URL:
+ * the page then saves the Blob through an object URL of its own.
+ */
+export function downloadArtifact(id, path) {
+  const encoded = path.split("/").map(encodeURIComponent).join("/");
+  return request("GET", `/api/v1/jobs/${encodeURIComponent(id)}/artifacts/${encoded}`, undefined, { raw: true });
 }
 
 /**

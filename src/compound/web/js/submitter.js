@@ -7,6 +7,7 @@ import {
   cancelJob, coordinatorBase, followJob, getLogs, isTerminal, JobStatus, pageUrl, statusLabel,
   submitJob,
 } from "./api.js";
+import { showArtifacts } from "./artifacts.js";
 import { escapeHtml, formatBytes, formatDuration, jobDuration } from "./format.js";
 import { LogPanel } from "./logpanel.js";
 
@@ -125,6 +126,7 @@ function follow(job) {
       panel.finish();
       state.follow = null;
       setJob(final);
+      showArtifacts(final, { section: $("artifacts"), list: $("artifacts-list"), note: $("artifacts-note") });
     },
     onConnection(connection) {
       // How often the follow stream was lost and picked up again (shown to tests as data-*).
@@ -193,6 +195,7 @@ async function submit(event) {
     return;
   }
   state.submitting = true;
+  $("artifacts").hidden = true;
   updateControls();
   try {
     const job = await submitJob(script, {

@@ -1,0 +1,70 @@
+"""Retention: a finished job's logs, inputs and artifacts go ``retention_s`` after it ended.
+
+The job's row stays (its status, exit code and ``files_removed_at``); a blob is removed only
+once nothing kept refers to it, since jobs share blobs by content. ``sweep()`` does one pass
+and can be called directly; the loop runs it every ``retention_sweep_interval_s``, and
+``swept`` is set after each pass so a caller can wait on it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from compound.coordinator.blobs import BlobStore
+from compound.coordinator.file_store import FileStore
+from compound.coordinator.store import Store
+
+log = logging.getLogger("compound.coordinator")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    jobs: int
+    blobs_removed: int
+
+
+@dataclass(eq=False)
+class Retention:
+    retention_s: float
+    interval_s: float
+    store: Store
+    files: FileStore
+    blobs: BlobStore
+    swept: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sweep_forever(), name="retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(self.interval_s)
+
+    async def sweep(self) -> SweepResult:
+        """Remove what has expired by now."""
+        job_ids, candidates = await self.files.expire(time.time() - self.retention_s)
+        self.store.forget_logs(job_ids)
+        removed = 0
+        async with self.blobs.lock:
+            for sha256 in sorted(candidates):
+                if not await self.files.in_use(sha256):
+                    self.blobs.remove(sha256)
+                    removed += 1
+        if job_ids or removed:
+            log.info(
+                "retention: removed the files of %d job(s) and %d blob(s)", len(job_ids), removed
+            )
+        self.swept.set()
+        return SweepResult(len(job_ids), removed)
