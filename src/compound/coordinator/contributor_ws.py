@@ -143,6 +143,7 @@ async def _open_session(
     replaced = state.sessions.add(session)
     if replaced is not None:
         replaced.close(1000, "replaced by a new connection")
+    state.scheduler.joined(session)
     if not legacy:
         acked = {job_id: await state.store.stored_last_seq(job_id) for job_id in kept}
         session.send(
@@ -179,12 +180,7 @@ async def _handle(
     if session.legacy:
         message = await _from_seed(state, session, message)
     if isinstance(message, Heartbeat):
-        await state.store.contributors.seen(
-            session.contributor_id,
-            cpu_percent=message.cpu_percent,
-            ram_free_bytes=message.ram_free_bytes,
-            ram_total_bytes=message.ram_total_bytes,
-        )
+        state.scheduler.heartbeat(session, message)
     elif isinstance(message, Log):
         await _handle_log(state, session, message)
     elif isinstance(message, Done):

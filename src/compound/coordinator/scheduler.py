@@ -18,6 +18,7 @@ import uuid
 
 from compound.coordinator.hub import ChangeHub
 from compound.coordinator.leases import Lease, LeaseBook
+from compound.coordinator.presence import PresenceBook
 from compound.coordinator.reports import Violation
 from compound.coordinator.sessions import ContributorSession, SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
@@ -27,6 +28,7 @@ from compound.protocol import (
     Abandon,
     Cancel,
     ContributorState,
+    Heartbeat,
     Job,
     JobStatus,
     RunningJob,
@@ -50,6 +52,10 @@ class Scheduler:
         self._sessions = sessions
         self._hub = hub
         self.leases = LeaseBook()
+        self.presence = PresenceBook()
+        # Connected contributors holding no lease, the one idle longest first: dispatch takes
+        # from the front instead of scanning every session (10,000 of them at scale).
+        self._idle: dict[str, ContributorSession] = {}
         self._dispatch_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         # Jobs by status as of the last sweep (at most sweep_interval_s old): /healthz
@@ -75,26 +81,44 @@ class Scheduler:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self._write_back()
+
+    async def _write_back(self) -> None:
+        """Lease expiries and heartbeats kept in memory since the last call, in two statements."""
         await self._store.renew(self.leases.take_renewed())
+        await self._store.contributors.seen(self.presence.take())
 
     def _expiry(self) -> float:
         return time.time() + self._settings.lease_timeout_s
 
     # ------------------------------------------------------------------ dispatch
 
-    def idle_sessions(self) -> list[ContributorSession]:
-        """Idle contributors, the one connected longest first (spreads work fairly)."""
-        idle = [
-            s
-            for s in self._sessions.all()
-            if not s.closed and not self.leases.holds_any(s.contributor_id)
-        ]
-        return sorted(idle, key=lambda s: s.connected_at)
+    def joined(self, session: ContributorSession) -> None:
+        """A registered session may take work (unless it resumed jobs it still holds)."""
+        self._mark_idle_if_free(session)
+
+    def _mark_idle_if_free(self, session: ContributorSession | None) -> None:
+        if session is None or session.closed or self.leases.holds_any(session.contributor_id):
+            return
+        self._idle.pop(session.contributor_id, None)
+        self._idle[session.contributor_id] = session  # to the back: idle longest goes first
+
+    def _next_idle(self) -> ContributorSession | None:
+        """The contributor idle longest; stale entries (closed, busy) are dropped on the way."""
+        while self._idle:
+            contributor_id, session = next(iter(self._idle.items()))
+            if not session.closed and not self.leases.holds_any(contributor_id):
+                return session
+            del self._idle[contributor_id]
+        return None
+
+    def idle_count(self) -> int:
+        return len(self._idle)
 
     async def dispatch(self) -> None:
         """Give queued jobs, oldest first, to idle contributors until one side runs out."""
         async with self._dispatch_lock:
-            for session in self.idle_sessions():
+            while (session := self._next_idle()) is not None:
                 if not await self._dispatch_one(session):
                     break
 
@@ -105,6 +129,7 @@ class Scheduler:
             return False
         job, lease = claimed
         self.leases.add(lease)
+        self._idle.pop(session.contributor_id, None)
         self._hub.notify_all()
         try:
             message = _job_message(job, lease)
@@ -114,7 +139,7 @@ class Scheduler:
             return True
         if not session.send(message):
             # It never reached the contributor: back to the queue, not counted as an attempt.
-            self.leases.remove(job.id)
+            self._release(job.id)
             await self._store.requeue(job.id, "contributor unreachable", count_attempt=False)
             return True
         log.info("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
@@ -127,6 +152,17 @@ class Scheduler:
 
     def renew(self, session: ContributorSession) -> None:
         self.leases.renew(session.contributor_id, self._expiry())
+
+    def heartbeat(self, session: ContributorSession, message: Heartbeat) -> None:
+        """Kept in memory; the sweep writes the latest of each contributor back in a batch."""
+        self.presence.heartbeat(session.contributor_id, message)
+
+    def _release(self, job_id: str) -> Lease | None:
+        """Drop ``job_id``'s lease; its holder, if still connected and free, is idle again."""
+        lease = self.leases.remove(job_id)
+        if lease is not None:
+            self._mark_idle_if_free(self._sessions.get(lease.holder))
+        return lease
 
     def reattach(
         self, session: ContributorSession, running: list[RunningJob]
@@ -174,7 +210,7 @@ class Scheduler:
         if job is None:
             log.info("ignored ending %s of job %s: lease not current", status, lease.job_id)
             return None
-        self.leases.remove(lease.job_id)
+        self._release(lease.job_id)
         self._hub.notify(lease.job_id)
         await self.dispatch()
         return job
@@ -190,7 +226,7 @@ class Scheduler:
         session = self._sessions.get(lease.holder if lease else None)
         if session is not None and session.send(Cancel(job_id=job.id)):
             return job
-        self.leases.remove(job.id)
+        self._release(job.id)
         cancelled = await self._store.cancel(
             job.id, "cancelled", error="cancelled while its contributor was away"
         )
@@ -201,6 +237,7 @@ class Scheduler:
     async def contributor_gone(self, session: ContributorSession) -> None:
         """The socket closed. Its jobs keep their leases: the agent may come back in time."""
         if self._sessions.remove(session):
+            self._idle.pop(session.contributor_id, None)
             await self._store.contributors.set_state(
                 session.contributor_id, ContributorState.OFFLINE
             )
@@ -210,7 +247,7 @@ class Scheduler:
         await self._lease_lost(lease, "its contributor sent an invalid report")
 
     async def _fail(self, job_id: str, error: str) -> None:
-        self.leases.remove(job_id)
+        self._release(job_id)
         await self._store.fail(job_id, error, error=error, note=f"[compound] {error}")
         self._hub.notify_all()
 
@@ -233,13 +270,13 @@ class Scheduler:
                 session.close(CLOSE_GOING_AWAY, "silent for too long")
         for lease in self.leases.expired():
             await self._lease_lost(lease, "lease expired")
-        await self._store.renew(self.leases.take_renewed())
+        await self._write_back()
         self.job_counts = await self._store.count_by_status()
 
     async def _lease_lost(self, lease: Lease, why: str) -> None:
         if self.leases.get(lease.job_id) is not lease:
             return  # already handled
-        self.leases.remove(lease.job_id)
+        self._release(lease.job_id)
         holder = self._sessions.get(lease.holder)
         if holder is not None:
             holder.send(Abandon(job_id=lease.job_id, reason=why))
