@@ -66,6 +66,8 @@ async def contributor_endpoint(websocket: WebSocket, state: CoordinatorState) ->
             await asyncio.wait_for(receive_text_or_bytes(websocket), FIRST_MESSAGE_TIMEOUT_S)
         )
         session = await _open_session(websocket, state, first, principal)
+        # Silence is counted from when we start reading it, not from before the hello's writes.
+        session.last_seen = time.monotonic()
         if not isinstance(first, Hello):
             await _handle(state, session, first)
         while not session.closed:
@@ -161,7 +163,7 @@ async def _open_session(
         session.contributor_id,
         f", resuming {sorted(kept)}" if kept else "",
     )
-    await state.scheduler.dispatch()
+    await state.scheduler.offer_idle()
     return session
 
 
