@@ -162,7 +162,7 @@ def main() -> None:
     parts: list[tuple[str, int, Callable[[], list[Figure]]]] = [
         ("(a)-(d) end to end", 240, lambda: end_to_end.main(options.repeat, options.heavy_repeat)),
         ("(e)-(f) dispatch and presence", 240, scale.main),
-        ("(g) fan-out", 90, fanout.main),
+        ("(g) fan-out", 180, fanout.main),
     ]
     deps = deps_part()
     if deps is not None:
