@@ -40,6 +40,7 @@ from figures import Figure, markdown_table, text_table
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "RESULTS.md"
+README = BENCH.parent / "README.md"
 ANALYSIS = BENCH / "ANALYSIS.md"
 BEGIN_TABLE = "<!-- bench table begin -->"
 END_TABLE = "<!-- bench table end -->"
@@ -151,6 +152,28 @@ def write_results(
     RESULTS.write_text(text.rstrip() + "\n")
 
 
+def update_readme(figures: list[Figure], facts: dict[str, str]) -> None:
+    """Put the table between the README's markers, saying where and when it was measured."""
+    if not README.exists():
+        return
+    text = README.read_text()
+    if BEGIN_TABLE not in text or END_TABLE not in text:
+        return
+    head, rest = text.split(BEGIN_TABLE, 1)
+    _, tail = rest.split(END_TABLE, 1)
+    load_1min = float(facts["load average at start"].split()[0])
+    busy = load_1min > 0.5 * (os.cpu_count() or 1)
+    where = (
+        f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d} on {facts['cores']} cores "
+        f"({facts['cpu']}), load average {facts['load average at start']} at the start"
+        f"{' (a busy machine: other work was running)' if busy else ''}; details in "
+        "bench/RESULTS.md."
+    )
+    README.write_text(
+        f"{head}{BEGIN_TABLE}\n{where}\n\n{markdown_table(figures)}\n{END_TABLE}{tail}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10, help="runs of each trivial-job figure")
@@ -182,7 +205,8 @@ def main() -> None:
     for line in outcomes:
         print(f"bench: {line}")
     write_results(figures, outcomes, facts, "bash scripts/bench")
-    print(f"bench: wrote {RESULTS}")
+    update_readme(figures, facts)
+    print(f"bench: wrote {RESULTS} and the table in {README.name}")
 
 
 def _profiles() -> list[Figure]:
