@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from figures import (
     Figure,
+    Target,
     from_samples,
     ratio_at_least,
     ratio_at_most,
@@ -99,6 +100,24 @@ def interleaved(repeat: int, *runs: Callable[[], Timed]) -> list[list[Timed]]:
     return results
 
 
+def trivial_figures(
+    part: str,
+    how: str,
+    ours: list[Timed],
+    docker: list[Timed],
+    end_target: Target,
+    first_target: Target | None,
+) -> list[Figure]:
+    """End to end and to the first line, each against the same measure of ``docker run``."""
+    return [
+        from_samples(part, f"trivial job, {how}, end to end", "s",
+                     [t.total_s for t in ours], [t.total_s for t in docker], end_target),
+        from_samples(part, f"trivial job, {how}, first line", "s",
+                     [t.first_line_s for t in ours], [t.first_line_s for t in docker],
+                     first_target),
+    ]  # fmt: skip
+
+
 def part_a(root: Path, coordinator: Coordinator, repeat: int) -> list[Figure]:
     script = write_script(root, "trivial", TRIVIAL)
     ours, docker = interleaved(
@@ -106,14 +125,9 @@ def part_a(root: Path, coordinator: Coordinator, repeat: int) -> list[Figure]:
         lambda: run_timed(compound_submit(script, coordinator.url)),
         lambda: run_timed(docker_run(script)),
     )
-    return [
-        from_samples("a", "trivial job, compound submit, end to end", "s",
-                     [t.total_s for t in ours], [t.total_s for t in docker],
-                     ratio_at_most(0.5)),
-        from_samples("a", "trivial job, compound submit, first line", "s",
-                     [t.first_line_s for t in ours], [t.first_line_s for t in docker],
-                     ratio_at_most(0.4)),
-    ]  # fmt: skip
+    return trivial_figures(
+        "a", "compound submit", ours, docker, ratio_at_most(0.5), ratio_at_most(0.4)
+    )
 
 
 async def api_run(coordinator: Coordinator, script: str) -> Timed:
@@ -139,13 +153,7 @@ def part_b(root: Path, coordinator: Coordinator, repeat: int) -> list[Figure]:
         lambda: asyncio.run(api_run(coordinator, TRIVIAL)),
         lambda: run_timed(docker_run(script)),
     )
-    return [
-        from_samples("b", "trivial job, HTTP API + follow socket, end to end", "s",
-                     [t.total_s for t in ours], [t.total_s for t in docker],
-                     ratio_at_most(0.25)),
-        from_samples("b", "trivial job, HTTP API + follow socket, first line", "s",
-                     [t.first_line_s for t in ours], [t.first_line_s for t in docker]),
-    ]  # fmt: skip
+    return trivial_figures("b", "HTTP API + follow socket", ours, docker, ratio_at_most(0.25), None)
 
 
 def part_c(root: Path, coordinator: Coordinator, repeat: int) -> list[Figure]:

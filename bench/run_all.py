@@ -184,7 +184,9 @@ def main() -> None:
     facts = machine()
     parts: list[tuple[str, int, Callable[[], list[Figure]]]] = [
         ("(a)-(d) end to end", 240, lambda: end_to_end.main(options.repeat, options.heavy_repeat)),
-        ("(e)-(f) dispatch and presence", 240, scale.main),
+        ("(e) dispatch", 90, scale.dispatch_main),
+        ("(f) 1,000 contributors", 120, lambda: scale.presence_main(1000)),
+        ("(f) 10,000 contributors", 300, lambda: scale.presence_main(10_000)),
         ("(g) fan-out", 180, fanout.main),
     ]
     deps = deps_part()

@@ -118,9 +118,6 @@ class Scheduler:
             del self._idle[contributor_id]
         return None
 
-    def idle_count(self) -> int:
-        return len(self._idle)
-
     async def dispatch(self) -> None:
         """A job may have been queued: give queued jobs, oldest first, to idle contributors
         until one side runs out."""
