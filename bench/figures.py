@@ -93,8 +93,12 @@ def median_at_most(limit: float, unit: str) -> Target:
     return Target(f"<= {limit:,g} {unit}", lambda f: f.median <= limit)
 
 
-def p95_at_most(limit: float, unit: str, label: str = "p95") -> Target:
-    return Target(f"{label} <= {limit:,g} {unit}", lambda f: f.p95 is not None and f.p95 <= limit)
+def p99_at_most(samples: Sequence[float], limit: float, unit: str) -> Target:
+    """A p99 bound: the table shows p95, so the p99 is taken from the samples here."""
+    p99 = percentile(samples, 0.99)
+    return Target(
+        f"p99 <= {limit:,g} {unit} (p99 {p99:.1f})", lambda _: bool(samples) and p99 <= limit
+    )
 
 
 def _number(value: float | None) -> str:
