@@ -81,10 +81,22 @@ def deps_part() -> Callable[[], list[Figure]] | None:
     module = importlib.import_module("deps_start")
 
     def work() -> list[Figure]:
-        result = module.main()
-        return [f for f in result if isinstance(f, Figure)] if isinstance(result, list) else []
+        return as_figures(module.main())
 
     return work
+
+
+def as_figures(result: Any) -> list[Figure]:
+    """Figures from another part's ``main()``: a list of Figure, or a name -> number mapping."""
+    if isinstance(result, list):
+        return [f for f in result if isinstance(f, Figure)]
+    if isinstance(result, dict):
+        return [
+            Figure("deps", str(name), "", float(value))
+            for name, value in result.items()
+            if isinstance(value, int | float)
+        ]
+    return []
 
 
 def _command_output(command: list[str]) -> str:
