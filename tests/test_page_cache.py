@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from compound.coordinator.db import create_engine, create_reader, create_schema
 from compound.coordinator.log_tail import LogPage
 from compound.coordinator.page_cache import PageCache
+from compound.coordinator.store import Store
 from compound.protocol import LogRecord
 
 
@@ -31,3 +38,36 @@ def test_least_recently_used_pages_go_first() -> None:
     assert cache.get(("a", -1, 1, 1)) is not None and cache.get(("c", -1, 1, 1)) is not None
     cache.put(("huge", -1, 1, 1), page(0), size=11)
     assert cache.get(("huge", -1, 1, 1)) is None
+
+
+async def _store_with_log(path: Path, records: int) -> Store:
+    engine = create_engine(path)
+    await create_schema(engine)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA foreign_keys=OFF")  # log rows without a job row: reads only
+        conn.executemany(
+            "INSERT INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)",
+            [("j", seq, "stdout", 2, f"{seq % 10}\n") for seq in range(records)],
+        )
+        conn.commit()
+    return Store(engine, create_reader(path))
+
+
+def test_followers_asking_together_share_one_read(tmp_path: Path) -> None:
+    """Ten reads of the same page at once get one page object (one database read), and a
+    reader that leaves mid-read does not take the others' page with it."""
+
+    async def scenario() -> None:
+        store = await _store_with_log(tmp_path / "db.sqlite3", 5000)
+        try:
+            leaving = asyncio.ensure_future(store.read_logs("j", -1, 2000, 64 * 1024))
+            others = [store.read_logs("j", -1, 2000, 64 * 1024) for _ in range(9)]
+            await asyncio.sleep(0)  # every reader has asked before the read completes
+            leaving.cancel()
+            pages = await asyncio.gather(*others)
+            assert all(page is pages[0] for page in pages)
+            assert [r.seq for r in pages[0].records] == list(range(2000)) and pages[0].more
+        finally:
+            await store.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from compound.coordinator import db
+from compound.coordinator.presence import Seen
 from compound.protocol import ContributorState, Hello
 
 
@@ -64,12 +64,21 @@ class ContributorStore:
                 select(db.contributors.c.token_name).where(db.contributors.c.id == node_id)
             )
 
-    async def seen(self, contributor_id: str, **values: Any) -> None:
+    async def seen(self, batch: dict[str, Seen]) -> None:
+        """Write back heartbeats kept in memory (one statement for all of them)."""
+        if not batch:
+            return
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(db.contributors)
-                .where(db.contributors.c.id == contributor_id)
-                .values(last_seen=time.time(), **values)
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.executemany(
+                "UPDATE contributors SET last_seen = ?, cpu_percent = ?, ram_free_bytes = ?,"
+                " ram_total_bytes = ? WHERE id = ?",
+                [
+                    (s.last_seen, s.cpu_percent, s.ram_free_bytes, s.ram_total_bytes, node_id)
+                    for node_id, s in batch.items()
+                ],
             )
 
     async def set_state(self, contributor_id: str, state: ContributorState) -> None:

@@ -66,6 +66,8 @@ async def contributor_endpoint(websocket: WebSocket, state: CoordinatorState) ->
             await asyncio.wait_for(receive_text_or_bytes(websocket), FIRST_MESSAGE_TIMEOUT_S)
         )
         session = await _open_session(websocket, state, first, principal)
+        # Silence is counted from when we start reading it, not from before the hello's writes.
+        session.last_seen = time.monotonic()
         if not isinstance(first, Hello):
             await _handle(state, session, first)
         while not session.closed:
@@ -145,6 +147,7 @@ async def _open_session(
     replaced = state.sessions.add(session)
     if replaced is not None:
         replaced.close(1000, "replaced by a new connection")
+    state.scheduler.joined(session)
     if not legacy:
         acked = {job_id: await state.store.stored_last_seq(job_id) for job_id in kept}
         session.send(
@@ -162,7 +165,7 @@ async def _open_session(
         session.contributor_id,
         f", resuming {sorted(kept)}" if kept else "",
     )
-    await state.scheduler.dispatch()
+    await state.scheduler.offer_idle()
     return session
 
 
@@ -181,12 +184,7 @@ async def _handle(
     if session.legacy:
         message = await _from_seed(state, session, message)
     if isinstance(message, Heartbeat):
-        await state.store.contributors.seen(
-            session.contributor_id,
-            cpu_percent=message.cpu_percent,
-            ram_free_bytes=message.ram_free_bytes,
-            ram_total_bytes=message.ram_total_bytes,
-        )
+        state.scheduler.heartbeat(session, message)
     elif isinstance(message, Log):
         await _handle_log(state, session, message)
     elif isinstance(message, Done):

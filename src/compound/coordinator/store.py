@@ -8,6 +8,7 @@ the job's lease, all in one transaction: a job is RUNNING exactly while it has a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from compound.coordinator import db
 from compound.coordinator.contributor_store import ContributorStore
 from compound.coordinator.leases import Lease
 from compound.coordinator.log_tail import LogPage, LogTails, record_size
-from compound.coordinator.page_cache import PageCache
+from compound.coordinator.page_cache import PageCache, PageKey
 from compound.coordinator.reports import Violation, check_batch, check_ending
 from compound.protocol import (
     IllegalTransition,
@@ -145,6 +146,9 @@ class Store:
         self._reader = reader or engine
         self._tails = LogTails()
         self._pages = PageCache()
+        # Page reads in flight: followers that start together ask for the same pages at the
+        # same moment, before any is cached; they share one read instead of each doing it.
+        self._reading: dict[PageKey, asyncio.Task[LogPage]] = {}
         self.contributors = ContributorStore(engine, self._reader)
 
     async def close(self) -> None:
@@ -558,6 +562,16 @@ class Store:
         shared = self._pages.get(key)
         if shared is not None:
             return shared
+        reading = self._reading.get(key)
+        if reading is None:
+            # A task of its own: a follower that leaves mid-read does not cancel the others'.
+            reading = asyncio.ensure_future(self._read_page(job_id, after, limit, max_bytes))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(reading)
+
+    async def _read_page(self, job_id: str, after: int, limit: int, max_bytes: int) -> LogPage:
+        key = (job_id, after, limit, max_bytes)
         async with self._reader.connect() as conn:
             # Sizes first (cheap: no overflow pages read), then the data that fits.
             sizes = await conn.execute(

@@ -1,0 +1,259 @@
+"""(a)-(d): trivial and heavy jobs through Compound against `docker run`, in one run.
+
+A real coordinator and one real agent on loopback (the Docker runtime given, runc by
+default). Every Compound figure has a baseline measured in the same run, interleaved with
+it so a noisy moment hurts both alike: the same script run with
+``docker run --rm --network none IMAGE python3 /job.py``, its output read through a pipe.
+
+    PYTHONPATH=src .venv/bin/python bench/end_to_end.py [--repeat 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import (
+    Figure,
+    Target,
+    from_samples,
+    ratio_at_least,
+    ratio_at_most,
+    text_table,
+)
+from follow_client import follow
+
+from support import TEST_IMAGE, Agent, Coordinator, product_env
+
+TRIVIAL = "print('hello')\n"
+SHORT_LINES = 100_000
+SHORT_LINES_SCRIPT = f"for i in range({SHORT_LINES}):\n    print(f'line {{i}}')\n"
+BIG_LINES_SCRIPT = "import sys\nfor _ in range(8):\n    sys.stdout.write('x' * 1048576 + '\\n')\n"
+EXPECTED = {
+    "short": "".join(f"line {i}\n" for i in range(SHORT_LINES)).encode(),
+    "big": (("x" * 1048576 + "\n") * 8).encode(),
+}
+BURST_JOBS = 50
+BACK_TO_BACK_RUNS = 20
+RUN_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Timed:
+    first_line_s: float
+    total_s: float
+    stdout: bytes
+
+
+def run_timed(command: list[str]) -> Timed:
+    """Run ``command``; time to its first stdout line and to its exit (wall clock)."""
+    began = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=product_env())
+        assert proc.stdout is not None
+        # One buffered reader for all of stdout: what readline read ahead stays in it.
+        first = proc.stdout.readline()
+        first_line_s = time.perf_counter() - began
+        rest = proc.stdout.read()
+        proc.wait(RUN_TIMEOUT_S)
+        total_s = time.perf_counter() - began
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"{command[:4]}... exited {proc.returncode}: {errors.read()[-500:]!r}")
+    return Timed(first_line_s, total_s, first + rest)
+
+
+def docker_run(script: Path) -> list[str]:
+    return [
+        "docker", "run", "--rm", "--network", "none",
+        "-v", f"{script}:/job.py:ro", TEST_IMAGE, "python3", "/job.py",
+    ]  # fmt: skip
+
+
+def compound_submit(script: Path, url: str) -> list[str]:
+    return [sys.executable, "-m", "compound", "submit", str(script), "-c", url]
+
+
+def write_script(root: Path, name: str, text: str) -> Path:
+    path = root / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+def interleaved(repeat: int, *runs: Callable[[], Timed]) -> list[list[Timed]]:
+    results: list[list[Timed]] = [[] for _ in runs]
+    for _ in range(repeat):
+        for index, run in enumerate(runs):
+            results[index].append(run())
+    return results
+
+
+def trivial_figures(
+    part: str,
+    how: str,
+    ours: list[Timed],
+    docker: list[Timed],
+    end_target: Target,
+    first_target: Target | None,
+) -> list[Figure]:
+    """End to end and to the first line, each against the same measure of ``docker run``."""
+    return [
+        from_samples(part, f"trivial job, {how}, end to end", "s",
+                     [t.total_s for t in ours], [t.total_s for t in docker], end_target),
+        from_samples(part, f"trivial job, {how}, first line", "s",
+                     [t.first_line_s for t in ours], [t.first_line_s for t in docker],
+                     first_target),
+    ]  # fmt: skip
+
+
+def part_a(root: Path, coordinator: Coordinator, repeat: int) -> list[Figure]:
+    script = write_script(root, "trivial", TRIVIAL)
+    ours, docker = interleaved(
+        repeat,
+        lambda: run_timed(compound_submit(script, coordinator.url)),
+        lambda: run_timed(docker_run(script)),
+    )
+    return trivial_figures(
+        "a", "compound submit", ours, docker, ratio_at_most(0.5), ratio_at_most(0.4)
+    )
+
+
+async def api_run(coordinator: Coordinator, script: str) -> Timed:
+    """Submit over HTTP, follow over the socket: no CLI process to start."""
+    began = time.monotonic()  # the follower's clock
+    async with httpx.AsyncClient(base_url=coordinator.url, timeout=30) as client:
+        response = await client.post("/api/v1/jobs", json={"script": script})
+        response.raise_for_status()
+    followed = await follow(coordinator.ws_url, response.json()["id"])
+    if followed.status != "succeeded" or followed.first_record_at is None:
+        raise SystemExit(f"API job ended {followed.status}")
+    return Timed(
+        first_line_s=followed.first_record_at - began,
+        total_s=time.monotonic() - began,
+        stdout=bytes(followed.stdout),
+    )
+
+
+def part_b(root: Path, coordinator: Coordinator, repeat: int) -> list[Figure]:
+    script = write_script(root, "trivial", TRIVIAL)
+    ours, docker = interleaved(
+        repeat,
+        lambda: asyncio.run(api_run(coordinator, TRIVIAL)),
+        lambda: run_timed(docker_run(script)),
+    )
+    return trivial_figures("b", "HTTP API + follow socket", ours, docker, ratio_at_most(0.25), None)
+
+
+def part_c(root: Path, coordinator: Coordinator, repeat: int) -> list[Figure]:
+    figures = []
+    cases = [
+        ("short", "100,000 short lines", SHORT_LINES_SCRIPT, 1.3),
+        ("big", "8 x 1 MiB lines", BIG_LINES_SCRIPT, 1.5),
+    ]
+    for key, label, text, limit in cases:
+        script = write_script(root, key, text)
+        ours, docker = interleaved(
+            repeat,
+            lambda s=script: run_timed(compound_submit(s, coordinator.url)),  # type: ignore[misc]
+            lambda s=script: run_timed(docker_run(s)),  # type: ignore[misc]
+        )
+        identical = all(t.stdout == EXPECTED[key] for t in ours + docker)
+        figures.append(
+            from_samples("c", f"{label}, compound submit, end to end", "s",
+                         [t.total_s for t in ours], [t.total_s for t in docker],
+                         ratio_at_most(limit) if identical else None,
+                         note="byte-identical" if identical else "OUTPUT DIFFERS"),
+        )  # fmt: skip
+    return figures
+
+
+async def burst(coordinator: Coordinator, count: int) -> float:
+    """Submit ``count`` trivial jobs at once, follow them all; seconds until all ended."""
+    began = time.perf_counter()
+    async with httpx.AsyncClient(base_url=coordinator.url, timeout=60) as client:
+        posts = [client.post("/api/v1/jobs", json={"script": TRIVIAL}) for _ in range(count)]
+        responses = await asyncio.gather(*posts)
+    ids = [response.json()["id"] for response in responses if response.status_code == 201]
+    if len(ids) != count:
+        raise SystemExit(f"only {len(ids)} of {count} burst jobs were accepted")
+    ended = await asyncio.gather(*(follow(coordinator.ws_url, job_id) for job_id in ids))
+    failed = [f.status for f in ended if f.status != "succeeded"]
+    if failed:
+        raise SystemExit(f"{len(failed)} burst jobs did not succeed: {failed[:3]}")
+    return time.perf_counter() - began
+
+
+def part_d(root: Path, coordinator: Coordinator) -> list[Figure]:
+    script = write_script(root, "trivial", TRIVIAL)
+    began = time.perf_counter()
+    for _ in range(BACK_TO_BACK_RUNS):
+        run_timed(docker_run(script))
+    docker_rate = BACK_TO_BACK_RUNS / (time.perf_counter() - began)
+    ours_rate = BURST_JOBS / asyncio.run(burst(coordinator, BURST_JOBS))
+    return [
+        Figure("d", f"{BURST_JOBS} trivial jobs at once, one agent", "jobs/s", ours_rate,
+               baseline=docker_rate, target=ratio_at_least(3.0),
+               note=f"baseline: {BACK_TO_BACK_RUNS} docker runs back to back"),
+    ]  # fmt: skip
+
+
+@dataclass
+class Stack:
+    """A coordinator and one agent, started for the benchmark and ended by it."""
+
+    root: Path
+    runtime: str = "runc"
+    coordinator: Coordinator | None = None
+    agent: Agent | None = None
+
+    def __enter__(self) -> Stack:
+        self.coordinator = Coordinator(
+            data_dir=self.root / "data", heartbeat_interval_s=5, lease_timeout_s=15
+        ).start()
+        self.agent = Agent(
+            self.coordinator.url, self.root / "agent", name="bench", runtime=self.runtime
+        ).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+        if self.coordinator is not None:
+            self.coordinator.stop()
+
+
+def main(repeat: int = 10, heavy_repeat: int = 3, runtime: str = "runc") -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="compound-bench-e2e-") as workdir:
+        root = Path(workdir)
+        with Stack(root, runtime) as stack:
+            assert stack.coordinator is not None
+            # One untimed run each warms the page cache, Docker and the agent.
+            script = write_script(root, "trivial", TRIVIAL)
+            run_timed(compound_submit(script, stack.coordinator.url))
+            run_timed(docker_run(script))
+            figures = part_a(root, stack.coordinator, repeat)
+            figures += part_b(root, stack.coordinator, repeat)
+            figures += part_c(root, stack.coordinator, heavy_repeat)
+            figures += part_d(root, stack.coordinator)
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--heavy-repeat", type=int, default=3)
+    parser.add_argument("--runtime", default="runc")
+    options = parser.parse_args()
+    print(text_table(main(options.repeat, options.heavy_repeat, options.runtime)))

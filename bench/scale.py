@@ -1,0 +1,320 @@
+"""(e) dispatch and (f) presence at scale: a real coordinator and simulated contributors.
+
+The coordinator is a real subprocess (``python -m compound coordinator`` on a free loopback
+port); the contributors are :class:`swarm.Swarm` connections in this process, speaking the
+real protocol over real sockets. The coordinator's CPU and resident memory are read from
+/proc; this process's own CPU is reported too, since both share the machine's cores.
+
+    PYTHONPATH=src .venv/bin/python bench/scale.py [--contributors 1000 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import (
+    Figure,
+    from_samples,
+    median_at_least,
+    median_at_most,
+    p99_at_most,
+    percentile,
+    text_table,
+)
+from swarm import Swarm
+
+from support import Coordinator
+
+TRIVIAL_JOB = "print('hi')\n"
+DISPATCH_CONTRIBUTORS = 100
+DISPATCH_SECONDS = 10.0
+SUBMIT_WORKERS = 16
+STEADY_SECONDS = 20.0
+CONNECT_TIMEOUT_S = 180.0
+HEALTH_PROBE_EVERY_S = 0.1
+PROBE_JOB_EVERY_S = 0.25
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def raise_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def start_coordinator(root: Path) -> Coordinator:
+    return Coordinator(
+        data_dir=root / "data",
+        heartbeat_interval_s=5,
+        lease_timeout_s=15,
+        extra_args=[
+            "--max-connections",
+            "16000",
+            "--max-queued-per-submitter",
+            "100000",
+            "--max-queued",
+            "100000",
+        ],
+    ).start()
+
+
+@dataclass
+class Submitter:
+    """Submits trivial jobs over HTTP and keeps when each request went out."""
+
+    url: str
+    sent_at: dict[str, float] = field(default_factory=dict)
+    failures: int = 0
+
+    async def submit_one(self, client: httpx.AsyncClient) -> None:
+        began = time.monotonic()
+        try:
+            response = await client.post("/api/v1/jobs", json={"script": TRIVIAL_JOB})
+        except httpx.HTTPError:
+            self.failures += 1
+            return
+        if response.status_code != 201:
+            self.failures += 1
+            return
+        self.sent_at[response.json()["id"]] = began
+
+    async def flood(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        limits = httpx.Limits(max_connections=SUBMIT_WORKERS)
+        async with httpx.AsyncClient(base_url=self.url, timeout=30, limits=limits) as client:
+
+            async def worker() -> None:
+                while time.monotonic() < deadline:
+                    await self.submit_one(client)
+
+            await asyncio.gather(*(worker() for _ in range(SUBMIT_WORKERS)))
+
+    async def trickle(self, stop: asyncio.Event, every_s: float) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            while not stop.is_set():
+                await self.submit_one(client)
+                await asyncio.sleep(every_s)
+
+
+def latencies_ms(submitter: Submitter, swarm: Swarm) -> list[float]:
+    return [
+        (swarm.job_arrivals[job_id] - sent) * 1000
+        for job_id, sent in submitter.sent_at.items()
+        if job_id in swarm.job_arrivals
+    ]
+
+
+async def _drain(swarm: Swarm, expected: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while swarm.jobs_done < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def dispatch_part(coordinator: Coordinator) -> list[Figure]:
+    """(e): 100 contributors finishing each job at once; submitters flood the queue."""
+    swarm = Swarm(coordinator.ws_url, DISPATCH_CONTRIBUTORS, prefix="dispatch")
+    stop = asyncio.Event()
+    running = asyncio.create_task(swarm.run(stop))
+    await swarm.wait_connected(CONNECT_TIMEOUT_S)
+    submitter = Submitter(coordinator.url)
+    own_before, coord_before = own_cpu_seconds(), cpu_seconds(_pid(coordinator))
+    began = time.monotonic()
+    await submitter.flood(DISPATCH_SECONDS)
+    await _drain(swarm, len(submitter.sent_at), 30.0)
+    last = max(swarm.job_arrivals.values(), default=began)
+    elapsed = max(1e-6, last - began)
+    own_cpu = (own_cpu_seconds() - own_before) / elapsed * 100
+    coord_cpu = (cpu_seconds(_pid(coordinator)) - coord_before) / elapsed * 100
+    stop.set()
+    await running
+    lat = latencies_ms(submitter, swarm)
+    note = (
+        f"{len(swarm.job_arrivals)} jobs in {elapsed:.1f} s; coordinator {coord_cpu:.0f}% CPU, "
+        f"load generator {own_cpu:.0f}% CPU; latency = POST sent -> job at contributor "
+        "(the coordinator dispatches before it answers 201)"
+    )
+    return [
+        Figure(
+            "e",
+            "dispatch rate, 100 contributors",
+            "jobs/s",
+            len(swarm.job_arrivals) / elapsed,
+            target=median_at_least(1000, "jobs/s"),
+            note=note,
+        ),
+        from_samples(
+            "e",
+            "dispatch latency",
+            "ms",
+            lat,
+            target=p99_at_most(lat, 20, "ms"),
+            note=f"p99 {percentile99(lat):.1f} ms",
+        ),
+    ]
+
+
+def percentile99(samples: list[float]) -> float:
+    return percentile(samples, 0.99)
+
+
+async def _probe_health(url: str, stop: asyncio.Event, out: list[float]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                (await client.get("/healthz")).raise_for_status()
+                out.append((time.monotonic() - began) * 1000)
+            except httpx.HTTPError:
+                out.append(10_000.0)
+            await asyncio.sleep(HEALTH_PROBE_EVERY_S)
+
+
+async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
+    """(f): ``count`` contributors heartbeating every 5 s; the coordinator at steady state."""
+    pid = _pid(coordinator)
+    swarm = Swarm(coordinator.ws_url, count, heartbeat_s=5.0, prefix=f"presence{count}")
+    stop = asyncio.Event()
+    running = asyncio.create_task(swarm.run(stop))
+    ramp_began = time.monotonic()
+    await swarm.wait_connected(CONNECT_TIMEOUT_S)
+    ramp_s = time.monotonic() - ramp_began
+    await asyncio.sleep(5.0)  # one heartbeat period: every phase has started
+    health: list[float] = []
+    probes_stop = asyncio.Event()
+    submitter = Submitter(coordinator.url)
+    probes = [
+        asyncio.create_task(_probe_health(coordinator.url, probes_stop, health)),
+        asyncio.create_task(submitter.trickle(probes_stop, PROBE_JOB_EVERY_S)),
+    ]
+    cpu_before, own_before, began = cpu_seconds(pid), own_cpu_seconds(), time.monotonic()
+    rss_peak = 0
+    while time.monotonic() - began < STEADY_SECONDS:
+        rss_peak = max(rss_peak, rss_bytes(pid))
+        await asyncio.sleep(0.5)
+    elapsed = time.monotonic() - began
+    cpu_percent = (cpu_seconds(pid) - cpu_before) / elapsed * 100
+    own_percent = (own_cpu_seconds() - own_before) / elapsed * 100
+    probes_stop.set()
+    await asyncio.gather(*probes)
+    await _drain(swarm, len(submitter.sent_at), 5.0)
+    stop.set()
+    await running
+    lat = latencies_ms(submitter, swarm)
+    who = f"{count:,} contributors"
+    note = (
+        f"{swarm.connected} connected in {ramp_s:.1f} s ({swarm.connect_failures} failed, "
+        f"{swarm.closed_by_server} closed by server); {swarm.heartbeats_sent} heartbeats; "
+        f"load generator {own_percent:.0f}% CPU"
+    )
+    big = count >= 10_000
+    return [
+        Figure(
+            "f",
+            f"{who}: coordinator CPU",
+            "% of a core",
+            cpu_percent,
+            target=median_at_most(25, "%") if big else None,
+            note=note,
+        ),
+        Figure(
+            "f",
+            f"{who}: coordinator RSS",
+            "MiB",
+            rss_peak / 2**20,
+            target=median_at_most(1024, "MiB") if big else None,
+            note="peak over the window",
+        ),
+        from_samples(
+            "f",
+            f"{who}: /healthz latency",
+            "ms",
+            health,
+            target=p99_at_most(health, 50, "ms") if big else None,
+            note=f"p99 {percentile99(health):.1f} ms, {len(health)} probes",
+        ),
+        from_samples(
+            "f",
+            f"{who}: dispatch latency",
+            "ms",
+            lat,
+            note=f"p99 {percentile99(lat):.1f} ms, {len(lat)} jobs",
+        ),
+    ]
+
+
+def _pid(coordinator: Coordinator) -> int:
+    assert coordinator.proc is not None
+    return int(coordinator.proc.pid)
+
+
+async def _dispatch(root: Path) -> list[Figure]:
+    coordinator = start_coordinator(root)
+    try:
+        return await dispatch_part(coordinator)
+    finally:
+        coordinator.stop()
+
+
+async def _presence(root: Path, count: int) -> list[Figure]:
+    # A fresh coordinator each: another part's rows and sockets are not the load.
+    coordinator = start_coordinator(root)
+    try:
+        return await presence_part(coordinator, count)
+    finally:
+        coordinator.stop()
+
+
+def dispatch_main() -> list[Figure]:
+    """(e) on its own coordinator."""
+    with tempfile.TemporaryDirectory(prefix="compound-bench-dispatch-") as workdir:
+        return asyncio.run(_dispatch(Path(workdir)))
+
+
+def presence_main(count: int) -> list[Figure]:
+    """(f) for ``count`` contributors on its own coordinator."""
+    raise_file_limit()
+    with tempfile.TemporaryDirectory(prefix="compound-bench-presence-") as workdir:
+        return asyncio.run(_presence(Path(workdir), count))
+
+
+def main(counts: list[int] | None = None) -> list[Figure]:
+    figures = dispatch_main()
+    for count in counts or [1000, 10_000]:
+        figures += presence_main(count)
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contributors", type=int, nargs="+", default=[1000, 10_000])
+    options = parser.parse_args()
+    print(text_table(main(options.contributors)))
