@@ -581,7 +581,7 @@ class Store:
                 .order_by(db.log_records.c.seq)
                 .limit(limit + 1)
             )
-            rows_sizes = list(sizes.tuples())
+            rows_sizes = [(row[0], row[1]) for row in sizes]
             last, more = _page_end(rows_sizes, limit, max_bytes)
             if last is None:
                 return LogPage([], more=False)
