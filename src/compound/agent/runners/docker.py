@@ -6,9 +6,10 @@ processes, open files and file size, a read-only root and two size-bounded tmpfs
 and ``outputs/``). The job (script, arguments, environment, input files) travels through the
 container's stdin to a launcher that writes it into ``/job`` and runs it; when the job ends,
 the launcher sends what it left in ``outputs/`` after the job's output (see
-docker_outputs). All streams are attached before the start, so the first byte of output is
-never missed. Containers are started ahead of demand by a ``WarmPool`` and each is still used
-for exactly one job and removed after it.
+docker_outputs) with the job's exit code: the result goes back then, while the container's
+end and removal happen in the background. All streams are attached before the start, so the
+first byte of output is never missed. Containers are started ahead of demand by a
+``WarmPool`` and each is still used for exactly one job and removed after it.
 """
 
 from __future__ import annotations
@@ -292,7 +293,9 @@ class DockerRunner:
         sink = _CountingSink(outputs)
         try:
             handed_at = time.time()
-            pump = asyncio.create_task(attachment.pump(sink))
+            # Stops at the launcher's end frame: the result need not wait for the container.
+            ended = outputs.launcher_ended
+            pump = asyncio.create_task(attachment.pump(sink, lambda: ended() is not None))
             # Beside the pump, not before it: a container that dies without reading its stdin
             # must not hold up the supervision (timeout, cancel) of the job. The timeout
             # counts from here, when the job is handed over, not from the container's start.
@@ -314,7 +317,7 @@ class DockerRunner:
                 unexplained = code == SIGKILL_EXIT or (silent_warm and code != 0)
                 return stopped_as is None and unexplained
 
-            state = await final_state(container, inspect_when)
+            state = _told_state(stopped_as, outputs) or await final_state(container, inspect_when)
         finally:
             await attachment.close()
         if silent_warm and stopped_as is None and state.ended_before(handed_at):
@@ -371,6 +374,19 @@ class DockerRunner:
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
+
+
+def _told_state(stopped_as: JobStatus | None, outputs: OutputsReceiver) -> FinalState | None:
+    """The final state as the launcher told it, when that is the whole story.
+
+    Not after a stop (the engine's wait orders the stop's signals and the exit), nor for a
+    SIGKILL (the engine alone knows whether it was the out-of-memory killer), nor without the
+    end frame (the launcher itself was killed): the container's own state tells then.
+    """
+    footer = outputs.launcher_ended()
+    if stopped_as is not None or footer is None or footer.exit_code == SIGKILL_EXIT:
+        return None
+    return FinalState(footer.exit_code)
 
 
 def _result(

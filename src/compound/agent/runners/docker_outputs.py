@@ -37,16 +37,29 @@ class OutputsReceiver:
         # Why the outputs could not be kept on this machine (disk full...), in one sentence.
         self._store_error: str | None = None
         self.splitter = TrailerSplitter(self.marker, settings.max_outputs_bytes, self._write)
+        # The launcher ends stderr with the marker alone (nothing may follow it there).
+        self._stderr = TrailerSplitter(self.marker, 0, self._stderr_past_marker)
 
     def outputs_started(self) -> bool:
         return self.splitter.started
 
+    def launcher_ended(self) -> Footer | None:
+        """The footer once the launcher said all is out: both streams marked, the end frame
+        read; nothing but the stream's close can follow. None until then."""
+        footer = self.splitter.footer
+        if footer is None or self.splitter.broken or not self._stderr.started:
+            return None
+        return footer
+
     async def __call__(self, stream: Stream, data: bytes) -> None:
-        if stream is Stream.STDOUT:
-            data = self.splitter.feed(data)
-            if not data:
-                return
-        await self._on_output(stream, data)
+        splitter = self.splitter if stream is Stream.STDOUT else self._stderr
+        data = splitter.feed(data)
+        if data:
+            await self._on_output(stream, data)
+
+    @staticmethod
+    def _stderr_past_marker(data: bytes) -> None:
+        """Bytes after stderr's marker: the launcher writes none (nothing to keep)."""
 
     def _write(self, data: bytes) -> None:
         if self._store_error is not None:
@@ -64,9 +77,10 @@ class OutputsReceiver:
 
     async def end_of_output(self) -> None:
         """The stream is over: pass on what was held back, close the tar file."""
-        held = self.splitter.end()
-        if held:
-            await self._on_output(Stream.STDOUT, held)
+        for stream, splitter in ((Stream.STDOUT, self.splitter), (Stream.STDERR, self._stderr)):
+            held = splitter.end()
+            if held:
+                await self._on_output(stream, held)
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -169,12 +170,15 @@ class Attachment:
                         await self._writer.drain()
             self._writer.write_eof()
 
-    async def pump(self, on_output: OutputSink) -> None:
-        """Pass every byte to ``on_output`` until the engine closes the stream."""
+    async def pump(self, on_output: OutputSink, until: Callable[[], bool] | None = None) -> None:
+        """Pass every byte to ``on_output`` until the engine closes the stream, or until
+        ``until()`` says (checked after each chunk is passed on) nothing more can come."""
         demuxer = FrameDemuxer()
         while chunk := await self._reader.read(READ_CHUNK_BYTES):
             for stream, data in demuxer.feed(chunk):
                 await on_output(stream, data)
+            if until is not None and until():
+                return
 
     async def close(self) -> None:
         self._writer.close()

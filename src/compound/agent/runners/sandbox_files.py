@@ -36,10 +36,12 @@ FRAME_TAR = 1
 FRAME_END = 2
 FRAME_DATA_BYTES = 256 * 1024
 # The end frame's data: files, files left out, their bytes, entries skipped, tar bytes, the
-# lengths of the error and input_error texts (UTF-8), then the texts. Must match
-# sandbox_trailer. Not JSON: importing json costs every job's start ~15 ms.
-FOOTER_FORMAT = ">QQQQQHH"
+# job's exit code (as a shell reports it), whether a signal ended it, the lengths of the
+# error and input_error texts (UTF-8), then the texts. Must match sandbox_trailer. Not JSON:
+# importing json costs every job's start ~15 ms.
+FOOTER_FORMAT = ">QQQQQiBHH"
 _FOOTER_COUNTS = ("files", "left_out", "left_out_bytes", "skipped", "tar_bytes")
+_FOOTER_ENDING = ("exit_code", "signalled")
 MAX_FOOTER_TEXT_BYTES = 1000
 MAX_OUTPUT_FILES = 10_000
 # What a tar entry costs beyond its data at most: its header, a pax header and its data.
@@ -170,6 +172,7 @@ class FrameWriter:
     """Writes the trailer to stdout: tar data in bounded frames, then the end frame."""
 
     def __init__(self, marker: bytes) -> None:
+        self._marker = marker
         self._buffer = bytearray(marker)
         self.tar_bytes = 0
 
@@ -186,6 +189,13 @@ class FrameWriter:
         return len(data)
 
     def end(self, footer: dict[str, Any]) -> None:
+        """Mark the end of stderr, then write the end frame: the job's output is all out.
+
+        The engine copies stdout and stderr on their own, so the end frame on stdout may
+        overtake the job's last stderr; the marker on stderr, written after every process
+        of the job is dead, tells the agent that stderr has nothing more to come.
+        """
+        write_all(2, self._marker)
         data = footer_bytes(footer)
         self._buffer += struct.pack(FRAME_HEADER_FORMAT, FRAME_END, len(data)) + data
         self.flush()
@@ -200,7 +210,7 @@ def footer_bytes(footer: dict[str, Any]) -> bytes:
         str(footer.get(name) or "").encode("utf-8", "replace")[:MAX_FOOTER_TEXT_BYTES]
         for name in ("error", "input_error")
     ]
-    counts = [footer.get(name, 0) for name in _FOOTER_COUNTS]
+    counts = [footer.get(name, 0) for name in (*_FOOTER_COUNTS, *_FOOTER_ENDING)]
     return struct.pack(FOOTER_FORMAT, *counts, *map(len, texts)) + b"".join(texts)
 
 
@@ -290,7 +300,9 @@ def _has_entries(outputs_dir: str) -> bool:
         return any(True for _ in entries)
 
 
-def send_outputs(marker: bytes, job_dir: str, max_bytes: int) -> None:
+def send_outputs(
+    marker: bytes, job_dir: str, max_bytes: int, exit_code: int, signalled: bool
+) -> None:
     """Write the trailer; any failure becomes the footer's ``error`` (the job's code stands)."""
     writer = FrameWriter(marker)
     outputs_dir = os.path.join(job_dir, OUTPUTS_DIR_NAME)
@@ -300,9 +312,10 @@ def send_outputs(marker: bytes, job_dir: str, max_bytes: int) -> None:
             footer = collect_outputs(writer, outputs_dir, max_bytes)
     except Exception as exc:  # whatever the job left, the trailer must end properly
         footer = {"files": 0, "error": f"the outputs could not be collected ({exc})"}
-    footer["tar_bytes"] = writer.tar_bytes
+    footer.update(tar_bytes=writer.tar_bytes, exit_code=exit_code, signalled=int(signalled))
     writer.end(footer)
 
 
-def refuse_inputs(marker: bytes, reason: str) -> None:
-    FrameWriter(marker).end({"files": 0, "tar_bytes": 0, "input_error": reason})
+def refuse_inputs(marker: bytes, reason: str, exit_code: int) -> None:
+    footer = {"files": 0, "tar_bytes": 0, "input_error": reason, "exit_code": exit_code}
+    FrameWriter(marker).end(footer)

@@ -25,7 +25,9 @@ When the job ends (or is stopped: SIGTERM is forwarded, SIGKILL follows before t
 grace period is over) every process of the job is killed, and what the job left in
 ``/job/outputs`` goes to stdout as a trailer: a marker the agent chose for this job (read
 from stdin before the job started; this process is not dumpable, so the job cannot read
-it), tar data in frames, an end frame with a footer. Then this process exits with the
+it), tar data in frames, an end frame with a footer that carries the job's exit code (the
+agent reports the result from it without waiting for the container to end); the marker
+goes to stderr too, after the job's last byte there. Then this process exits with the
 job's exit code. See docs/sandbox.md.
 
 The agent passes the source to ``python3 -I -S -c``, so no ``PYTHON*`` variable and no
@@ -119,6 +121,8 @@ class JobProcess:
     def __init__(self, kill_after_s: float) -> None:
         self.pid: int | None = None
         self.terminated = False
+        # The job ended by a signal (its exit code is then 128 + the signal's number).
+        self.signalled = False
         self._kill_after_s = kill_after_s
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGALRM, self._on_alarm)
@@ -157,6 +161,7 @@ class JobProcess:
         _, status = os.waitpid(self.pid, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
         code = os.waitstatus_to_exitcode(status)
+        self.signalled = code < 0
         return 128 - code if code < 0 else code
 
 
@@ -270,7 +275,7 @@ def launch(script_path: str, site_dir: str) -> int:
         if control.inputs_bytes:
             extract_inputs(job_dir, control.inputs_bytes, control.max_input_files)
     except InputRefused as exc:
-        refuse_inputs(control.marker, str(exc))
+        refuse_inputs(control.marker, str(exc), LAUNCH_FAILED_EXIT)
         return LAUNCH_FAILED_EXIT
     os.mkdir(os.path.join(job_dir, OUTPUTS_DIR_NAME), 0o755)
     os.chmod(job_dir, 0o555)
@@ -282,7 +287,7 @@ def launch(script_path: str, site_dir: str) -> int:
     # what the container's own environment would be.
     code = job.run(script_path, args, {**os.environ, **job_env})
     wait_for_the_rest()
-    send_outputs(control.marker, job_dir, control.max_outputs_bytes)
+    send_outputs(control.marker, job_dir, control.max_outputs_bytes, code, job.signalled)
     return code
 
 

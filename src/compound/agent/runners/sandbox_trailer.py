@@ -19,8 +19,9 @@ FRAME_TAR = 1
 FRAME_END = 2
 # The launcher sends at most 256 KiB of tar data a frame and a footer of a few hundred bytes.
 MAX_FRAME_BYTES = 1024 * 1024
-# Must match sandbox_files.FOOTER_FORMAT: five counts, then two text lengths.
-FOOTER = struct.Struct(">QQQQQHH")
+# Must match sandbox_files.FOOTER_FORMAT: five counts, the job's exit code, whether a signal
+# ended it, then two text lengths.
+FOOTER = struct.Struct(">QQQQQiBHH")
 MAX_FOOTER_TEXT_BYTES = 1000
 # The launcher's estimate of a tar's size may be off by its last record.
 _TAR_SLACK_BYTES = 64 * 1024
@@ -37,6 +38,10 @@ class Footer:
     left_out_bytes: int = 0
     skipped: int = 0
     tar_bytes: int = 0
+    # The job's exit code as a shell reports it (128 + N for signal N), and whether a
+    # signal ended it.
+    exit_code: int = 0
+    signalled: bool = False
     error: str | None = None
     input_error: str | None = None
 
@@ -45,9 +50,7 @@ def parse_footer(data: bytes) -> Footer | None:
     """The footer in ``data``, or None when it is not one."""
     if len(data) < FOOTER.size:
         return None
-    files, left_out, left_out_bytes, skipped, tar_bytes, error_bytes, input_error_bytes = (
-        FOOTER.unpack_from(data)
-    )
+    *counts, exit_code, signalled, error_bytes, input_error_bytes = FOOTER.unpack_from(data)
     texts = data[FOOTER.size :]
     if max(error_bytes, input_error_bytes) > MAX_FOOTER_TEXT_BYTES:
         return None
@@ -55,7 +58,20 @@ def parse_footer(data: bytes) -> Footer | None:
         return None
     error = texts[:error_bytes].decode("utf-8", "replace") or None
     input_error = texts[error_bytes:].decode("utf-8", "replace") or None
-    return Footer(files, left_out, left_out_bytes, skipped, tar_bytes, error, input_error)
+    if not 0 <= exit_code <= 255 or signalled > 1:
+        return None
+    files, left_out, left_out_bytes, skipped, tar_bytes = counts
+    return Footer(
+        files,
+        left_out,
+        left_out_bytes,
+        skipped,
+        tar_bytes,
+        exit_code,
+        bool(signalled),
+        error,
+        input_error,
+    )
 
 
 def _partial_marker(data: bytes, marker: bytes) -> int:
