@@ -410,7 +410,9 @@ def test_agent_killed_past_its_grace_leaves_no_container(
         job_id = coordinator.submit(LONG_JOB)
         # Running, not just a container: the agent keeps a warm one before any job.
         coordinator.wait_for_status(job_id, {"running"}, 60)
-        assert containers_of(node_id)
+        # "running" is the coordinator's word at dispatch; the agent renames the warm
+        # container it hands the job a moment later.
+        wait_until(lambda: containers_of(node_id), 30, "the job's container")
         status = sidecar.stop(grace_s=0)  # no grace: straight to SIGKILL of the group
         assert not status.running and status.exit_code == -signal.SIGKILL
         assert containers_of(node_id) == []
