@@ -410,7 +410,7 @@ def test_log_quota_keeps_a_note_and_drops_the_rest(tmp_path: Path) -> None:
 
 def test_records_of_many_lines_are_bounded_like_any_record(tmp_path: Path) -> None:
     """Records packed with newlines count against the log quota by their bytes, a record
-    over MAX_RECORD_CHARS is refused with 1008, and the seed socket sends each stored line."""
+    over MAX_RECORD_CHARS is refused with 1002, and the seed socket sends each stored line."""
     server = Coordinator(data_dir=tmp_path / "c", extra_args=["--max-log-mib-per-job", "1"]).start()
     try:
         agent = FakeAgent(server)
@@ -433,6 +433,6 @@ def test_records_of_many_lines_are_bounded_like_any_record(tmp_path: Path) -> No
         hostile = FakeAgent(server)
         second = dispatched(server, hostile)
         hostile.log(second, [0], data="\n" * (CHUNK + 1))
-        assert hostile.close_code() == 1008
+        assert hostile.close_code() == 1002  # a malformed message, like any oversized record
     finally:
         server.stop()
