@@ -110,7 +110,8 @@ def test_records_rebuild_the_exact_output_whatever_the_chunking() -> None:
 
 
 def test_a_read_becomes_one_record_of_all_its_complete_lines() -> None:
-    """A read's complete lines make one record; its partial last line waits for the rest."""
+    """A read's complete lines make one record; its partial last line waits for the rest,
+    unless the other stream writes meanwhile: then it goes out first, keeping the order."""
     chunks = [(Stream.STDOUT, b"a\nb\nc"), (Stream.STDERR, b"e1\ne2\n"), (Stream.STDOUT, b"d\ne\n")]
 
     async def in_a_loop() -> list[LogRecord]:  # a loop lets the partial line wait
@@ -119,8 +120,9 @@ def test_a_read_becomes_one_record_of_all_its_complete_lines() -> None:
     records = asyncio.run(in_a_loop())
     assert [(r.stream, r.data) for r in records] == [
         (Stream.STDOUT, "a\nb\n"),
+        (Stream.STDOUT, "c"),
         (Stream.STDERR, "e1\ne2\n"),
-        (Stream.STDOUT, "cd\ne\n"),
+        (Stream.STDOUT, "d\ne\n"),
     ]
 
 

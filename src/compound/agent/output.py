@@ -85,6 +85,11 @@ class OutputCollector:
         for stream, text in partial.items():
             self._emit(stream, text)
 
+    def _flush_partial_of(self, stream: Stream) -> None:
+        partial = self._partial.pop(stream, None)
+        if partial:
+            self._emit(stream, partial)
+
     def note(self, text: str) -> None:
         self._drain()
         self._emit(Stream.SYSTEM, text + "\n")
@@ -95,7 +100,10 @@ class OutputCollector:
         # (the end of this turn of the loop, or the owner's drain) and then become records
         # of many lines. Nothing waits for more output to arrive.
         if stream is not self._gathered_stream:
-            self._drain()  # records keep the order in which the streams were written
+            # Records keep the order in which the streams were written: what the other
+            # stream wrote before, a partial line included, goes out first.
+            self._drain()
+            self._flush_partial_of(self._gathered_stream)
             self._gathered_stream = stream
         was_empty = not self._gathered
         self._gathered.append(text)
