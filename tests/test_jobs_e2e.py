@@ -161,13 +161,33 @@ def test_jobs_wait_in_fifo_queue_without_contributors(
 
 def test_late_subscriber_gets_full_log_then_end(coordinator: Coordinator, agent: Agent) -> None:
     """A follower arriving after the end gets every record, and `after` skips what it has."""
-    job_id = coordinator.submit("for i in range(50):\n    print(i)\n")
+    # Alternating streams: records never join two streams, so the log has many records.
+    script = "import sys\nfor i in range(50):\n    print(i, flush=True)\n"
+    script += "    print(i, file=sys.stderr, flush=True)\n"
+    job_id = coordinator.submit(script)
     coordinator.wait_for_status(job_id, {"succeeded"})
     records, job = follow(coordinator, job_id)
-    assert stream_text(records) == "".join(f"{i}\n" for i in range(50))
+    expected = "".join(f"{i}\n" for i in range(50))
+    assert stream_text(records) == expected and stream_text(records, "stderr") == expected
     assert job["status"] == "succeeded"
-    later, _ = follow(coordinator, job_id, after=records[19]["seq"])
-    assert later == records[20:]
+    middle = len(records) // 2
+    assert middle >= 1
+    later, _ = follow(coordinator, job_id, after=records[middle - 1]["seq"])
+    assert later == records[middle:]
+
+
+def test_many_lines_make_few_records_and_an_identical_log(
+    coordinator: Coordinator, agent: Agent
+) -> None:
+    """100,000 lines are stored as far fewer records (a record per read of the pipe), and
+    the stored log and the followed log are both byte-identical to what the script wrote."""
+    job_id = coordinator.submit("for i in range(100000):\n    print(f'line {i}')\n")
+    records, job = follow(coordinator, job_id)
+    expected = "".join(f"line {i}\n" for i in range(100000))
+    assert job["status"] == "succeeded"
+    assert stream_text(records) == expected
+    stored = coordinator.logs(job_id)
+    assert stream_text(stored) == expected and len(stored) <= 1000
 
 
 def test_subscriber_joining_mid_job_sees_no_gap(coordinator: Coordinator, agent: Agent) -> None:
@@ -180,7 +200,9 @@ def test_subscriber_joining_mid_job_sees_no_gap(coordinator: Coordinator, agent:
             time.sleep(0.05)
     """)
     )
-    wait_until(lambda: len(coordinator.logs(job_id)) >= 5, 30, "some output")
+    wait_until(
+        lambda: stream_text(coordinator.logs(job_id)).count("\n") >= 5, 30, "five lines of output"
+    )
     records, job = follow(coordinator, job_id)
     assert stream_text(records) == "".join(f"{i}\n" for i in range(40))
     assert job["status"] == "succeeded"

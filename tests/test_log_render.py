@@ -212,3 +212,50 @@ def test_ansi_parser_edge_cases(coordinator: Coordinator, page: Page) -> None:
     assert sgr["colon"]["fg"] == "4,5,6"
     assert sgr["bright"]["bold"] and sgr["bright"]["fg"] == 9 and sgr["bright"]["bg"] == 12
     assert sgr["reset"] is None and sgr["defaults"] is None
+
+
+MULTI_LINE_CASES = r"""
+async () => {
+  const { LogPanel } = await import("./js/logpanel.js");
+  const E = "\x1b";
+  const render = (records) => {
+    const el = document.createElement("div");
+    el.className = "log";
+    document.body.append(el);
+    const panel = new LogPanel(el, {});
+    panel.append(records.map(([stream, data], seq) => ({ seq, stream, data })));
+    panel.finish();
+    panel.flushNow();
+    const blocks = [...el.querySelectorAll(".log-block")].map((block) => block.innerHTML);
+    el.remove();
+    return { text: panel.text(), out: panel.text("stdout"), err: panel.text("stderr"),
+             lines: panel.lineCount, blocks };
+  };
+  const lines = [`${E}[1;31mred${E}[0m one\n`, "plain\r\n", `50%\r${E}[32m100%${E}[0m\n`,
+                 `${E}[38;5;208mX`, `Y${E}[0m\n`, "<b>not html</b>\n", "\n", "tail"];
+  const perLine = lines.map((data) => ["stdout", data]);
+  const oneRecord = [["stdout", lines.join("")]];
+  const mixed = [["stdout", lines.slice(0, 3).join("")], ["stderr", "err 1\nerr 2\n"],
+                 ["stdout", lines.slice(3).join("")]];
+  const mixedPerLine = [...lines.slice(0, 3).map((data) => ["stdout", data]),
+                        ["stderr", "err 1\n"], ["stderr", "err 2\n"],
+                        ...lines.slice(3).map((data) => ["stdout", data])];
+  return { perLine: render(perLine), oneRecord: render(oneRecord),
+           mixed: render(mixed), mixedPerLine: render(mixedPerLine) };
+}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_multi_line_record_renders_like_one_record_per_line(
+    coordinator: Coordinator, page: Page
+) -> None:
+    """A record holding many lines (with colours, CR, CRLF and a line cut across records)
+    draws exactly the DOM, text and line count that one record per line draws."""
+    page.goto(coordinator.url + "/submitter.html")
+    result = page.evaluate(MULTI_LINE_CASES)
+    assert result["oneRecord"] == result["perLine"]
+    assert result["mixed"] == result["mixedPerLine"]
+    assert result["perLine"]["text"] == "red one\nplain\n100%\nXY\n<b>not html</b>\n\ntail\n"
+    assert result["perLine"]["lines"] == 7 and len(result["perLine"]["blocks"]) >= 1
+    assert result["mixed"]["err"] == "err 1\nerr 2\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
@@ -106,6 +107,50 @@ def test_records_rebuild_the_exact_output_whatever_the_chunking() -> None:
     assert text_of(records, Stream.STDOUT) == text.decode()
     assert [r.seq for r in records] == list(range(5, 5 + len(records)))
     assert all(len(r.data) <= MAX_RECORD_CHARS for r in records)
+
+
+def test_a_read_becomes_one_record_of_all_its_complete_lines() -> None:
+    """A read's complete lines make one record; its partial last line waits for the rest,
+    unless the other stream writes meanwhile: then it goes out first, keeping the order."""
+    chunks = [(Stream.STDOUT, b"a\nb\nc"), (Stream.STDERR, b"e1\ne2\n"), (Stream.STDOUT, b"d\ne\n")]
+
+    async def in_a_loop() -> list[LogRecord]:  # a loop lets the partial line wait
+        return collect(chunks)
+
+    records = asyncio.run(in_a_loop())
+    assert [(r.stream, r.data) for r in records] == [
+        (Stream.STDOUT, "a\nb\n"),
+        (Stream.STDOUT, "c"),
+        (Stream.STDERR, "e1\ne2\n"),
+        (Stream.STDOUT, "d\ne\n"),
+    ]
+
+
+def test_many_writes_in_one_turn_make_few_full_records() -> None:
+    """100,000 one-line frames handed over in one turn of the loop make full records only."""
+    frames = [(Stream.STDOUT, f"line {i}\n".encode()) for i in range(100_000)]
+
+    async def in_a_loop() -> list[LogRecord]:
+        return collect(frames)
+
+    records = asyncio.run(in_a_loop())
+    text = "".join(f"line {i}\n" for i in range(100_000))
+    assert text_of(records, Stream.STDOUT) == text
+    assert len(records) <= len(text) // MAX_RECORD_CHARS + 2
+    assert all(len(r.data) > MAX_RECORD_CHARS - 20 for r in records[:-1])
+
+
+def test_a_big_read_is_cut_at_newlines_within_the_record_bound() -> None:
+    """Past MAX_RECORD_CHARS a read is cut after its last newline that fits, else at the bound."""
+    line = "y" * 999 + "\n"
+    text = line * 200 + "z" * (MAX_RECORD_CHARS + 5) + "\n"
+    records = collect([(Stream.STDOUT, text.encode())])
+    assert text_of(records, Stream.STDOUT) == text
+    assert all(len(r.data) <= MAX_RECORD_CHARS for r in records)
+    full_lines = [r for r in records if r.data.startswith("y")]
+    assert all(r.data.endswith("\n") for r in full_lines)
+    assert len(full_lines[0].data) == (MAX_RECORD_CHARS // 1000) * 1000
+    assert len(records) <= 6
 
 
 def test_invalid_utf8_becomes_replacement_characters() -> None:

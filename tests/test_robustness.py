@@ -406,3 +406,33 @@ def test_log_quota_keeps_a_note_and_drops_the_rest(tmp_path: Path) -> None:
         assert page["complete"]
     finally:
         server.stop()
+
+
+def test_records_of_many_lines_are_bounded_like_any_record(tmp_path: Path) -> None:
+    """Records packed with newlines count against the log quota by their bytes, a record
+    over MAX_RECORD_CHARS is refused with 1002, and the seed socket sends each stored line."""
+    server = Coordinator(data_dir=tmp_path / "c", extra_args=["--max-log-mib-per-job", "1"]).start()
+    try:
+        agent = FakeAgent(server)
+        job = dispatched(server, agent)
+        for first in range(0, 30, 15):  # 30 records of 65,536 empty lines: ~1.9 MiB
+            agent.log(job, list(range(first, first + 15)), data="\n" * CHUNK)
+            agent.recv_type("ack")
+        agent.done(job, last_seq=29)
+        server.wait_for_status(job["job_id"], {"succeeded"})
+        records = server.logs(job["job_id"])
+        stdout = stream_text(records)
+        assert set(stdout) == {"\n"} and len(stdout) <= MiB
+        assert [r["stream"] for r in records].count("system") == 1
+        with connect(f"{server.ws_url}/ws/submitter/{job['job_id']}") as websocket:
+            messages = [json.loads(raw) for raw in websocket]
+        lines = [m for m in messages if m["type"] == "log" and m["stream"] == "stdout"]
+        assert len(lines) == len(stdout) and all(m["line"] == "" for m in lines)
+        assert messages[-1]["type"] == "done" and healthz_s(server) < 1
+
+        hostile = FakeAgent(server)
+        second = dispatched(server, hostile)
+        hostile.log(second, [0], data="\n" * (CHUNK + 1))
+        assert hostile.close_code() == 1002  # a malformed message, like any oversized record
+    finally:
+        server.stop()

@@ -38,6 +38,30 @@ def test_seed_submit_and_submitter_socket(coordinator: Coordinator, agent: Agent
     }
 
 
+def test_seed_submitter_socket_splits_records_into_lines(
+    coordinator: Coordinator, agent: Agent
+) -> None:
+    """Output packed many lines to a record still reaches the seed socket as one log message
+    per line, each stream in order, the last line without its newline included."""
+    script = (
+        "import sys\n"
+        "for i in range(20000):\n"
+        "    print(f'line {i}')\n"
+        "sys.stdout.flush()\n"
+        "print('err 1\\nerr 2', file=sys.stderr)\n"
+        "sys.stdout.write('tail')\n"
+    )
+    response = httpx.post(f"{coordinator.url}/submit-job", json={"script": script})
+    job_id = response.json()["job_id"]
+    messages = seed_stream(coordinator, job_id)
+    stdout = [m["line"] for m in messages if m["type"] == "log" and m["stream"] == "stdout"]
+    stderr = [m["line"] for m in messages if m["type"] == "log" and m["stream"] == "stderr"]
+    assert stdout == [f"line {i}" for i in range(20000)] + ["tail"]
+    assert stderr == ["err 1", "err 2"]
+    assert len(coordinator.logs(job_id)) < 1000  # the point: many lines to a record
+    assert messages[-1]["type"] == "done" and messages[-1]["status"] == "succeeded"
+
+
 def test_seed_submitter_socket_unknown_job(coordinator: Coordinator) -> None:
     """An unknown job id closes the submitter socket with 4404."""
     with (

@@ -154,10 +154,11 @@ class CoordinatorConnection:
             if batch:
                 if not job_log.may_send(batch):
                     continue  # held until an ack comes; it wakes us (see _acknowledge)
+                # Marked before the send: a lost connection rewinds it anyway (Outbox.rewind).
+                job_log.sent_seq = batch[-1].seq
                 await self._send(
                     Log(job_id=job_log.job_id, lease_id=job_log.lease_id, records=batch)
                 )
-                job_log.sent_seq = batch[-1].seq
                 sent = True
             elif job_log.ending is not None and not job_log.ending_sent:
                 await self._send(job_log.ending)

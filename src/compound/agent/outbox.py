@@ -7,6 +7,7 @@ again (the coordinator ignores what it already has), so nothing is lost or dupli
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compound.protocol import Done, LogRecord
@@ -25,9 +26,15 @@ class JobLog:
     # The job's ending, set once all its records are in ``records``; sent after them.
     ending: Done | None = None
     ending_sent: bool = False
+    # Turns the job's gathered output into records (OutputCollector.drain). Called only
+    # when nothing is in flight, so output written while a batch awaits its ack joins the
+    # same records instead of making a record per write: it could not go out sooner.
+    gather: Callable[[], None] | None = None
 
     def pending_batch(self) -> list[LogRecord]:
         """The next records not yet sent on this connection, bounded in count and size."""
+        if self.gather is not None and self.sent_seq <= self.acked_seq:
+            self.gather()
         # Records are contiguous by seq, so the first unsent one is found by arithmetic.
         start = max(0, self.sent_seq + 1 - self.records[0].seq) if self.records else 0
         batch: list[LogRecord] = []

@@ -88,8 +88,14 @@ class Worker:
         self._events.emit(JobStarted(job_id=job.job_id))
         self._events.say(f"job {job.job_id} started")
         collector = OutputCollector(
-            job.first_seq, self._max_output_bytes, lambda r: self._outbox.add(job.job_id, r)
+            job.first_seq,
+            self._max_output_bytes,
+            lambda r: self._outbox.add(job.job_id, r),
+            on_gathered=self._outbox.changed.set,
         )
+        job_log = self._outbox.jobs.get(job.job_id)
+        if job_log is not None:
+            job_log.gather = collector.drain
 
         async def on_output(stream: Stream, data: bytes) -> None:
             collector.feed(stream, data)

@@ -7,7 +7,7 @@ POST /submit-job {"script"} -> {"job_id"}; WS /ws/submitter/{job_id} sends one
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, WebSocket
@@ -17,7 +17,7 @@ from compound.coordinator.contributor_ws import contributor_endpoint
 from compound.coordinator.follow import follow_job
 from compound.coordinator.log_tail import LogPage
 from compound.coordinator.state import CoordinatorState, get_state
-from compound.protocol import FollowEnd
+from compound.protocol import FollowEnd, LogRecord
 
 router = APIRouter()
 # JSON escaping can grow text up to 6x: this keeps a seed line message under 4 MiB.
@@ -46,21 +46,14 @@ async def submitter(websocket: WebSocket, job_id: str) -> None:
 
 
 async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncGenerator[str, None]:
-    # Records are chunks; the seed speaks in whole lines, so chunks of one stream are joined
-    # until their newline. A last line without a newline is sent at the end. A line longer
-    # than MAX_SEED_LINE_CHARS goes out in pieces, so no message nears the size limit.
+    # Records are chunks of one or more lines; the seed speaks in whole lines, so records
+    # are split at their newlines and a line cut across records of one stream is joined.
     pending: dict[str, tuple[int, str]] = {}
     async for message in follow_job(state, job_id, -1):
         if isinstance(message, LogPage):
             for record in message.records:
-                seq, text = pending.pop(record.stream.value, (record.seq, ""))
-                text += record.data
-                if text.endswith("\n"):
-                    yield _line(text[:-1], record.stream.value, seq)
-                elif len(text) >= MAX_SEED_LINE_CHARS:
-                    yield _line(text, record.stream.value, seq)
-                else:
-                    pending[record.stream.value] = (seq, text)
+                for line in _seed_lines(pending, record):
+                    yield line
         elif isinstance(message, FollowEnd):
             for stream, (seq, text) in sorted(pending.items(), key=lambda item: item[1][0]):
                 yield _line(text, stream, seq)
@@ -74,6 +67,28 @@ async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncGenerator
                     "error": job.error,
                 }
             )
+
+
+def _seed_lines(pending: dict[str, tuple[int, str]], record: LogRecord) -> Iterator[str]:
+    """The seed messages of each line ``record`` completes; what follows its last newline
+    waits in ``pending`` for the stream's next record. A line longer than
+    MAX_SEED_LINE_CHARS goes out in pieces, so no message nears the size limit. Every line
+    carries the seq of the record it started in."""
+    stream = record.stream.value
+    seq, text = pending.pop(stream, (record.seq, ""))
+    data = record.data
+    start = 0
+    while start < len(data):
+        newline = data.find("\n", start)
+        if newline == -1:
+            text += data[start:]
+            break
+        yield _line(text + data[start:newline], stream, seq)
+        seq, text, start = record.seq, "", newline + 1
+    if len(text) >= MAX_SEED_LINE_CHARS:
+        yield _line(text, stream, seq)
+    elif text:
+        pending[stream] = (seq, text)
 
 
 def _line(text: str, stream: str, seq: int) -> str:

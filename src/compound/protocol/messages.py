@@ -63,7 +63,8 @@ class _Message(BaseModel):
 
 
 class LogRecord(_Message):
-    """One chunk of a job's output. ``data`` ends at a newline or at MAX_RECORD_CHARS."""
+    """One chunk of a job's output: the complete lines of one read of a stream (or a piece
+    of a longer line), so ``data`` ends at a newline or at MAX_RECORD_CHARS."""
 
     # Not bounded above here: the coordinator checks a batch as a whole (contiguity, int64)
     # and answers a violation with 1008, so one rule covers every bad sequence number.
