@@ -56,12 +56,16 @@ class Scheduler:
         # Connected contributors holding no lease, the one idle longest first: dispatch takes
         # from the front instead of scanning every session (10,000 of them at scale).
         self._idle: dict[str, ContributorSession] = {}
+        # How many of them install packages (only they can take a job with requirements).
+        self._idle_with_deps = 0
         # The queue cursor: bumped whenever a job may have been queued; a claim that finds
         # the queue empty records the generation it started in. While they are equal, a
         # contributor becoming free costs no query (at 10,000 contributors connecting at
         # once, one claim transaction each queued every connection behind the writer).
         self._queued_generation = 0
         self._empty_at_generation = -1
+        # The same for jobs without requirements, which is all a --no-deps contributor sees.
+        self._plain_empty_at_generation = -1
         self._dispatch_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         # Jobs by status as of the last sweep (at most sweep_interval_s old): /healthz
@@ -106,8 +110,14 @@ class Scheduler:
     def _mark_idle_if_free(self, session: ContributorSession | None) -> None:
         if session is None or session.closed or self.leases.holds_any(session.contributor_id):
             return
-        self._idle.pop(session.contributor_id, None)
+        self._unidle(session.contributor_id)
         self._idle[session.contributor_id] = session  # to the back: idle longest goes first
+        self._idle_with_deps += session.deps
+
+    def _unidle(self, contributor_id: str) -> None:
+        session = self._idle.pop(contributor_id, None)
+        if session is not None:
+            self._idle_with_deps -= session.deps
 
     async def dispatch(self) -> None:
         """A job may have been queued: give queued jobs, oldest first, to idle contributors
@@ -116,16 +126,21 @@ class Scheduler:
         await self._dispatch_idle()
 
     async def offer_idle(self) -> None:
-        """A contributor became free: dispatch, unless the queue is known to be empty."""
-        if self._empty_at_generation != self._queued_generation:
-            await self._dispatch_idle()
+        """A contributor became free: dispatch, unless the queue is known to hold nothing
+        any idle contributor can take."""
+        generation = self._queued_generation
+        if self._empty_at_generation == generation:
+            return
+        if self._plain_empty_at_generation == generation and not self._idle_with_deps:
+            return
+        await self._dispatch_idle()
 
     async def _dispatch_idle(self) -> None:
         async with self._dispatch_lock:
             plain_jobs_left = True
             for session in list(self._idle.values()):
                 if session.closed or self.leases.holds_any(session.contributor_id):
-                    self._idle.pop(session.contributor_id, None)
+                    self._unidle(session.contributor_id)
                     continue
                 if not session.deps and not plain_jobs_left:
                     continue
@@ -145,10 +160,11 @@ class Scheduler:
         if claimed is None:
             if session.deps:  # it could take any job: the queue is empty
                 self._empty_at_generation = generation
+            self._plain_empty_at_generation = generation
             return False
         job, lease = claimed
         self.leases.add(lease)
-        self._idle.pop(session.contributor_id, None)
+        self._unidle(session.contributor_id)
         self._hub.notify_all()
         try:
             message = _job_message(job, lease)
@@ -257,7 +273,7 @@ class Scheduler:
     async def contributor_gone(self, session: ContributorSession) -> None:
         """The socket closed. Its jobs keep their leases: the agent may come back in time."""
         if self._sessions.remove(session):
-            self._idle.pop(session.contributor_id, None)
+            self._unidle(session.contributor_id)
             await self._store.contributors.set_state(
                 session.contributor_id, ContributorState.OFFLINE
             )
