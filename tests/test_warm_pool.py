@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from compound.agent.docker_engine import connect
-from compound.agent.runners.base import Limits, MiB, RunResult, RunSpec
+from compound.agent.runners.base import Limits, MiB, RunResult
 from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
 from compound.agent.runners.docker_spec import (
     JOB_UID,
@@ -42,7 +42,7 @@ from compound.agent.runners.sandbox_payload import (
 from compound.desktop.settings import AppSettings, SettingsError, settings_from_dict
 from compound.desktop.sidecar import agent_command
 from compound.protocol import JobStatus
-from docker_env import RUNTIMES, Collected, leftover_container_ids, managed_container_ids
+from docker_env import RUNTIMES, leftover_container_ids, managed_container_ids, run_job
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -101,11 +101,7 @@ async def _prepared(made: list[DockerRunner], settings: DockerRunnerSettings) ->
     return runner
 
 
-async def run(runner: DockerRunner, script: str, **spec: object) -> tuple[RunResult, Collected]:
-    sink = Collected()
-    job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
-    result = await runner.run(job, sink, asyncio.Event())
-    return result, sink
+run = run_job
 
 
 async def _pooled_ids(node_id: str) -> list[str]:
