@@ -22,7 +22,9 @@ _BUILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from compound.agent.runners import docker_spec as spec
-payload = spec.job_payload("pass\\n")
+from compound.agent.runners.base import RunSpec
+key = spec.sandbox_key(spec.DockerRunnerSettings(), "runc", None)
+payload = spec.job_payload(RunSpec(job_id="bench", script="pass\\n"), key)
 if hasattr(spec, "files_control"):
     marker = spec.TRAILER_MARKER_PREFIX + b"0" * 32
     payload += spec.files_control(marker, 0, spec.DockerRunnerSettings())

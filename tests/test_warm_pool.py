@@ -26,6 +26,7 @@ from compound.agent.runners.docker_spec import (
     POOL_LABEL,
     container_config,
     files_control,
+    launcher_args,
     sandbox_key,
 )
 from compound.agent.runners.sandbox_launch import (
@@ -289,7 +290,7 @@ def _launch(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
         Path(where).chmod(0o755)
         command = ["/usr/bin/python3", "-I", "-S", "-c", LAUNCHER_SOURCE]
         return subprocess.run(
-            [*command, str(job / "main.py"), str(job / "site")],
+            [*command, *launcher_args(str(job / "main.py"), str(job / "site"))],
             input=stdin,
             capture_output=True,
             timeout=30,

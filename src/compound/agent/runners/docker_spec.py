@@ -56,8 +56,10 @@ LAUNCHER_SOURCE = "from __future__ import annotations\n" + "".join(
     .with_name(name)
     .read_text(encoding="utf-8")
     .replace("from __future__ import annotations\n", "")
-    for name in ("sandbox_files.py", "sandbox_launch.py")
+    for name in ("sandbox_files.py", "sandbox_prestart.py", "sandbox_launch.py")
 )
+# The job's interpreter, started before the job arrives (see sandbox_prestart).
+ZYGOTE_SOURCE = Path(__file__).with_name("sandbox_zygote.py").read_text(encoding="utf-8")
 # Room in the job's tmpfs beyond the two files: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
 # Must match sandbox_launch.CONTROL: the files section's fixed head.
@@ -163,7 +165,14 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
     return {
         "Image": key.image,
         # The launcher reads the job from stdin, then runs python3 -u on the script.
-        "Cmd": ["python3", "-I", "-S", "-c", LAUNCHER_SOURCE, SCRIPT_PATH, SITE_DIR],
+        "Cmd": [
+            "python3",
+            "-I",
+            "-S",
+            "-c",
+            LAUNCHER_SOURCE,
+            *launcher_args(SCRIPT_PATH, SITE_DIR),
+        ],
         # Only ours: the job's variables go to stdin and reach only the job's interpreter.
         "Env": container_env({}, _python_path(key)),
         "User": JOB_USER,
@@ -206,6 +215,12 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
             "Privileged": False,
         },
     }
+
+
+def launcher_args(script_path: str, site_dir: str, *, zygote: bool = True) -> list[str]:
+    """The launcher's arguments (see sandbox_launch); ``zygote`` False: no job is handed
+    to a pre-started interpreter."""
+    return [script_path, site_dir, SITECUSTOMIZE.decode("utf-8"), ZYGOTE_SOURCE if zygote else ""]
 
 
 def warm_name() -> str:

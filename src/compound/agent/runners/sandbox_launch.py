@@ -12,14 +12,15 @@ container job-agnostic (the warm pool starts containers before any job exists):
     then the files section (see ``FilesControl``): a fixed head, the trailer's marker and
     the job's input files as one tar.
 
-Each section is handed to its writer in ``SECTION_WRITERS`` (``site``: our sitecustomize,
-``script``: the job's script). ``marshal``, not JSON: it is built in, where importing json
-costs every job's start ~9 ms; the bytes come from the agent only (the job starts after
-they are read). The job's tmpfs, ``/job``, is also its working directory: inputs are
-extracted read-only and ``/job/outputs`` is left writable. Stdin is pointed at
-``/dev/null`` and the job runs as ``python3 -u`` on the script, a child of this process with
-the job's arguments and environment (which never reach tini, PID 1, nor this process) and
-its output descriptors: not a byte of the job's output comes from here.
+Each section is handed to its writer in ``SECTION_WRITERS`` (``script``: the job's script).
+``marshal``, not JSON: it is built in, where importing json costs every job's start ~9 ms;
+the bytes come from the agent only (the job starts after they are read). The job's tmpfs,
+``/job``, is also its working directory: inputs are extracted read-only and
+``/job/outputs`` is left writable. Stdin is pointed at ``/dev/null`` and the job runs as
+``python3 -u`` on the script (in the zygote started ahead when its environment allows, see
+sandbox_prestart), a child of this process with the job's arguments and environment (which
+never reach tini, PID 1, nor this process) and its output descriptors: not a byte of the
+job's output comes from here.
 
 When the job ends (or is stopped: SIGTERM is forwarded, SIGKILL follows before the agent's
 grace period is over) every process of the job is killed, and what the job left in
@@ -32,7 +33,9 @@ job's exit code. See docs/sandbox.md.
 
 The agent passes the source to ``python3 -I -S -c``, so no ``PYTHON*`` variable and no
 site-packages change how the job is put in place. The agent imports this module for its
-constants only. Arguments: the script's path, then the directory for sitecustomize.
+constants only. Arguments: the script's path, the directory for sitecustomize, its source
+(written there as the container starts, before any job), and the zygote's source (see
+sandbox_prestart; empty: none, every job starts its own interpreter).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-try:  # noqa: SIM105
+try:
     from compound.agent.runners.sandbox_files import (
         OUTPUTS_DIR_NAME,
         InputRefused,
@@ -59,14 +62,16 @@ try:  # noqa: SIM105
         refuse_inputs,
         send_outputs,
     )
-except ImportError:  # shipped: sandbox_files' source ran first, its names are ours
+    from compound.agent.runners.sandbox_prestart import Zygote
+except (
+    ImportError
+):  # shipped: sandbox_files' and sandbox_prestart's source ran first, its names are ours
     pass
 
 HEADER_LENGTH = struct.Struct(">I")
 # The header carries arguments and environment, both bounded far lower by the coordinator.
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MARSHAL_FORMAT = 4
-SITE_SECTION = "site"
 SCRIPT_SECTION = "script"
 READ_BYTES = 1024 * 1024
 # A launch that could not happen; distinct from what a Python script usually exits with.
@@ -141,28 +146,54 @@ class JobProcess:
     def _on_alarm(self, _signum: int, _frame: object) -> None:
         kill_all_but_me()
 
-    def run(self, script_path: str, args: list[str], env: dict[str, str]) -> int:
-        """Start the job unless stopped already; its exit code, as a shell reports it."""
-        if self.terminated:
+    def run(
+        self, script_path: str, args: list[str], env: dict[str, str], zygote: Zygote | None
+    ) -> int:
+        """Start the job unless stopped already; its exit code, as a shell reports it.
+
+        In ``zygote`` when it serves this environment (it is discarded otherwise), else
+        as ``python3 -u script``.
+        """
+        argv, env_bytes = exec_arguments([sys.executable, "-u", script_path, *args], env)
+        if zygote is not None and not self.terminated and zygote.serves(env):
+            # Set first: a SIGTERM from here on reaches the zygote, which then never
+            # comes up or dies with the job's first instruction.
+            self.pid = zygote.pid
+            if not zygote.hand(argv, env_bytes):
+                self.pid = None
+                zygote.discard()
+                zygote = None
+        elif zygote is not None:
+            zygote.discard()
+            zygote = None
+        if self.terminated and zygote is None:
             return 128 + int(signal.SIGTERM)
-        argv = [sys.executable, "-u", script_path, *args]
-        # Encoded here, not in the child: text exec cannot take (a lone surrogate, a NUL)
-        # fails the launch with a sentence instead of a silent exit of the child.
-        argv_bytes = [os.fsencode(arg) for arg in argv]
-        env_bytes = {os.fsencode(name): os.fsencode(value) for name, value in env.items()}
-        if any(b"\0" in item for item in [*argv_bytes, *env_bytes, *env_bytes.values()]):
-            raise LaunchError("the job's arguments or environment contain a NUL character")
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                os.execve(argv_bytes[0], argv_bytes, env_bytes)
-            finally:
-                os._exit(LAUNCH_FAILED_EXIT)
+        if zygote is None:
+            self.pid = os.fork()
+            if self.pid == 0:
+                try:
+                    os.execve(argv[0], argv, env_bytes)
+                finally:
+                    os._exit(LAUNCH_FAILED_EXIT)
+        assert self.pid is not None
         _, status = os.waitpid(self.pid, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
         code = os.waitstatus_to_exitcode(status)
         self.signalled = code < 0
         return 128 - code if code < 0 else code
+
+
+def exec_arguments(argv: list[str], env: dict[str, str]) -> tuple[list[bytes], dict[bytes, bytes]]:
+    """``argv`` and ``env`` as exec takes them; LaunchError on what it cannot take.
+
+    Encoded here, not in the child: text exec cannot take (a lone surrogate, a NUL) fails
+    the launch with a sentence instead of a silent exit of the child.
+    """
+    argv_bytes = [os.fsencode(arg) for arg in argv]
+    env_bytes = {os.fsencode(name): os.fsencode(value) for name, value in env.items()}
+    if any(b"\0" in item for item in [*argv_bytes, *env_bytes, *env_bytes.values()]):
+        raise LaunchError("the job's arguments or environment contain a NUL character")
+    return argv_bytes, env_bytes
 
 
 def kill_all_but_me() -> None:
@@ -245,7 +276,6 @@ class Placement:
 
 
 SECTION_WRITERS: dict[str, Callable[[Placement, bytes], None]] = {
-    SITE_SECTION: Placement.site,
     SCRIPT_SECTION: Placement.script,
 }
 
@@ -261,13 +291,18 @@ def receive(fd: int, placement: Placement) -> tuple[list[str], dict[str, str]]:
     return header["args"], header["env"]  # type: ignore[return-value]
 
 
-def launch(script_path: str, site_dir: str) -> int:
-    """Receive the job, put its files in place, run it, send its outputs; its exit code."""
+def launch(script_path: str, site_dir: str, site_source: str, zygote_source: str) -> int:
+    """Put our sitecustomize in place, start the zygote, receive the job, put its files in
+    place, run it, send its outputs; its exit code."""
     if os.getuid() == 0:
         # kill(-1) as root outside a sandbox would end every process of the machine.
         raise LaunchError("the launcher never runs as root")
+    placement = Placement(script_path, site_dir)
+    # Before the zygote starts: its interpreter imports it, as the job's would.
+    placement.site(site_source.encode("utf-8"))
+    zygote = Zygote(zygote_source) if zygote_source else None
     make_undumpable()
-    args, job_env = receive(0, Placement(script_path, site_dir))
+    args, job_env = receive(0, placement)
     control = FilesControl()
     job_dir = os.path.dirname(script_path)
     job = JobProcess(control.kill_after_s)
@@ -285,7 +320,7 @@ def launch(script_path: str, site_dir: str) -> int:
     os.close(null)
     # The image's variables, then the job's (as the agent merged them with ours), exactly
     # what the container's own environment would be.
-    code = job.run(script_path, args, {**os.environ, **job_env})
+    code = job.run(script_path, args, {**os.environ, **job_env}, zygote)
     wait_for_the_rest()
     send_outputs(control.marker, job_dir, control.max_outputs_bytes, code, job.signalled)
     return code
@@ -293,7 +328,7 @@ def launch(script_path: str, site_dir: str) -> int:
 
 if __name__ == "__main__":
     try:
-        exit_code = launch(sys.argv[1], sys.argv[2])
+        exit_code = launch(*sys.argv[1:5])
     except (OSError, LaunchError, EOFError, ValueError, KeyError, struct.error) as exc:
         # ValueError: text the interpreter cannot pass to exec (a lone surrogate).
         sys.stderr.write(f"[compound] could not start the job: {exc}\n")

@@ -18,7 +18,6 @@ from compound.agent.runners.sandbox_launch import (
     MARSHAL_FORMAT,
     MAX_HEADER_BYTES,
     SCRIPT_SECTION,
-    SITE_SECTION,
 )
 
 SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_bytes()
@@ -40,8 +39,9 @@ def encode_script(script: str) -> bytes:
 
 
 def job_sections(script: str) -> list[Section]:
-    """The sections of a plain job: our sitecustomize, then the script."""
-    return [Section(SITE_SECTION, SITECUSTOMIZE), Section(SCRIPT_SECTION, encode_script(script))]
+    """The sections of a plain job: the script (our sitecustomize is in the container's
+    command, written before the job's interpreter starts: see sandbox_prestart)."""
+    return [Section(SCRIPT_SECTION, encode_script(script))]
 
 
 def job_env(env: dict[str, str], python_path: list[str]) -> dict[str, str]:
