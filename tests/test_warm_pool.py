@@ -40,6 +40,7 @@ from compound.agent.runners.sandbox_payload import (
     job_sections,
     payload,
 )
+from compound.agent.runners.warm_pool import WarmPool
 from compound.desktop.settings import AppSettings, SettingsError, settings_from_dict
 from compound.desktop.sidecar import agent_command
 from compound.protocol import JobStatus
@@ -162,6 +163,31 @@ async def test_pool_refills_and_never_exceeds_its_size(
     assert runner.warm_pool.hits == 3
     await runner.close()
     assert await managed_container_ids(node) == []
+
+
+async def test_refill_starts_sandboxes_side_by_side() -> None:
+    """A pool of 3 starts its 3 sandboxes at once (each start here finishes only once all 3
+    are under way), and a take is followed by exactly one more start."""
+    started: list[int] = []
+    all_under_way = asyncio.Event()
+
+    async def start(key: str) -> int:
+        started.append(len(started))
+        if len(started) >= 3:
+            all_under_way.set()
+        await all_under_way.wait()
+        return started[-1]
+
+    pool: WarmPool[str, int] = WarmPool(3, start, lambda _: True, lambda _: None)
+    pool.refill("k")
+    await asyncio.wait_for(pool.filled(), 5)
+    assert pool.idle_count == 3 and len(started) == 3
+    assert await pool.take_ready("k") is not None
+    pool.refill("k")
+    await asyncio.wait_for(pool.filled(), 5)
+    assert pool.idle_count == 3 and len(started) == 4
+    await pool.close()
+    assert pool.idle_count == 0
 
 
 async def test_warm_zero_starts_no_container_ahead(

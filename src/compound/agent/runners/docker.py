@@ -37,6 +37,7 @@ from compound.agent.runners.docker_sandbox import (
     close_and_remove,
     final_state,
     remove,
+    rename,
     start_sandbox,
 )
 from compound.agent.runners.docker_spec import (
@@ -301,6 +302,7 @@ class DockerRunner:
             # counts from here, when the job is handed over, not from the container's start.
             head = job.payload + files_control(outputs.marker, job.inputs_bytes, self.settings)
             feed = asyncio.create_task(attachment.send_stdin_file(head, job.inputs_tar))
+            renamed = asyncio.create_task(rename(sandbox))
             try:
                 stopped_as = await self._supervise(
                     container, pump, spec.timeout_s, cancel, outputs.outputs_started
@@ -308,6 +310,8 @@ class DockerRunner:
             finally:
                 await _finish(feed)
                 await _finish(pump)
+                # Long done by now (a job ending within the rename's round trip waits it).
+                await asyncio.gather(renamed, return_exceptions=True)
             await outputs.end_of_output()
             # A warm container killed just before the handover (past the idle watch) ends
             # silent and non-zero: only then is the time it ended worth a round trip.

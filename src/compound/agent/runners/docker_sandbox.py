@@ -39,6 +39,8 @@ class Sandbox:
     attachment: Attachment
     # Warm (started by the pool) only: ends when the idle container says anything or ends.
     idle_watch: asyncio.Task[None] | None = None
+    # Warm only, once claimed: the job's container name, given while the job runs.
+    rename_to: str | None = None
 
     @property
     def warm(self) -> bool:
@@ -92,20 +94,29 @@ async def _create(docker: aiodocker.Docker, config: dict[str, Any], name: str) -
 
 
 async def claimed(sandbox: Sandbox, name: str, discard: Callable[[Sandbox], None]) -> bool:
-    """Whether the warm ``sandbox`` is the caller's to use, renamed ``name``; else discarded."""
+    """Whether the warm ``sandbox`` is the caller's to use (to be renamed ``name`` by
+    ``rename``); else discarded."""
     try:
         usable = await sandbox.claim()
-        if usable:
-            await sandbox.container.rename(name)
-    except (DockerError, *TRANSPORT_ERRORS):
-        # Gone (404) or the engine is in trouble: a fresh container will say which.
-        usable = False
     except BaseException:
         discard(sandbox)
         raise
     if not usable:
         discard(sandbox)
-    return usable
+        return False
+    sandbox.rename_to = name
+    return True
+
+
+async def rename(sandbox: Sandbox) -> None:
+    """Give a claimed warm container its job's name (cosmetic: ``docker ps`` shows the job).
+
+    Beside the job, not before it: one engine round trip (~5 ms, more on a busy engine)
+    off every pooled job's start. A container gone meanwhile shows in the job's result.
+    """
+    if sandbox.rename_to is not None:
+        with contextlib.suppress(DockerError, *TRANSPORT_ERRORS):
+            await sandbox.container.rename(sandbox.rename_to)
 
 
 @dataclass(frozen=True)

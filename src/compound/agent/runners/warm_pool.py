@@ -2,17 +2,17 @@
 
 The pool knows nothing of Docker: it is given how to start a sandbox for a key, how to tell
 whether an idle one is still usable, and how to discard one. It holds at most ``size`` idle
-sandboxes (counting the one being started), all of the key it was last asked to refill
-with; any of another key is discarded as soon as that changes, so a new image, new limits
-or another dependency directory never meet a container made for the old ones. A sandbox
-that died while idle is discarded at ``take``, and the caller starts a fresh one: the pool
-can make a job faster, never make it fail.
+sandboxes (counting those being started, which start side by side: the engine starts
+several containers at once faster than one after the other), all of the key it was last
+asked to refill with; any of another key is discarded as soon as that changes, so a new
+image, new limits or another dependency directory never meet a container made for the old
+ones. A sandbox that died while idle is discarded at ``take``, and the caller starts a
+fresh one: the pool can make a job faster, never make it fail.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -39,7 +39,8 @@ class WarmPool(Generic[K, T]):
         self._discard = discard
         self._idle: list[tuple[K, T]] = []
         self._wanted: K | None = None
-        self._filling: asyncio.Task[None] | None = None
+        # One task per sandbox being started; idle plus these never exceed ``size``.
+        self._starting: set[asyncio.Task[None]] = set()
         self._closed = False
         # Set when the refill adds a sandbox, for jobs waiting in ``take_ready``.
         self._added = asyncio.Event()
@@ -73,41 +74,41 @@ class WarmPool(Generic[K, T]):
         """
         sandbox = self.take(key)
         while sandbox is None and self._refilling(key):
-            assert self._filling is not None
             self._added.clear()
             added = asyncio.create_task(self._added.wait())
             try:
-                await asyncio.wait({self._filling, added}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({*self._starting, added}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 added.cancel()
             sandbox = self.take(key)
         return sandbox
 
     def _refilling(self, key: K) -> bool:
-        filling = self._filling is not None and not self._filling.done()
-        return filling and not self._closed and self._wanted == key
+        return bool(self._starting) and not self._closed and self._wanted == key
 
     def refill(self, key: K) -> None:
-        """Start, in the background, idle sandboxes of ``key`` up to ``size``."""
+        """Start, in the background and side by side, idle sandboxes of ``key`` up to ``size``."""
         if self._closed or self.size <= 0:
             return
         self._wanted = key
         self._drain_other(key)
-        if self._filling is None or self._filling.done():
-            self._filling = asyncio.create_task(self._fill(), name="warm-pool-fill")
+        while len(self._idle) + len(self._starting) < self.size:
+            task = asyncio.create_task(self._start_one(key), name="warm-pool-start")
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
 
     async def filled(self) -> None:
         """Wait until the background refill (if any) is over: the deterministic mode for tests."""
-        while self._filling is not None and not self._filling.done():
-            await asyncio.wait({self._filling})
+        while self._starting:
+            await asyncio.wait(set(self._starting))
 
     async def close(self) -> None:
         """Stop refilling and discard every idle sandbox; the pool stays empty after."""
         self._closed = True
-        if self._filling is not None:
-            self._filling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._filling
+        starting = set(self._starting)
+        for task in starting:
+            task.cancel()
+        await asyncio.gather(*starting, return_exceptions=True)
         self._drain_other(None)
 
     def _drain_other(self, key: K | None) -> None:
@@ -117,17 +118,21 @@ class WarmPool(Generic[K, T]):
                 self._discard(sandbox)
         self._idle = keep
 
-    async def _fill(self) -> None:
-        while not self._closed and self._wanted is not None and len(self._idle) < self.size:
-            key = self._wanted
-            try:
-                sandbox = await self._start(key)
-            except Exception as exc:  # the engine's trouble shows again in the next job
-                # One attempt per refill: a broken engine must not be hammered in a loop.
-                log.warning("could not start a warm sandbox: %s", exc)
-                return
-            if self._closed or key != self._wanted:
-                self._discard(sandbox)
-                continue
-            self._idle.append((key, sandbox))
-            self._added.set()
+    async def _start_one(self, key: K) -> None:
+        try:
+            sandbox = await self._start(key)
+        except Exception as exc:  # the engine's trouble shows again in the next job
+            # One attempt per refill: a broken engine must not be hammered in a loop.
+            log.warning("could not start a warm sandbox: %s", exc)
+            return
+        if self._closed or key != self._wanted:
+            self._discard(sandbox)
+            if not self._closed and self._wanted is not None:
+                # Its place goes to one of the key now wanted.
+                current = asyncio.current_task()
+                if current is not None:
+                    self._starting.discard(current)
+                self.refill(self._wanted)
+            return
+        self._idle.append((key, sandbox))
+        self._added.set()
