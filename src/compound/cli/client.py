@@ -2,7 +2,7 @@
 
 Start-up time matters here (``compound submit`` is typed often), so this module imports
 only the standard library's ``http.client`` at first: ``ssl`` and ``compound.tls`` only for
-an https coordinator or a failed request, websockets only to follow a job. Responses come
+an https coordinator or a failed request; following a job is ``follow.py``'s. Responses come
 back as the coordinator's JSON objects; the commands that need ``JobView`` models build them.
 """
 
@@ -11,14 +11,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
     import ssl
-
-    from compound.protocol import FollowEnd, FollowRecords, FollowStatus
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8000"
 
@@ -253,13 +250,11 @@ class CoordinatorClient:
         result: list[dict[str, Any]] = self._request("GET", "/api/v1/contributors")["contributors"]
         return result
 
-    def follow_url(self, job_id: str, after: int) -> str:
-        ws_base = (
-            "ws" + self.base_url[len("http") :]
-            if self.base_url.startswith("http")
-            else (self.base_url)
-        )
-        return f"{ws_base}/api/v1/jobs/{quote(job_id)}/follow?after={after}"
+    def follow_address(self, job_id: str, after: int) -> tuple[str, int, str]:
+        """Host, port and request target of the job's follow socket (same host as the API)."""
+        default_port = 443 if self._parts.scheme == "https" else 80
+        target = self._target(f"/api/v1/jobs/{quote(job_id)}/follow?after={after}")
+        return self._parts.hostname or "", self._parts.port or default_port, target
 
 
 def _detail(status: int, data: bytes) -> str:
@@ -268,28 +263,3 @@ def _detail(status: int, data: bytes) -> str:
     except (ValueError, AttributeError):
         detail = None
     return str(detail or f"HTTP {status}")
-
-
-async def follow_once(
-    client: CoordinatorClient, job_id: str, after: int
-) -> AsyncIterator[FollowRecords | FollowStatus | FollowEnd]:
-    """One follow connection; ends after ``end`` or raises when the connection drops."""
-    import websockets
-    from websockets.asyncio.client import connect
-
-    from compound.protocol import MAX_MESSAGE_BYTES, FollowEnd, parse_follow_message
-    from compound.tls import websocket_ssl_options
-
-    async with connect(
-        client.follow_url(job_id, after),
-        max_size=MAX_MESSAGE_BYTES,
-        open_timeout=10,
-        additional_headers=client.auth_headers(),
-        **websocket_ssl_options(client.ssl_context),
-    ) as websocket:
-        async for raw in websocket:
-            message = parse_follow_message(raw)
-            yield message
-            if isinstance(message, FollowEnd):
-                return
-    raise websockets.ConnectionClosedError(None, None)
