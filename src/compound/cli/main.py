@@ -9,6 +9,7 @@ Importing Typer, Rich, pydantic and httpx took ~0.25 s before `submit` sent a by
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -53,9 +54,7 @@ def _submit(arguments: list[str]) -> int | None:
     parsed = argv.parse(arguments, argv.SUBMIT)
     if parsed is None or not parsed.positionals:
         return None
-    from pathlib import Path
-
-    file = Path(parsed.positionals[0])
+    path = parsed.positionals[0]
     env: dict[str, str] = {}
     for pair in parsed.values.get("env", []):
         name, sep, value = pair.partition("=")
@@ -63,7 +62,8 @@ def _submit(arguments: list[str]) -> int | None:
             return None  # Typer names the bad pair
         env[name] = value
     try:
-        script = file.read_bytes().decode("utf-8")
+        with open(path, "rb") as file:  # not pathlib: its import costs ~5 ms of a ~50 ms start
+            script = file.read().decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None  # Typer says which file and why, as a usage error
     from compound.cli import quick
@@ -79,7 +79,7 @@ def _submit(arguments: list[str]) -> int | None:
             parsed.positionals[1:],
             env,
             values.get("timeout"),
-            values.get("name") or file.name,
+            values.get("name") or os.path.basename(path),
             values.get("detach", False),
         ),
     )
