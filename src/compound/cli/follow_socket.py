@@ -22,6 +22,8 @@ import struct
 import time
 from typing import TYPE_CHECKING, NoReturn
 
+from compound.cli.http_wire import open_socket
+
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Iterator
@@ -191,11 +193,8 @@ class FollowSocket:
     ) -> FollowSocket:
         """Connect and complete the handshake; raises OSError (ssl errors included),
         TimeoutError or HandshakeError."""
-        sock = socket.create_connection((host, port), timeout=open_timeout_s)
+        sock = open_socket(host, port, open_timeout_s, ssl_context)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if ssl_context is not None:
-                sock = ssl_context.wrap_socket(sock, server_hostname=host)
             key = base64.b64encode(os.urandom(16)).decode("ascii")
             host_header = host if ":" not in host else f"[{host}]"
             sock.sendall(handshake_request(f"{host_header}:{port}", target, key, headers))
