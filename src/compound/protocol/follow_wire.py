@@ -131,17 +131,20 @@ def decode_follow_message(raw: str | bytes) -> WireMessage:
     """Read a message of a job follow stream; raises only ProtocolError."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError("message too big", CLOSE_TOO_BIG)
-    text = _text(raw)
     try:
-        value = _decoder.decode(text)
-        # json reads a lone surrogate escape ("\ud800") into a str; pydantic-core refuses it.
-        if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
-            raise ValueError("a lone surrogate")
+        value = _decoder.decode(_text(raw))
     except (ValueError, RecursionError):  # JSONDecodeError, too many digits, too deep
         raise _not_json() from None
-    if type(value) is not dict or type(value.get("type")) is not str:
-        raise ProtocolError("message must be a JSON object with a type")
-    return _message(value)
+    try:
+        if type(value) is not dict or type(value.get("type")) is not str:
+            raise ProtocolError("message must be a JSON object with a type")
+        return _message(value)
+    except ProtocolError as exc:
+        # pydantic-core reads all the JSON before it validates a field: a value nested too
+        # deep or a lone surrogate anywhere makes the message invalid JSON, whatever else.
+        if exc.close_code != CLOSE_BAD_DATA and _json_fault(value, 1):
+            raise _not_json() from None
+        raise
 
 
 def _text(raw: str | bytes) -> str:
@@ -194,6 +197,8 @@ def _records(value: Any) -> list[WireRecord]:
                 f"records.records.{index}.data",
                 f"should be a string of at most {MAX_RECORD_CHARS} characters",
             )
+        if not data.isascii() and _lone_surrogate(data):
+            raise _not_json()
         name = item.get("stream", "stdout")
         stream = _STREAMS.get(name) if type(name) is str else None
         if stream is None:
@@ -221,6 +226,8 @@ def _string(value: Any, where: str) -> str:
     _required(value, where)
     if type(value) is not str:
         raise _invalid(where, "should be a string")
+    if not value.isascii() and _lone_surrogate(value):
+        raise _not_json()
     result: str = value
     return result
 
@@ -325,32 +332,34 @@ _JOB_NAMES = tuple(name for name, _ in _JOB)
 
 
 def _check_extras(value: dict[str, Any], known: tuple[str, ...], level: int) -> None:
-    """Fields the models ignore are ignored here too, once they nest no deeper than
-    pydantic-core reads (``level`` is the nesting level of ``value``)."""
+    """Fields the models ignore are ignored here too, once they are valid JSON as
+    pydantic-core reads it (``level`` is the nesting level of ``value``)."""
     for key, item in value.items():
-        if key not in known and _too_deep(item, level + 1):
+        if key not in known and (_json_fault(key, level + 1) or _json_fault(item, level + 1)):
             raise _not_json()
 
 
-def _too_deep(value: Any, level: int) -> bool:
+def _json_fault(value: Any, level: int) -> bool:
+    """Whether ``value`` (at nesting ``level``) is JSON that pydantic-core refuses to read:
+    nested deeper than MAX_DEPTH, or a str holding a lone surrogate (json reads the escape
+    "\\ud800" into one; UTF-8 cannot carry it)."""
     if level > MAX_DEPTH:
         return True
+    if type(value) is str:
+        return not value.isascii() and _lone_surrogate(value)
     if type(value) is list:
-        return any(_too_deep(item, level + 1) for item in value)
+        return any(_json_fault(item, level + 1) for item in value)
     if type(value) is dict:
-        return any(_too_deep(item, level + 1) for item in value.values())
+        return any(
+            _json_fault(key, level + 1) or _json_fault(item, level + 1)
+            for key, item in value.items()
+        )
     return False
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    if type(value) is str:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if type(value) is list:
-        return any(_has_lone_surrogate(item) for item in value)
-    if type(value) is dict:
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
