@@ -75,6 +75,7 @@ class FollowServer:
     """Accepts WebSocket clients on loopback and runs ``script`` for each connection."""
 
     script: Script
+    accept: str | None = None  # a Sec-WebSocket-Accept to send instead of the right one
     listener: socket.socket = field(default_factory=socket.socket)
     connections: list[Connection] = field(default_factory=list)
 
@@ -110,7 +111,9 @@ class FollowServer:
             for line in lines
             if line.lower().startswith("sec-websocket-key")
         )
-        accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+        accept = (
+            self.accept or base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+        )
         sock.sendall(
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -150,15 +153,15 @@ def parse_masked(buffer: bytes) -> tuple[int, bytes, int] | None:
     return opcode, payload, 6 + length
 
 
-StartServer = Callable[[Script], FollowServer]
+StartServer = Callable[..., FollowServer]
 
 
 @pytest.fixture
 def follow_server() -> Iterator[StartServer]:
     servers: list[tuple[FollowServer, threading.Thread]] = []
 
-    def start(script: Script) -> FollowServer:
-        server = FollowServer(script)
+    def start(script: Script, accept: str | None = None) -> FollowServer:
+        server = FollowServer(script, accept)
         server.listener.bind(("127.0.0.1", 0))
         server.listener.listen()
         thread = threading.Thread(target=server.serve, daemon=True)
@@ -303,6 +306,16 @@ def test_refusals_by_close_code_are_sentences(
     server = follow_server(sending(close(code, "not yours")))
     exit_code, _, stderr = follow(server)
     assert exit_code == 3 and words in stderr, stderr
+    assert len(server.connections) == 1
+
+
+def test_a_wrong_handshake_is_a_sentence_not_a_reconnection_loop(
+    follow_server: StartServer,
+) -> None:
+    """A 101 with the wrong Sec-WebSocket-Accept breaks RFC 6455: exit 3 at once."""
+    server = follow_server(sending(text({"type": "end", "job": END_OK})), accept="bogus")
+    code, _, stderr = follow(server)
+    assert code == 3 and "Sec-WebSocket-Accept is wrong" in stderr, stderr
     assert len(server.connections) == 1
 
 

@@ -150,7 +150,9 @@ def handshake_request(host: str, target: str, key: str, headers: dict[str, str])
 
 
 def check_handshake_response(head: bytes, key: str) -> None:
-    """Raise HandshakeError unless ``head`` (status line and headers) upgrades to WebSocket."""
+    """Raise unless ``head`` (status line and headers) upgrades to WebSocket: HandshakeError
+    for another HTTP answer (a coordinator restarting: worth trying again), FrameError for
+    a 101 that breaks RFC 6455 (no use trying again)."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or parts[1] != "101":
@@ -161,11 +163,11 @@ def check_handshake_response(head: bytes, key: str) -> None:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     if headers.get("upgrade", "").lower() != "websocket":
-        raise HandshakeError("the server did not upgrade to WebSocket")
+        raise FrameError("the server did not upgrade to WebSocket")
     if headers.get("sec-websocket-accept") != accept_value(key):
-        raise HandshakeError("the server's Sec-WebSocket-Accept is wrong")
+        raise FrameError("the server's Sec-WebSocket-Accept is wrong")
     if headers.get("sec-websocket-extensions"):
-        raise HandshakeError("the server chose an extension that was not offered")
+        raise FrameError("the server chose an extension that was not offered")
 
 
 # ------------------------------------------------------------------ the connection: I/O
@@ -192,7 +194,7 @@ class FollowSocket:
         open_timeout_s: float = 10.0,
     ) -> FollowSocket:
         """Connect and complete the handshake; raises OSError (ssl errors included),
-        TimeoutError or HandshakeError."""
+        TimeoutError, HandshakeError or FrameError."""
         sock = open_socket(host, port, open_timeout_s, ssl_context)
         try:
             key = base64.b64encode(os.urandom(16)).decode("ascii")
@@ -308,7 +310,7 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
         if len(data) > MAX_HANDSHAKE_BYTES:
-            raise HandshakeError("the server's handshake response is too long")
+            raise FrameError("the server's handshake response is too long")
         chunk = sock.recv(4096)
         if not chunk:
             raise HandshakeError("the server closed the connection during the handshake")
