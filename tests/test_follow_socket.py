@@ -319,6 +319,62 @@ def test_a_wrong_handshake_is_a_sentence_not_a_reconnection_loop(
     assert len(server.connections) == 1
 
 
+@pytest.mark.parametrize(("status", "refused"), [(404, True), (503, False)])
+def test_an_http_answer_to_the_upgrade(status: int, refused: bool) -> None:
+    """A 4xx to the upgrade is a refusal (exit 3, no retry); a 5xx is retried, and the
+    follow goes on when the server comes round."""
+
+    def answer(index: int, sock: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        if index == 0:
+            sock.sendall(b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % status)
+            return
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = accept_value(key.decode())
+        sock.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: %s\r\n\r\n"
+            % accept.encode()
+            + text({"type": "end", "job": END_OK})
+        )
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = 0
+
+    def serve() -> None:
+        nonlocal accepted
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            with sock:
+                answer(accepted, sock)
+            accepted += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        result = run_cli("logs", "-f", JOB_ID, "-c", url, timeout_s=45)
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(5)
+    stderr = result.stderr.decode()
+    assert "Traceback" not in stderr
+    if refused:
+        assert result.returncode == 3 and "HTTP 404" in stderr and accepted == 1, stderr
+    else:
+        assert result.returncode == 0 and "reconnecting" in stderr and accepted == 2, stderr
+
+
 def test_a_huge_exit_code_is_not_taken_as_the_scripts(follow_server: StartServer) -> None:
     """An exit code no process can have (valid JSON, a hostile value) gives 125, not a crash."""
     server = follow_server(sending(text({"type": "end", "job": {**END_OK, "exit_code": 10**30}})))

@@ -193,6 +193,12 @@ def _refusal(exc: Exception, job_id: str) -> str | None:
         if exc.code == CLOSE_FORBIDDEN:
             return f"the coordinator refused: {exc.reason or 'this token may not follow jobs'}"
         return None
+    if isinstance(exc, HandshakeError):
+        # A 4xx will not change by asking again (a 5xx may: a proxy before a restart).
+        status = exc.status or 0
+        if 400 <= status < 500 and status not in (408, 429):
+            return f"the coordinator refused to follow the job ({exc})"
+        return None
     from compound.tls import certificate_problem  # ssl's errors are OSErrors
 
     return certificate_problem(exc)

@@ -51,7 +51,11 @@ class FrameError(Exception):
 
 
 class HandshakeError(Exception):
-    """The server did not upgrade the connection (an HTTP answer, or not a WebSocket one)."""
+    """The server answered the upgrade with another HTTP ``status``."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class Closed(Exception):
@@ -156,8 +160,9 @@ def check_handshake_response(head: bytes, key: str) -> None:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or parts[1] != "101":
-        status = parts[1] if len(parts) > 1 else "?"
-        raise HandshakeError(f"the server answered HTTP {status} instead of a WebSocket")
+        code = parts[1] if len(parts) > 1 else "?"
+        status = int(code) if len(code) == 3 and code.isdigit() else None
+        raise HandshakeError(f"the server answered HTTP {code} instead of a WebSocket", status)
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
