@@ -5,7 +5,7 @@ default). Every Compound figure has a baseline measured in the same run, interle
 it so a noisy moment hurts both alike: the same script run with
 ``docker run --rm --network none IMAGE python3 /job.py``, its output read through a pipe.
 
-    PYTHONPATH=src .venv/bin/python bench/end_to_end.py [--repeat 10]
+    PYTHONPATH=src .venv/bin/python bench/end_to_end.py [--repeat 10] [--parts abcd]
 """
 
 from __future__ import annotations
@@ -265,15 +265,14 @@ def main(
             script = write_script(root, "trivial", TRIVIAL)
             run_timed(compound_submit(script, stack.coordinator.url))
             run_timed(docker_run(script))
-            figures: list[Figure] = []
-            if "a" in parts:
-                figures += part_a(root, stack.coordinator, repeat)
-            if "b" in parts:
-                figures += part_b(root, stack.coordinator, repeat)
-            if "c" in parts:
-                figures += part_c(root, stack.coordinator, heavy_repeat)
-            if "d" in parts:
-                figures += part_d(root, stack.coordinator)
+            coordinator = stack.coordinator
+            runs: dict[str, Callable[[], list[Figure]]] = {
+                "a": lambda: part_a(root, coordinator, repeat),
+                "b": lambda: part_b(root, coordinator, repeat),
+                "c": lambda: part_c(root, coordinator, heavy_repeat),
+                "d": lambda: part_d(root, coordinator),
+            }
+            figures = [figure for part in parts for figure in runs[part]()]
     return figures
 
 
@@ -283,8 +282,10 @@ if __name__ == "__main__":
     parser.add_argument("--heavy-repeat", type=int, default=3)
     parser.add_argument("--runtime", default="runc")
     parser.add_argument("--warm", type=int, default=AGENT_WARM, help="the agent's --warm")
-    parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. bd")
+    parser.add_argument("--parts", default="abcd", help="which of the parts a-d, e.g. a")
     options = parser.parse_args()
+    if set(options.parts) - set("abcd"):
+        parser.error("--parts takes letters from abcd")
     figures = main(
         options.repeat, options.heavy_repeat, options.runtime, options.warm, options.parts
     )

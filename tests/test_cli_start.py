@@ -15,7 +15,7 @@ import pytest
 from compound.cli import argv
 from compound.cli.quick import STDOUT
 from compound.protocol import Stream
-from support import Coordinator, product_env, run_cli
+from support import Agent, Coordinator, product_env, run_cli
 
 # Not ssl: http.client imports the module (cheap); building a context is what costs.
 HEAVY = ("pydantic", "rich", "typer", "click", "httpx", "websockets", "asyncio", "compound.tls")
@@ -76,6 +76,18 @@ def test_submit_detach_over_http_imports_nothing_heavy(
     assert code == 0 and heavy == set()
     job = coordinator.job(out.decode().strip())
     assert job["name"] == "quick" and job["status"] == "queued"
+
+
+def test_submit_and_follow_import_nothing_heavy(
+    coordinator: Coordinator, agent: Agent, script: Path
+) -> None:
+    """`compound submit` following its job to the end, and `logs -f` of it, run on the
+    standard library: no pydantic, websockets or asyncio (and no TLS for an http URL)."""
+    code, out, heavy = loaded_heavy("submit", str(script), coordinator=coordinator)
+    assert (code, out, heavy) == (0, b"hello\n", set())
+    job_id = coordinator.api("GET", "/api/v1/jobs").json()["jobs"][0]["id"]
+    code, out, heavy = loaded_heavy("logs", "-f", job_id, coordinator=coordinator)
+    assert (code, out, heavy) == (0, b"hello\n", set())
 
 
 def test_logs_imports_nothing_heavy(coordinator: Coordinator) -> None:

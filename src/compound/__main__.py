@@ -1,3 +1,3 @@
-from compound.cli.main import run
+from compound.cli.main import main
 
-run()
+main()

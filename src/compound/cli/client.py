@@ -1,24 +1,24 @@
 """The coordinator's API as the CLI uses it: one place that knows URLs and shapes.
 
-Start-up time matters here (``compound submit`` is typed often), so this module imports
-only the standard library's ``http.client`` at first: ``ssl`` and ``compound.tls`` only for
-an https coordinator or a failed request, websockets only to follow a job. Responses come
-back as the coordinator's JSON objects; the commands that need ``JobView`` models build them.
+Start-up time matters here (``compound submit`` is typed often), so JSON requests go over
+``http_wire.py``'s small connection (no ``http.client``, ``email`` or ``ssl`` imports);
+``http.client`` only for file transfers, ``ssl`` and ``compound.tls`` only for an https
+coordinator or a failed request; following a job is ``follow.py``'s. Responses come back as
+the coordinator's JSON objects; the commands that need ``JobView`` models build them.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
-if TYPE_CHECKING:
-    import ssl
+from compound.cli.http_wire import HttpConnection, ResponseError, StaleConnection
 
-    from compound.protocol import FollowEnd, FollowRecords, FollowStatus
+if TYPE_CHECKING:
+    import http.client
+    import ssl
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8000"
 
@@ -34,7 +34,7 @@ def default_token() -> str | None:
 NEEDS_TOKEN = "the coordinator needs a valid token: set COMPOUND_TOKEN or pass --token"
 
 # A connection kept alive that the server closed meanwhile fails like this on reuse.
-_STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_STALE_CONNECTION = (StaleConnection, BrokenPipeError, ConnectionResetError)
 
 
 class ClientError(Exception):
@@ -74,17 +74,23 @@ class CoordinatorClient:
                 self.ssl_context = ssl_context_for(self.base_url, ca_file or default_ca_file())
             except TlsConfigError as exc:
                 raise ClientError(str(exc)) from None
-        self._connection: http.client.HTTPConnection | None = None
+        self._connection = HttpConnection(
+            parts.hostname,
+            parts.port or (443 if parts.scheme == "https" else 80),
+            timeout_s,
+            self.ssl_context,
+        )
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._connection.close()
 
     def _connect(self) -> http.client.HTTPConnection:
+        """An ``http.client`` connection, for the transfers that stream a file."""
+        import http.client
+
         host, port = self._parts.hostname or "", self._parts.port
         if self.ssl_context is not None:
             return http.client.HTTPSConnection(
@@ -95,21 +101,14 @@ class CoordinatorClient:
     def _exchange(
         self, method: str, target: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
-        reused = self._connection is not None
-        if self._connection is None:
-            self._connection = self._connect()
+        reused = self._connection.is_open
         try:
-            self._connection.request(method, target, body=body, headers=headers)
-            response = self._connection.getresponse()
-            return response.status, response.read()
+            return self._connection.exchange(method, target, body, headers)
         except _STALE_CONNECTION:
-            self.close()
             if not reused:
                 raise
-            return self._exchange(method, target, body, headers)  # once, on a fresh one
-        except BaseException:
-            self.close()
-            raise
+            # Once, on a fresh connection (exchange closed the stale one).
+            return self._connection.exchange(method, target, body, headers)
 
     def _target(self, path: str) -> str:
         return self._parts.path + path
@@ -119,6 +118,8 @@ class CoordinatorClient:
     ) -> tuple[int, bytes]:
         """One request on a fresh connection with a streamed body (a file-like object) and,
         for a 2xx answer, the response copied to ``sink``; the status and the error body."""
+        import http.client
+
         connection = self._connect()
         connection.timeout = max(self._timeout_s, 120.0)
         try:
@@ -191,7 +192,11 @@ class CoordinatorClient:
             headers["Content-Type"] = "application/json"
         try:
             status, data = self._exchange(method, target, body, headers)
-        except (OSError, http.client.HTTPException) as exc:
+        except ResponseError as exc:
+            raise ClientError(
+                f"the coordinator at {self.base_url} answered badly ({exc})"
+            ) from None
+        except OSError as exc:
             from compound.tls import certificate_problem
 
             problem = certificate_problem(exc)
@@ -253,13 +258,11 @@ class CoordinatorClient:
         result: list[dict[str, Any]] = self._request("GET", "/api/v1/contributors")["contributors"]
         return result
 
-    def follow_url(self, job_id: str, after: int) -> str:
-        ws_base = (
-            "ws" + self.base_url[len("http") :]
-            if self.base_url.startswith("http")
-            else (self.base_url)
-        )
-        return f"{ws_base}/api/v1/jobs/{quote(job_id)}/follow?after={after}"
+    def follow_address(self, job_id: str, after: int) -> tuple[str, int, str]:
+        """Host, port and request target of the job's follow socket (same host as the API)."""
+        default_port = 443 if self._parts.scheme == "https" else 80
+        target = self._target(f"/api/v1/jobs/{quote(job_id)}/follow?after={after}")
+        return self._parts.hostname or "", self._parts.port or default_port, target
 
 
 def _detail(status: int, data: bytes) -> str:
@@ -268,28 +271,3 @@ def _detail(status: int, data: bytes) -> str:
     except (ValueError, AttributeError):
         detail = None
     return str(detail or f"HTTP {status}")
-
-
-async def follow_once(
-    client: CoordinatorClient, job_id: str, after: int
-) -> AsyncIterator[FollowRecords | FollowStatus | FollowEnd]:
-    """One follow connection; ends after ``end`` or raises when the connection drops."""
-    import websockets
-    from websockets.asyncio.client import connect
-
-    from compound.protocol import MAX_MESSAGE_BYTES, FollowEnd, parse_follow_message
-    from compound.tls import websocket_ssl_options
-
-    async with connect(
-        client.follow_url(job_id, after),
-        max_size=MAX_MESSAGE_BYTES,
-        open_timeout=10,
-        additional_headers=client.auth_headers(),
-        **websocket_ssl_options(client.ssl_context),
-    ) as websocket:
-        async for raw in websocket:
-            message = parse_follow_message(raw)
-            yield message
-            if isinstance(message, FollowEnd):
-                return
-    raise websockets.ConnectionClosedError(None, None)

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # imported where used: `submit --detach` never needs the models
-    from compound.protocol import JobView
+from compound.protocol.status import JobStatus
+
+
+class EndedJob(Protocol):
+    """What the exit code is made of: a JobView, or the follow stream's WireJob."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+
 
 TIMED_OUT = 124
 NO_EXIT_CODE = 125  # failed before or without an exit code (e.g. contributor lost)
@@ -21,22 +34,19 @@ HELP = (
 )
 
 
-def exit_code_for(job: JobView) -> int:
-    from compound.protocol import JobStatus
-
+def exit_code_for(job: EndedJob) -> int:
     if job.status is JobStatus.TIMED_OUT:
         return TIMED_OUT
     if job.status is JobStatus.CANCELLED:
         return CANCELLED
     if job.exit_code is not None:
-        return job.exit_code
+        # A process exits with 0-255; a code no process can have is not the script's own.
+        return job.exit_code if 0 <= job.exit_code <= 255 else NO_EXIT_CODE
     return 0 if job.status is JobStatus.SUCCEEDED else NO_EXIT_CODE
 
 
-def ending_sentence(job: JobView) -> str | None:
+def ending_sentence(job: EndedJob) -> str | None:
     """One line for stderr when the job ended without its own exit code; else None."""
-    from compound.protocol import JobStatus
-
     if job.status is JobStatus.TIMED_OUT:
         return f"compound: job {job.id} timed out" + (f" ({job.error})" if job.error else "")
     if job.status is JobStatus.CANCELLED:

@@ -1,31 +1,42 @@
-"""Following a job from the terminal: output as it comes, reconnecting without loss."""
+"""Following a job from the terminal: output as it comes, reconnecting without loss.
+
+Synchronous and light on purpose: the follow socket is ``follow_socket.py`` (standard
+library only) and its messages are read by ``protocol/follow_wire.py`` (no pydantic), so
+`compound submit` starts following within a few milliseconds of its job being queued.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
+import time
 from itertools import groupby
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import websockets
-
-from compound.agent.backoff import reconnect_delay_s
-from compound.cli.client import NEEDS_TOKEN, ClientError, CoordinatorClient, follow_once
+from compound.cli.client import NEEDS_TOKEN, ClientError, CoordinatorClient
 from compound.cli.exit_codes import ending_sentence, exit_code_for
-from compound.protocol import (
+from compound.cli.follow_socket import Closed, FollowSocket, FrameError, HandshakeError
+from compound.protocol.errors import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNKNOWN_JOB,
-    FollowEnd,
-    FollowRecords,
-    FollowStatus,
-    JobStatus,
-    JobView,
     ProtocolError,
-    Stream,
 )
-from compound.tls import certificate_problem
+from compound.protocol.follow_wire import (
+    WireEnd,
+    WireJob,
+    WireRecords,
+    WireStatus,
+    decode_follow_message,
+)
+from compound.protocol.limits import MAX_MESSAGE_BYTES
+from compound.protocol.status import JobStatus, Stream
+
+if TYPE_CHECKING:
+    import threading
+
+# A cancel request still under way when the job's end arrives gets this long to finish.
+CANCEL_JOIN_S = 5.0
 
 
 class TerminalFollower:
@@ -44,44 +55,85 @@ class TerminalFollower:
         self._stderr = stderr
         self._last_seq = -1
         self._status_line_shown = False
-        self._cancel_sent = False
+        self._cancel: threading.Thread | None = None
 
-    async def run(self) -> int:
+    def run(self) -> int:
         """Follow to the end; returns the exit code for the job's ending."""
+        previous = None
         if self._cancel_on_interrupt:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._interrupt)
+            previous = signal.signal(signal.SIGINT, self._interrupt)
+        try:
+            return self._follow()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if self._cancel is not None:
+                self._cancel.join(CANCEL_JOIN_S)
+
+    def _follow(self) -> int:
         attempt = 0
         while True:
             try:
-                async for message in follow_once(self._client, self._job_id, self._last_seq):
-                    attempt = 0
-                    if isinstance(message, FollowEnd):
-                        return self._end(message.job)
-                    self._handle(message)
-            except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
+                return self._follow_once()
+            except (OSError, HandshakeError, Closed) as exc:  # TimeoutError is an OSError
                 refusal = _refusal(exc, self._job_id)
                 if refusal is not None:
                     raise ClientError(refusal) from None
-                delay = reconnect_delay_s(attempt)
-                attempt += 1
-                self._note(f"connection to the coordinator lost; reconnecting in {delay:.1f} s")
-                await asyncio.sleep(delay)
+            except FrameError as exc:
+                raise ClientError(f"the coordinator broke the WebSocket protocol ({exc})") from None
+            from compound.agent.backoff import reconnect_delay_s
 
-    def _interrupt(self) -> None:
-        if self._cancel_sent:
+            delay = reconnect_delay_s(attempt)
+            attempt += 1
+            self._note(f"connection to the coordinator lost; reconnecting in {delay:.1f} s")
+            time.sleep(delay)
+
+    def _follow_once(self) -> int:
+        """One connection, from the last record shown; returns at the job's end, raises when
+        the connection ends before it."""
+        host, port, target = self._client.follow_address(self._job_id, self._last_seq)
+        connection = FollowSocket.connect(
+            host,
+            port,
+            target,
+            self._client.auth_headers(),
+            self._client.ssl_context,
+            MAX_MESSAGE_BYTES,
+        )
+        try:
+            for payload in connection.messages():
+                try:
+                    message = decode_follow_message(payload)
+                except ProtocolError as exc:
+                    connection.fail(exc.close_code, exc.reason)
+                    raise ClientError(
+                        f"the coordinator sent a follow message this CLI cannot read ({exc.reason})"
+                    ) from None
+                if isinstance(message, WireEnd):
+                    return self._end(message.job)
+                self._handle(message)
+            raise Closed(None)  # messages() ends only by raising; for the type checker
+        finally:
+            connection.close()
+
+    def _interrupt(self, _signum: int, _frame: Any) -> None:
+        if self._cancel is not None:
             raise KeyboardInterrupt
-        self._cancel_sent = True
-        self._note(f"cancelling job {self._job_id} (Ctrl-C again to stop following)")
-        asyncio.get_running_loop().run_in_executor(None, self._cancel)
+        import threading
 
-    def _cancel(self) -> None:
+        self._note(f"cancelling job {self._job_id} (Ctrl-C again to stop following)")
+        # The request runs beside the follow socket, which shows the cancelled ending.
+        self._cancel = threading.Thread(target=self._send_cancel, name="cancel", daemon=True)
+        self._cancel.start()
+
+    def _send_cancel(self) -> None:
         try:
             self._client.cancel(self._job_id)
         except ClientError as exc:
             self._note(str(exc))
 
-    def _handle(self, message: FollowRecords | FollowStatus) -> None:
-        if isinstance(message, FollowStatus):
+    def _handle(self, message: WireRecords | WireStatus) -> None:
+        if isinstance(message, WireStatus):
             self._show_status(message.job)
             return
         self._clear_status()
@@ -96,7 +148,7 @@ class TerminalFollower:
             target.write("".join(r.data for r in run).encode("utf-8"))
             target.flush()
 
-    def _show_status(self, job: JobView) -> None:
+    def _show_status(self, job: WireJob) -> None:
         if not self._stderr.isatty():
             return
         if job.status is JobStatus.QUEUED:
@@ -121,7 +173,7 @@ class TerminalFollower:
         self._stderr.write(f"compound: {text}\n")
         self._stderr.flush()
 
-    def _end(self, job: JobView) -> int:
+    def _end(self, job: WireJob) -> int:
         self._clear_status()
         sentence = ending_sentence(job)
         if sentence:
@@ -133,20 +185,24 @@ class TerminalFollower:
 def _refusal(exc: Exception, job_id: str) -> str | None:
     """The sentence for a follow socket refused, by the coordinator or for its certificate;
     None for a lost one (worth reconnecting)."""
-    problem = certificate_problem(exc)
-    if problem is not None:
-        return problem
-    if not isinstance(exc, websockets.ConnectionClosed) or exc.rcvd is None:
+    if isinstance(exc, Closed):
+        if exc.code == CLOSE_UNKNOWN_JOB:
+            return f"no job with id {job_id!r}"
+        if exc.code == CLOSE_UNAUTHORIZED:
+            return NEEDS_TOKEN
+        if exc.code == CLOSE_FORBIDDEN:
+            return f"the coordinator refused: {exc.reason or 'this token may not follow jobs'}"
         return None
-    code = exc.rcvd.code
-    if code == CLOSE_UNKNOWN_JOB:
-        return f"no job with id {job_id!r}"
-    if code == CLOSE_UNAUTHORIZED:
-        return NEEDS_TOKEN
-    if code == CLOSE_FORBIDDEN:
-        return f"the coordinator refused: {exc.rcvd.reason or 'this token may not follow jobs'}"
-    return None
+    if isinstance(exc, HandshakeError):
+        # A 4xx will not change by asking again (a 5xx may: a proxy before a restart).
+        status = exc.status or 0
+        if 400 <= status < 500 and status not in (408, 429):
+            return f"the coordinator refused to follow the job ({exc})"
+        return None
+    from compound.tls import certificate_problem  # ssl's errors are OSErrors
+
+    return certificate_problem(exc)
 
 
 def follow_job(client: CoordinatorClient, job_id: str, cancel_on_interrupt: bool) -> int:
-    return asyncio.run(TerminalFollower(client, job_id, cancel_on_interrupt).run())
+    return TerminalFollower(client, job_id, cancel_on_interrupt).run()

@@ -2,8 +2,8 @@
 
 Both doors call these: the quick front door in ``main.py`` and the Typer commands in
 ``jobs.py``. Each function takes checked values and returns the exit code; what a path
-needs beyond the standard library (websockets and the protocol models to follow a job, Rich
-for a table) is imported on that path only.
+needs beyond the standard library (Rich for a table or an error, the protocol models for
+`status`) is imported on that path only; following a job needs none of it (``follow.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ if TYPE_CHECKING:
 
     from compound.protocol import JobView
 
-# compound.protocol.Stream.STDOUT, spelled out: importing the protocol package builds every
-# pydantic model, which costs more than the rest of `compound logs` (tests/test_cli_start.py
-# checks the two agree).
+# compound.protocol.Stream.STDOUT, spelled out: `compound logs` then imports nothing of the
+# protocol at all (tests/test_cli_start.py checks the two agree).
 STDOUT = "stdout"
 
 

@@ -15,46 +15,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from compound.protocol.errors import (
+    CLOSE_BAD_DATA,
+    CLOSE_TOO_BIG,
+    ProtocolError,
+)
+from compound.protocol.limits import (
+    MAX_ERROR_CHARS,
+    MAX_INT64,
+    MAX_MESSAGE_BYTES,
+    MAX_RECORD_CHARS,
+    PROTOCOL_VERSION,
+)
 from compound.protocol.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS
 from compound.protocol.status import JobStatus, Stream
 
-PROTOCOL_VERSION = 1
-# Bounds every WebSocket message in both directions; a 1 MiB script plus JSON overhead fits.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-# A log record carries at most this many characters; longer lines travel as several records
-# whose data concatenate back to the exact original.
-MAX_RECORD_CHARS = 64 * 1024
-
-# WebSocket close codes (RFC 6455 and the 4000-4999 private range).
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_BAD_DATA = 1007
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_GOING_AWAY = 1001
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_UNKNOWN_JOB = 4404
-# Refusals, mirroring HTTP 401 (no valid token) and 403 (the token's role may not).
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-
-# Sequence numbers and byte counts are stored as SQLite integers: signed 64-bit.
-MAX_INT64 = 2**63 - 1
 _ID = 64  # longest job, lease or node id accepted
-# A job's error as reported by an agent; longer reasons are cut by the agent.
-MAX_ERROR_CHARS = 2000
 
 
 Requirement = Annotated[str, Field(min_length=1, max_length=MAX_REQUIREMENT_CHARS)]
-
-
-class ProtocolError(Exception):
-    """Bad input from a peer: ``close_code`` says how to answer, ``reason`` is safe to send."""
-
-    def __init__(self, reason: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.close_code = close_code
 
 
 class _Message(BaseModel):

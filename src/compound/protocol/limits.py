@@ -1,0 +1,14 @@
+"""The protocol's version and the bounds on what travels, shared by every reader."""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+# Bounds every WebSocket message in both directions; a 1 MiB script plus JSON overhead fits.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A log record carries at most this many characters; longer lines travel as several records
+# whose data concatenate back to the exact original.
+MAX_RECORD_CHARS = 64 * 1024
+# Sequence numbers and byte counts are stored as SQLite integers: signed 64-bit.
+MAX_INT64 = 2**63 - 1
+# A job's error as reported by an agent; longer reasons are cut by the agent.
+MAX_ERROR_CHARS = 2000
