@@ -52,7 +52,7 @@ async def submit(request: Request, state: CoordinatorState) -> JobRow:
     new = await read_submission(request, state.settings)
     if new.inputs is not None:
         await check_inputs(state, principal, new.inputs)
-    await check_quotas(state, principal.name)
+    check_quotas(state, principal.name)
     job = await state.store.create_job(new_job_id(), new, principal.name)
     log.info("job %s queued (%d bytes) for %s", job.id, len(new.script), principal.name)
     await state.scheduler.dispatch()

@@ -161,13 +161,27 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _writer_connected(dbapi_connection: Any, record: Any) -> None:
+    _set_sqlite_pragmas(dbapi_connection, record)
+    # No implicit BEGIN from the driver: ``_begin_immediate`` opens every transaction.
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection: Any) -> None:
+    # The group writer (writer.py) is a second writing connection. A deferred transaction
+    # that read before the other committed could not write at all (SQLITE_BUSY_SNAPSHOT,
+    # no retry); taking the write lock at BEGIN makes the two wait for each other instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_engine(database_path: Path) -> AsyncEngine:
-    """The writer: one connection. SQLite has a single writer anyway, and serializing here
-    avoids "database is locked" retries between our own connections."""
+    """The writer for logs, contributors and files: one connection, each transaction
+    ``BEGIN IMMEDIATE``. Jobs' create, claim and finish go through ``writer.py``."""
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{database_path}", pool_size=1, max_overflow=0
     )
-    event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+    event.listen(engine.sync_engine, "connect", _writer_connected)
+    event.listen(engine.sync_engine, "begin", _begin_immediate)
     return engine
 
 

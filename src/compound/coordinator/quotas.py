@@ -15,7 +15,7 @@ from compound.coordinator.state import CoordinatorState
 MiB = 1024 * 1024
 
 
-async def check_quotas(state: CoordinatorState, owner: str) -> None:
+def check_quotas(state: CoordinatorState, owner: str) -> None:
     settings = state.settings
     if database_bytes(state) > settings.max_database_bytes:
         raise HTTPException(
@@ -23,11 +23,11 @@ async def check_quotas(state: CoordinatorState, owner: str) -> None:
             f"the coordinator's database is over its {settings.max_database_bytes // MiB} MiB "
             "limit; no new jobs are accepted until space is freed",
         )
-    if await state.store.count_queued() >= settings.max_queued_total:
+    if state.store.count_queued() >= settings.max_queued_total:
         raise HTTPException(
             429, f"the queue is full ({settings.max_queued_total} jobs); try again later"
         )
-    if await state.store.count_queued(owner) >= settings.max_queued_per_submitter:
+    if state.store.count_queued(owner) >= settings.max_queued_per_submitter:
         raise HTTPException(
             429,
             f"you already have {settings.max_queued_per_submitter} queued jobs; "

@@ -14,18 +14,22 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from compound.coordinator import db
+from compound.coordinator import db, job_writes
 from compound.coordinator.contributor_store import ContributorStore
+from compound.coordinator.job_queue import JobQueue, QueuedJob
 from compound.coordinator.leases import Lease
 from compound.coordinator.log_tail import LogPage, LogTails, record_size
 from compound.coordinator.page_cache import PageCache, PageKey
-from compound.coordinator.reports import Violation, check_batch, check_ending
+from compound.coordinator.reports import Violation, check_batch
+from compound.coordinator.writer import GroupWriter
 from compound.protocol import (
     IllegalTransition,
     InputsRef,
@@ -138,8 +142,15 @@ class Store:
         engine: AsyncEngine,
         reader: AsyncEngine | None = None,
         retention_s: float | None = None,
+        writer: GroupWriter | None = None,
     ) -> None:
         self._engine = engine
+        # Create, claim and finish: group-committed on a connection of their own.
+        database = engine.url.database
+        assert writer is not None or database, "a store needs a database file"
+        self._writer = writer or GroupWriter(Path(str(database)))
+        # The jobs waiting, oldest first, mirrored from their rows (see job_queue.py).
+        self.queue = JobQueue()
         # Shown in job views: when a finished job's files go.
         self._retention_s = retention_s
         # Reads that need no transaction of their own go to the reader pool.
@@ -152,6 +163,7 @@ class Store:
         self.contributors = ContributorStore(engine, self._reader)
 
     async def close(self) -> None:
+        await self._writer.close()
         await self._engine.dispose()
         if self._reader is not self._engine:
             await self._reader.dispose()
@@ -159,30 +171,41 @@ class Store:
     # ------------------------------------------------------------------ jobs
 
     async def create_job(self, job_id: str, new: NewJob, owner: str | None = None) -> JobRow:
-        now = time.time()
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(db.jobs).values(
-                    id=job_id,
-                    status=JobStatus.QUEUED.value,
-                    script=new.script,
-                    args=json.dumps(new.args),
-                    env=json.dumps(new.env),
-                    timeout_s=new.timeout_s,
-                    name=new.name,
-                    created_at=now,
-                    attempts=0,
-                    cancel_requested=False,
-                    last_seq=-1,
-                    log_bytes=0,
-                    owner=owner,
-                    requirements=json.dumps(new.requirements),
-                    inputs_sha256=new.inputs.sha256 if new.inputs else None,
-                    inputs_size=new.inputs.size if new.inputs else None,
-                )
+        """Queue a new job; returns once its row is committed (durable)."""
+        values = job_writes.JobValues(
+            id=job_id,
+            script=new.script,
+            args=json.dumps(new.args),
+            env=json.dumps(new.env),
+            timeout_s=new.timeout_s,
+            name=new.name,
+            owner=owner,
+            requirements=json.dumps(new.requirements),
+            inputs_sha256=new.inputs.sha256 if new.inputs else None,
+            inputs_size=new.inputs.size if new.inputs else None,
+        )
+        row = await self._writer.run(partial(job_writes.insert_job, job=values))
+        job = JobRow.from_mapping(row)
+        self._queued(job)
+        return job
+
+    def _queued(self, job: JobRow) -> None:
+        self.queue.add(QueuedJob(job.number, job.id, job.owner, plain=not job.requirements))
+
+    async def load_queue(self) -> None:
+        """Mirror the queued rows in memory (at start, and when the sweep finds a gap)."""
+        async with self._reader.connect() as conn:
+            result = await conn.execute(
+                select(db.jobs.c.number, db.jobs.c.id, db.jobs.c.owner, db.jobs.c.requirements)
+                .where(db.jobs.c.status == JobStatus.QUEUED.value)
+                .order_by(db.jobs.c.number)
             )
-            await self._record_event(conn, job_id, JobStatus.QUEUED, "submitted", now)
-            return await self._get(conn, job_id)
+            self.queue.replace_all(
+                [
+                    QueuedJob(number, job_id, owner, plain=requirements == "[]")
+                    for number, job_id, owner, requirements in result.tuples()
+                ]
+            )
 
     async def get_job(self, job_id: str) -> JobRow | None:
         async with self._reader.connect() as conn:
@@ -195,14 +218,7 @@ class Store:
         return job.view(position, self._retention_s)
 
     async def queue_position(self, job: JobRow) -> int:
-        async with self._reader.connect() as conn:
-            ahead = await conn.scalar(
-                select(func.count())
-                .select_from(db.jobs)
-                .where(db.jobs.c.status == JobStatus.QUEUED.value)
-                .where(db.jobs.c.number < job.number)
-            )
-        return int(ahead or 0) + 1
+        return self.queue.position(job.number)
 
     async def list_jobs(self, limit: int, owner: str | None = None) -> list[JobView]:
         """The newest jobs (of ``owner`` only, if given)."""
@@ -234,16 +250,11 @@ class Store:
             )
             return {status: count for status, count in result.tuples()}
 
-    async def count_queued(self, owner: str | None = None) -> int:
-        query = (
-            select(func.count())
-            .select_from(db.jobs)
-            .where(db.jobs.c.status == JobStatus.QUEUED.value)
-        )
+    def count_queued(self, owner: str | None = None) -> int:
+        """Queued jobs in all, or of ``owner``: counted in memory, no query."""
         if owner is not None:
-            query = query.where(db.jobs.c.owner == owner)
-        async with self._reader.connect() as conn:
-            return int(await conn.scalar(query) or 0)
+            return self.queue.count(owner, of_owner=True)
+        return self.queue.count()
 
     async def job_events(self, job_id: str) -> list[tuple[str, float, str | None]]:
         async with self._reader.connect() as conn:
@@ -274,60 +285,45 @@ class Store:
         self, holder: str, lease_id: str, expires_at: float, deps: bool = True
     ) -> tuple[JobRow, Lease] | None:
         """Run the oldest queued job under a new lease held by ``holder``; without ``deps``
-        (the holder installs no packages) the oldest queued job without requirements.
+        (the holder installs no packages) the oldest queued job without requirements."""
+        while (entry := self.take_queued(plain_only=not deps)) is not None:
+            claimed = await self.claim_queued(entry, holder, lease_id, expires_at)
+            if claimed is not None:
+                return claimed
+        return None
 
-        A queued job whose row cannot be read is failed on the way, so it never blocks
-        the queue.
-        """
-        async with self._engine.begin() as conn:
-            while True:
-                query = select(db.jobs).where(db.jobs.c.status == JobStatus.QUEUED.value)
-                if not deps:
-                    query = query.where(db.jobs.c.requirements == "[]")
-                result = await conn.execute(query.order_by(db.jobs.c.number).limit(1))
-                row = result.mappings().first()
-                if row is None:
-                    return None
-                job = JobRow.from_mapping(row)
-                if job.damaged is not None:
-                    await self._fail_damaged(conn, job.id, job.damaged)
-                    continue
-                return await self._claim(conn, job, holder, lease_id, expires_at)
+    def take_queued(self, plain_only: bool) -> QueuedJob | None:
+        """Take the oldest queued job (without requirements if ``plain_only``) out of the
+        in-memory queue, to be claimed with ``claim_queued``. Synchronous, so concurrent
+        claimers take different jobs, in FIFO order."""
+        return self.queue.take(plain_only)
 
-    async def _claim(
-        self, conn: AsyncConnection, job: JobRow, holder: str, lease_id: str, expires_at: float
-    ) -> tuple[JobRow, Lease]:
-        lease = Lease(job.id, lease_id, holder, job.last_seq + 1, expires_at)
-        claimed = await self._move(
-            conn,
-            job,
-            JobStatus.RUNNING,
-            f"assigned to {holder}",
-            contributor_id=holder,
-            attempts=job.attempts + 1,
-            started_at=job.started_at or time.time(),
-        )
-        await conn.execute(
-            insert(db.leases).values(
-                job_id=job.id,
-                lease_id=lease_id,
-                holder=holder,
-                first_seq=lease.first_seq,
-                granted_at=time.time(),
-                expires_at=expires_at,
+    async def claim_queued(
+        self, entry: QueuedJob, holder: str, lease_id: str, expires_at: float
+    ) -> tuple[JobRow, Lease] | None:
+        """Claim a job taken with ``take_queued``; None if its row is no longer queued
+        (cancelled meanwhile) or cannot be run (then it is failed, so it never blocks the
+        queue). If the write fails, the job goes back to the queue."""
+        try:
+            claimed = await self._writer.run(
+                partial(
+                    job_writes.claim_job,
+                    job_id=entry.id,
+                    holder=holder,
+                    lease_id=lease_id,
+                    expires_at=expires_at,
+                )
             )
-        )
-        return claimed, lease
-
-    async def _fail_damaged(self, conn: AsyncConnection, job_id: str, error: str) -> None:
-        now = time.time()
-        await conn.execute(
-            update(db.jobs)
-            .where(db.jobs.c.id == job_id)
-            .values(status=JobStatus.FAILED.value, error=error, finished_at=now)
-        )
-        await self._record_event(conn, job_id, JobStatus.FAILED, error, now)
-        log.error("job %s failed: %s", job_id, error)
+        except BaseException:
+            self.queue.add(entry)
+            raise
+        if isinstance(claimed, str):
+            log.error("job %s failed: %s", entry.id, claimed)
+            return None
+        if claimed is None:
+            return None
+        row, lease = claimed
+        return JobRow.from_mapping(row), lease
 
     async def renew(self, expiries: dict[str, float]) -> None:
         """Write back lease expiries renewed in memory (one statement for all)."""
@@ -353,9 +349,11 @@ class Store:
             if note is not None:
                 await self._insert_note(conn, job_id, note)
             attempts = job.attempts if count_attempt else max(0, job.attempts - 1)
-            return await self._move(
+            requeued = await self._move(
                 conn, job, JobStatus.QUEUED, reason, contributor_id=None, attempts=attempts
             )
+        self._queued(requeued)
+        return requeued
 
     async def finish(
         self,
@@ -369,14 +367,21 @@ class Store:
     ) -> JobRow | Violation | None:
         """End a running job as its lease holder reported; None if that lease is not current,
         a Violation if records it announced (up to ``last_seq``) never arrived."""
-        async with self._engine.begin() as conn:
-            if await self._lease_first_seq(conn, job_id, lease_id) is None:
-                return None
-            job = await self._get(conn, job_id)
-            violation = check_ending(last_seq, job.last_seq)
-            if violation is not None:
-                return violation
-            return await self._move(conn, job, status, error, exit_code=exit_code, error=error)
+        ended = await self._writer.run(
+            partial(
+                job_writes.finish_job,
+                job_id=job_id,
+                lease_id=lease_id,
+                status=status,
+                exit_code=exit_code,
+                error=error,
+                last_seq=last_seq,
+            )
+        )
+        if ended is None or isinstance(ended, Violation):
+            return ended
+        self._tails.forget(job_id)
+        return JobRow.from_mapping(ended)
 
     async def fail(
         self, job_id: str, reason: str, *, error: str, note: str | None = None
@@ -388,7 +393,9 @@ class Store:
                 return None
             if note is not None:
                 await self._insert_note(conn, job_id, note)
-            return await self._move(conn, job, JobStatus.FAILED, reason, error=error)
+            failed = await self._move(conn, job, JobStatus.FAILED, reason, error=error)
+        self.queue.discard(job_id)
+        return failed
 
     async def cancel(self, job_id: str, reason: str, error: str | None = None) -> JobRow | None:
         """Cancel a queued job, or a running one at once (its contributor is gone)."""
@@ -396,7 +403,9 @@ class Store:
             job = await self._get(conn, job_id)
             if job.status.is_terminal:
                 return None
-            return await self._move(conn, job, JobStatus.CANCELLED, reason, error=error)
+            cancelled = await self._move(conn, job, JobStatus.CANCELLED, reason, error=error)
+        self.queue.discard(job_id)
+        return cancelled
 
     async def request_cancel(self, job_id: str) -> JobRow:
         async with self._engine.begin() as conn:
