@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from compound.coordinator.db import create_engine, create_schema
+from compound.coordinator.db import WriteTurns, create_engine, create_schema
 from compound.coordinator.job_queue import JobQueue, QueuedJob
 from compound.coordinator.writer import GroupWriter
 from fake_agent import FakeAgent
@@ -205,3 +205,68 @@ def test_queue_is_fifo_by_number_with_requeues_in_their_place() -> None:
     assert [queue.take(plain_only=False).id for _ in range(3)] == ["j1", "j2", "j4"]  # type: ignore[union-attr]
     assert queue.take(plain_only=False) is None and queue.count() == 0
     assert queue.count("a", of_owner=True) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_database_over_its_size_limit_refuses_new_jobs_with_429(tmp_path: Path) -> None:
+    """Once the database (its WAL included) is past --max-db-mib, a submission gets 429 and
+    one sentence, within a second of the size being reached."""
+    coordinator = Coordinator(
+        data_dir=tmp_path / "coordinator", extra_args=["--max-db-mib", "1"]
+    ).start()
+    try:
+        big = "# " + "x" * (400 * 1024) + "\nprint(1)\n"
+        deadline = time.monotonic() + 30
+        while True:
+            response = coordinator.api("POST", "/api/v1/jobs", json={"script": big})
+            if response.status_code == 429:
+                break
+            assert response.status_code == 201, response.text
+            assert time.monotonic() < deadline, "the size limit was never enforced"
+            time.sleep(0.2)  # the size is read at most once a second
+        detail = response.json()["detail"]
+        assert "database is over its 1 MiB limit" in detail and "\n" not in detail
+    finally:
+        coordinator.stop()
+
+
+@pytest.mark.timeout(60)
+def test_the_other_writer_gets_its_turn_while_the_group_writer_is_busy(tmp_path: Path) -> None:
+    """With the group writer committing back to back, each transaction of the engine's
+    writer (logs, contributors) still gets SQLite's write lock within a few of them,
+    instead of polling for it until its busy timeout."""
+    path = tmp_path / "db.sqlite3"
+    turns = WriteTurns()
+
+    def busy(conn: sqlite3.Connection) -> None:
+        time.sleep(0.005)  # holds the write lock, as a big batch would
+
+    async def scenario() -> list[float]:
+        engine = create_engine(path, turns)
+        await create_schema(engine)
+        writer = GroupWriter(path, turns, max_batch=1)
+        stop = asyncio.Event()
+
+        async def keep_busy() -> None:
+            while not stop.is_set():
+                await asyncio.gather(*(writer.run(busy) for _ in range(8)))
+
+        flooding = asyncio.create_task(keep_busy())
+        await asyncio.sleep(0.1)
+        waits = []
+        for index in range(20):
+            began = time.monotonic()
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "INSERT INTO uploads (sha256, owner, size, uploaded_at) "
+                    f"VALUES ('{index}', 'o', 1, 0)"
+                )
+            waits.append(time.monotonic() - began)
+        stop.set()
+        await flooding
+        await writer.close()
+        await engine.dispose()
+        return waits
+
+    waits = asyncio.run(scenario())
+    assert max(waits) < 0.5, f"the engine's writer waited up to {max(waits):.2f} s"

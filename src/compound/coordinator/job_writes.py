@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from compound.coordinator.leases import Lease
-from compound.coordinator.reports import Violation, check_ending
-from compound.protocol import IllegalTransition, JobStatus, check_transition
+from compound.coordinator.log_tail import record_size
+from compound.coordinator.reports import Violation, check_batch, check_ending
+from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, check_transition
 
 _INSERT_JOB = (
     "INSERT INTO jobs (id, status, script, args, env, timeout_s, name, created_at, attempts,"
@@ -30,6 +32,9 @@ _INSERT_LEASE = (
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
 _LEASE_FIRST_SEQ = "SELECT first_seq FROM leases WHERE job_id = ? AND lease_id = ?"
+INSERT_RECORD = (
+    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -156,3 +161,76 @@ def move(
         conn.execute("DELETE FROM leases WHERE job_id = ?", (row["id"],))
     conn.execute(_INSERT_EVENT, (row["id"], target.value, now, reason))
     return select_job(conn, row["id"])
+
+
+@dataclass(frozen=True)
+class Appended:
+    last_seq: int  # to acknowledge
+    kept: list[LogRecord]  # stored (the rest was over the job's quota or seen before)
+    kept_sizes: list[int]
+
+
+def append_records(
+    conn: sqlite3.Connection,
+    job_id: str,
+    lease_id: str,
+    records: Sequence[LogRecord],
+    max_log_bytes: int,
+) -> Appended | Violation | None:
+    """Store a batch of records reported under ``lease_id`` (see ``Store.append_logs``)."""
+    first_seq = conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id)).fetchone()
+    if first_seq is None:
+        return None
+    row = conn.execute("SELECT last_seq, log_bytes FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    verdict = check_batch(records, row["last_seq"], first_seq[0])
+    if isinstance(verdict, Violation):
+        return verdict
+    fresh = verdict.records
+    if not fresh:
+        return Appended(int(row["last_seq"]), [], [])
+    sizes = [record_size(record) for record in fresh]
+    kept, kept_sizes, added = within_quota(fresh, sizes, row["log_bytes"], max_log_bytes)
+    conn.executemany(
+        INSERT_RECORD,
+        [
+            (job_id, r.seq, r.stream.value, size, r.data)
+            for r, size in zip(kept, kept_sizes, strict=True)
+        ],
+    )
+    last_seq = fresh[-1].seq
+    conn.execute(
+        "UPDATE jobs SET last_seq = ?, log_bytes = ? WHERE id = ?",
+        (last_seq, row["log_bytes"] + added, job_id),
+    )
+    return Appended(last_seq, kept, kept_sizes)
+
+
+def within_quota(
+    records: Sequence[LogRecord], sizes: Sequence[int], stored_bytes: int, max_bytes: int
+) -> tuple[list[LogRecord], list[int], int]:
+    """The records to store under the per-job quota, their sizes, and the bytes they add.
+
+    The first record over the quota is replaced by one note; ``stored_bytes`` past
+    ``max_bytes`` means that note was written already and nothing more is stored.
+    """
+    if stored_bytes > max_bytes:
+        return [], [], 0
+    kept: list[LogRecord] = []
+    kept_sizes: list[int] = []
+    total = stored_bytes
+    for record, size in zip(records, sizes, strict=True):
+        if total + size > max_bytes:
+            note = LogRecord(
+                seq=record.seq,
+                stream=Stream.SYSTEM,
+                data=f"[compound] this job's log reached the coordinator's limit of "
+                f"{max_bytes // (1024 * 1024)} MiB; further output is dropped\n",
+            )
+            kept.append(note)
+            kept_sizes.append(record_size(note))
+            # Past the limit from now on, whatever the note's own size.
+            return kept, kept_sizes, max_bytes + 1 - stored_bytes
+        kept.append(record)
+        kept_sizes.append(size)
+        total += size
+    return kept, kept_sizes, total - stored_bytes

@@ -187,7 +187,7 @@ class Scheduler:
             self._release(job.id)
             await self._store.requeue(job.id, "contributor unreachable", count_attempt=False)
             return False
-        log.info("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
+        log.debug("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
         return True
 
     # ------------------------------------------------------------------ leases

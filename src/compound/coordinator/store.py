@@ -9,8 +9,10 @@ the job's lease, all in one transaction: a job is RUNNING exactly while it has a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from compound.coordinator.job_queue import JobQueue, QueuedJob
 from compound.coordinator.leases import Lease
 from compound.coordinator.log_tail import LogPage, LogTails, record_size
 from compound.coordinator.page_cache import PageCache, PageKey
-from compound.coordinator.reports import Violation, check_batch
+from compound.coordinator.reports import Violation
 from compound.coordinator.writer import GroupWriter
 from compound.protocol import (
     IllegalTransition,
@@ -130,10 +132,9 @@ class JobRow:
 
 log = logging.getLogger("compound.coordinator")
 
+# How stale the database size a quota compares with may be.
+DATABASE_SIZE_MAX_AGE_S = 1.0
 _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
-_INSERT_RECORD = (
-    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
-)
 
 
 class Store:
@@ -148,7 +149,10 @@ class Store:
         # Create, claim and finish: group-committed on a connection of their own.
         database = engine.url.database
         assert writer is not None or database, "a store needs a database file"
-        self._writer = writer or GroupWriter(Path(str(database)))
+        self._database_path = Path(str(database))
+        self._writer = writer or GroupWriter(self._database_path)
+        # The database's size on disk and when it was read (time.monotonic()).
+        self._size: tuple[int, float] = (0, -DATABASE_SIZE_MAX_AGE_S)
         # The jobs waiting, oldest first, mirrored from their rows (see job_queue.py).
         self.queue = JobQueue()
         # Shown in job views: when a finished job's files go.
@@ -161,6 +165,21 @@ class Store:
         # same moment, before any is cached; they share one read instead of each doing it.
         self._reading: dict[PageKey, asyncio.Task[LogPage]] = {}
         self.contributors = ContributorStore(engine, self._reader)
+
+    def database_bytes(self) -> int:
+        """The database's size on disk, its write-ahead log included; read at most once
+        per ``DATABASE_SIZE_MAX_AGE_S`` (two stat calls per submission were 5 % of the
+        coordinator's time at a few hundred jobs a second)."""
+        size, read_at = self._size
+        now = time.monotonic()
+        if now - read_at < DATABASE_SIZE_MAX_AGE_S:
+            return size
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                size += os.stat(f"{self._database_path}{suffix}").st_size
+        self._size = (size, now)
+        return size
 
     async def close(self) -> None:
         await self._writer.close()
@@ -477,33 +496,22 @@ class Store:
         transaction that stores it: a Violation stores nothing; None means the lease is not
         current. Past ``max_log_bytes`` for the job, records are accounted for but not
         stored, and one SYSTEM note takes the place of the first record dropped.
+        Group-committed with the jobs' other writes (``writer.py``).
         """
-        async with self._engine.begin() as conn:
-            first_seq = await self._lease_first_seq(conn, job_id, lease_id)
-            if first_seq is None:
-                return None
-            row = (
-                await conn.execute(
-                    select(db.jobs.c.last_seq, db.jobs.c.log_bytes).where(db.jobs.c.id == job_id)
-                )
-            ).one()
-            verdict = check_batch(records, row.last_seq, first_seq)
-            if isinstance(verdict, Violation):
-                return verdict
-            fresh = verdict.records
-            if not fresh:
-                return int(row.last_seq)
-            sizes = [record_size(record) for record in fresh]
-            kept, kept_sizes, added = _within_quota(fresh, sizes, row.log_bytes, max_log_bytes)
-            await self._insert_records(conn, job_id, kept, kept_sizes)
-            last_seq = fresh[-1].seq
-            await conn.execute(
-                update(db.jobs)
-                .where(db.jobs.c.id == job_id)
-                .values(last_seq=last_seq, log_bytes=row.log_bytes + added)
+        appended = await self._writer.run(
+            partial(
+                job_writes.append_records,
+                job_id=job_id,
+                lease_id=lease_id,
+                records=records,
+                max_log_bytes=max_log_bytes,
             )
-        self._tails.stored(job_id, kept, kept_sizes)
-        return last_seq
+        )
+        if appended is None or isinstance(appended, Violation):
+            return appended
+        if appended.kept:
+            self._tails.stored(job_id, appended.kept, appended.kept_sizes)
+        return appended.last_seq
 
     async def _lease_first_seq(
         self, conn: AsyncConnection, job_id: str, lease_id: str
@@ -550,7 +558,7 @@ class Store:
         driver = raw.driver_connection
         assert driver is not None
         await driver.executemany(
-            _INSERT_RECORD,
+            job_writes.INSERT_RECORD,
             [
                 (job_id, r.seq, r.stream.value, size, r.data)
                 for r, size in zip(records, sizes, strict=True)
@@ -618,34 +626,3 @@ def _page_end(sizes: list[tuple[int, int]], limit: int, max_bytes: int) -> tuple
         budget -= size
         last = seq
     return last, len(sizes) > limit
-
-
-def _within_quota(
-    records: Sequence[LogRecord], sizes: Sequence[int], stored_bytes: int, max_bytes: int
-) -> tuple[list[LogRecord], list[int], int]:
-    """The records to store under the per-job quota, their sizes, and the bytes they add.
-
-    The first record over the quota is replaced by one note; ``stored_bytes`` past
-    ``max_bytes`` means that note was written already and nothing more is stored.
-    """
-    if stored_bytes > max_bytes:
-        return [], [], 0
-    kept: list[LogRecord] = []
-    kept_sizes: list[int] = []
-    total = stored_bytes
-    for record, size in zip(records, sizes, strict=True):
-        if total + size > max_bytes:
-            note = LogRecord(
-                seq=record.seq,
-                stream=Stream.SYSTEM,
-                data=f"[compound] this job's log reached the coordinator's limit of "
-                f"{max_bytes // (1024 * 1024)} MiB; further output is dropped\n",
-            )
-            kept.append(note)
-            kept_sizes.append(record_size(note))
-            # Past the limit from now on, whatever the note's own size.
-            return kept, kept_sizes, max_bytes + 1 - stored_bytes
-        kept.append(record)
-        kept_sizes.append(size)
-        total += size
-    return kept, kept_sizes, total - stored_bytes

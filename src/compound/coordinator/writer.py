@@ -21,9 +21,12 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from compound.coordinator.db import WriteTurns
 
 log = logging.getLogger("compound.coordinator")
 
@@ -34,6 +37,9 @@ Operation = Callable[[sqlite3.Connection], Any]
 # wait) when a burst arrives.
 MAX_BATCH = 256
 BUSY_TIMEOUT_S = 10.0
+# How long a transaction waits for the other writer to have its turn, polling.
+YIELD_MAX_S = 1.0
+YIELD_POLL_S = 0.0005
 
 
 class WriterClosed(RuntimeError):
@@ -41,8 +47,11 @@ class WriterClosed(RuntimeError):
 
 
 class GroupWriter:
-    def __init__(self, database_path: Path, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, database_path: Path, turns: WriteTurns | None = None, max_batch: int = MAX_BATCH
+    ) -> None:
         self._path = database_path
+        self._turns = turns or WriteTurns()
         self._max_batch = max_batch
         self._pending: queue.SimpleQueue[
             tuple[Operation, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
@@ -123,6 +132,7 @@ class GroupWriter:
         batch: list[tuple[Operation, asyncio.Future[Any], asyncio.AbstractEventLoop]],
     ) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        self._let_the_other_writer_go_first()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for operation, _future, _loop in batch:
@@ -143,6 +153,13 @@ class GroupWriter:
         for loop, results in by_loop.items():
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_resolve, results)
+
+    def _let_the_other_writer_go_first(self) -> None:
+        """While the engine's writer waits for the lock, start nothing (bounded: a stuck
+        waiter must not stop the queue)."""
+        deadline = time.monotonic() + YIELD_MAX_S
+        while self._turns.waiting and time.monotonic() < deadline:
+            time.sleep(YIELD_POLL_S)
 
 
 def _in_savepoint(conn: sqlite3.Connection, operation: Operation) -> tuple[bool, Any]:
