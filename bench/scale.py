@@ -6,6 +6,12 @@ real protocol over real sockets. The coordinator's CPU and resident memory are r
 /proc; this process's own CPU is reported too, since both share the machine's cores.
 
     PYTHONPATH=src .venv/bin/python bench/scale.py [--contributors 1000 10000]
+    PYTHONPATH=src .venv/bin/python bench/scale.py --part e --seconds 5   # (e) alone
+
+(e) reports two different measurements: the rate with the queue flooded (16 submitters back
+to back, through bench/http_load.py, a light client of the real HTTP API), and the latency
+at a fixed offered rate below saturation (open loop). Both go through the real HTTP API and
+the real contributor WebSocket protocol.
 """
 
 from __future__ import annotations
