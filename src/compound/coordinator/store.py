@@ -1,6 +1,6 @@
 """Durable state: jobs with their status history, their leases, and their log records.
 
-Status changes go only through the verbs named for their intent (``claim``, ``requeue``,
+Status changes go only through the verbs named for their intent (``claim_queued``, ``requeue``,
 ``finish``, ``fail``, ``cancel_queued``). Each checks the legal moves of
 ``compound.protocol.status``, records the change in ``job_events`` and creates or deletes
 the job's lease, all in one transaction: a job is RUNNING exactly while it has a lease.
@@ -299,17 +299,6 @@ class Store:
                 )
                 for row in result
             ]
-
-    async def claim(
-        self, holder: str, lease_id: str, expires_at: float, deps: bool = True
-    ) -> tuple[JobRow, Lease] | None:
-        """Run the oldest queued job under a new lease held by ``holder``; without ``deps``
-        (the holder installs no packages) the oldest queued job without requirements."""
-        while (entry := self.take_queued(plain_only=not deps)) is not None:
-            claimed = await self.claim_queued(entry, holder, lease_id, expires_at)
-            if claimed is not None:
-                return claimed
-        return None
 
     def take_queued(self, plain_only: bool) -> QueuedJob | None:
         """Take the oldest queued job (without requirements if ``plain_only``) out of the
