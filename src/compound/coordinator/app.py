@@ -20,7 +20,7 @@ from compound.coordinator import api, files_api, seed
 from compound.coordinator.access import AccessMiddleware
 from compound.coordinator.blobs import BlobStore
 from compound.coordinator.browser_guard import BrowserGuardMiddleware
-from compound.coordinator.db import create_engine, create_reader, create_schema
+from compound.coordinator.db import WriteTurns, create_engine, create_reader, create_schema
 from compound.coordinator.file_store import FileStore
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
@@ -33,6 +33,7 @@ from compound.coordinator.state import CoordinatorState
 from compound.coordinator.store import Store
 from compound.coordinator.submission import describe_error
 from compound.coordinator.tokens import REFRESH_S, TokenBook
+from compound.coordinator.writer import GroupWriter
 from compound.protocol import CLOSE_UNAUTHORIZED
 
 log = logging.getLogger("compound.coordinator")
@@ -48,10 +49,12 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.database_path)
+        turns = WriteTurns()
+        engine = create_engine(settings.database_path, turns)
         await create_schema(engine)
         reader = create_reader(settings.database_path)
-        store = Store(engine, reader, retention_s=settings.retention_s)
+        writer = GroupWriter(settings.database_path, turns)
+        store = Store(engine, reader, retention_s=settings.retention_s, writer=writer)
         blobs = BlobStore(settings.blobs_dir)
         files = FileStore(engine, reader)
         retention = Retention(

@@ -261,6 +261,10 @@ async def _handle_done(state: CoordinatorState, session: ContributorSession, mes
     if isinstance(result, Violation):
         raise ReportRefused(result.reason, lease.job_id)
     if not session.legacy:
-        # Stored (or already over): either way the agent can forget the job now.
-        seq = await state.store.stored_last_seq(lease.job_id)
+        # Stored (or already over): either way the agent can forget the job now. The ended
+        # row carries its last sequence number; only a refused ending needs a read.
+        if result is None:
+            seq = await state.store.stored_last_seq(lease.job_id)
+        else:
+            seq = result.last_seq
         session.send(Ack(job_id=lease.job_id, seq=seq, done=True))

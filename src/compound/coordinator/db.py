@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +162,48 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(database_path: Path) -> AsyncEngine:
-    """The writer: one connection. SQLite has a single writer anyway, and serializing here
-    avoids "database is locked" retries between our own connections."""
+class WriteTurns:
+    """Two writing connections of one process take SQLite's write lock in turn.
+
+    SQLite's busy handler is not fair: a connection waiting for the lock polls with
+    growing sleeps, and a group writer committing back to back would take the lock again
+    in between, for as long as the load lasts. So this engine says when it waits, and the
+    group writer (writer.py) starts no transaction meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = 0  # engine transactions waiting for the write lock now
+
+
+def _writer_connected(dbapi_connection: Any, record: Any) -> None:
+    _set_sqlite_pragmas(dbapi_connection, record)
+    # No implicit BEGIN from the driver: ``_begin_immediate`` opens every transaction.
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(turns: WriteTurns) -> Callable[[Any], None]:
+    def begin(connection: Any) -> None:
+        # The group writer (writer.py) is a second writing connection. A deferred
+        # transaction that read before the other committed could not write at all
+        # (SQLITE_BUSY_SNAPSHOT, no retry); taking the write lock at BEGIN makes the two
+        # wait for each other instead.
+        turns.waiting += 1
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        finally:
+            turns.waiting -= 1
+
+    return begin
+
+
+def create_engine(database_path: Path, turns: WriteTurns | None = None) -> AsyncEngine:
+    """The writer for logs, contributors and files: one connection, each transaction
+    ``BEGIN IMMEDIATE``. Jobs' create, claim and finish go through ``writer.py``."""
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{database_path}", pool_size=1, max_overflow=0
     )
-    event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+    event.listen(engine.sync_engine, "connect", _writer_connected)
+    event.listen(engine.sync_engine, "begin", _begin_immediate(turns or WriteTurns()))
     return engine
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 
 from compound.coordinator.hub import ChangeHub
+from compound.coordinator.job_queue import QueuedJob
 from compound.coordinator.leases import Lease, LeaseBook
 from compound.coordinator.presence import PresenceBook
 from compound.coordinator.reports import Violation
@@ -58,15 +59,9 @@ class Scheduler:
         self._idle: dict[str, ContributorSession] = {}
         # How many of them install packages (only they can take a job with requirements).
         self._idle_with_deps = 0
-        # The queue cursor: bumped whenever a job may have been queued; a claim that finds
-        # the queue empty records the generation it started in. While they are equal, a
-        # contributor becoming free costs no query (at 10,000 contributors connecting at
-        # once, one claim transaction each queued every connection behind the writer).
-        self._queued_generation = 0
-        self._empty_at_generation = -1
-        # The same for jobs without requirements, which is all a --no-deps contributor sees.
-        self._plain_empty_at_generation = -1
-        self._dispatch_lock = asyncio.Lock()
+        # Contributors paired with a job whose claim is being committed: neither idle nor
+        # holding a lease yet, and never given a second job meanwhile.
+        self._claiming: set[str] = set()
         self._sweeper: asyncio.Task[None] | None = None
         # Jobs by status as of the last sweep (at most sweep_interval_s old): /healthz
         # answers from here, never queued behind the database.
@@ -77,6 +72,7 @@ class Scheduler:
     async def start(self) -> None:
         """Adopt the running jobs of a previous life: their agents get one lease to return."""
         await self._store.contributors.mark_all_offline()
+        await self._store.load_queue()
         for lease in await self._store.leases():
             lease.expires_at = self._expiry()
             self.leases.add(lease)
@@ -110,6 +106,8 @@ class Scheduler:
     def _mark_idle_if_free(self, session: ContributorSession | None) -> None:
         if session is None or session.closed or self.leases.holds_any(session.contributor_id):
             return
+        if session.contributor_id in self._claiming:
+            return
         self._unidle(session.contributor_id)
         self._idle[session.contributor_id] = session  # to the back: idle longest goes first
         self._idle_with_deps += session.deps
@@ -122,49 +120,61 @@ class Scheduler:
     async def dispatch(self) -> None:
         """A job may have been queued: give queued jobs, oldest first, to idle contributors
         until one side runs out."""
-        self._queued_generation += 1
         await self._dispatch_idle()
 
     async def offer_idle(self) -> None:
-        """A contributor became free: dispatch, unless the queue is known to hold nothing
-        any idle contributor can take."""
-        generation = self._queued_generation
-        if self._empty_at_generation == generation:
-            return
-        if self._plain_empty_at_generation == generation and not self._idle_with_deps:
-            return
+        """A contributor became free: dispatch, if the queue holds anything for it."""
         await self._dispatch_idle()
 
+    def _nothing_to_pair(self) -> bool:
+        """No query, no scan: the in-memory queue says whether any idle contributor can
+        take a job (10,000 of them joining an empty queue cost nothing each)."""
+        if not self._idle or not self._store.queue.has(plain_only=False):
+            return True
+        return not self._idle_with_deps and not self._store.queue.has(plain_only=True)
+
     async def _dispatch_idle(self) -> None:
-        async with self._dispatch_lock:
-            plain_jobs_left = True
+        # Pairing is synchronous (no await): jobs leave the queue in FIFO order, each to one
+        # contributor. The claims are then written together, in one group transaction.
+        while not self._nothing_to_pair():
+            claims = []
             for session in list(self._idle.values()):
                 if session.closed or self.leases.holds_any(session.contributor_id):
                     self._unidle(session.contributor_id)
                     continue
-                if not session.deps and not plain_jobs_left:
-                    continue
-                if await self._dispatch_one(session):
-                    continue
-                if session.deps:
-                    break
-                # Jobs needing packages may remain for a contributor that installs them.
-                plain_jobs_left = False
+                entry = self._store.take_queued(plain_only=not session.deps)
+                if entry is None:
+                    if session.deps:
+                        break  # it could take any job: the queue is empty
+                    continue  # jobs needing packages may remain for one that installs them
+                self._unidle(session.contributor_id)
+                self._claiming.add(session.contributor_id)
+                claims.append(self._claim_for(session, entry))
+            if not claims:
+                return
+            # A claim that lost its job (cancelled meanwhile) leaves its contributor idle
+            # again: pair once more.
+            if all(await asyncio.gather(*claims)):
+                return
 
-    async def _dispatch_one(self, session: ContributorSession) -> bool:
-        """Give ``session`` the oldest queued job it can run; False when there is none."""
-        generation = self._queued_generation
-        claimed = await self._store.claim(
-            session.contributor_id, uuid.uuid4().hex, self._expiry(), deps=session.deps
-        )
+    async def _claim_for(self, session: ContributorSession, entry: QueuedJob) -> bool:
+        """Claim ``entry`` for ``session`` and send it; False if the job was gone."""
+        try:
+            claimed = await self._store.claim_queued(
+                entry, session.contributor_id, uuid.uuid4().hex, self._expiry()
+            )
+        except Exception:
+            # Not retried at once (the database may be failing): the sweep dispatches again.
+            log.exception("claiming job %s failed; it stays queued", entry.id)
+            self._claiming.discard(session.contributor_id)
+            self._mark_idle_if_free(session)
+            return True
+        self._claiming.discard(session.contributor_id)
         if claimed is None:
-            if session.deps:  # it could take any job: the queue is empty
-                self._empty_at_generation = generation
-            self._plain_empty_at_generation = generation
+            self._mark_idle_if_free(session)
             return False
         job, lease = claimed
         self.leases.add(lease)
-        self._unidle(session.contributor_id)
         self._hub.notify_all()
         try:
             message = _job_message(job, lease)
@@ -176,9 +186,8 @@ class Scheduler:
             # It never reached the contributor: back to the queue, not counted as an attempt.
             self._release(job.id)
             await self._store.requeue(job.id, "contributor unreachable", count_attempt=False)
-            self._queued_generation += 1
-            return True
-        log.info("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
+            return False
+        log.debug("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
         return True
 
     # ------------------------------------------------------------------ leases
@@ -308,8 +317,14 @@ class Scheduler:
             await self._lease_lost(lease, "lease expired")
         await self._write_back()
         self.job_counts = await self._store.count_by_status()
-        if self.job_counts.get(JobStatus.QUEUED.value) and self._idle:
-            # A safety net: whatever path queued a job without saying so, it waits one sweep.
+        in_memory = len(self._store.queue) + len(self._claiming)
+        if self.job_counts.get(JobStatus.QUEUED.value, 0) > in_memory:
+            # A safety net: whatever path queued a row without the in-memory queue knowing,
+            # it waits one sweep. (Reloading is harmless: a claim's WHERE status refuses a
+            # job that is no longer queued.)
+            log.warning("the in-memory queue missed queued jobs; reloading it")
+            await self._store.load_queue()
+        if self._store.queue.has(plain_only=False) and self._idle:
             await self.dispatch()
 
     async def _lease_lost(self, lease: Lease, why: str) -> None:

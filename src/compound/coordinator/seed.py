@@ -16,7 +16,7 @@ from compound.coordinator.api import serve_follower, submit
 from compound.coordinator.contributor_ws import contributor_endpoint
 from compound.coordinator.follow import follow_job
 from compound.coordinator.log_tail import LogPage
-from compound.coordinator.state import CoordinatorState, get_state
+from compound.coordinator.state import CoordinatorState, get_state, state_of
 from compound.protocol import FollowEnd, LogRecord
 
 router = APIRouter()
@@ -35,12 +35,12 @@ async def submit_job(
 
 @router.websocket("/ws/contributor")
 async def contributor(websocket: WebSocket) -> None:
-    await contributor_endpoint(websocket, get_state(websocket))
+    await contributor_endpoint(websocket, state_of(websocket))
 
 
 @router.websocket("/ws/submitter/{job_id}")
 async def submitter(websocket: WebSocket, job_id: str) -> None:
-    state = get_state(websocket)
+    state = state_of(websocket)
     await websocket.accept()
     await serve_follower(websocket, state, job_id, _seed_messages(state, job_id))
 

@@ -32,7 +32,13 @@ class CoordinatorState:
     retention: Retention
 
 
-def get_state(connection: HTTPConnection) -> CoordinatorState:
-    """FastAPI dependency: the state object the lifespan stored on the app."""
+def state_of(connection: HTTPConnection) -> CoordinatorState:
+    """The state object the lifespan stored on the app."""
     state: CoordinatorState = connection.app.state.compound
     return state
+
+
+async def get_state(connection: HTTPConnection) -> CoordinatorState:
+    """FastAPI dependency: ``state_of``. Async on purpose: FastAPI runs a plain ``def``
+    dependency in its thread pool, a hand-off to another thread and back per request."""
+    return state_of(connection)

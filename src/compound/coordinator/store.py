@@ -1,6 +1,6 @@
 """Durable state: jobs with their status history, their leases, and their log records.
 
-Status changes go only through the verbs named for their intent (``claim``, ``requeue``,
+Status changes go only through the verbs named for their intent (``claim_queued``, ``requeue``,
 ``finish``, ``fail``, ``cancel_queued``). Each checks the legal moves of
 ``compound.protocol.status``, records the change in ``job_events`` and creates or deletes
 the job's lease, all in one transaction: a job is RUNNING exactly while it has a lease.
@@ -9,23 +9,29 @@ the job's lease, all in one transaction: a job is RUNNING exactly while it has a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from compound.coordinator import db
+from compound.coordinator import db, job_writes
 from compound.coordinator.contributor_store import ContributorStore
+from compound.coordinator.job_queue import JobQueue, QueuedJob
 from compound.coordinator.leases import Lease
 from compound.coordinator.log_tail import LogPage, LogTails, record_size
 from compound.coordinator.page_cache import PageCache, PageKey
-from compound.coordinator.reports import Violation, check_batch, check_ending
+from compound.coordinator.reports import Violation
+from compound.coordinator.writer import GroupWriter
 from compound.protocol import (
     IllegalTransition,
     InputsRef,
@@ -126,10 +132,9 @@ class JobRow:
 
 log = logging.getLogger("compound.coordinator")
 
+# How stale the database size a quota compares with may be.
+DATABASE_SIZE_MAX_AGE_S = 1.0
 _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
-_INSERT_RECORD = (
-    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
-)
 
 
 class Store:
@@ -138,8 +143,18 @@ class Store:
         engine: AsyncEngine,
         reader: AsyncEngine | None = None,
         retention_s: float | None = None,
+        writer: GroupWriter | None = None,
     ) -> None:
         self._engine = engine
+        # Create, claim and finish: group-committed on a connection of their own.
+        database = engine.url.database
+        assert writer is not None or database, "a store needs a database file"
+        self._database_path = Path(str(database))
+        self._writer = writer or GroupWriter(self._database_path)
+        # The database's size on disk and when it was read (time.monotonic()).
+        self._size: tuple[int, float] = (0, -DATABASE_SIZE_MAX_AGE_S)
+        # The jobs waiting, oldest first, mirrored from their rows (see job_queue.py).
+        self.queue = JobQueue()
         # Shown in job views: when a finished job's files go.
         self._retention_s = retention_s
         # Reads that need no transaction of their own go to the reader pool.
@@ -151,7 +166,23 @@ class Store:
         self._reading: dict[PageKey, asyncio.Task[LogPage]] = {}
         self.contributors = ContributorStore(engine, self._reader)
 
+    def database_bytes(self) -> int:
+        """The database's size on disk, its write-ahead log included; read at most once
+        per ``DATABASE_SIZE_MAX_AGE_S`` (two stat calls per submission were 5 % of the
+        coordinator's time at a few hundred jobs a second)."""
+        size, read_at = self._size
+        now = time.monotonic()
+        if now - read_at < DATABASE_SIZE_MAX_AGE_S:
+            return size
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                size += os.stat(f"{self._database_path}{suffix}").st_size
+        self._size = (size, now)
+        return size
+
     async def close(self) -> None:
+        await self._writer.close()
         await self._engine.dispose()
         if self._reader is not self._engine:
             await self._reader.dispose()
@@ -159,30 +190,41 @@ class Store:
     # ------------------------------------------------------------------ jobs
 
     async def create_job(self, job_id: str, new: NewJob, owner: str | None = None) -> JobRow:
-        now = time.time()
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(db.jobs).values(
-                    id=job_id,
-                    status=JobStatus.QUEUED.value,
-                    script=new.script,
-                    args=json.dumps(new.args),
-                    env=json.dumps(new.env),
-                    timeout_s=new.timeout_s,
-                    name=new.name,
-                    created_at=now,
-                    attempts=0,
-                    cancel_requested=False,
-                    last_seq=-1,
-                    log_bytes=0,
-                    owner=owner,
-                    requirements=json.dumps(new.requirements),
-                    inputs_sha256=new.inputs.sha256 if new.inputs else None,
-                    inputs_size=new.inputs.size if new.inputs else None,
-                )
+        """Queue a new job; returns once its row is committed (durable)."""
+        values = job_writes.JobValues(
+            id=job_id,
+            script=new.script,
+            args=json.dumps(new.args),
+            env=json.dumps(new.env),
+            timeout_s=new.timeout_s,
+            name=new.name,
+            owner=owner,
+            requirements=json.dumps(new.requirements),
+            inputs_sha256=new.inputs.sha256 if new.inputs else None,
+            inputs_size=new.inputs.size if new.inputs else None,
+        )
+        row = await self._writer.run(partial(job_writes.insert_job, job=values))
+        job = JobRow.from_mapping(row)
+        self._queued(job)
+        return job
+
+    def _queued(self, job: JobRow) -> None:
+        self.queue.add(QueuedJob(job.number, job.id, job.owner, plain=not job.requirements))
+
+    async def load_queue(self) -> None:
+        """Mirror the queued rows in memory (at start, and when the sweep finds a gap)."""
+        async with self._reader.connect() as conn:
+            result = await conn.execute(
+                select(db.jobs.c.number, db.jobs.c.id, db.jobs.c.owner, db.jobs.c.requirements)
+                .where(db.jobs.c.status == JobStatus.QUEUED.value)
+                .order_by(db.jobs.c.number)
             )
-            await self._record_event(conn, job_id, JobStatus.QUEUED, "submitted", now)
-            return await self._get(conn, job_id)
+            self.queue.replace_all(
+                [
+                    QueuedJob(number, job_id, owner, plain=requirements == "[]")
+                    for number, job_id, owner, requirements in result.tuples()
+                ]
+            )
 
     async def get_job(self, job_id: str) -> JobRow | None:
         async with self._reader.connect() as conn:
@@ -195,14 +237,7 @@ class Store:
         return job.view(position, self._retention_s)
 
     async def queue_position(self, job: JobRow) -> int:
-        async with self._reader.connect() as conn:
-            ahead = await conn.scalar(
-                select(func.count())
-                .select_from(db.jobs)
-                .where(db.jobs.c.status == JobStatus.QUEUED.value)
-                .where(db.jobs.c.number < job.number)
-            )
-        return int(ahead or 0) + 1
+        return self.queue.position(job.number)
 
     async def list_jobs(self, limit: int, owner: str | None = None) -> list[JobView]:
         """The newest jobs (of ``owner`` only, if given)."""
@@ -234,16 +269,11 @@ class Store:
             )
             return {status: count for status, count in result.tuples()}
 
-    async def count_queued(self, owner: str | None = None) -> int:
-        query = (
-            select(func.count())
-            .select_from(db.jobs)
-            .where(db.jobs.c.status == JobStatus.QUEUED.value)
-        )
+    def count_queued(self, owner: str | None = None) -> int:
+        """Queued jobs in all, or of ``owner``: counted in memory, no query."""
         if owner is not None:
-            query = query.where(db.jobs.c.owner == owner)
-        async with self._reader.connect() as conn:
-            return int(await conn.scalar(query) or 0)
+            return self.queue.count(owner, of_owner=True)
+        return self.queue.count()
 
     async def job_events(self, job_id: str) -> list[tuple[str, float, str | None]]:
         async with self._reader.connect() as conn:
@@ -270,64 +300,38 @@ class Store:
                 for row in result
             ]
 
-    async def claim(
-        self, holder: str, lease_id: str, expires_at: float, deps: bool = True
+    def take_queued(self, plain_only: bool) -> QueuedJob | None:
+        """Take the oldest queued job (without requirements if ``plain_only``) out of the
+        in-memory queue, to be claimed with ``claim_queued``. Synchronous, so concurrent
+        claimers take different jobs, in FIFO order."""
+        return self.queue.take(plain_only)
+
+    async def claim_queued(
+        self, entry: QueuedJob, holder: str, lease_id: str, expires_at: float
     ) -> tuple[JobRow, Lease] | None:
-        """Run the oldest queued job under a new lease held by ``holder``; without ``deps``
-        (the holder installs no packages) the oldest queued job without requirements.
-
-        A queued job whose row cannot be read is failed on the way, so it never blocks
-        the queue.
-        """
-        async with self._engine.begin() as conn:
-            while True:
-                query = select(db.jobs).where(db.jobs.c.status == JobStatus.QUEUED.value)
-                if not deps:
-                    query = query.where(db.jobs.c.requirements == "[]")
-                result = await conn.execute(query.order_by(db.jobs.c.number).limit(1))
-                row = result.mappings().first()
-                if row is None:
-                    return None
-                job = JobRow.from_mapping(row)
-                if job.damaged is not None:
-                    await self._fail_damaged(conn, job.id, job.damaged)
-                    continue
-                return await self._claim(conn, job, holder, lease_id, expires_at)
-
-    async def _claim(
-        self, conn: AsyncConnection, job: JobRow, holder: str, lease_id: str, expires_at: float
-    ) -> tuple[JobRow, Lease]:
-        lease = Lease(job.id, lease_id, holder, job.last_seq + 1, expires_at)
-        claimed = await self._move(
-            conn,
-            job,
-            JobStatus.RUNNING,
-            f"assigned to {holder}",
-            contributor_id=holder,
-            attempts=job.attempts + 1,
-            started_at=job.started_at or time.time(),
-        )
-        await conn.execute(
-            insert(db.leases).values(
-                job_id=job.id,
-                lease_id=lease_id,
-                holder=holder,
-                first_seq=lease.first_seq,
-                granted_at=time.time(),
-                expires_at=expires_at,
+        """Claim a job taken with ``take_queued``; None if its row is no longer queued
+        (cancelled meanwhile) or cannot be run (then it is failed, so it never blocks the
+        queue). If the write fails, the job goes back to the queue."""
+        try:
+            claimed = await self._writer.run(
+                partial(
+                    job_writes.claim_job,
+                    job_id=entry.id,
+                    holder=holder,
+                    lease_id=lease_id,
+                    expires_at=expires_at,
+                )
             )
-        )
-        return claimed, lease
-
-    async def _fail_damaged(self, conn: AsyncConnection, job_id: str, error: str) -> None:
-        now = time.time()
-        await conn.execute(
-            update(db.jobs)
-            .where(db.jobs.c.id == job_id)
-            .values(status=JobStatus.FAILED.value, error=error, finished_at=now)
-        )
-        await self._record_event(conn, job_id, JobStatus.FAILED, error, now)
-        log.error("job %s failed: %s", job_id, error)
+        except BaseException:
+            self.queue.add(entry)
+            raise
+        if isinstance(claimed, str):
+            log.error("job %s failed: %s", entry.id, claimed)
+            return None
+        if claimed is None:
+            return None
+        row, lease = claimed
+        return JobRow.from_mapping(row), lease
 
     async def renew(self, expiries: dict[str, float]) -> None:
         """Write back lease expiries renewed in memory (one statement for all)."""
@@ -353,9 +357,11 @@ class Store:
             if note is not None:
                 await self._insert_note(conn, job_id, note)
             attempts = job.attempts if count_attempt else max(0, job.attempts - 1)
-            return await self._move(
+            requeued = await self._move(
                 conn, job, JobStatus.QUEUED, reason, contributor_id=None, attempts=attempts
             )
+        self._queued(requeued)
+        return requeued
 
     async def finish(
         self,
@@ -369,14 +375,21 @@ class Store:
     ) -> JobRow | Violation | None:
         """End a running job as its lease holder reported; None if that lease is not current,
         a Violation if records it announced (up to ``last_seq``) never arrived."""
-        async with self._engine.begin() as conn:
-            if await self._lease_first_seq(conn, job_id, lease_id) is None:
-                return None
-            job = await self._get(conn, job_id)
-            violation = check_ending(last_seq, job.last_seq)
-            if violation is not None:
-                return violation
-            return await self._move(conn, job, status, error, exit_code=exit_code, error=error)
+        ended = await self._writer.run(
+            partial(
+                job_writes.finish_job,
+                job_id=job_id,
+                lease_id=lease_id,
+                status=status,
+                exit_code=exit_code,
+                error=error,
+                last_seq=last_seq,
+            )
+        )
+        if ended is None or isinstance(ended, Violation):
+            return ended
+        self._tails.forget(job_id)
+        return JobRow.from_mapping(ended)
 
     async def fail(
         self, job_id: str, reason: str, *, error: str, note: str | None = None
@@ -388,7 +401,9 @@ class Store:
                 return None
             if note is not None:
                 await self._insert_note(conn, job_id, note)
-            return await self._move(conn, job, JobStatus.FAILED, reason, error=error)
+            failed = await self._move(conn, job, JobStatus.FAILED, reason, error=error)
+        self.queue.discard(job_id)
+        return failed
 
     async def cancel(self, job_id: str, reason: str, error: str | None = None) -> JobRow | None:
         """Cancel a queued job, or a running one at once (its contributor is gone)."""
@@ -396,7 +411,9 @@ class Store:
             job = await self._get(conn, job_id)
             if job.status.is_terminal:
                 return None
-            return await self._move(conn, job, JobStatus.CANCELLED, reason, error=error)
+            cancelled = await self._move(conn, job, JobStatus.CANCELLED, reason, error=error)
+        self.queue.discard(job_id)
+        return cancelled
 
     async def request_cancel(self, job_id: str) -> JobRow:
         async with self._engine.begin() as conn:
@@ -468,33 +485,22 @@ class Store:
         transaction that stores it: a Violation stores nothing; None means the lease is not
         current. Past ``max_log_bytes`` for the job, records are accounted for but not
         stored, and one SYSTEM note takes the place of the first record dropped.
+        Group-committed with the jobs' other writes (``writer.py``).
         """
-        async with self._engine.begin() as conn:
-            first_seq = await self._lease_first_seq(conn, job_id, lease_id)
-            if first_seq is None:
-                return None
-            row = (
-                await conn.execute(
-                    select(db.jobs.c.last_seq, db.jobs.c.log_bytes).where(db.jobs.c.id == job_id)
-                )
-            ).one()
-            verdict = check_batch(records, row.last_seq, first_seq)
-            if isinstance(verdict, Violation):
-                return verdict
-            fresh = verdict.records
-            if not fresh:
-                return int(row.last_seq)
-            sizes = [record_size(record) for record in fresh]
-            kept, kept_sizes, added = _within_quota(fresh, sizes, row.log_bytes, max_log_bytes)
-            await self._insert_records(conn, job_id, kept, kept_sizes)
-            last_seq = fresh[-1].seq
-            await conn.execute(
-                update(db.jobs)
-                .where(db.jobs.c.id == job_id)
-                .values(last_seq=last_seq, log_bytes=row.log_bytes + added)
+        appended = await self._writer.run(
+            partial(
+                job_writes.append_records,
+                job_id=job_id,
+                lease_id=lease_id,
+                records=records,
+                max_log_bytes=max_log_bytes,
             )
-        self._tails.stored(job_id, kept, kept_sizes)
-        return last_seq
+        )
+        if appended is None or isinstance(appended, Violation):
+            return appended
+        if appended.kept:
+            self._tails.stored(job_id, appended.kept, appended.kept_sizes)
+        return appended.last_seq
 
     async def _lease_first_seq(
         self, conn: AsyncConnection, job_id: str, lease_id: str
@@ -541,7 +547,7 @@ class Store:
         driver = raw.driver_connection
         assert driver is not None
         await driver.executemany(
-            _INSERT_RECORD,
+            job_writes.INSERT_RECORD,
             [
                 (job_id, r.seq, r.stream.value, size, r.data)
                 for r, size in zip(records, sizes, strict=True)
@@ -609,34 +615,3 @@ def _page_end(sizes: list[tuple[int, int]], limit: int, max_bytes: int) -> tuple
         budget -= size
         last = seq
     return last, len(sizes) > limit
-
-
-def _within_quota(
-    records: Sequence[LogRecord], sizes: Sequence[int], stored_bytes: int, max_bytes: int
-) -> tuple[list[LogRecord], list[int], int]:
-    """The records to store under the per-job quota, their sizes, and the bytes they add.
-
-    The first record over the quota is replaced by one note; ``stored_bytes`` past
-    ``max_bytes`` means that note was written already and nothing more is stored.
-    """
-    if stored_bytes > max_bytes:
-        return [], [], 0
-    kept: list[LogRecord] = []
-    kept_sizes: list[int] = []
-    total = stored_bytes
-    for record, size in zip(records, sizes, strict=True):
-        if total + size > max_bytes:
-            note = LogRecord(
-                seq=record.seq,
-                stream=Stream.SYSTEM,
-                data=f"[compound] this job's log reached the coordinator's limit of "
-                f"{max_bytes // (1024 * 1024)} MiB; further output is dropped\n",
-            )
-            kept.append(note)
-            kept_sizes.append(record_size(note))
-            # Past the limit from now on, whatever the note's own size.
-            return kept, kept_sizes, max_bytes + 1 - stored_bytes
-        kept.append(record)
-        kept_sizes.append(size)
-        total += size
-    return kept, kept_sizes, total - stored_bytes

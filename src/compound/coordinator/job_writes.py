@@ -1,0 +1,236 @@
+"""The hot lifecycle writes (create, claim, finish) as plain functions of a SQLite connection.
+
+They run inside the group writer's transaction (``writer.py``), one SAVEPOINT each, with
+statements SQLite prepares once and caches: no statement building per job. They keep the
+store's rules: legal moves only (``protocol.status``), the status in the WHERE clause so a
+concurrent move loses cleanly, an event per move, a job RUNNING exactly while it has a lease.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compound.coordinator.leases import Lease
+from compound.coordinator.log_tail import record_size
+from compound.coordinator.reports import Violation, check_batch, check_ending
+from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, check_transition
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, status, script, args, env, timeout_s, name, created_at, attempts,"
+    " cancel_requested, last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?)"
+)
+_INSERT_EVENT = "INSERT INTO job_events (job_id, status, at, reason) VALUES (?, ?, ?, ?)"
+_SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+_INSERT_LEASE = (
+    "INSERT INTO leases (job_id, lease_id, holder, first_seq, granted_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_LEASE_FIRST_SEQ = "SELECT first_seq FROM leases WHERE job_id = ? AND lease_id = ?"
+INSERT_RECORD = (
+    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class JobValues:
+    """A new job's columns, already encoded for the row."""
+
+    id: str
+    script: str
+    args: str
+    env: str
+    timeout_s: float | None
+    name: str | None
+    owner: str | None
+    requirements: str
+    inputs_sha256: str | None
+    inputs_size: int | None
+
+
+def insert_job(conn: sqlite3.Connection, job: JobValues) -> sqlite3.Row:
+    now = time.time()
+    conn.execute(
+        _INSERT_JOB,
+        (
+            job.id,
+            JobStatus.QUEUED.value,
+            job.script,
+            job.args,
+            job.env,
+            job.timeout_s,
+            job.name,
+            now,
+            job.owner,
+            job.requirements,
+            job.inputs_sha256,
+            job.inputs_size,
+        ),
+    )
+    conn.execute(_INSERT_EVENT, (job.id, JobStatus.QUEUED.value, now, "submitted"))
+    return select_job(conn, job.id)
+
+
+def select_job(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+    row: sqlite3.Row | None = conn.execute(_SELECT_JOB, (job_id,)).fetchone()
+    if row is None:
+        raise KeyError(job_id)
+    return row
+
+
+def damaged(row: sqlite3.Row) -> str | None:
+    """Why a stored row cannot be run, if it cannot (its JSON columns do not parse)."""
+    try:
+        json.loads(row["args"]), json.loads(row["env"]), json.loads(row["requirements"])
+    except ValueError:
+        return "the stored job cannot be read (its arguments or environment)"
+    return None
+
+
+def claim_job(
+    conn: sqlite3.Connection, job_id: str, holder: str, lease_id: str, expires_at: float
+) -> tuple[sqlite3.Row, Lease] | str | None:
+    """Run queued job ``job_id`` under a new lease. None if it is no longer queued; the
+    reason, after failing it, if its row cannot be run."""
+    row = select_job(conn, job_id)
+    if row["status"] != JobStatus.QUEUED.value:
+        return None
+    problem = damaged(row)
+    if problem is not None:
+        move(conn, row, JobStatus.FAILED, problem, error=problem)
+        return problem
+    lease = Lease(job_id, lease_id, holder, row["last_seq"] + 1, expires_at)
+    claimed = move(
+        conn,
+        row,
+        JobStatus.RUNNING,
+        f"assigned to {holder}",
+        contributor_id=holder,
+        attempts=row["attempts"] + 1,
+        started_at=row["started_at"] or time.time(),
+    )
+    conn.execute(
+        _INSERT_LEASE, (job_id, lease_id, holder, lease.first_seq, time.time(), expires_at)
+    )
+    return claimed, lease
+
+
+def finish_job(
+    conn: sqlite3.Connection,
+    job_id: str,
+    lease_id: str,
+    status: JobStatus,
+    exit_code: int | None,
+    error: str | None,
+    last_seq: int | None,
+) -> sqlite3.Row | Violation | None:
+    """End a running job as the holder of ``lease_id`` reported; None if that lease is not
+    current, a Violation if records it announced never arrived."""
+    if conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id)).fetchone() is None:
+        return None
+    row = select_job(conn, job_id)
+    violation = check_ending(last_seq, row["last_seq"])
+    if violation is not None:
+        return violation
+    return move(conn, row, status, error, exit_code=exit_code, error=error)
+
+
+def move(
+    conn: sqlite3.Connection, row: sqlite3.Row, target: JobStatus, reason: str | None, **fields: Any
+) -> sqlite3.Row:
+    """The one status move of this module: legal, atomic, recorded, lease kept in step."""
+    current = JobStatus(row["status"])
+    check_transition(current, target)
+    now = time.time()
+    if target.is_terminal:
+        fields.setdefault("finished_at", now)
+    # Column names come from this module's callers only, never from a request.
+    assignments = ", ".join(f"{name} = ?" for name in ["status", *fields])
+    cursor = conn.execute(
+        f"UPDATE jobs SET {assignments} WHERE id = ? AND status = ?",
+        (target.value, *fields.values(), row["id"], current.value),
+    )
+    if cursor.rowcount != 1:
+        raise IllegalTransition(current, target)
+    if current is JobStatus.RUNNING:
+        conn.execute("DELETE FROM leases WHERE job_id = ?", (row["id"],))
+    conn.execute(_INSERT_EVENT, (row["id"], target.value, now, reason))
+    return select_job(conn, row["id"])
+
+
+@dataclass(frozen=True)
+class Appended:
+    last_seq: int  # to acknowledge
+    kept: list[LogRecord]  # stored (the rest was over the job's quota or seen before)
+    kept_sizes: list[int]
+
+
+def append_records(
+    conn: sqlite3.Connection,
+    job_id: str,
+    lease_id: str,
+    records: Sequence[LogRecord],
+    max_log_bytes: int,
+) -> Appended | Violation | None:
+    """Store a batch of records reported under ``lease_id`` (see ``Store.append_logs``)."""
+    first_seq = conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id)).fetchone()
+    if first_seq is None:
+        return None
+    row = conn.execute("SELECT last_seq, log_bytes FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    verdict = check_batch(records, row["last_seq"], first_seq[0])
+    if isinstance(verdict, Violation):
+        return verdict
+    fresh = verdict.records
+    if not fresh:
+        return Appended(int(row["last_seq"]), [], [])
+    sizes = [record_size(record) for record in fresh]
+    kept, kept_sizes, added = within_quota(fresh, sizes, row["log_bytes"], max_log_bytes)
+    conn.executemany(
+        INSERT_RECORD,
+        [
+            (job_id, r.seq, r.stream.value, size, r.data)
+            for r, size in zip(kept, kept_sizes, strict=True)
+        ],
+    )
+    last_seq = fresh[-1].seq
+    conn.execute(
+        "UPDATE jobs SET last_seq = ?, log_bytes = ? WHERE id = ?",
+        (last_seq, row["log_bytes"] + added, job_id),
+    )
+    return Appended(last_seq, kept, kept_sizes)
+
+
+def within_quota(
+    records: Sequence[LogRecord], sizes: Sequence[int], stored_bytes: int, max_bytes: int
+) -> tuple[list[LogRecord], list[int], int]:
+    """The records to store under the per-job quota, their sizes, and the bytes they add.
+
+    The first record over the quota is replaced by one note; ``stored_bytes`` past
+    ``max_bytes`` means that note was written already and nothing more is stored.
+    """
+    if stored_bytes > max_bytes:
+        return [], [], 0
+    kept: list[LogRecord] = []
+    kept_sizes: list[int] = []
+    total = stored_bytes
+    for record, size in zip(records, sizes, strict=True):
+        if total + size > max_bytes:
+            note = LogRecord(
+                seq=record.seq,
+                stream=Stream.SYSTEM,
+                data=f"[compound] this job's log reached the coordinator's limit of "
+                f"{max_bytes // (1024 * 1024)} MiB; further output is dropped\n",
+            )
+            kept.append(note)
+            kept_sizes.append(record_size(note))
+            # Past the limit from now on, whatever the note's own size.
+            return kept, kept_sizes, max_bytes + 1 - stored_bytes
+        kept.append(record)
+        kept_sizes.append(size)
+        total += size
+    return kept, kept_sizes, total - stored_bytes

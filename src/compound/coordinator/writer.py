@@ -1,0 +1,184 @@
+"""Group commit: the job lifecycle's writes, many callers to one SQLite transaction.
+
+A job used to cost three write transactions of its own (create, claim, finish), each a
+dozen hand-offs to aiosqlite's thread with SQLAlchemy building every statement. Here one
+thread owns one connection; an operation is a plain function of that connection. The
+thread takes every operation waiting at that moment, runs each inside its own SAVEPOINT
+(an operation that raises rolls back only its own statements, and only its caller sees the
+error), commits once, and only then resolves the callers' futures: an answer never
+precedes the commit that makes it durable. With WAL and ``synchronous=NORMAL`` a commit
+survives the process being killed (not a power cut): the promise the coordinator makes.
+
+The other writer (SQLAlchemy's, for logs, contributors, files) opens its transactions with
+``BEGIN IMMEDIATE`` (``db.py``), so the two take SQLite's write lock in turn, waiting up to
+the busy timeout, instead of failing a transaction whose snapshot went stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from compound.coordinator.db import WriteTurns
+
+log = logging.getLogger("compound.coordinator")
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+# Operations committed together at most: bounds one transaction's time (and its callers'
+# wait) when a burst arrives.
+MAX_BATCH = 256
+BUSY_TIMEOUT_S = 10.0
+# How long a transaction waits for the other writer to have its turn, polling.
+YIELD_MAX_S = 1.0
+YIELD_POLL_S = 0.0005
+
+
+class WriterClosed(RuntimeError):
+    """The writer was closed: nothing more is written."""
+
+
+class GroupWriter:
+    def __init__(
+        self, database_path: Path, turns: WriteTurns | None = None, max_batch: int = MAX_BATCH
+    ) -> None:
+        self._path = database_path
+        self._turns = turns or WriteTurns()
+        self._max_batch = max_batch
+        self._pending: queue.SimpleQueue[
+            tuple[Operation, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Committed transactions and the operations in them: for tests and benchmarks.
+        self.transactions = 0
+        self.operations = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
+            self._thread.start()
+
+    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` in the next transaction; its result once that is committed.
+
+        Queued synchronously, before the first await: operations are committed in the
+        order they were asked for.
+        """
+        if self._closed:
+            raise WriterClosed("the coordinator is shutting down")
+        self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.put((operation, future, loop))
+        return await future
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._pending.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._pending.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._pending.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[Operation, asyncio.Future[Any], asyncio.AbstractEventLoop]],
+    ) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        self._let_the_other_writer_go_first()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for operation, _future, _loop in batch:
+                outcomes.append(_in_savepoint(conn, operation))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the transaction itself failed: every caller learns it
+            log.exception("a group transaction of %d operations failed", len(batch))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(False, exc)] * len(batch)
+        else:
+            self.transactions += 1
+            self.operations += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_operation, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        # One wake-up of the event loop per transaction, not per caller.
+        for loop, results in by_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, results)
+
+    def _let_the_other_writer_go_first(self) -> None:
+        """While the engine's writer waits for the lock, start nothing (bounded: a stuck
+        waiter must not stop the queue)."""
+        deadline = time.monotonic() + YIELD_MAX_S
+        while self._turns.waiting and time.monotonic() < deadline:
+            time.sleep(YIELD_POLL_S)
+
+
+def _in_savepoint(conn: sqlite3.Connection, operation: Operation) -> tuple[bool, Any]:
+    conn.execute("SAVEPOINT op")
+    try:
+        value = operation(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return False, exc
+    conn.execute("RELEASE op")
+    return True, value
+
+
+def _resolve(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        if future.done():  # its caller went away; the write stands
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
