@@ -6,6 +6,12 @@ real protocol over real sockets. The coordinator's CPU and resident memory are r
 /proc; this process's own CPU is reported too, since both share the machine's cores.
 
     PYTHONPATH=src .venv/bin/python bench/scale.py [--contributors 1000 10000]
+        [--no-dispatch] [--steady-s 20] [--profile-dir DIR]
+
+/healthz is probed twice: from this process's event loop, which also drives the 10,000
+simulated contributors (so its figure includes this process waiting for its own loop and
+for a CPU), and from a probe in a process of its own (``--probe URL``), which measures the
+coordinator alone. The target applies to the latter.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import asyncio
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +50,7 @@ DISPATCH_CONTRIBUTORS = 100
 DISPATCH_SECONDS = 10.0
 SUBMIT_WORKERS = 16
 STEADY_SECONDS = 20.0
+PY_SPY = Path(sys.executable).with_name("py-spy")
 CONNECT_TIMEOUT_S = 180.0
 HEALTH_PROBE_EVERY_S = 0.1
 PROBE_JOB_EVERY_S = 0.25
@@ -198,8 +206,44 @@ async def _probe_health(url: str, stop: asyncio.Event, out: list[float]) -> None
             await asyncio.sleep(HEALTH_PROBE_EVERY_S)
 
 
-async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
+@dataclass(frozen=True)
+class PresenceOptions:
+    steady_s: float = STEADY_SECONDS
+    # Where to write a py-spy flame graph of the coordinator's steady state (None: no profile).
+    profile_dir: Path | None = None
+    # py-spy's output: "flamegraph" (an SVG) or "raw" (collapsed stacks, for reading counts).
+    profile_format: str = "flamegraph"
+
+
+def _start_probe_process(url: str, seconds: float) -> subprocess.Popen[str]:
+    """The /healthz probe in a process of its own: the coordinator's latency without this
+    process's event loop (busy with the swarm) in it."""
+    command = [sys.executable, __file__, "--probe", url, "--probe-s", str(seconds)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def _probe_results(probe: subprocess.Popen[str]) -> list[float]:
+    out, _ = probe.communicate(timeout=60)
+    return [float(line) for line in out.split()]
+
+
+def _start_profile(pid: int, options: PresenceOptions, count: int) -> subprocess.Popen[str] | None:
+    if options.profile_dir is None:
+        return None
+    options.profile_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "svg" if options.profile_format == "flamegraph" else "txt"
+    out = options.profile_dir / f"profile_f_{count}_coordinator.{suffix}"
+    seconds = str(max(1, int(options.steady_s) - 1))
+    command = [str(PY_SPY), "record", "-o", str(out), "--pid", str(pid), "--nonblocking"]
+    command += ["--format", options.profile_format, *os.environ.get("PYSPY_EXTRA", "").split()]
+    return subprocess.Popen([*command, "-d", seconds], stdout=subprocess.DEVNULL, text=True)
+
+
+async def presence_part(
+    coordinator: Coordinator, count: int, options: PresenceOptions | None = None
+) -> list[Figure]:
     """(f): ``count`` contributors heartbeating every 5 s; the coordinator at steady state."""
+    options = options or PresenceOptions()
     pid = _pid(coordinator)
     swarm = Swarm(coordinator.ws_url, count, heartbeat_s=5.0, prefix=f"presence{count}")
     stop = asyncio.Event()
@@ -215,16 +259,23 @@ async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
         asyncio.create_task(_probe_health(coordinator.url, probes_stop, health)),
         asyncio.create_task(submitter.trickle(probes_stop, PROBE_JOB_EVERY_S)),
     ]
+    probe_process = _start_probe_process(coordinator.url, options.steady_s)
+    profiler = _start_profile(pid, options, count)
     cpu_before, own_before, began = cpu_seconds(pid), own_cpu_seconds(), time.monotonic()
     rss_peak = 0
-    while time.monotonic() - began < STEADY_SECONDS:
+    while time.monotonic() - began < options.steady_s:
         rss_peak = max(rss_peak, rss_bytes(pid))
         await asyncio.sleep(0.5)
     elapsed = time.monotonic() - began
+    # Wall-clock bounds, to line the window up with the coordinator's logs and profiles.
+    print(f"steady window: {time.time() - elapsed:.3f} .. {time.time():.3f}", file=sys.stderr)
     cpu_percent = (cpu_seconds(pid) - cpu_before) / elapsed * 100
     own_percent = (own_cpu_seconds() - own_before) / elapsed * 100
     probes_stop.set()
     await asyncio.gather(*probes)
+    apart = await asyncio.to_thread(_probe_results, probe_process)
+    if profiler is not None:
+        await asyncio.to_thread(profiler.wait, 60)
     await _drain(swarm, len(submitter.sent_at), 5.0)
     stop.set()
     await running
@@ -233,7 +284,7 @@ async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
     note = (
         f"{swarm.connected} connected in {ramp_s:.1f} s ({swarm.connect_failures} failed, "
         f"{swarm.closed_by_server} closed by server); {swarm.heartbeats_sent} heartbeats; "
-        f"load generator {own_percent:.0f}% CPU"
+        f"load generator {own_percent:.0f}% CPU; load average {os.getloadavg()[0]:.2f}"
     )
     big = count >= 10_000
     return [
@@ -257,9 +308,19 @@ async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
             "f",
             f"{who}: /healthz latency",
             "ms",
+            apart,
+            target=p99_at_most(apart, 50, "ms") if big else None,
+            note=f"p99 {percentile99(apart):.1f} ms, {len(apart)} probes from a process of its own",
+        ),
+        from_samples(
+            "f",
+            f"{who}: /healthz latency, probed from the swarm's loop",
+            "ms",
             health,
-            target=p99_at_most(health, 50, "ms") if big else None,
-            note=f"p99 {percentile99(health):.1f} ms, {len(health)} probes",
+            note=(
+                f"p99 {percentile99(health):.1f} ms, {len(health)} probes; includes the load "
+                "generator's own loop stalls"
+            ),
         ),
         from_samples(
             "f",
@@ -284,11 +345,11 @@ async def _dispatch(root: Path) -> list[Figure]:
         coordinator.stop()
 
 
-async def _presence(root: Path, count: int) -> list[Figure]:
+async def _presence(root: Path, count: int, options: PresenceOptions) -> list[Figure]:
     # A fresh coordinator each: another part's rows and sockets are not the load.
     coordinator = start_coordinator(root)
     try:
-        return await presence_part(coordinator, count)
+        return await presence_part(coordinator, count, options)
     finally:
         coordinator.stop()
 
@@ -299,22 +360,48 @@ def dispatch_main() -> list[Figure]:
         return asyncio.run(_dispatch(Path(workdir)))
 
 
-def presence_main(count: int) -> list[Figure]:
+def presence_main(count: int, options: PresenceOptions | None = None) -> list[Figure]:
     """(f) for ``count`` contributors on its own coordinator."""
     raise_file_limit()
     with tempfile.TemporaryDirectory(prefix="compound-bench-presence-") as workdir:
-        return asyncio.run(_presence(Path(workdir), count))
+        return asyncio.run(_presence(Path(workdir), count, options or PresenceOptions()))
 
 
-def main(counts: list[int] | None = None) -> list[Figure]:
-    figures = dispatch_main()
+def main(
+    counts: list[int] | None = None,
+    options: PresenceOptions | None = None,
+    dispatch: bool = True,
+) -> list[Figure]:
+    figures = dispatch_main() if dispatch else []
     for count in counts or [1000, 10_000]:
-        figures += presence_main(count)
+        figures += presence_main(count, options)
     return figures
+
+
+async def _probe_alone(url: str, seconds: float) -> None:
+    """The ``--probe`` mode: GET /healthz every HEALTH_PROBE_EVERY_S for ``seconds``; print
+    each latency in ms, one a line."""
+    stop = asyncio.Event()
+    out: list[float] = []
+    task = asyncio.create_task(_probe_health(url, stop, out))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    print("\n".join(f"{ms:.3f}" for ms in out))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contributors", type=int, nargs="+", default=[1000, 10_000])
-    options = parser.parse_args()
-    print(text_table(main(options.contributors)))
+    parser.add_argument("--no-dispatch", action="store_true", help="skip part (e)")
+    parser.add_argument("--steady-s", type=float, default=STEADY_SECONDS)
+    parser.add_argument("--profile-dir", type=Path, help="py-spy flame graphs of (f) here")
+    parser.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph")
+    parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-s", type=float, default=STEADY_SECONDS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        asyncio.run(_probe_alone(args.probe, args.probe_s))
+        sys.exit(0)
+    presence = PresenceOptions(args.steady_s, args.profile_dir, args.profile_format)
+    print(text_table(main(args.contributors, presence, dispatch=not args.no_dispatch)))
