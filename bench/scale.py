@@ -11,7 +11,9 @@ real protocol over real sockets. The coordinator's CPU and resident memory are r
 /healthz is probed twice: from this process's event loop, which also drives the 10,000
 simulated contributors (so its figure includes this process waiting for its own loop and
 for a CPU), and from a probe in a process of its own (``--probe URL``), which measures the
-coordinator alone. The target applies to the latter.
+coordinator alone. The target applies to the latter. That probe also asks an idle control
+coordinator (no contributors) in the same moments: its p99 is what the machine's other
+work alone does to a request, the floor under the loaded figure.
 """
 
 from __future__ import annotations
@@ -215,16 +217,21 @@ class PresenceOptions:
     profile_format: str = "flamegraph"
 
 
-def _start_probe_process(url: str, seconds: float) -> subprocess.Popen[str]:
-    """The /healthz probe in a process of its own: the coordinator's latency without this
+def _start_probe_process(urls: list[str], seconds: float) -> subprocess.Popen[str]:
+    """The /healthz probe in a process of its own: the coordinators' latency without this
     process's event loop (busy with the swarm) in it."""
-    command = [sys.executable, __file__, "--probe", url, "--probe-s", str(seconds)]
+    command = [sys.executable, __file__, "--probe", *urls, "--probe-s", str(seconds)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
-def _probe_results(probe: subprocess.Popen[str]) -> list[float]:
+def _probe_results(probe: subprocess.Popen[str], count: int) -> list[list[float]]:
+    """Latencies in ms per URL, in the order the URLs were given."""
     out, _ = probe.communicate(timeout=60)
-    return [float(line) for line in out.split()]
+    results: list[list[float]] = [[] for _ in range(count)]
+    for line in out.splitlines():
+        index, ms = line.split()
+        results[int(index)].append(float(ms))
+    return results
 
 
 def _start_profile(pid: int, options: PresenceOptions, count: int) -> subprocess.Popen[str] | None:
@@ -240,7 +247,10 @@ def _start_profile(pid: int, options: PresenceOptions, count: int) -> subprocess
 
 
 async def presence_part(
-    coordinator: Coordinator, count: int, options: PresenceOptions | None = None
+    coordinator: Coordinator,
+    count: int,
+    options: PresenceOptions | None = None,
+    control: Coordinator | None = None,
 ) -> list[Figure]:
     """(f): ``count`` contributors heartbeating every 5 s; the coordinator at steady state."""
     options = options or PresenceOptions()
@@ -259,7 +269,8 @@ async def presence_part(
         asyncio.create_task(_probe_health(coordinator.url, probes_stop, health)),
         asyncio.create_task(submitter.trickle(probes_stop, PROBE_JOB_EVERY_S)),
     ]
-    probe_process = _start_probe_process(coordinator.url, options.steady_s)
+    urls = [coordinator.url] + ([control.url] if control else [])
+    probe_process = _start_probe_process(urls, options.steady_s)
     profiler = _start_profile(pid, options, count)
     cpu_before, own_before, began = cpu_seconds(pid), own_cpu_seconds(), time.monotonic()
     rss_peak = 0
@@ -273,7 +284,7 @@ async def presence_part(
     own_percent = (own_cpu_seconds() - own_before) / elapsed * 100
     probes_stop.set()
     await asyncio.gather(*probes)
-    apart = await asyncio.to_thread(_probe_results, probe_process)
+    apart, *idle = await asyncio.to_thread(_probe_results, probe_process, len(urls))
     if profiler is not None:
         await asyncio.to_thread(profiler.wait, 60)
     await _drain(swarm, len(submitter.sent_at), 5.0)
@@ -312,6 +323,16 @@ async def presence_part(
             target=p99_at_most(apart, 50, "ms") if big else None,
             note=f"p99 {percentile99(apart):.1f} ms, {len(apart)} probes from a process of its own",
         ),
+        *[
+            from_samples(
+                "f",
+                f"{who}: /healthz latency of an idle control coordinator",
+                "ms",
+                samples,
+                note=f"p99 {percentile99(samples):.1f} ms: the machine's floor in the same moments",
+            )
+            for samples in idle
+        ],
         from_samples(
             "f",
             f"{who}: /healthz latency, probed from the swarm's loop",
@@ -348,9 +369,11 @@ async def _dispatch(root: Path) -> list[Figure]:
 async def _presence(root: Path, count: int, options: PresenceOptions) -> list[Figure]:
     # A fresh coordinator each: another part's rows and sockets are not the load.
     coordinator = start_coordinator(root)
+    control = start_coordinator(root / "control")
     try:
-        return await presence_part(coordinator, count, options)
+        return await presence_part(coordinator, count, options, control)
     finally:
+        control.stop()
         coordinator.stop()
 
 
@@ -378,16 +401,19 @@ def main(
     return figures
 
 
-async def _probe_alone(url: str, seconds: float) -> None:
-    """The ``--probe`` mode: GET /healthz every HEALTH_PROBE_EVERY_S for ``seconds``; print
-    each latency in ms, one a line."""
+async def _probe_alone(urls: list[str], seconds: float) -> None:
+    """The ``--probe`` mode: GET /healthz of each URL every HEALTH_PROBE_EVERY_S for
+    ``seconds``; print each latency as "<url index> <ms>", one a line."""
     stop = asyncio.Event()
-    out: list[float] = []
-    task = asyncio.create_task(_probe_health(url, stop, out))
+    results: list[list[float]] = [[] for _ in urls]
+    tasks = [
+        asyncio.create_task(_probe_health(url, stop, out))
+        for url, out in zip(urls, results, strict=True)
+    ]
     await asyncio.sleep(seconds)
     stop.set()
-    await task
-    print("\n".join(f"{ms:.3f}" for ms in out))
+    await asyncio.gather(*tasks)
+    print("\n".join(f"{i} {ms:.3f}" for i, out in enumerate(results) for ms in out))
 
 
 if __name__ == "__main__":
@@ -397,7 +423,7 @@ if __name__ == "__main__":
     parser.add_argument("--steady-s", type=float, default=STEADY_SECONDS)
     parser.add_argument("--profile-dir", type=Path, help="py-spy flame graphs of (f) here")
     parser.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph")
-    parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--probe", metavar="URL", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--probe-s", type=float, default=STEADY_SECONDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:

@@ -99,3 +99,17 @@ def test_started_policy_ticks_on_the_loop_and_stop_thaws_the_heap(thawed: None) 
 
     assert asyncio.run(run()) == 1
     assert gc.get_freeze_count() == 0
+
+
+def test_without_a_resident_size_the_heap_is_never_frozen(thawed: None) -> None:
+    """Where the size cannot be read, nothing would bound frozen cycles: no freezing at all."""
+
+    async def run() -> int:
+        policy = CollectorPolicy(freeze_every_s=0.01, size=lambda: 0)
+        policy.start()
+        await asyncio.sleep(0.05)
+        frozen = gc.get_freeze_count()
+        await policy.stop()
+        return frozen
+
+    assert asyncio.run(run()) == 0

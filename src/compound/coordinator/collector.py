@@ -99,6 +99,11 @@ class CollectorPolicy:
         )
 
     def start(self) -> None:
+        """Collect once and tick from now on; without a way to read the resident size (no
+        /proc) the collector is left as CPython runs it, since nothing would bound a leak."""
+        if self._size() <= 0:
+            log.info("resident size unknown here: garbage collection left at its defaults")
+            return
         self.collect_all()
         self._task = asyncio.create_task(self._tick_forever(), name="collector")
 
