@@ -437,4 +437,6 @@ if __name__ == "__main__":
         asyncio.run(_probe_alone(args.probe, args.probe_s))
         sys.exit(0)
     presence = PresenceOptions(args.steady_s, args.profile_dir, args.profile_format)
-    print(text_table(main(args.contributors, presence, dispatch=not args.no_dispatch)))
+    results = main(args.contributors, presence, dispatch=not args.no_dispatch)
+    print(text_table(results))
+    print("\n".join(f"- ({f.part}) {f.name}: {f.note}" for f in results if f.note))

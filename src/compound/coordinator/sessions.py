@@ -115,7 +115,9 @@ class SessionRegistry:
         if previous is not None:
             self._by_last_seen.pop(previous, None)
         self._sessions[session.contributor_id] = session
-        self.heard(session, session.last_seen)
+        # Silence counts from registration: a hello that waited on our database for long
+        # is not the contributor's silence.
+        self.heard(session)
         return previous
 
     def remove(self, session: ContributorSession) -> bool:
