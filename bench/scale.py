@@ -6,20 +6,30 @@ real protocol over real sockets. The coordinator's CPU and resident memory are r
 /proc; this process's own CPU is reported too, since both share the machine's cores.
 
     PYTHONPATH=src .venv/bin/python bench/scale.py [--contributors 1000 10000]
+        [--no-dispatch] [--steady-s 20] [--profile-dir DIR]
     PYTHONPATH=src .venv/bin/python bench/scale.py --part e --seconds 5   # (e) alone
 
 (e) reports two different measurements: the rate with the queue flooded (16 submitters back
 to back, through bench/http_load.py, a light client of the real HTTP API), and the latency
 at a fixed offered rate below saturation (open loop). Both go through the real HTTP API and
 the real contributor WebSocket protocol.
+
+/healthz is probed twice: from this process's event loop, which also drives the 10,000
+simulated contributors (so its figure includes this process waiting for its own loop and
+for a CPU), and from a probe in a process of its own (``--probe URL``), which measures the
+coordinator alone. The target applies to the latter. That probe also asks an idle control
+coordinator (no contributors) in the same moments: its p99 is what the machine's other
+work alone does to a request, the floor under the loaded figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +63,7 @@ SUBMIT_WORKERS = 16
 LATENCY_RATE_PER_S = 200.0
 LATENCY_SECONDS = 5.0
 STEADY_SECONDS = 20.0
+PY_SPY = Path(sys.executable).with_name("py-spy")
 CONNECT_TIMEOUT_S = 180.0
 HEALTH_PROBE_EVERY_S = 0.1
 PROBE_JOB_EVERY_S = 0.25
@@ -222,8 +233,52 @@ async def _probe_health(url: str, stop: asyncio.Event, out: list[float]) -> None
             await asyncio.sleep(HEALTH_PROBE_EVERY_S)
 
 
-async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
+@dataclass(frozen=True)
+class PresenceOptions:
+    steady_s: float = STEADY_SECONDS
+    # Where to write a py-spy flame graph of the coordinator's steady state (None: no profile).
+    profile_dir: Path | None = None
+    # py-spy's output: "flamegraph" (an SVG) or "raw" (collapsed stacks, for reading counts).
+    profile_format: str = "flamegraph"
+
+
+def _start_probe_process(urls: list[str], seconds: float) -> subprocess.Popen[str]:
+    """The /healthz probe in a process of its own: the coordinators' latency without this
+    process's event loop (busy with the swarm) in it."""
+    command = [sys.executable, __file__, "--probe", *urls, "--probe-s", str(seconds)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def _probe_results(probe: subprocess.Popen[str], count: int) -> list[list[float]]:
+    """Latencies in ms per URL, in the order the URLs were given."""
+    out, _ = probe.communicate(timeout=60)
+    results: list[list[float]] = [[] for _ in range(count)]
+    for line in out.splitlines():
+        index, ms = line.split()
+        results[int(index)].append(float(ms))
+    return results
+
+
+def _start_profile(pid: int, options: PresenceOptions, count: int) -> subprocess.Popen[str] | None:
+    if options.profile_dir is None:
+        return None
+    options.profile_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "svg" if options.profile_format == "flamegraph" else "txt"
+    out = options.profile_dir / f"profile_f_{count}_coordinator.{suffix}"
+    seconds = str(max(1, int(options.steady_s) - 1))
+    command = [str(PY_SPY), "record", "-o", str(out), "--pid", str(pid), "--nonblocking"]
+    command += ["--format", options.profile_format, *os.environ.get("PYSPY_EXTRA", "").split()]
+    return subprocess.Popen([*command, "-d", seconds], stdout=subprocess.DEVNULL, text=True)
+
+
+async def presence_part(
+    coordinator: Coordinator,
+    count: int,
+    options: PresenceOptions | None = None,
+    control: Coordinator | None = None,
+) -> list[Figure]:
     """(f): ``count`` contributors heartbeating every 5 s; the coordinator at steady state."""
+    options = options or PresenceOptions()
     pid = _pid(coordinator)
     swarm = Swarm(coordinator.ws_url, count, heartbeat_s=5.0, prefix=f"presence{count}")
     stop = asyncio.Event()
@@ -232,6 +287,11 @@ async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
     await swarm.wait_connected(CONNECT_TIMEOUT_S)
     ramp_s = time.monotonic() - ramp_began
     await asyncio.sleep(5.0)  # one heartbeat period: every phase has started
+    # This process holds 10,000 connections too: its own full garbage collections (seconds)
+    # would send the heartbeats due meanwhile in one burst, which a fleet of separate
+    # machines never does. Frozen, they no longer happen during the window.
+    gc.collect()
+    gc.freeze()
     health: list[float] = []
     probes_stop = asyncio.Event()
     submitter = Submitter(coordinator.url)
@@ -239,25 +299,34 @@ async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
         asyncio.create_task(_probe_health(coordinator.url, probes_stop, health)),
         asyncio.create_task(submitter.trickle(probes_stop, PROBE_JOB_EVERY_S)),
     ]
+    urls = [coordinator.url] + ([control.url] if control else [])
+    probe_process = _start_probe_process(urls, options.steady_s)
+    profiler = _start_profile(pid, options, count)
     cpu_before, own_before, began = cpu_seconds(pid), own_cpu_seconds(), time.monotonic()
     rss_peak = 0
-    while time.monotonic() - began < STEADY_SECONDS:
+    while time.monotonic() - began < options.steady_s:
         rss_peak = max(rss_peak, rss_bytes(pid))
         await asyncio.sleep(0.5)
     elapsed = time.monotonic() - began
+    # Wall-clock bounds, to line the window up with the coordinator's logs and profiles.
+    print(f"steady window: {time.time() - elapsed:.3f} .. {time.time():.3f}", file=sys.stderr)
     cpu_percent = (cpu_seconds(pid) - cpu_before) / elapsed * 100
     own_percent = (own_cpu_seconds() - own_before) / elapsed * 100
     probes_stop.set()
     await asyncio.gather(*probes)
+    apart, *idle = await asyncio.to_thread(_probe_results, probe_process, len(urls))
+    if profiler is not None:
+        await asyncio.to_thread(profiler.wait, 60)
     await _drain(swarm, len(submitter.sent_at), 5.0)
     stop.set()
     await running
+    gc.unfreeze()
     lat = latencies_ms(submitter, swarm)
     who = f"{count:,} contributors"
     note = (
         f"{swarm.connected} connected in {ramp_s:.1f} s ({swarm.connect_failures} failed, "
         f"{swarm.closed_by_server} closed by server); {swarm.heartbeats_sent} heartbeats; "
-        f"load generator {own_percent:.0f}% CPU"
+        f"load generator {own_percent:.0f}% CPU; load average {os.getloadavg()[0]:.2f}"
     )
     big = count >= 10_000
     return [
@@ -281,9 +350,29 @@ async def presence_part(coordinator: Coordinator, count: int) -> list[Figure]:
             "f",
             f"{who}: /healthz latency",
             "ms",
+            apart,
+            target=p99_at_most(apart, 50, "ms") if big else None,
+            note=f"p99 {percentile99(apart):.1f} ms, {len(apart)} probes from a process of its own",
+        ),
+        *[
+            from_samples(
+                "f",
+                f"{who}: /healthz latency of an idle control coordinator",
+                "ms",
+                samples,
+                note=f"p99 {percentile99(samples):.1f} ms: the machine's floor in the same moments",
+            )
+            for samples in idle
+        ],
+        from_samples(
+            "f",
+            f"{who}: /healthz latency, probed from the swarm's loop",
+            "ms",
             health,
-            target=p99_at_most(health, 50, "ms") if big else None,
-            note=f"p99 {percentile99(health):.1f} ms, {len(health)} probes",
+            note=(
+                f"p99 {percentile99(health):.1f} ms, {len(health)} probes; includes the load "
+                "generator's own loop stalls"
+            ),
         ),
         from_samples(
             "f",
@@ -308,12 +397,14 @@ async def _dispatch(root: Path) -> list[Figure]:
         coordinator.stop()
 
 
-async def _presence(root: Path, count: int) -> list[Figure]:
+async def _presence(root: Path, count: int, options: PresenceOptions) -> list[Figure]:
     # A fresh coordinator each: another part's rows and sockets are not the load.
     coordinator = start_coordinator(root)
+    control = start_coordinator(root / "control")
     try:
-        return await presence_part(coordinator, count)
+        return await presence_part(coordinator, count, options, control)
     finally:
+        control.stop()
         coordinator.stop()
 
 
@@ -323,18 +414,37 @@ def dispatch_main() -> list[Figure]:
         return asyncio.run(_dispatch(Path(workdir)))
 
 
-def presence_main(count: int) -> list[Figure]:
+def presence_main(count: int, options: PresenceOptions | None = None) -> list[Figure]:
     """(f) for ``count`` contributors on its own coordinator."""
     raise_file_limit()
     with tempfile.TemporaryDirectory(prefix="compound-bench-presence-") as workdir:
-        return asyncio.run(_presence(Path(workdir), count))
+        return asyncio.run(_presence(Path(workdir), count, options or PresenceOptions()))
 
 
-def main(counts: list[int] | None = None) -> list[Figure]:
-    figures = dispatch_main()
+def main(
+    counts: list[int] | None = None,
+    options: PresenceOptions | None = None,
+    dispatch: bool = True,
+) -> list[Figure]:
+    figures = dispatch_main() if dispatch else []
     for count in counts or [1000, 10_000]:
-        figures += presence_main(count)
+        figures += presence_main(count, options)
     return figures
+
+
+async def _probe_alone(urls: list[str], seconds: float) -> None:
+    """The ``--probe`` mode: GET /healthz of each URL every HEALTH_PROBE_EVERY_S for
+    ``seconds``; print each latency as "<url index> <ms>", one a line."""
+    stop = asyncio.Event()
+    results: list[list[float]] = [[] for _ in urls]
+    tasks = [
+        asyncio.create_task(_probe_health(url, stop, out))
+        for url, out in zip(urls, results, strict=True)
+    ]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    print("\n".join(f"{i} {ms:.3f}" for i, out in enumerate(results) for ms in out))
 
 
 if __name__ == "__main__":
@@ -344,11 +454,23 @@ if __name__ == "__main__":
     parser.add_argument(
         "--seconds", type=float, default=DISPATCH_SECONDS, help="(e): how long to flood"
     )
-    options = parser.parse_args()
-    DISPATCH_SECONDS = options.seconds
-    if options.part == "e":
-        print(text_table(dispatch_main()))
-    elif options.part == "f":
-        print(text_table([f for n in options.contributors for f in presence_main(n)]))
+    parser.add_argument("--no-dispatch", action="store_true", help="skip part (e)")
+    parser.add_argument("--steady-s", type=float, default=STEADY_SECONDS)
+    parser.add_argument("--profile-dir", type=Path, help="py-spy flame graphs of (f) here")
+    parser.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph")
+    parser.add_argument("--probe", metavar="URL", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-s", type=float, default=STEADY_SECONDS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        asyncio.run(_probe_alone(args.probe, args.probe_s))
+        sys.exit(0)
+    DISPATCH_SECONDS = args.seconds
+    presence = PresenceOptions(args.steady_s, args.profile_dir, args.profile_format)
+    if args.part == "e":
+        results = dispatch_main()
+    elif args.part == "f":
+        results = [f for n in args.contributors for f in presence_main(n, presence)]
     else:
-        print(text_table(main(options.contributors)))
+        results = main(args.contributors, presence, dispatch=not args.no_dispatch)
+    print(text_table(results))
+    print("\n".join(f"- ({f.part}) {f.name}: {f.note}" for f in results if f.note))

@@ -121,11 +121,16 @@ class Swarm:
         message = serialize(
             Heartbeat(cpu_percent=1.0, ram_free_bytes=1 << 29, ram_total_bytes=1 << 30)
         )
+        # On a fixed grid, not "interval after the last send": a stall of this process would
+        # otherwise shift every late contributor's phase and bunch them for good.
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         with contextlib.suppress(ConnectionClosed):
             while not stop.is_set():
                 await websocket.send(message)
                 self.heartbeats_sent += 1
-                await asyncio.sleep(self.heartbeat_s)
+                next_at += self.heartbeat_s
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     async def _serve(self, websocket: ClientConnection, stop: asyncio.Event) -> None:
         stopped = asyncio.ensure_future(stop.wait())

@@ -7,6 +7,7 @@ database is read directly only to count its commits, never written.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -89,6 +90,33 @@ def test_silent_contributor_goes_offline_and_its_job_moves(coordinator: Coordina
     assert again["job_id"] == job_id and again["lease_id"] != job["lease_id"]
     assert coordinator.job(job_id)["attempts"] == 2
     other.close()
+
+
+def test_only_the_silent_contributor_is_closed_whatever_its_place(
+    coordinator: Coordinator,
+) -> None:
+    """Contributors heard from are kept in order of last word: one that connected first but
+    keeps heartbeating neither hides nor shares the fate of a silent one behind it."""
+    first, silent, last = (FakeAgent(coordinator) for _ in range(3))
+    stop = threading.Event()
+
+    def keep_beating() -> None:
+        while not stop.wait(0.5):
+            for agent in (first, last):
+                agent.send(HEARTBEAT)
+
+    beater = threading.Thread(target=keep_beating)
+    beater.start()
+    try:
+        assert silent.close_code(timeout_s=20) == 1001  # lease timeout 3 s
+        time.sleep(1.0)  # a few more sweeps: the others must survive them
+    finally:
+        stop.set()
+        beater.join(5)
+    online = {c["id"] for c in coordinator.contributors() if c["state"] == "online"}
+    assert online == {first.node_id, last.node_id}
+    first.close()
+    last.close()
 
 
 def test_dispatch_gives_one_job_per_idle_contributor_and_reuses_freed_ones(

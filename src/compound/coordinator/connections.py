@@ -162,9 +162,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets protocol, giving its slot back to the guard when it closes."""
+    """uvicorn's websockets protocol, giving its slot back to the guard when it closes, and
+    sending no keepalive pings on `unpinged_paths`."""
 
     guard: ClassVar[ConnectionGuard]
+    # Sockets whose peers prove they are alive on their own (contributors heartbeat, and
+    # the scheduler's silence sweep closes one that stops, dead TCP peer included): a ping
+    # timer each is 500 timers, pings and pongs a second at 10,000 contributors for nothing.
+    unpinged_paths: ClassVar[frozenset[str]] = frozenset()
+
+    def start_keepalive(self) -> None:
+        if self.scope["path"] in self.unpinged_paths:
+            return
+        super().start_keepalive()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.release(self.transport)
@@ -172,11 +182,13 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def protocol_classes(
-    guard: ConnectionGuard,
+    guard: ConnectionGuard, unpinged_paths: frozenset[str] = frozenset()
 ) -> tuple[type[GuardedHttpProtocol], type[GuardedWebSocketProtocol]]:
-    """HTTP and WebSocket protocol classes for `uvicorn.Config`, bound to `guard`."""
+    """HTTP and WebSocket protocol classes for `uvicorn.Config`, bound to `guard`; WebSockets
+    on `unpinged_paths` get no keepalive pings."""
     http = type("GuardedHttp", (GuardedHttpProtocol,), {"guard": guard})
-    ws = type("GuardedWebSocket", (GuardedWebSocketProtocol,), {"guard": guard})
+    attributes = {"guard": guard, "unpinged_paths": unpinged_paths}
+    ws = type("GuardedWebSocket", (GuardedWebSocketProtocol,), attributes)
     return http, ws
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 
 from fastapi import WebSocket
@@ -67,12 +66,12 @@ async def contributor_endpoint(websocket: WebSocket, state: CoordinatorState) ->
         )
         session = await _open_session(websocket, state, first, principal)
         # Silence is counted from when we start reading it, not from before the hello's writes.
-        session.last_seen = time.monotonic()
+        state.sessions.heard(session)
         if not isinstance(first, Hello):
             await _handle(state, session, first)
         while not session.closed:
             message = parse_agent_message(await receive_text_or_bytes(websocket))
-            session.last_seen = time.monotonic()
+            state.sessions.heard(session)
             state.scheduler.renew(session)
             await _handle(state, session, message)
     except (PeerGone, TimeoutError):

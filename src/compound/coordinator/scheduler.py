@@ -307,12 +307,10 @@ class Scheduler:
                 log.exception("lease sweep failed")
 
     async def sweep(self) -> None:
-        now = time.monotonic()
-        for session in self._sessions.all():
-            if now - session.last_seen > self._settings.lease_timeout_s:
-                log.warning("contributor %s silent, closing its connection", session.name)
-                await self.contributor_gone(session)
-                session.close(CLOSE_GOING_AWAY, "silent for too long")
+        for session in self._sessions.silent(time.monotonic(), self._settings.lease_timeout_s):
+            log.warning("contributor %s silent, closing its connection", session.name)
+            await self.contributor_gone(session)
+            session.close(CLOSE_GOING_AWAY, "silent for too long")
         for lease in self.leases.expired():
             await self._lease_lost(lease, "lease expired")
         await self._write_back()

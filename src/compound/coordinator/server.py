@@ -16,6 +16,7 @@ import uvicorn
 from compound.coordinator import log_repeats
 from compound.coordinator.app import create_app
 from compound.coordinator.browser_guard import is_loopback_host
+from compound.coordinator.collector import CollectorPolicy
 from compound.coordinator.connections import ConnectionGuard, protocol_classes
 from compound.coordinator.data_dir import DataDirError, prepare_data_dir
 from compound.coordinator.fd_limit import connections_within_fd_limit, raise_fd_limit
@@ -33,6 +34,9 @@ log = logging.getLogger("compound.coordinator")
 LISTEN_BACKLOG = 4096
 # Seconds an idle kept-alive HTTP connection stays open (uvicorn's timer).
 KEEP_ALIVE_S = 5
+# WebSockets that get no keepalive pings: contributors heartbeat every few seconds and the
+# scheduler closes one silent for lease_timeout_s, which covers a dead TCP peer too.
+UNPINGED_PATHS = frozenset({"/ws/contributor"})
 # Loggers whose handlers get the repeated-message filter; "" is the root.
 FILTERED_LOGGERS = ("", "uvicorn", "uvicorn.access")
 
@@ -58,7 +62,7 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
     open_sockets = OpenSockets()
     budget = ShutdownBudget()
     http, ws = protocol_classes(
-        ConnectionGuard(settings.max_connections, settings.header_timeout_s)
+        ConnectionGuard(settings.max_connections, settings.header_timeout_s), UNPINGED_PATHS
     )
     config = uvicorn.Config(
         create_app(settings, open_sockets),
@@ -157,7 +161,13 @@ async def _serve(server: uvicorn.Server, listener: socket.socket, scheme: str) -
     # Port 0 means "any free port": tell whoever started us which one we got.
     host, port = listener.getsockname()[:2]
     print(f"Compound coordinator listening on {scheme}://{host}:{port}", flush=True)
-    await asyncio.wait({task})
+    # Full garbage collections stop the loop for seconds at 10,000 connections: see collector.
+    collector = CollectorPolicy()
+    collector.start()
+    try:
+        await asyncio.wait({task})
+    finally:
+        await collector.stop()
     return _exit_code(task)
 
 

@@ -96,23 +96,55 @@ class ContributorSession:
 
 
 class SessionRegistry:
-    """Which contributors are connected now."""
+    """Which contributors are connected now, and which of them have gone silent.
+
+    Besides the sessions by contributor id, the registry keeps them in the order they were
+    last heard from (``heard`` moves one to the back: a dict delete and insert), so finding
+    the silent ones walks only those and stops at the first that is not: the sweep costs
+    what changed, not a pass over 10,000 sessions every second.
+    """
 
     def __init__(self) -> None:
         self._sessions: dict[str, ContributorSession] = {}
+        # Registered sessions, least recently heard from first; values unused.
+        self._by_last_seen: dict[ContributorSession, None] = {}
 
     def add(self, session: ContributorSession) -> ContributorSession | None:
         """Register ``session``; returns the session it replaces (same node reconnecting)."""
         previous = self._sessions.get(session.contributor_id)
+        if previous is not None:
+            self._by_last_seen.pop(previous, None)
         self._sessions[session.contributor_id] = session
+        # Silence counts from registration: a hello that waited on our database for long
+        # is not the contributor's silence.
+        self.heard(session)
         return previous
 
     def remove(self, session: ContributorSession) -> bool:
         """Forget ``session`` unless a newer one for the same node replaced it."""
         if self._sessions.get(session.contributor_id) is session:
             del self._sessions[session.contributor_id]
+            self._by_last_seen.pop(session, None)
             return True
         return False
+
+    def heard(self, session: ContributorSession, now: float | None = None) -> None:
+        """``session`` said something at ``now`` (time.monotonic()); a session that is not
+        registered (replaced, or gone) only has its ``last_seen`` set."""
+        session.last_seen = time.monotonic() if now is None else now
+        if self._sessions.get(session.contributor_id) is session:
+            self._by_last_seen.pop(session, None)
+            self._by_last_seen[session] = None
+
+    def silent(self, now: float, timeout_s: float) -> list[ContributorSession]:
+        """The registered sessions not heard from for more than ``timeout_s``, least recent
+        first; they stay registered until removed."""
+        found: list[ContributorSession] = []
+        for session in self._by_last_seen:
+            if now - session.last_seen <= timeout_s:
+                break
+            found.append(session)
+        return found
 
     def get(self, contributor_id: str | None) -> ContributorSession | None:
         return self._sessions.get(contributor_id) if contributor_id else None
