@@ -137,25 +137,36 @@ class Scheduler:
         # Pairing is synchronous (no await): jobs leave the queue in FIFO order, each to one
         # contributor. The claims are then written together, in one group transaction.
         while not self._nothing_to_pair():
-            claims = []
-            for session in list(self._idle.values()):
-                if session.closed or self.leases.holds_any(session.contributor_id):
-                    self._unidle(session.contributor_id)
-                    continue
-                entry = self._store.take_queued(plain_only=not session.deps)
-                if entry is None:
-                    if session.deps:
-                        break  # it could take any job: the queue is empty
-                    continue  # jobs needing packages may remain for one that installs them
+            pairs, gone = self._pair_idle()
+            for session in gone + [session for session, _ in pairs]:
                 self._unidle(session.contributor_id)
-                self._claiming.add(session.contributor_id)
-                claims.append(self._claim_for(session, entry))
-            if not claims:
+            self._claiming.update(session.contributor_id for session, _ in pairs)
+            if not pairs:
                 return
             # A claim that lost its job (cancelled meanwhile) leaves its contributor idle
             # again: pair once more.
+            claims = [self._claim_for(session, entry) for session, entry in pairs]
             if all(await asyncio.gather(*claims)):
                 return
+
+    def _pair_idle(
+        self,
+    ) -> tuple[list[tuple[ContributorSession, QueuedJob]], list[ContributorSession]]:
+        """Queued jobs taken for idle contributors, longest idle first, and the idle sessions
+        found closed or busy. Stops as soon as no later contributor could take a job, so one
+        job arriving for 10,000 idle contributors costs one step, not 10,000."""
+        pairs: list[tuple[ContributorSession, QueuedJob]] = []
+        gone: list[ContributorSession] = []
+        for session in self._idle.values():  # not changed until the walk ends
+            if session.closed or self.leases.holds_any(session.contributor_id):
+                gone.append(session)
+                continue
+            entry = self._store.take_queued(plain_only=not session.deps)
+            if entry is not None:
+                pairs.append((session, entry))
+            elif session.deps or self._idle_with_deps == 0:
+                break  # the queue is empty, or what is left needs packages nobody idle installs
+        return pairs, gone
 
     async def _claim_for(self, session: ContributorSession, entry: QueuedJob) -> bool:
         """Claim ``entry`` for ``session`` and send it; False if the job was gone."""
