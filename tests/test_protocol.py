@@ -181,12 +181,12 @@ def test_outbox_resends_unacknowledged_records_after_rewind() -> None:
     job = outbox.open("j", "lease", first_seq=0)
     for seq in range(MAX_BATCH_RECORDS + 10):
         outbox.add("j", LogRecord(seq=seq, data=f"{seq}\n"))
-    first = job.pending_batch()
+    first = job.pending_batch(now=0.0)
     assert len(first) == MAX_BATCH_RECORDS
     job.sent_seq = first[-1].seq
     job.acknowledge(99)
     outbox.rewind()
-    again = job.pending_batch()
+    again = job.pending_batch(now=0.0)
     assert again[0].seq == 100 and len(job.records) == MAX_BATCH_RECORDS + 10 - 100
     assert json.loads(serialize(again[0]))["seq"] == 100
 

@@ -7,15 +7,17 @@ follower wake-up on each, so 1 run in ~10 ended seconds (up to ~20 s) after the 
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from pathlib import Path
 
 import pytest
 
-from compound.agent.outbox import MAX_BATCH_RECORDS, Outbox
-from compound.protocol import LogRecord
-from support import Agent, Coordinator, run_cli
+from compound.agent.outbox import MAX_BATCH_RECORDS, PARTIAL_BATCH_INTERVAL_S, Outbox
+from compound.agent.output import PARTIAL_LINE_HOLD_S, OutputCollector
+from compound.protocol import LogRecord, Stream
+from support import Agent, Coordinator, follow, run_cli, stream_text
 
 LINES = 100_000
 RUNS = 20
@@ -42,23 +44,95 @@ def test_hundred_thousand_lines_twenty_times_without_a_stall(
     assert not slow, f"slower than twice the median ({median:.1f} s): {slow}"
 
 
+TRICKLE_LINES = 300
+# Prints a line every millisecond or so, then how long that took (the last line).
+TRICKLE_SCRIPT = f"""import time
+began = time.monotonic()
+for i in range({TRICKLE_LINES}):
+    print(f"line {{i}}")
+    time.sleep(0.001)
+print(time.monotonic() - began)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_output_trickling_in_goes_out_in_few_records(
+    coordinator: Coordinator, agent: Agent
+) -> None:
+    """A line a millisecond for 0.3 s or more is stored as a record per interval or so, not
+    a record per ack round trip; every line arrives once, in order."""
+    job_id = coordinator.submit(TRICKLE_SCRIPT)
+    records, job = follow(coordinator, job_id)
+    assert job["status"] == "succeeded"
+    *lines, took = stream_text(records).splitlines()
+    assert lines == [f"line {i}" for i in range(TRICKLE_LINES)]
+    seqs = [r["seq"] for r in records]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    # Records are cut when a batch can go, and by the timer that sends a held partial line
+    # (a print is two writes: the text, then its newline), and at the end.
+    most = float(took) * (1 / PARTIAL_BATCH_INTERVAL_S + 1 / PARTIAL_LINE_HOLD_S) + 4
+    assert len(records) <= most, f"{len(records)} records in {float(took):.2f} s"
+
+
 def test_partial_batches_wait_for_the_ack_of_what_is_in_flight() -> None:
     """Lines arriving one by one while a batch is unacknowledged go out together, not one each."""
     outbox = Outbox()
     job = outbox.open("j", "lease", first_seq=0)
     outbox.add("j", LogRecord(seq=0, data="0\n"))
-    first = job.pending_batch()
-    assert job.may_send(first)  # nothing in flight: live output is not delayed
-    job.sent_seq = first[-1].seq
+    first = job.pending_batch(now=0.0)
+    assert job.may_send(first, now=0.0)  # nothing in flight: live output is not delayed
+    job.mark_sent(first, now=0.0)
+    later = 10 * PARTIAL_BATCH_INTERVAL_S  # long past the interval: only the ack holds
     for seq in range(1, 50):
         outbox.add("j", LogRecord(seq=seq, data=f"{seq}\n"))
-        assert not job.may_send(job.pending_batch())  # held: seq 0 is not acknowledged yet
+        assert not job.may_send(job.pending_batch(later), later)  # held: seq 0 is not acked
     job.acknowledge(0)
-    batch = job.pending_batch()
-    assert [r.seq for r in batch] == list(range(1, 50)) and job.may_send(batch)
-    job.sent_seq = batch[-1].seq
+    batch = job.pending_batch(later)
+    assert [r.seq for r in batch] == list(range(1, 50)) and job.may_send(batch, later)
+    job.mark_sent(batch, later)
     for seq in range(50, 50 + 2 * MAX_BATCH_RECORDS):
         outbox.add("j", LogRecord(seq=seq, data=f"{seq}\n"))
     # A full batch goes at once, ack or not: bulk output keeps streaming.
-    full = job.pending_batch()
-    assert len(full) == MAX_BATCH_RECORDS and job.may_send(full)
+    full = job.pending_batch(later)
+    assert len(full) == MAX_BATCH_RECORDS and job.may_send(full, later)
+
+
+def test_partial_batches_go_at_most_once_per_interval_until_the_output_ends() -> None:
+    """Right after a partial batch is acked, the next waits out the interval, gathering what
+    comes meanwhile into one record; once the job's output is over nothing waits."""
+    outbox = Outbox()
+    job = outbox.open("j", "lease", first_seq=0)
+    collector = OutputCollector(0, 10**6, lambda r: outbox.add("j", r), on_gathered=lambda: None)
+    job.gather = collector.drain
+    collector.feed(Stream.STDOUT, b"a\n")
+    first = job.pending_batch(now=100.0)
+    assert [r.data for r in first] == ["a\n"] and job.may_send(first, now=100.0)
+    job.mark_sent(first, now=100.0)
+    job.acknowledge(first[-1].seq)
+    for text in (b"b\n", b"c\n", b"d\n"):
+        collector.feed(Stream.STDOUT, text)
+        early = 100.0 + PARTIAL_BATCH_INTERVAL_S / 2
+        assert job.pending_batch(early) == []  # not due: gathered, not yet cut into records
+    due = 100.0 + PARTIAL_BATCH_INTERVAL_S
+    assert job.partial_due_at == due
+    batch = job.pending_batch(due)
+    assert [(r.seq, r.data) for r in batch] == [(1, "b\nc\nd\n")] and job.may_send(batch, due)
+    job.mark_sent(batch, due)
+    job.acknowledge(1)
+    collector.feed(Stream.STDOUT, b"e\n")
+    job.output_over = True
+    collector.close()
+    last = job.pending_batch(due)  # no interval: nothing more can join it
+    assert [(r.seq, r.data) for r in last] == [(2, "e\n")] and job.may_send(last, due)
+
+
+async def test_a_held_partial_batch_wakes_the_shipper_when_due() -> None:
+    """``wake_at`` sets ``changed`` once the due time has passed, not before."""
+    outbox = Outbox()
+    loop = asyncio.get_running_loop()
+    due = loop.time() + PARTIAL_BATCH_INTERVAL_S
+    outbox.wake_at(due + 10)
+    outbox.wake_at(due)  # the earlier one wins
+    outbox.changed.clear()
+    await asyncio.wait_for(outbox.changed.wait(), 5)
+    assert loop.time() >= due

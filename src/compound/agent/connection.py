@@ -150,12 +150,16 @@ class CoordinatorConnection:
         """Send one batch per job with something pending; True if anything was sent."""
         sent = False
         for job_log in list(self._outbox.jobs.values()):
-            batch = job_log.pending_batch()
+            now = asyncio.get_running_loop().time()
+            batch = job_log.pending_batch(now)
+            if job_log.sent_seq <= job_log.acked_seq and now < job_log.partial_due_at:
+                # Output gathered or held now goes once due, unless an ack or more wakes us.
+                self._outbox.wake_at(job_log.partial_due_at)
             if batch:
-                if not job_log.may_send(batch):
-                    continue  # held until an ack comes; it wakes us (see _acknowledge)
+                if not job_log.may_send(batch, now):
+                    continue  # held until an ack (see _acknowledge) or until it is due
                 # Marked before the send: a lost connection rewinds it anyway (Outbox.rewind).
-                job_log.sent_seq = batch[-1].seq
+                job_log.mark_sent(batch, now)
                 await self._send(
                     Log(job_id=job_log.job_id, lease_id=job_log.lease_id, records=batch)
                 )

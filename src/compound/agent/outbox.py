@@ -7,6 +7,7 @@ again (the coordinator ignores what it already has), so nothing is lost or dupli
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,6 +15,14 @@ from compound.protocol import Done, LogRecord
 
 MAX_BATCH_RECORDS = 2000
 MAX_BATCH_CHARS = 1024 * 1024
+# A partial batch goes out at most this often per job while its output keeps coming. The
+# coordinator's cost is mostly per message (a transaction, an ack, a wake-up of each
+# follower): with the ack round trip at ~2 ms, 100,000 lines went out as ~250 messages of
+# one line or so each, and that work took the CPU the job and the engine needed to produce
+# the output in the first place. Held output is at most this late; the last of a job's
+# output is not held (``output_over``).
+PARTIAL_BATCH_INTERVAL_S = 0.025
+_WAKE_LATE_S = 0.001
 
 
 @dataclass
@@ -30,10 +39,22 @@ class JobLog:
     # when nothing is in flight, so output written while a batch awaits its ack joins the
     # same records instead of making a record per write: it could not go out sooner.
     gather: Callable[[], None] | None = None
+    # Event-loop time at which the last partial batch was sent (see PARTIAL_BATCH_INTERVAL_S).
+    partial_sent_at: float = -math.inf
+    # The job's output has ended: nothing more can join a held batch, so none is held.
+    output_over: bool = False
 
-    def pending_batch(self) -> list[LogRecord]:
+    @property
+    def partial_due_at(self) -> float:
+        """When a partial batch may go (if nothing is in flight then)."""
+        return -math.inf if self.output_over else self.partial_sent_at + PARTIAL_BATCH_INTERVAL_S
+
+    def pending_batch(self, now: float) -> list[LogRecord]:
         """The next records not yet sent on this connection, bounded in count and size."""
-        if self.gather is not None and self.sent_seq <= self.acked_seq:
+        # Gathered output becomes records only once they can go: what comes meanwhile joins
+        # the same records rather than making a record per write.
+        idle = self.sent_seq <= self.acked_seq
+        if self.gather is not None and idle and now >= self.partial_due_at:
             self.gather()
         # Records are contiguous by seq, so the first unsent one is found by arithmetic.
         start = max(0, self.sent_seq + 1 - self.records[0].seq) if self.records else 0
@@ -46,8 +67,9 @@ class JobLog:
             size += len(record.data)
         return batch
 
-    def may_send(self, batch: list[LogRecord]) -> bool:
-        """Whether ``batch`` (from ``pending_batch``) goes now or waits for an ack.
+    def may_send(self, batch: list[LogRecord], now: float) -> bool:
+        """Whether ``batch`` (from ``pending_batch``) goes now or waits for an ack or for
+        ``partial_due_at``.
 
         The coordinator stores each Log message in its own transaction, acks it and wakes
         the job's followers: most of a message's cost is fixed, whatever its size. A job's
@@ -56,11 +78,20 @@ class JobLog:
         the job, and the coordinator worked through them for seconds after the job ended
         (and keepalive pings waited behind them). So a partial batch waits until everything
         sent before it is acknowledged, gathering the records that arrive meanwhile: at most
-        one such message per round trip. A full batch never waits.
+        one such message per round trip, and at most one per PARTIAL_BATCH_INTERVAL_S. A
+        full batch never waits.
         """
-        if self.sent_seq <= self.acked_seq:
-            return True  # nothing in flight
-        return batch[-1].seq < self.records[-1].seq  # full: cut by a cap, more follow
+        if batch[-1].seq < self.records[-1].seq:
+            return True  # full: cut by a cap, more follow
+        if self.sent_seq > self.acked_seq:
+            return False  # in flight
+        return now >= self.partial_due_at
+
+    def mark_sent(self, batch: list[LogRecord], now: float) -> None:
+        """``batch`` goes out now (a lost connection rewinds it anyway: Outbox.rewind)."""
+        if batch[-1].seq == self.records[-1].seq:
+            self.partial_sent_at = now
+        self.sent_seq = batch[-1].seq
 
     def acknowledge(self, seq: int) -> None:
         self.acked_seq = max(self.acked_seq, seq)
@@ -76,6 +107,20 @@ class Outbox:
         # Set while no job is held: every record and ending has been acknowledged.
         self.empty = asyncio.Event()
         self.empty.set()
+        self._wake: asyncio.TimerHandle | None = None
+
+    def wake_at(self, when: float) -> None:
+        """Set ``changed`` at event-loop time ``when`` (a held partial batch is due)."""
+        if self._wake is not None and not self._wake.cancelled() and self._wake.when() <= when:
+            return
+        if self._wake is not None:
+            self._wake.cancel()
+        # Just past ``when``: the loop runs a timer up to its clock's resolution early.
+        self._wake = asyncio.get_running_loop().call_at(when + _WAKE_LATE_S, self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        self.changed.set()
 
     def open(self, job_id: str, lease_id: str, first_seq: int) -> JobLog:
         job = JobLog(job_id, lease_id, acked_seq=first_seq - 1, sent_seq=first_seq - 1)

@@ -101,7 +101,10 @@ class Worker:
             collector.feed(stream, data)
 
         result = await self._fetch_and_run(execution, on_output, collector)
+        if job_log is not None:
+            job_log.output_over = True  # what is left goes without waiting for more
         collector.close()
+        self._outbox.changed.set()
         if result.error and result.status is JobStatus.FAILED:
             collector.note(f"[compound] {result.error}")
         if result.outputs_note:

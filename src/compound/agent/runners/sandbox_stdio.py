@@ -38,8 +38,15 @@ class FullWriter(io.RawIOBase):
         return os.isatty(self._fd)
 
     def write(self, data: ReadableBuffer) -> int:
+        # Every print is one or two calls here (100,000 lines: 200,000), so the usual case,
+        # everything written at once, costs one system call and no memoryview.
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        if isinstance(data, bytes) and written == len(data):
+            return written  # what the text layer hands over: no view needed
         view = memoryview(data).cast("B")
-        written = 0
         while written < len(view):
             try:
                 written += os.write(self._fd, view[written:])
