@@ -136,3 +136,22 @@ async def test_a_held_partial_batch_wakes_the_shipper_when_due() -> None:
     outbox.changed.clear()
     await asyncio.wait_for(outbox.changed.wait(), 5)
     assert loop.time() >= due
+
+
+def test_after_a_reconnect_exactly_the_unacknowledged_records_go_again() -> None:
+    """A partial batch lost with its connection goes again, whole, once due; nothing acked
+    goes twice and nothing is skipped."""
+    outbox = Outbox()
+    job = outbox.open("j", "lease", first_seq=0)
+    for seq in range(5):
+        outbox.add("j", LogRecord(seq=seq, data=f"{seq}\n"))
+    first = job.pending_batch(now=0.0)
+    job.mark_sent(first, now=0.0)
+    job.acknowledge(2)  # the ack of 3 and 4 is lost with the connection
+    outbox.add("j", LogRecord(seq=5, data="5\n"))
+    outbox.rewind()
+    held = job.pending_batch(now=0.0)
+    assert not job.may_send(held, now=0.0)  # sent just now: waits out the interval
+    due = job.partial_due_at
+    again = job.pending_batch(due)
+    assert [r.seq for r in again] == [3, 4, 5] and job.may_send(again, due)
