@@ -38,6 +38,7 @@ log = logging.getLogger("compound.coordinator")
 router = APIRouter()
 LOG_PAGE_BYTES = 4 * 1024 * 1024
 State = Annotated[CoordinatorState, Depends(get_state)]
+INTERNAL_ERROR = "the coordinator hit an internal error"
 
 
 async def submit(request: Request, state: CoordinatorState) -> JobRow:
@@ -83,6 +84,11 @@ async def _job_or_404(request: Request, state: CoordinatorState, job_id: str) ->
 )
 async def create_job(request: Request, state: State) -> Response:
     """Queue a Python script. It starts as soon as a contributor is idle."""
+    return await create_job_answer(request, state)
+
+
+async def create_job_answer(request: Request, state: CoordinatorState) -> Response:
+    """POST /api/v1/jobs itself; ``submit_route`` calls it ahead of FastAPI's router."""
     job = await submit(request, state)
     view = await state.store.view_job(job)
     # Serialized here: returned as a model, FastAPI would validate it again first.
