@@ -92,13 +92,16 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     )
     # Innermost: the hot route, answered ahead of FastAPI's router (see submit_route).
     app.add_middleware(SubmitRouteMiddleware)
-    # Only origins named with --allow-origin may read answers from another origin.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=sorted(settings.allowed_origins),
-        allow_methods=["GET", "POST", "PUT"],
-        allow_headers=["Authorization", "Content-Type"],
-    )
+    # Only origins named with --allow-origin may read answers from another origin. With none
+    # named there is nothing to allow (the browser guard refuses other origins outright),
+    # and the middleware would still wrap every answer to add "Vary: Origin".
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(settings.allowed_origins),
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     # Every WebSocket, whichever endpoint serves it, is known to the shutdown (and, by its
     # token, to a revocation).
     sockets = OpenSockets() if open_sockets is None else open_sockets
