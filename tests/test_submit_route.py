@@ -19,6 +19,7 @@ from compound.coordinator.app import create_app
 from compound.coordinator.connections import ConnectionGuard, protocol_classes
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.submit_route import SubmitRouteMiddleware
+from support import Coordinator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,3 +121,26 @@ def test_a_sender_that_hangs_up_mid_body_leaves_the_route_working(tmp_path: Path
                 )
         response = httpx.post(f"{url}/api/v1/jobs", json={"script": "print(1)"}, timeout=30)
         assert response.status_code == 201, response.text
+
+
+def test_a_forged_forwarded_for_neither_renames_the_submitter_nor_escapes_its_quota(
+    tmp_path: Path,
+) -> None:
+    """In open mode jobs belong to, and quotas count by, the client's address: a loopback
+    client claiming other addresses with X-Forwarded-For is still itself, and is refused
+    once over its quota."""
+    server = Coordinator(data_dir=tmp_path, extra_args=["--max-queued-per-submitter", "2"])
+    server.start()
+    try:
+        statuses = []
+        for index in range(3):
+            response = httpx.post(
+                f"{server.url}/api/v1/jobs",
+                json={"script": "print(1)"},
+                headers={"X-Forwarded-For": f"203.0.113.{index}"},
+                timeout=30,
+            )
+            statuses.append(response.status_code)
+        assert statuses == [201, 201, 429]
+    finally:
+        server.stop()
