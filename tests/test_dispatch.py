@@ -168,6 +168,47 @@ def test_a_failing_operation_fails_only_its_caller(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_operations_beside_a_failing_one_take_effect_exactly_once(tmp_path: Path) -> None:
+    """A batch with an operation that raises is run again with savepoints: the operations
+    beside it still take effect once each, never twice, and in the order they were asked."""
+    path = _writer_database(tmp_path)
+    insert = "INSERT INTO uploads (sha256, owner, size, uploaded_at) VALUES (?, 'o', ?, 0)"
+    gate = threading.Event()
+
+    def held(conn: sqlite3.Connection) -> None:
+        gate.wait(10)  # the others queue up behind this one meanwhile
+
+    def grow(conn: sqlite3.Connection) -> int:
+        total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM uploads").fetchone()[0]
+        conn.execute(insert, (f"grow-{total}", total + 1))
+        return int(total) + 1
+
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute(insert, ("bad", 1000))
+        raise RuntimeError("refused after writing")
+
+    async def scenario() -> list[object]:
+        writer = GroupWriter(path)
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)  # the writer thread is inside ``held`` now
+        rest = [writer.run(grow), writer.run(bad), writer.run(grow), writer.run(grow)]
+        gathered = asyncio.gather(*rest, return_exceptions=True)
+        await asyncio.sleep(0)
+        gate.set()
+        await first
+        results = await gathered
+        await writer.close()
+        return results
+
+    one, failure, two, three = asyncio.run(scenario())
+    assert (one, two, three) == (1, 2, 4)
+    assert isinstance(failure, RuntimeError)
+    with sqlite3.connect(path) as conn:
+        stored = sorted(row[0] for row in conn.execute("SELECT size FROM uploads"))
+    assert stored == [1, 2, 4]
+
+
+@pytest.mark.timeout(30)
 def test_a_failed_transaction_fails_all_its_callers_and_the_writer_goes_on(
     tmp_path: Path,
 ) -> None:

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from compound import __version__
 from compound.coordinator import api, files_api, seed
 from compound.coordinator.access import AccessMiddleware
+from compound.coordinator.api import INTERNAL_ERROR
 from compound.coordinator.blobs import BlobStore
 from compound.coordinator.browser_guard import BrowserGuardMiddleware
 from compound.coordinator.db import WriteTurns, create_engine, create_reader, create_schema
@@ -32,6 +33,7 @@ from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.coordinator.store import Store
 from compound.coordinator.submission import describe_error
+from compound.coordinator.submit_route import SubmitRouteMiddleware
 from compound.coordinator.tokens import REFRESH_S, TokenBook
 from compound.coordinator.writer import GroupWriter
 from compound.protocol import CLOSE_UNAUTHORIZED
@@ -88,13 +90,18 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         description="Queue Python scripts, route them to contributors, stream their logs.",
         lifespan=lifespan,
     )
-    # Only origins named with --allow-origin may read answers from another origin.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=sorted(settings.allowed_origins),
-        allow_methods=["GET", "POST", "PUT"],
-        allow_headers=["Authorization", "Content-Type"],
-    )
+    # Innermost: the hot route, answered ahead of FastAPI's router (see submit_route).
+    app.add_middleware(SubmitRouteMiddleware)
+    # Only origins named with --allow-origin may read answers from another origin. With none
+    # named there is nothing to allow (the browser guard refuses other origins outright),
+    # and the middleware would still wrap every answer to add "Vary: Origin".
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(settings.allowed_origins),
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     # Every WebSocket, whichever endpoint serves it, is known to the shutdown (and, by its
     # token, to a revocation).
     sockets = OpenSockets() if open_sockets is None else open_sockets
@@ -141,4 +148,4 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("error answering %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": "the coordinator hit an internal error"}, status_code=500)
+    return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)

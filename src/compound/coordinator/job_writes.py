@@ -23,7 +23,7 @@ from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, c
 _INSERT_JOB = (
     "INSERT INTO jobs (id, status, script, args, env, timeout_s, name, created_at, attempts,"
     " cancel_requested, last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?) RETURNING *"
 )
 _INSERT_EVENT = "INSERT INTO job_events (job_id, status, at, reason) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
@@ -55,7 +55,8 @@ class JobValues:
 
 def insert_job(conn: sqlite3.Connection, job: JobValues) -> sqlite3.Row:
     now = time.time()
-    conn.execute(
+    # RETURNING: the stored row without a SELECT after it (fetchall ends the statement).
+    rows: list[sqlite3.Row] = conn.execute(
         _INSERT_JOB,
         (
             job.id,
@@ -71,9 +72,9 @@ def insert_job(conn: sqlite3.Connection, job: JobValues) -> sqlite3.Row:
             job.inputs_sha256,
             job.inputs_size,
         ),
-    )
+    ).fetchall()
     conn.execute(_INSERT_EVENT, (job.id, JobStatus.QUEUED.value, now, "submitted"))
-    return select_job(conn, job.id)
+    return rows[0]
 
 
 def select_job(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
@@ -151,16 +152,17 @@ def move(
         fields.setdefault("finished_at", now)
     # Column names come from this module's callers only, never from a request.
     assignments = ", ".join(f"{name} = ?" for name in ["status", *fields])
-    cursor = conn.execute(
-        f"UPDATE jobs SET {assignments} WHERE id = ? AND status = ?",
+    # RETURNING: the moved row without a SELECT (the statements after it leave it as is).
+    moved: list[sqlite3.Row] = conn.execute(
+        f"UPDATE jobs SET {assignments} WHERE id = ? AND status = ? RETURNING *",
         (target.value, *fields.values(), row["id"], current.value),
-    )
-    if cursor.rowcount != 1:
+    ).fetchall()
+    if len(moved) != 1:
         raise IllegalTransition(current, target)
     if current is JobStatus.RUNNING:
         conn.execute("DELETE FROM leases WHERE job_id = ?", (row["id"],))
     conn.execute(_INSERT_EVENT, (row["id"], target.value, now, reason))
-    return select_job(conn, row["id"])
+    return moved[0]
 
 
 @dataclass(frozen=True)

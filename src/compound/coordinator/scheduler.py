@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 
 from compound.coordinator.hub import ChangeHub
 from compound.coordinator.job_queue import QueuedJob
 from compound.coordinator.leases import Lease, LeaseBook
 from compound.coordinator.presence import PresenceBook
+from compound.coordinator.random_ids import RandomIds
 from compound.coordinator.reports import Violation
 from compound.coordinator.sessions import ContributorSession, SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
@@ -53,6 +53,7 @@ class Scheduler:
         self._sessions = sessions
         self._hub = hub
         self.leases = LeaseBook()
+        self._lease_ids = RandomIds(32)
         self.presence = PresenceBook()
         # Connected contributors holding no lease, the one idle longest first: dispatch takes
         # from the front instead of scanning every session (10,000 of them at scale).
@@ -172,7 +173,7 @@ class Scheduler:
         """Claim ``entry`` for ``session`` and send it; False if the job was gone."""
         try:
             claimed = await self._store.claim_queued(
-                entry, session.contributor_id, uuid.uuid4().hex, self._expiry()
+                entry, session.contributor_id, self._lease_ids.next(), self._expiry()
             )
         except Exception:
             # Not retried at once (the database may be failing): the sweep dispatches again.

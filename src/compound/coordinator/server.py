@@ -73,6 +73,10 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
         ws_ping_interval=20,
         ws_ping_timeout=20,
         access_log=False,
+        # No proxy we know of stands in front: X-Forwarded-For from any loopback client
+        # would otherwise rename the client, whose address names open mode's jobs and
+        # counts their quota (and the middleware ran on every request).
+        proxy_headers=False,
         lifespan="on",
         backlog=LISTEN_BACKLOG,
         timeout_keep_alive=KEEP_ALIVE_S,

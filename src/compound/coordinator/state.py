@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
@@ -10,6 +10,7 @@ from compound.coordinator.blobs import BlobStore
 from compound.coordinator.file_store import FileStore
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
+from compound.coordinator.random_ids import RandomIds
 from compound.coordinator.retention import Retention
 from compound.coordinator.scheduler import Scheduler
 from compound.coordinator.sessions import SessionRegistry
@@ -30,6 +31,8 @@ class CoordinatorState:
     blobs: BlobStore
     files: FileStore
     retention: Retention
+    # 16 hex characters, as job ids always were.
+    job_ids: RandomIds = field(default_factory=lambda: RandomIds(16))
 
 
 def state_of(connection: HTTPConnection) -> CoordinatorState:
