@@ -86,6 +86,22 @@ def test_slots_are_shared_with_other_contributors_in_turn(coordinator: Coordinat
     assert sorted([*to_wide, to_narrow]) == sorted(job_ids)
 
 
+@pytest.mark.timeout(60)
+def test_jobs_kept_over_a_reconnect_count_against_the_slots(coordinator: Coordinator) -> None:
+    """An agent that comes back running two jobs, now with three slots, is given exactly one
+    more: the leases it kept fill two of them."""
+    job_ids = [coordinator.submit(f"print({i})") for i in range(4)]
+    before = FakeAgent(coordinator, hello={"slots": 2})
+    held = [before.recv_type("job"), before.recv_type("job")]
+    before.ws.close()
+    running = [{"job_id": job["job_id"], "lease_id": job["lease_id"]} for job in held]
+    after = FakeAgent(coordinator, node_id=before.node_id, hello={"slots": 3, "running": running})
+    assert after.recv_type("job")["job_id"] == job_ids[2]
+    assert _no_job_within(after, NOTHING_MORE_S)
+    for job in held:
+        assert coordinator.job(job["job_id"])["status"] == "running"
+
+
 @pytest.mark.parametrize(
     "slots", [0, -1, MAX_SLOTS + 1, 2**63, "4", 4.0, True, None, [4], {"n": 4}]
 )
