@@ -3,9 +3,13 @@ each in a container of its own; one that says nothing gets one job at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+from websockets.sync.server import ServerConnection, serve
 
 from compound.protocol import MAX_SLOTS, Hello, ProtocolError, parse_agent_message
 from fake_agent import FakeAgent
@@ -205,3 +210,88 @@ def test_agent_refuses_slots_out_of_range(tmp_path: Path) -> None:
         )
         assert finished.returncode == 2
         assert "--slots" in finished.stderr and "Traceback" not in finished.stderr
+
+
+WAITING_JOB = "import time\nprint('up', flush=True)\ntime.sleep(120)\n"
+
+
+class JobFlood:
+    """A hostile coordinator on 127.0.0.1: welcomes the agent, then sends it ``count`` jobs
+    at once whatever its slots; records the jobs that printed."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.printed: queue.Queue[str] = queue.Queue()
+        self.ended: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.sockets: list[ServerConnection] = []
+        self.server = serve(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.socket.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _handle(self, websocket: ServerConnection) -> None:
+        self.sockets.append(websocket)
+        hello = json.loads(websocket.recv())
+        welcome = {"contributor_id": hello["node_id"], "heartbeat_interval_s": 5.0}
+        websocket.send(json.dumps({"type": "welcome", **welcome}))
+        for index in range(self.count):
+            job = {"job_id": f"j{index}", "lease_id": f"l{index}", "script": WAITING_JOB}
+            websocket.send(json.dumps({"type": "job", **job}))
+        with contextlib.suppress(ConnectionClosed):
+            for raw in websocket:
+                message = json.loads(raw)
+                if message["type"] == "log" and message.get("records"):
+                    self.printed.put(message["job_id"])
+                elif message["type"] == "done":
+                    self.ended.put(message)
+
+    def cancel(self, job_id: str) -> None:
+        self.sockets[-1].send(json.dumps({"type": "cancel", "job_id": job_id}))
+
+    def next_printed(self, seen: set[str], timeout_s: float) -> str | None:
+        """The next job, not in ``seen``, that printed within ``timeout_s``; None if none."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                job_id = self.printed.get(timeout=left)
+            except queue.Empty:
+                return None
+            if job_id not in seen:
+                return job_id
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_runs_no_more_jobs_at_once_than_its_slots_whatever_it_is_sent(
+    start_agent: Callable[..., Agent],
+) -> None:
+    """A coordinator that sends four jobs to an agent with two slots gets two running; the
+    third starts only when one of them is cancelled; the fourth, cancelled while it waits
+    for a slot, ends cancelled without ever running."""
+    flood = JobFlood(4)
+    try:
+        start_agent(coordinator_url=flood.url, extra_args=["--slots", "2", "--warm", "2"])
+        running: set[str] = set()
+        for _ in range(2):
+            job_id = flood.next_printed(running, 60)
+            assert job_id is not None, "two jobs should run"
+            running.add(job_id)
+        # Containers start in well under this even on a busy machine (the two above did).
+        assert flood.next_printed(running, 5.0) is None, "a third job ran beyond the slots"
+        flood.cancel(sorted(running)[0])
+        third = flood.next_printed(running, 60)
+        assert third is not None and third not in running
+        (fourth,) = {f"j{index}" for index in range(4)} - running - {third}
+        flood.cancel(fourth)
+        ends = [flood.ended.get(timeout=60) for _ in range(2)]
+        ended = {end["job_id"]: end for end in ends}
+        assert ended.keys() == {sorted(running)[0], fourth}
+        assert ended[fourth]["status"] == "cancelled"
+        assert ended[fourth]["exit_code"] is None  # it never ran
+        assert flood.next_printed({*running, third}, 0.5) is None
+    finally:
+        flood.close()
