@@ -51,6 +51,9 @@ RUN_TIMEOUT_S = 120.0
 # The agent's --warm: containers started ahead, side by side. Decided by measuring (d) at
 # 1, 2 and 4 (see bench/ANALYSIS.md); more than the engine starts at once buys nothing.
 AGENT_WARM = 4
+# The agent's --slots: jobs it runs at once, each in its own container. With one, every job's
+# round trip (done -> coordinator -> next job -> agent) sat between two containers.
+AGENT_SLOTS = 4
 
 
 @dataclass
@@ -227,6 +230,7 @@ class Stack:
     root: Path
     runtime: str = "runc"
     warm: int = AGENT_WARM
+    slots: int = AGENT_SLOTS
     coordinator: Coordinator | None = None
     agent: Agent | None = None
 
@@ -239,7 +243,7 @@ class Stack:
             self.root / "agent",
             name="bench",
             runtime=self.runtime,
-            extra_args=["--warm", str(self.warm)],
+            extra_args=["--warm", str(self.warm), "--slots", str(self.slots)],
         ).start()
         return self
 
@@ -256,10 +260,11 @@ def main(
     runtime: str = "runc",
     warm: int = AGENT_WARM,
     parts: str = "abcd",
+    slots: int = AGENT_SLOTS,
 ) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="compound-bench-e2e-") as workdir:
         root = Path(workdir)
-        with Stack(root, runtime, warm) as stack:
+        with Stack(root, runtime, warm, slots) as stack:
             assert stack.coordinator is not None
             # One untimed run each warms the page cache, Docker and the agent.
             script = write_script(root, "trivial", TRIVIAL)
@@ -282,11 +287,17 @@ if __name__ == "__main__":
     parser.add_argument("--heavy-repeat", type=int, default=3)
     parser.add_argument("--runtime", default="runc")
     parser.add_argument("--warm", type=int, default=AGENT_WARM, help="the agent's --warm")
+    parser.add_argument("--slots", type=int, default=AGENT_SLOTS, help="the agent's --slots")
     parser.add_argument("--parts", default="abcd", help="which of the parts a-d, e.g. a")
     options = parser.parse_args()
     if set(options.parts) - set("abcd"):
         parser.error("--parts takes letters from abcd")
     figures = main(
-        options.repeat, options.heavy_repeat, options.runtime, options.warm, options.parts
+        options.repeat,
+        options.heavy_repeat,
+        options.runtime,
+        options.warm,
+        options.parts,
+        options.slots,
     )
     print(text_table(figures))

@@ -17,7 +17,11 @@ from support import Coordinator
 
 class FakeAgent:
     def __init__(
-        self, coordinator: Coordinator, node_id: str | None = None, token: str | None = None
+        self,
+        coordinator: Coordinator,
+        node_id: str | None = None,
+        token: str | None = None,
+        hello: dict[str, Any] | None = None,
     ) -> None:
         self.node_id = node_id or f"fake-{uuid.uuid4().hex[:10]}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -34,6 +38,7 @@ class FakeAgent:
                 "name": self.node_id,
                 "cores": 1,
                 "memory_bytes": 1 << 30,
+                **(hello or {}),
             }
         )
         welcome = self.recv()

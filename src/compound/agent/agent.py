@@ -70,6 +70,7 @@ class Agent:
             settings.max_output_bytes,
             _packages(settings) if settings.deps else None,
             JobFiles(settings),
+            settings.slots,
         )
         self._stopping = asyncio.Event()
         self._ssl: ssl.SSLContext | None = None

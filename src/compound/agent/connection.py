@@ -92,6 +92,7 @@ class CoordinatorConnection:
                 version=__version__,
                 running=running,
                 deps=self._settings.deps,
+                slots=self._settings.slots,
             )
         )
         raw = await asyncio.wait_for(self._ws.recv(), WELCOME_TIMEOUT_S)

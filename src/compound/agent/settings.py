@@ -35,6 +35,9 @@ class AgentSettings:
     max_output_bytes: int = 64 * MiB
     # Started, idle containers kept for the next jobs (each used once); 0 turns it off.
     warm: int = 1
+    # Jobs run at once, each in its own container with the per-job limits (hello's slots):
+    # the machine lends up to ``slots`` times the per-job CPU and memory.
+    slots: int = 1
     # What a job leaves in outputs/ comes back up to this many bytes (what fits, and a note).
     max_output_files_bytes: int = 100 * MiB
     # Used until the coordinator's welcome says otherwise.

@@ -40,8 +40,12 @@ class Worker:
         max_output_bytes: int,
         packages: Packages | None = None,
         files: JobFiles | None = None,
+        slots: int = 1,
     ) -> None:
         self._runner = runner
+        # At most ``slots`` jobs fetch and run at once, whatever the coordinator sends: the
+        # contributor lends at most that many times the per-job limits. Others wait here.
+        self._slots = asyncio.Semaphore(slots)
         # None: this contributor installs no packages (the coordinator sends it no such job).
         self._packages = packages
         self._files = files
@@ -100,7 +104,7 @@ class Worker:
         async def on_output(stream: Stream, data: bytes) -> None:
             collector.feed(stream, data)
 
-        result = await self._fetch_and_run(execution, on_output, collector)
+        result = await self._in_a_slot(execution, on_output, collector)
         if job_log is not None:
             job_log.output_over = True  # what is left goes without waiting for more
         collector.close()
@@ -114,6 +118,17 @@ class Worker:
         if note:
             collector.note(f"[compound] {note}")
         self._finish(execution, result, collector.last_seq)
+
+    async def _in_a_slot(
+        self, execution: Execution, on_output: OutputSink, collector: OutputCollector
+    ) -> RunResult:
+        """Fetch and run the job once a slot is free; cancelled while waiting, it never runs."""
+        if not await _acquire_unless(self._slots, execution.cancel):
+            return RunResult(JobStatus.CANCELLED, None, "cancelled before it started")
+        try:
+            return await self._fetch_and_run(execution, on_output, collector)
+        finally:
+            self._slots.release()
 
     async def _fetch_and_run(
         self, execution: Execution, on_output: OutputSink, collector: OutputCollector
@@ -245,3 +260,22 @@ class Worker:
                 last_seq=last_seq,
             )
             self._outbox.changed.set()
+
+
+async def _acquire_unless(slots: asyncio.Semaphore, cancel: asyncio.Event) -> bool:
+    """Acquire one of ``slots``; False (holding none) if ``cancel`` is set first."""
+    if cancel.is_set():
+        return False
+    acquire = asyncio.create_task(slots.acquire())
+    cancelled = asyncio.create_task(cancel.wait())
+    await asyncio.wait({acquire, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+    cancelled.cancel()
+    if not acquire.done():
+        acquire.cancel()
+        await asyncio.gather(acquire, return_exceptions=True)
+    if acquire.cancelled():
+        return False
+    if cancel.is_set():
+        slots.release()  # acquired in the same moment as the cancel: give it back
+        return False
+    return True

@@ -15,6 +15,7 @@ from compound.agent.deps_uv import DEFAULT_INDEX_URL
 from compound.agent.runners.base import Limits
 from compound.agent.settings import DEFAULT_IMAGE, MAX_WARM, AgentSettings, default_state_dir
 from compound.cli.client import default_coordinator
+from compound.protocol import MAX_SLOTS
 from compound.tls import TlsConfigError, default_ca_file
 
 MiB = 1024 * 1024
@@ -215,6 +216,13 @@ def agent(
             help="Containers started ahead of demand, each for one job then removed; 0: none."
         ),
     ] = 1,
+    slots: Annotated[
+        int,
+        typer.Option(
+            help="Jobs run at once, each in its own container with the limits above: the"
+            " machine lends up to this many times --cpus and --memory-mib.",
+        ),
+    ] = 1,
     max_output_files_mib: Annotated[
         int,
         typer.Option(
@@ -286,6 +294,8 @@ def agent(
         raise typer.BadParameter("events must be text or json", param_hint="--events")
     if not 0 <= warm <= MAX_WARM:
         raise typer.BadParameter(f"must be between 0 and {MAX_WARM}", param_hint="--warm")
+    if not 1 <= slots <= MAX_SLOTS:
+        raise typer.BadParameter(f"must be between 1 and {MAX_SLOTS}", param_hint="--slots")
     settings = AgentSettings(
         coordinator_url=coordinator or default_coordinator(),
         image=image,
@@ -301,6 +311,7 @@ def agent(
         grace_s=grace,
         max_output_bytes=max_output_mib * MiB,
         warm=warm,
+        slots=slots,
         max_output_files_bytes=max_output_files_mib * MiB,
         json_events=events == "json",
         parent_pid=parent_pid,

@@ -135,7 +135,7 @@ async def _open_session(
         )
         legacy = True
     session = ContributorSession(
-        hello.node_id, hello.name, websocket, legacy=legacy, deps=hello.deps
+        hello.node_id, hello.name, websocket, legacy=legacy, deps=hello.deps, slots=hello.slots
     )
     session.start()
     await state.store.contributors.connected(

@@ -65,8 +65,8 @@ class LeaseBook:
     def held_by(self, holder: str) -> set[str]:
         return set(self._by_holder.get(holder, ()))
 
-    def holds_any(self, holder: str) -> bool:
-        return bool(self._by_holder.get(holder))
+    def held_count(self, holder: str) -> int:
+        return len(self._by_holder.get(holder, ()))
 
     def renew(self, holder: str, expires_at: float) -> None:
         for job_id in self._by_holder.get(holder, ()):

@@ -104,14 +104,27 @@ class Scheduler:
         """A registered session may take work (unless it resumed jobs it still holds)."""
         self._mark_idle_if_free(session)
 
-    def _mark_idle_if_free(self, session: ContributorSession | None) -> None:
-        if session is None or session.closed or self.leases.holds_any(session.contributor_id):
-            return
+    def _is_full(self, session: ContributorSession) -> bool:
+        """It holds as many leases as it has slots (one, unless its hello said more)."""
+        return self.leases.held_count(session.contributor_id) >= session.slots
+
+    def _mark_idle_if_free(self, session: ContributorSession | None) -> bool:
+        """Put ``session`` at the back of the idle ones if it has a free slot; whether it did."""
+        if session is None or session.closed or self._is_full(session):
+            return False
         if session.contributor_id in self._claiming:
-            return
+            return False
         self._unidle(session.contributor_id)
         self._idle[session.contributor_id] = session  # to the back: idle longest goes first
         self._idle_with_deps += session.deps
+        return True
+
+    def _idle_again(self, session: ContributorSession) -> bool:
+        """After its claim: back among the idle if it has a slot left; whether it went back.
+        One a failed claim already put back does not count (no retry at once)."""
+        if session.contributor_id in self._idle:
+            return False
+        return self._mark_idle_if_free(session)
 
     def _unidle(self, contributor_id: str) -> None:
         session = self._idle.pop(contributor_id, None)
@@ -147,7 +160,11 @@ class Scheduler:
             # A claim that lost its job (cancelled meanwhile) leaves its contributor idle
             # again: pair once more.
             claims = [self._claim_for(session, entry) for session, entry in pairs]
-            if all(await asyncio.gather(*claims)):
+            claimed = await asyncio.gather(*claims)
+            # A contributor with slots left goes to the back of the idle ones: the next walk
+            # gives it another job, after those idle longer.
+            more = [self._idle_again(session) for session, _ in pairs]
+            if all(claimed) and not any(more):
                 return
 
     def _pair_idle(
@@ -159,7 +176,7 @@ class Scheduler:
         pairs: list[tuple[ContributorSession, QueuedJob]] = []
         gone: list[ContributorSession] = []
         for session in self._idle.values():  # not changed until the walk ends
-            if session.closed or self.leases.holds_any(session.contributor_id):
+            if session.closed or self._is_full(session):
                 gone.append(session)
                 continue
             entry = self._store.take_queued(plain_only=not session.deps)

@@ -37,6 +37,8 @@ class ContributorSession:
     # It installs jobs' Python packages (hello's ``deps``): only then does it get jobs with
     # requirements.
     deps: bool = False
+    # Jobs it runs at once (hello's ``slots``): it stays idle until it holds this many leases.
+    slots: int = 1
     connected_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     closed: bool = False

@@ -29,6 +29,7 @@ from compound.protocol.limits import (
     MAX_INT64,
     MAX_MESSAGE_BYTES,
     MAX_RECORD_CHARS,
+    MAX_SLOTS,
     PROTOCOL_VERSION,
 )
 from compound.protocol.status import (
@@ -119,6 +120,7 @@ __all__ = [
     "MAX_INT64",
     "MAX_MESSAGE_BYTES",
     "MAX_RECORD_CHARS",
+    "MAX_SLOTS",
     "PROTOCOL_VERSION",
     "TERMINAL_STATUSES",
     "Abandon",

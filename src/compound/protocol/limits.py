@@ -12,3 +12,6 @@ MAX_RECORD_CHARS = 64 * 1024
 MAX_INT64 = 2**63 - 1
 # A job's error as reported by an agent; longer reasons are cut by the agent.
 MAX_ERROR_CHARS = 2000
+# Jobs one agent may run at once (hello's ``slots``): each in its own container with its own
+# limits, so the contributor lends up to this many times the per-job CPU and memory.
+MAX_SLOTS = 16

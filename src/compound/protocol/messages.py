@@ -25,6 +25,7 @@ from compound.protocol.limits import (
     MAX_INT64,
     MAX_MESSAGE_BYTES,
     MAX_RECORD_CHARS,
+    MAX_SLOTS,
     PROTOCOL_VERSION,
 )
 from compound.protocol.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS
@@ -87,6 +88,9 @@ class Hello(_Message):
     running: list[RunningJob] = Field(default_factory=list, max_length=1024)
     # The agent installs a job's Python packages; jobs with requirements go only to these.
     deps: bool = False
+    # Jobs it runs at once, each in its own container: the coordinator keeps up to this many
+    # leased to it. Absent (seed and older agents): one.
+    slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
 
 
 class Heartbeat(_Message):
