@@ -60,7 +60,7 @@ class FileStore:
                 .where(db.artifacts.c.job_id == job_id)
                 .order_by(db.artifacts.c.path)
             )
-            return [Artifact(path=p, size=s, sha256=h) for p, s, h in result.tuples()]
+            return [Artifact(path=p, size=s, sha256=h) for p, s, h in result]
 
     async def artifact(self, job_id: str, path: str) -> Artifact | None:
         async with self._reader.connect() as conn:
@@ -86,7 +86,7 @@ class FileStore:
                 .where(db.jobs.c.finished_at < cutoff)
                 .where(db.jobs.c.files_removed_at.is_(None))
             )
-            rows = list(expired.tuples())
+            rows = list(expired)
             job_ids = [job_id for job_id, _ in rows]
             blobs = {sha for _, sha in rows if sha}
             blobs |= await self._drop_files(conn, job_ids)

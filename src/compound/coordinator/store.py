@@ -222,7 +222,7 @@ class Store:
             self.queue.replace_all(
                 [
                     QueuedJob(number, job_id, owner, plain=requirements == "[]")
-                    for number, job_id, owner, requirements in result.tuples()
+                    for number, job_id, owner, requirements in result
                 ]
             )
 
@@ -267,7 +267,7 @@ class Store:
             result = await conn.execute(
                 select(db.jobs.c.status, func.count()).group_by(db.jobs.c.status)
             )
-            return {status: count for status, count in result.tuples()}
+            return {status: count for status, count in result}
 
     def count_queued(self, owner: str | None = None) -> int:
         """Queued jobs in all, or of ``owner``: counted in memory, no query."""
@@ -282,7 +282,7 @@ class Store:
                 .where(db.job_events.c.job_id == job_id)
                 .order_by(db.job_events.c.id)
             )
-            return [(status, at, reason) for status, at, reason in result.tuples()]
+            return [(status, at, reason) for status, at, reason in result]
 
     # ------------------------------------------------------------------ leases
 
