@@ -7,15 +7,12 @@ the server sends, pings included, is seen as it is.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -23,8 +20,8 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
-from compound.coordinator.connections import ConnectionGuard, protocol_classes
 from compound.coordinator.server import UNPINGED_PATHS
+from uvicorn_thread import serving_in_thread
 
 PING_INTERVAL_S = 0.2
 pytestmark = pytest.mark.timeout(30)
@@ -45,33 +42,14 @@ def server() -> Iterator[int]:
             WebSocketRoute("/api/v1/jobs/x/follow", _hold_open),
         ]
     )
-    http, ws = protocol_classes(ConnectionGuard(64, 5.0), UNPINGED_PATHS)
-    config = uvicorn.Config(
+    with serving_in_thread(
         app,
-        http=http,
-        ws=ws,
+        UNPINGED_PATHS,
+        lifespan="off",
         ws_ping_interval=PING_INTERVAL_S,
         ws_ping_timeout=PING_INTERVAL_S * 10,
-        log_level="warning",
-        lifespan="off",
-    )
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=lambda: asyncio.run(uvicorn_server.serve(sockets=[listener])), daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uvicorn_server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(10)
+    ) as port:
+        yield port
 
 
 def frames_received(port: int, path: str, seconds: float) -> list[Frame]:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from compound.coordinator.app import create_app
-from compound.coordinator.connections import ConnectionGuard, protocol_classes
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.submit_route import SubmitRouteMiddleware
 from support import Coordinator
+from uvicorn_thread import serving_in_thread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,26 +43,8 @@ BODIES = [
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     """``app`` under uvicorn with the coordinator's protocol classes on port 0; its URL."""
-    http, ws = protocol_classes(ConnectionGuard(64, 5.0), frozenset())
-    config = uvicorn.Config(app, http=http, ws=ws, log_level="warning", lifespan="on")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=lambda: asyncio.run(server.serve(sockets=[listener])), daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        assert thread.is_alive(), "the server stopped while starting"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
+    with serving_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def _app(data_dir: Path, fast: bool) -> FastAPI:
