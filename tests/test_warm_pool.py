@@ -35,8 +35,10 @@ from compound.agent.runners.sandbox_launch import (
     MARSHAL_FORMAT,
 )
 from compound.agent.runners.sandbox_payload import (
+    BOOTSTRAP_SOURCE,
     PayloadTooBig,
     Section,
+    boot,
     job_sections,
     payload,
 )
@@ -302,9 +304,21 @@ def _with_files(job: bytes) -> bytes:
     return job + files_control(b"marker", 0, DockerRunnerSettings())
 
 
-def _launch(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    """The real launcher on this machine, as the container runs it (as nobody, with the
-    system's python3), fed ``stdin``.
+def _boot(job: Path, *, compiled: bool) -> bytes:
+    """The launcher's boot for a job directory ``job``; without usable bytecode (``compiled``
+    False, as for an image whose Python reads other bytecode), from its source."""
+    booted = boot(LAUNCHER_SOURCE, launcher_args(str(job / "main.py"), str(job / "site")))
+    if compiled:
+        return booted
+    _, _, source, args = marshal.loads(booted[HEADER_LENGTH.size :])
+    return _header((b"other magic", b"", source, args))
+
+
+def _launch(
+    stdin: bytes, *, compiled: bool = True, booted: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """The real container program on this machine, as the container runs it (as nobody,
+    with the system's python3): the launcher's boot (unless not ``booted``), then ``stdin``.
 
     Only for payloads refused before any job starts: past that the launcher kills every
     process of its uid, which outside a container's PID namespace is no place to be.
@@ -314,10 +328,10 @@ def _launch(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
         job.mkdir()
         os.chown(job, JOB_UID, JOB_UID)
         Path(where).chmod(0o755)
-        command = ["/usr/bin/python3", "-I", "-S", "-c", LAUNCHER_SOURCE]
+        head = _boot(job, compiled=compiled) if booted else b""
         return subprocess.run(
-            [*command, *launcher_args(str(job / "main.py"), str(job / "site"))],
-            input=stdin,
+            ["/usr/bin/python3", "-I", "-S", "-c", BOOTSTRAP_SOURCE],
+            input=head + stdin,
             capture_output=True,
             timeout=30,
             env={"PATH": os.environ.get("PATH", "")},
@@ -351,13 +365,23 @@ def _launch(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
         "surrogate",
     ],
 )
-def test_launcher_refuses_bad_payloads_with_a_sentence(stdin: bytes) -> None:
+@pytest.mark.parametrize("compiled", [True, False], ids=["bytecode", "source"])
+def test_launcher_refuses_bad_payloads_with_a_sentence(stdin: bytes, compiled: bool) -> None:
     """Whatever arrives on its stdin, the launcher exits 125 with one line, no traceback."""
-    done = _launch(stdin)
+    done = _launch(stdin, compiled=compiled)
     assert done.returncode == LAUNCH_FAILED_EXIT
     assert done.stdout == b""
     lines = done.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[compound] could not start the job: ")
+
+
+@pytest.mark.parametrize("cut", [0, 2, 40], ids=["nothing", "in-length", "in-launcher"])
+def test_container_program_without_its_whole_launcher_exits_quietly(cut: int) -> None:
+    """Stdin closed before the launcher arrived whole: exit 125, not a word, no traceback."""
+    with tempfile.TemporaryDirectory() as where:
+        head = _boot(Path(where), compiled=True)[:cut]
+    done = _launch(head, booted=False)
+    assert (done.returncode, done.stdout, done.stderr) == (LAUNCH_FAILED_EXIT, b"", b"")
 
 
 def test_payload_header_is_bounded() -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 from aiodocker.containers import DockerContainer
@@ -37,10 +38,12 @@ from compound.agent.runners.docker_sandbox import (
     close_and_remove,
     final_state,
     remove,
+    remove_once_ended,
     rename,
     start_sandbox,
 )
 from compound.agent.runners.docker_spec import (
+    LAUNCHER_BOOT,
     MANAGED_LABEL,
     NODE_LABEL,
     POOL_LABEL,
@@ -215,7 +218,7 @@ class DockerRunner:
             raise
         # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
         # the result; close() and removals_done() wait for it.
-        self._discard(sandbox)
+        self._in_background(remove_once_ended(sandbox), sandbox)
         return result
 
     async def _sandbox_for(self, key: SandboxKey, job_id: str, *, warm: bool) -> Sandbox:
@@ -232,7 +235,9 @@ class DockerRunner:
 
     async def _start_sandbox(self, key: SandboxKey, name: str, *, pooled: bool) -> Sandbox:
         config = container_config(key, self.settings.node_id, pooled=pooled)
-        return await start_sandbox(self._client(), self.settings.docker_url, config, name)
+        return await start_sandbox(
+            self._client(), self.settings.docker_url, config, name, LAUNCHER_BOOT
+        )
 
     async def _start_warm(self, key: SandboxKey) -> Sandbox:
         sandbox = await self._start_sandbox(key, warm_name(), pooled=True)
@@ -241,9 +246,10 @@ class DockerRunner:
 
     def _discard(self, sandbox: Sandbox) -> None:
         """Close the sandbox's stream and remove its container, in the background."""
-        task = asyncio.create_task(
-            close_and_remove(sandbox), name=f"remove-{sandbox.container.id[:12]}"
-        )
+        self._in_background(close_and_remove(sandbox), sandbox)
+
+    def _in_background(self, removal: Coroutine[Any, Any, None], sandbox: Sandbox) -> None:
+        task = asyncio.create_task(removal, name=f"remove-{sandbox.container.id[:12]}")
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 

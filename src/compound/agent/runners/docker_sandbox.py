@@ -27,6 +27,8 @@ from compound.agent.runners.docker_stream import Attachment
 # The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
 TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
 SIGKILL_EXIT = 128 + 9
+# How long a finished job's container may take to end before it is removed by force.
+EXIT_WAIT_S = 5.0
 # The engine's RFC 3339 time with nanoseconds, in UTC.
 _ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z")
 
@@ -60,15 +62,21 @@ class Sandbox:
 
 
 async def start_sandbox(
-    docker: aiodocker.Docker, docker_url: str | None, config: dict[str, Any], name: str
+    docker: aiodocker.Docker,
+    docker_url: str | None,
+    config: dict[str, Any],
+    name: str,
+    boot: bytes,
 ) -> Sandbox:
-    """Create, attach (before the start, to miss no byte) and start a container."""
+    """Create, attach (before the start, to miss no byte) and start a container, and send
+    ``boot`` to its stdin (the program its command reads before waiting for a job)."""
     container = await _create(docker, config, name)
     try:
         url = resolve_url(docker_url)
         attachment = await Attachment.open(url, docker.api_version, container.id)
         try:
             await container.start()
+            await attachment.write_stdin(boot)
         except BaseException:
             await attachment.close()
             raise
@@ -159,6 +167,20 @@ async def close_and_remove(sandbox: Sandbox) -> None:
     if sandbox.idle_watch is not None:
         sandbox.idle_watch.cancel()
     await sandbox.attachment.close()
+    await remove(sandbox.container)
+
+
+async def remove_once_ended(sandbox: Sandbox) -> None:
+    """Close the stream and remove the container of a finished job once it has ended.
+
+    Its launcher exits right after the result, so the container ends within milliseconds;
+    removing it then costs the engine ~15 ms of CPU less than a forced removal of a
+    running one (which goes through an extra kill of the runtime). One that does not end
+    in ``EXIT_WAIT_S`` is removed by force all the same.
+    """
+    await sandbox.attachment.close()
+    with contextlib.suppress(DockerError, *TRANSPORT_ERRORS, TimeoutError):
+        await asyncio.wait_for(sandbox.container.wait(), EXIT_WAIT_S)
     await remove(sandbox.container)
 
 

@@ -21,7 +21,9 @@ from compound.agent.image import DEFAULT_TAG
 from compound.agent.runners.base import Limits, MiB, RunSpec
 from compound.agent.runners.sandbox_env import container_env
 from compound.agent.runners.sandbox_payload import (
+    BOOTSTRAP_SOURCE,
     SITECUSTOMIZE,
+    boot,
     encode_script,
     job_env,
     job_sections,
@@ -164,15 +166,9 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
         labels[POOL_LABEL] = "1"
     return {
         "Image": key.image,
-        # The launcher reads the job from stdin, then runs python3 -u on the script.
-        "Cmd": [
-            "python3",
-            "-I",
-            "-S",
-            "-c",
-            LAUNCHER_SOURCE,
-            *launcher_args(SCRIPT_PATH, SITE_DIR),
-        ],
+        # Reads the launcher from stdin (LAUNCHER_BOOT, sent at start), which reads the job
+        # from stdin, then runs python3 -u on the script.
+        "Cmd": ["python3", "-I", "-S", "-c", BOOTSTRAP_SOURCE],
         # Only ours: the job's variables go to stdin and reach only the job's interpreter.
         "Env": container_env({}, _python_path(key)),
         "User": JOB_USER,
@@ -221,6 +217,10 @@ def launcher_args(script_path: str, site_dir: str, *, zygote: bool = True) -> li
     """The launcher's arguments (see sandbox_launch); ``zygote`` False: no job is handed
     to a pre-started interpreter."""
     return [script_path, site_dir, SITECUSTOMIZE.decode("utf-8"), ZYGOTE_SOURCE if zygote else ""]
+
+
+# What every container is sent on stdin as soon as it starts (see container_config).
+LAUNCHER_BOOT = boot(LAUNCHER_SOURCE, launcher_args(SCRIPT_PATH, SITE_DIR))
 
 
 def warm_name() -> str:

@@ -138,6 +138,15 @@ class Attachment:
         # No length: the engine closes the connection after the body.
         return await self._reader.read(_MAX_ERROR_BODY_BYTES)
 
+    async def write_stdin(self, data: bytes) -> None:
+        """Write ``data`` to the container's stdin and keep it open for more.
+
+        A container that already ended no longer reads; that shows in its output and exit.
+        """
+        with contextlib.suppress(ConnectionError):
+            self._writer.write(data)
+            await self._writer.drain()
+
     async def send_stdin(self, data: bytes) -> None:
         """Write ``data`` to the container's stdin, then close it (the engine sees EOF).
 

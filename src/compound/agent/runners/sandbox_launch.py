@@ -31,8 +31,9 @@ agent reports the result from it without waiting for the container to end); the 
 goes to stderr too, after the job's last byte there. Then this process exits with the
 job's exit code. See docs/sandbox.md.
 
-The agent passes the source to ``python3 -I -S -c``, so no ``PYTHON*`` variable and no
-site-packages change how the job is put in place. The agent imports this module for its
+The container's ``python3 -I -S -c BOOTSTRAP_SOURCE`` (see sandbox_payload) reads this
+program from stdin and runs it, so no ``PYTHON*`` variable and no site-packages change how
+the job is put in place. The agent imports this module for its
 constants only. Arguments: the script's path, the directory for sitecustomize, its source
 (written there as the container starts, before any job), and the zygote's source (see
 sandbox_prestart; empty: none, every job starts its own interpreter).

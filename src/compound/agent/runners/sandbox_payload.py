@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import marshal
 from dataclasses import dataclass
+from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
 from compound.agent.runners.sandbox_env import container_env
@@ -21,6 +22,29 @@ from compound.agent.runners.sandbox_launch import (
 )
 
 SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_bytes()
+LAUNCHER_NAME = "<compound launcher>"
+# The container's program: it reads the launcher (its source and arguments) from stdin, then
+# runs it. The launcher (~40 KB with the sources it carries) goes there rather than in the
+# command: the engine stores a container's command in its own and in containerd's records
+# at every state change, which cost each container ~10 ms of the engine's CPU. It comes
+# compiled too, used when the image's Python reads the same bytecode as the agent's
+# (compiling it cost every container ~4 ms), else from source.
+BOOTSTRAP_SOURCE = """\
+import marshal, os, sys
+from _frozen_importlib_external import MAGIC_NUMBER
+def read_exactly(size):
+    data = b""
+    while len(data) < size:
+        chunk = os.read(0, size - len(data))
+        if not chunk:
+            os._exit(125)
+        data += chunk
+    return data
+magic, code, source, sys.argv[1:] = marshal.loads(
+    read_exactly(int.from_bytes(read_exactly(4), "big")))
+del read_exactly
+exec(marshal.loads(code) if magic == MAGIC_NUMBER else compile(source, LAUNCHER_NAME, "exec"))
+""".replace("LAUNCHER_NAME", repr(LAUNCHER_NAME))
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,14 @@ def job_env(env: dict[str, str], python_path: list[str]) -> dict[str, str]:
     ``env`` must have passed ``sandbox_env.refused_variable``.
     """
     return dict(item.split("=", 1) for item in container_env(env, python_path))
+
+
+def boot(source: str, args: list[str]) -> bytes:
+    """What ``BOOTSTRAP_SOURCE`` reads from stdin to run ``source`` with ``args``."""
+    code = compile(source, LAUNCHER_NAME, "exec", dont_inherit=True, optimize=0)
+    parts = (MAGIC_NUMBER, marshal.dumps(code), source, args)
+    encoded = marshal.dumps(parts, MARSHAL_FORMAT)
+    return HEADER_LENGTH.pack(len(encoded)) + encoded
 
 
 def payload(args: list[str], env: dict[str, str], sections: list[Section]) -> bytes:

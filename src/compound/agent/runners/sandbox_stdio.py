@@ -9,15 +9,18 @@ The agent never imports this module: it reads its source and ships it. The work 
 only when Python imports the file as ``sitecustomize`` inside the container.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` and no ``typing``: every job imports this
+# file, and typing alone cost each job ~12 ms of CPU and put modules in its sys.modules
+# that ``python3 -u`` would not have loaded.
 import io
 import os
 import select
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from _typeshed import ReadableBuffer
 
 
@@ -37,7 +40,7 @@ class FullWriter(io.RawIOBase):
     def isatty(self) -> bool:
         return os.isatty(self._fd)
 
-    def write(self, data: ReadableBuffer) -> int:
+    def write(self, data: "ReadableBuffer") -> int:
         # Every print is one or two calls here (100,000 lines: 200,000), so the usual case,
         # everything written at once, costs one system call and no memoryview.
         try:
@@ -56,7 +59,7 @@ class FullWriter(io.RawIOBase):
         return written
 
 
-def _rewrap(stream: TextIO | None, fd: int) -> TextIO | None:
+def _rewrap(stream: "TextIO | None", fd: int) -> "TextIO | None":
     if stream is None:
         return None
     # A raw file under the text layer, as -u sets it up; typeshed only admits buffered ones.
