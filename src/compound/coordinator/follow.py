@@ -40,11 +40,13 @@ async def follow_job(
     wakeup = Wakeup()
     state.hub.watch(job_id, wakeup)  # before the first read: no change can slip between
     try:
+        generation = state.hub.queue_generation
         view = await _current_view(state, job_id)
         yield FollowStatus(job=view)
+        stale = False  # whether the job may have changed since ``view`` was read
         while True:
+            stale = stale or wakeup.job_changed
             wakeup.reset()
-            generation = state.hub.queue_generation
             page = await state.store.read_logs(job_id, after, PAGE_RECORDS, PAGE_BYTES)
             if page.records:
                 if page.records[-1].seq <= after:  # never loop on a page that does not advance
@@ -52,10 +54,13 @@ async def follow_job(
                 after = page.records[-1].seq
                 yield page
                 continue
-            current = await _current_view(state, job_id)
-            if _visible_change(view, current):
-                view = current
-                yield FollowStatus(job=view)
+            if stale:
+                generation = state.hub.queue_generation
+                current = await _current_view(state, job_id)
+                stale = False
+                if _visible_change(view, current):
+                    view = current
+                    yield FollowStatus(job=view)
             if view.status.is_terminal:
                 # Records are stored before the ending is, so one last read closes any race.
                 page = await state.store.read_logs(job_id, after, PAGE_RECORDS, PAGE_BYTES)
@@ -68,6 +73,7 @@ async def follow_job(
             async for status in _until_job_changes(state, view, wakeup, generation):
                 view = status.job
                 yield status
+            stale = True  # it returns when the job must be re-read
     finally:
         state.hub.unwatch(job_id, wakeup)
 
