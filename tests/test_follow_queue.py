@@ -7,6 +7,7 @@ by wrapping the real store's read methods; nothing is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
 from compound.coordinator.app import create_app
+from compound.coordinator.hub import ChangeHub, Wakeup
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.coordinator.store import Store
@@ -80,6 +82,35 @@ class Follower:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def test_the_hub_wakes_job_watchers_at_once_and_queue_watchers_once() -> None:
+    """A job's change rings its watchers, marked as a change of their job; a queue movement
+    rings only the alarms armed for it, once, and is counted even when no one listens."""
+
+    async def scenario() -> None:
+        hub = ChangeHub()
+        mine, other, unarmed = Wakeup(), Wakeup(), Wakeup()
+        hub.watch("a", mine)
+        hub.watch("b", other)
+        hub.watch("c", unarmed)
+        hub.watch_queue(mine)
+        hub.watch_queue(other)
+        hub.notify("a", queue_moved=True)
+        await asyncio.wait_for(mine.wait(LONG_INTERVAL_S), PROMPT_S)
+        await asyncio.wait_for(other.wait(LONG_INTERVAL_S), PROMPT_S)
+        assert mine.job_changed and not other.job_changed
+        assert hub.queue_generation == 1
+        hub.queue_moved()  # no one armed: only counted
+        assert hub.queue_generation == 2
+        began = time.monotonic()
+        await unarmed.wait(0.05)  # not rung: it waits its whole timeout
+        assert time.monotonic() - began >= 0.04 and not unarmed.job_changed
+        for job_id, wakeup in (("a", mine), ("b", other), ("c", unarmed)):
+            hub.unwatch(job_id, wakeup)
+        assert hub.watching() == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), PROMPT_S))
 
 
 def status_is(status: str, position: int | None = None) -> Callable[[dict[str, Any]], bool]:
