@@ -89,6 +89,12 @@ class JobQueue:
         """1 + how many queued jobs are older than job ``number``."""
         return bisect.bisect_left(self._numbers, number) + 1
 
+    def position_of(self, job_id: str) -> int | None:
+        """Job ``job_id``'s position, or None if it is not in this queue (taken for a
+        claim, or no longer queued)."""
+        number = self._by_id.get(job_id)
+        return None if number is None else self.position(number)
+
     def replace_all(self, jobs: list[QueuedJob]) -> None:
         self.clear()
         for job in jobs:

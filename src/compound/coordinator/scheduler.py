@@ -197,14 +197,17 @@ class Scheduler:
             log.exception("claiming job %s failed; it stays queued", entry.id)
             self._claiming.discard(session.contributor_id)
             self._mark_idle_if_free(session)
+            self._hub.queue_moved()  # back in the queue, where followers may have missed it
             return True
         self._claiming.discard(session.contributor_id)
         if claimed is None:
+            # Cancelled meanwhile, or failed as impossible to run: either way it left the queue.
+            self._hub.notify(entry.id, queue_moved=True)
             self._mark_idle_if_free(session)
             return False
         job, lease = claimed
         self.leases.add(lease)
-        self._hub.notify_all()
+        self._hub.notify(job.id, queue_moved=True)
         try:
             message = _job_message(job, lease)
         except Exception as exc:  # a job that cannot be sent must not block the queue
@@ -215,6 +218,7 @@ class Scheduler:
             # It never reached the contributor: back to the queue, not counted as an attempt.
             self._release(job.id)
             await self._store.requeue(job.id, "contributor unreachable", count_attempt=False)
+            self._hub.notify(job.id, queue_moved=True)
             return False
         log.debug("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
         return True
@@ -293,7 +297,7 @@ class Scheduler:
         """Cancel at once if queued or unreachable; otherwise ask its agent to stop it."""
         if job.status is JobStatus.QUEUED:
             cancelled = await self._store.cancel(job.id, "cancelled")
-            self._hub.notify_all()
+            self._hub.notify(job.id, queue_moved=True)
             return cancelled or job
         job = await self._store.request_cancel(job.id)
         lease = self.leases.get(job.id)
@@ -323,7 +327,7 @@ class Scheduler:
     async def _fail(self, job_id: str, error: str) -> None:
         self._release(job_id)
         await self._store.fail(job_id, error, error=error, note=f"[compound] {error}")
-        self._hub.notify_all()
+        self._hub.notify(job_id, queue_moved=True)  # it may have been queued
 
     # ------------------------------------------------------------------ sweeping
 
@@ -351,6 +355,7 @@ class Scheduler:
             # job that is no longer queued.)
             log.warning("the in-memory queue missed queued jobs; reloading it")
             await self._store.load_queue()
+            self._hub.queue_moved()
         if self._store.queue.has(plain_only=False) and self._idle:
             await self.dispatch()
 
@@ -366,7 +371,7 @@ class Scheduler:
             return
         await self._recover(job)
         log.warning("job %s: %s (%s, %s)", job.id, CONTRIBUTOR_LOST, lease.holder, why)
-        self._hub.notify_all()
+        self._hub.notify(job.id, queue_moved=True)  # requeued: it may be ahead of others
         await self.dispatch()
 
     async def _recover(self, job: JobRow) -> None:
