@@ -1,6 +1,7 @@
 """Benchmark: the launcher's own cost, inside a container, against another tree's launcher.
 
-Runs ``python3 -I -S -c <launcher>`` with a trivial job (``pass``) ``--repeat`` times per
+Runs each tree's container program (the bootstrap and launcher with its zygote, or an older
+tree's ``python3 -I -S -c <launcher>``) with a trivial job (``pass``) ``--repeat`` times per
 tree, interleaved, inside one container started from the sandbox image (as root, the
 launcher as uid 65534 so its ``kill(-1)`` reaches only itself), and prints the medians.
 The container start and the engine are not in these figures: only what the launcher adds.
@@ -19,34 +20,42 @@ import tempfile
 from pathlib import Path
 
 _BUILD = """
-import sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 from compound.agent.runners import docker_spec as spec
 from compound.agent.runners.base import RunSpec
+job, out = sys.argv[3], sys.argv[2]
 key = spec.sandbox_key(spec.DockerRunnerSettings(), "runc", None)
 payload = spec.job_payload(RunSpec(job_id="bench", script="pass\\n"), key)
 if hasattr(spec, "files_control"):
     marker = spec.TRAILER_MARKER_PREFIX + b"0" * 32
     payload += spec.files_control(marker, 0, spec.DockerRunnerSettings())
-open(sys.argv[2] + "/launcher.py", "w").write(spec.LAUNCHER_SOURCE)
-open(sys.argv[2] + "/payload.bin", "wb").write(payload)
+if hasattr(spec, "launcher_boot"):  # the container's program reads the launcher from stdin
+    from compound.agent.runners.sandbox_payload import BOOTSTRAP_SOURCE
+    command = ["python3", "-u", "-c", BOOTSTRAP_SOURCE]
+    payload = spec.launcher_boot(job + "/main.py") + payload
+else:
+    arguments = spec.launcher_args(job + "/main.py", job + "/site")
+    command = ["python3", "-I", "-S", "-c", spec.LAUNCHER_SOURCE, *arguments]
+json.dump(command, open(out + "/command.json", "w"))
+open(out + "/payload.bin", "wb").write(payload)
 """
 
 _HARNESS = """
-import os, statistics, subprocess, sys, time
+import json, os, shutil, statistics, subprocess, sys, time
 names, repeat = sys.argv[2:], int(sys.argv[1])
 timings = {name: [] for name in names}
 for index in range(repeat + 1):
     for name in names:
-        job = f"/tmp/{name}{index}"
+        job = f"/tmp/{name}"
+        shutil.rmtree(job, ignore_errors=True)
         os.mkdir(job)
         os.chown(job, 65534, 65534)
-        source = open(f"/bench/{name}/launcher.py").read()
+        command = json.load(open(f"/bench/{name}/command.json"))
         started = time.perf_counter()
         done = subprocess.run(
-            ["python3", "-I", "-S", "-c", source, f"{job}/main.py", f"{job}/site"],
-            input=open(f"/bench/{name}/payload.bin", "rb").read(), capture_output=True,
-            user=65534, group=65534, cwd=job)
+            command, input=open(f"/bench/{name}/payload.bin", "rb").read(),
+            capture_output=True, user=65534, group=65534, cwd=job)
         if done.returncode != 0:
             raise SystemExit(done.stderr.decode())
         if index:
@@ -67,7 +76,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for name, src in (("other", args.other_src), ("this", this_src)):
             (Path(work) / name).mkdir()
-            subprocess.run([sys.executable, "-c", _BUILD, str(src), f"{work}/{name}"], check=True)
+            build = [sys.executable, "-c", _BUILD, str(src), f"{work}/{name}", f"/tmp/{name}"]
+            subprocess.run(build, check=True)
         (Path(work) / "harness.py").write_text(_HARNESS)
         docker = ["docker", "run", "--rm", "--network", "none", "-v", f"{work}:/bench:ro"]
         harness = ["python3", "/bench/harness.py", str(args.repeat), "other", "this"]

@@ -234,7 +234,7 @@ async def test_nothing_outside_tmp_is_writable(runner: DockerRunner) -> None:
             created.append(root)
         named = {}
         for directory in ("/", "/etc", "/usr", "/usr/lib", "/var/tmp", "/run/lock",
-                          "/var/lock", "/root", "/job", "/job/site"):
+                          "/var/lock", "/root", "/job", "/opt/compound/site"):
             try:
                 open(os.path.join(directory, "planted"), "w").close()
                 named[directory] = "written"

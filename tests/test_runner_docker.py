@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from compound.agent.runners.docker import (
     DockerRunner,
     DockerRunnerSettings,
     container_config,
+    write_site,
 )
 from compound.agent.runners.docker_spec import choose_runtime, sandbox_key
 from compound.agent.runners.docker_stream import FrameDemuxer
@@ -337,15 +339,18 @@ async def test_cancelling_run_task_removes_container(runner: DockerRunner) -> No
     assert running not in await managed_container_ids(runner.settings.node_id)
 
 
-async def test_prepare_removes_orphans_of_this_node_only(docker_engine: str) -> None:
+async def test_prepare_removes_orphans_of_this_node_only(
+    docker_engine: str, tmp_path: Path
+) -> None:
     """prepare() removes containers a crashed agent of this node left, not other nodes'."""
+    write_site(tmp_path)
     mine = _settings(docker_engine, "runc")
     other = _settings(docker_engine, "runc")
     docker = connect()
     try:
         for settings in (mine, mine, other):
             key = sandbox_key(settings, "runc", None)
-            config = container_config(key, settings.node_id, pooled=False)
+            config = container_config(key, settings.node_id, tmp_path, pooled=False)
             config["Cmd"] = ["python3", "-c", "import time; time.sleep(60)"]
             container = await docker.containers.create(config)
             await container.start()

@@ -6,7 +6,9 @@ import asyncio
 import json
 import marshal
 import os
+import shutil
 import subprocess
+import tarfile
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -17,16 +19,17 @@ import pytest
 
 from compound.agent.docker_engine import connect
 from compound.agent.runners.base import Limits, MiB, RunResult
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings, write_site
 from compound.agent.runners.docker_spec import (
     JOB_UID,
-    LAUNCHER_SOURCE,
     MANAGED_LABEL,
     NODE_LABEL,
     POOL_LABEL,
+    SITE_DIR,
+    SITECUSTOMIZE_NAME,
     container_config,
     files_control,
-    launcher_args,
+    launcher_boot,
     sandbox_key,
 )
 from compound.agent.runners.sandbox_launch import (
@@ -36,9 +39,9 @@ from compound.agent.runners.sandbox_launch import (
 )
 from compound.agent.runners.sandbox_payload import (
     BOOTSTRAP_SOURCE,
+    SITECUSTOMIZE,
     PayloadTooBig,
     Section,
-    boot,
     job_sections,
     payload,
 )
@@ -133,7 +136,7 @@ async def test_pooled_job_sees_nothing_of_the_job_before(
     assert runner.warm_pool.hits == 2  # both jobs ran in containers started ahead
     seen = json.loads(second_out.stdout)
     assert seen["host"] != first_out.stdout.decode().strip()
-    assert (seen["tmp"], seen["shm"], seen["job"]) == ([], [], ["main.py", "outputs", "site"])
+    assert (seen["tmp"], seen["shm"], seen["job"]) == ([], [], ["main.py", "outputs"])
     assert not any("time.sleep(300)" in command for command in seen["processes"])
     assert "GIVEN_TO_FIRST" not in seen["env"] and "SET_BY_FIRST" not in seen["env"]
     # tini (PID 1) never had the job's variables: the launcher passes them to exec only.
@@ -233,14 +236,15 @@ async def test_pool_drained_when_limits_or_image_change(
 
 
 async def test_prepare_removes_a_crashed_agents_warm_containers(
-    docker_engine: str, runners: list[DockerRunner]
+    docker_engine: str, runners: list[DockerRunner], tmp_path: Path
 ) -> None:
     """Warm containers left by a crashed agent of this node are removed by prepare()."""
+    write_site(tmp_path)
     settings = _settings(docker_engine, "runc", warm=0)
     docker = connect()
     try:
         config = container_config(
-            sandbox_key(settings, "runc", None), settings.node_id, pooled=True
+            sandbox_key(settings, "runc", None), settings.node_id, tmp_path, pooled=True
         )
         for _ in range(2):
             await (await docker.containers.create(config)).start()
@@ -305,13 +309,13 @@ def _with_files(job: bytes) -> bytes:
 
 
 def _boot(job: Path, *, compiled: bool) -> bytes:
-    """The launcher's boot for a job directory ``job``; without usable bytecode (``compiled``
-    False, as for an image whose Python reads other bytecode), from its source."""
-    booted = boot(LAUNCHER_SOURCE, launcher_args(str(job / "main.py"), str(job / "site")))
+    """The container's boot for a job directory ``job``; without usable bytecode (``compiled``
+    False, as for an image whose Python reads other bytecode), from the sources."""
+    booted = launcher_boot(str(job / "main.py"))
     if compiled:
         return booted
-    _, _, source, args = marshal.loads(booted[HEADER_LENGTH.size :])
-    return _header((b"other magic", b"", source, args))
+    _, programs, args = marshal.loads(booted[HEADER_LENGTH.size :])
+    return _header((b"other magic", programs, args))
 
 
 def _launch(
@@ -330,7 +334,7 @@ def _launch(
         Path(where).chmod(0o755)
         head = _boot(job, compiled=compiled) if booted else b""
         return subprocess.run(
-            ["/usr/bin/python3", "-I", "-S", "-c", BOOTSTRAP_SOURCE],
+            ["/usr/bin/python3", "-u", "-c", BOOTSTRAP_SOURCE],
             input=head + stdin,
             capture_output=True,
             timeout=30,
@@ -429,6 +433,77 @@ async def test_deps_dir_is_read_only_and_importable(
         assert runner.warm_pool.hits == hits
         await runner.warm_pool.filled()
     assert not (deps / "written").exists()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+async def test_dependencies_cannot_shadow_the_launchers_modules(
+    runtime: str, docker_engine: str, runners: list[DockerRunner], tmp_path: Path
+) -> None:
+    """The launcher shares the job's interpreter start, not its path: modules of the job's
+    dependency directory named like what the launcher imports reach only the job, and the
+    job is put in place, run and its outputs sent back as always."""
+    deps = tmp_path / "deps"
+    deps.mkdir(mode=0o755)
+    deps.chmod(0o755)
+    for name in ("struct", "tarfile", "ctypes", "marshal"):
+        (deps / f"{name}.py").write_text("raise SystemExit('shadowed ' + __name__)\n")
+        (deps / f"{name}.py").chmod(0o644)
+    script = (
+        "import sys\n"
+        "print(sys.path.index('/opt/compound/deps'))\n"
+        "open('outputs/result.txt', 'w').write('kept')\n"
+        "import tarfile\n"
+    )
+    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    for hits in (0, 1):
+        result, sink = await run(runner, script, deps_dir=deps)
+        # The job's own import of tarfile found the dependency directory's.
+        assert (result.status, result.exit_code) == (JobStatus.FAILED, 1)
+        assert sink.stdout == b"2\n" and sink.stderr == b"shadowed tarfile\n"
+        assert result.outputs_tar is not None
+        with tarfile.open(result.outputs_tar) as tar:
+            member = tar.extractfile("result.txt")
+            assert member is not None and member.read() == b"kept"
+        result.outputs_tar.unlink()
+        assert runner.warm_pool.hits == hits
+        await runner.warm_pool.filled()
+
+
+async def test_sitecustomize_directory_is_kept_in_place(
+    docker_engine: str, runners: list[DockerRunner], tmp_path: Path
+) -> None:
+    """Our sitecustomize is written where the settings say, readable by the job's user,
+    put back when something removed or changed it, and the job's interpreter runs it."""
+    site = tmp_path / "state" / "site"
+    settings = _settings(docker_engine, "runc", warm=0, site_dir=site)
+    target = site / SITECUSTOMIZE_NAME
+    runner = await _prepared(runners, settings)
+    assert target.read_bytes() == SITECUSTOMIZE
+    assert (site.stat().st_mode & 0o777, target.stat().st_mode & 0o777) == (0o755, 0o644)
+    script = (
+        "import sys\n"
+        "print(type(sys.stdout.buffer).__name__, sys.modules['sitecustomize'].__file__)\n"
+    )
+    expected = f"FullWriter {SITE_DIR}/{SITECUSTOMIZE_NAME}\n".encode()
+    target.write_text("raise SystemExit('stale')\n")
+    await runner.prepare()
+    assert target.read_bytes() == SITECUSTOMIZE
+    shutil.rmtree(site)
+    result, sink = await run(runner, script)
+    assert (result, sink.stdout) == (RunResult(JobStatus.SUCCEEDED, 0), expected)
+    assert target.read_bytes() == SITECUSTOMIZE
+
+
+async def test_private_sitecustomize_directory_is_removed_at_close(docker_engine: str) -> None:
+    """Without a directory in the settings the runner makes a private one and removes it."""
+    runner = DockerRunner(_settings(docker_engine, "runc", warm=1))
+    try:
+        await runner.prepare()
+        site = runner.site_dir
+        assert site is not None and (site / SITECUSTOMIZE_NAME).read_bytes() == SITECUSTOMIZE
+    finally:
+        await runner.close()
+    assert not site.exists()
 
 
 async def test_script_too_big_for_the_job_tmpfs_fails_with_a_sentence(

@@ -17,17 +17,20 @@ from pathlib import Path
 import pytest
 
 from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
-from compound.agent.runners.docker_spec import ZYGOTE_SOURCE
+from compound.agent.runners.docker_spec import SITE_DIR, ZYGOTE_SOURCE
+from compound.agent.runners.sandbox_payload import BOOTSTRAP_SOURCE, boot
 from compound.agent.runners.sandbox_prestart import starts_alike
 from compound.protocol import JobStatus
 from docker_env import RUNTIMES, run_job
 
 pytestmark = pytest.mark.timeout(120)
 
-# Runs in the container as nobody: each case as python3 -u, then through the zygote.
+# Runs in the container as nobody: each case as python3 -u, then through the zygote as the
+# container runs it (the bootstrap forks it; a stand-in launcher hands it the case's job).
 _HARNESS = r"""
-import json, marshal, os, subprocess, sys
-zygote_source = open("/harness/zygote.py").read()
+import json, os, subprocess, sys
+bootstrap = open("/harness/bootstrap.py").read()
+boot = open("/harness/boot.bin", "rb").read()
 cases = json.load(open("/harness/cases.json"))
 results = []
 for index, case in enumerate(cases):
@@ -38,25 +41,31 @@ for index, case in enumerate(cases):
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp", "LANG": "C.UTF-8", **case["env"]}
     argv = [sys.executable, "-u", script, *case["args"]]
     plain = subprocess.run(argv, env=env, cwd=where, capture_output=True, timeout=30)
-    job_read, job_write = os.pipe()
-    ready_read, ready_write = os.pipe()
-    zygote = subprocess.Popen(
-        [sys.executable, "-u", "-c", zygote_source, str(job_read), str(ready_write)],
-        env=env, cwd=where, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, pass_fds=(job_read, ready_write))
-    os.close(job_read)
-    os.close(ready_write)
-    assert os.read(ready_read, 1) == b"R"
-    message = marshal.dumps(([os.fsencode(a) for a in argv],
-                             {os.fsencode(k): os.fsencode(v) for k, v in env.items()}))
-    os.write(job_write, message)
-    os.close(job_write)
-    out, err = zygote.communicate(timeout=30)
+    json.dump([argv, env], open("/tmp/job.json", "w"))
+    zygote = subprocess.run([sys.executable, "-u", "-c", bootstrap], input=boot, env=env,
+                            cwd=where, capture_output=True, timeout=30)
     results.append({
         "plain": [plain.returncode, plain.stdout.decode(), plain.stderr.decode()],
-        "zygote": [zygote.returncode, out.decode(), err.decode()],
+        "zygote": [zygote.returncode, zygote.stdout.decode(), zygote.stderr.decode()],
     })
 print(json.dumps(results))
+"""
+
+# The stand-in launcher: hands the zygote the job in /tmp/job.json, ends as the job ended.
+_HANDOVER = r"""
+import json, marshal, os, signal, sys
+with open(sys.argv[1]) as job_file:
+    argv, env = json.load(job_file)
+pid, job_write, ready_read = (int(part) for part in sys.argv[2].split(":"))
+assert os.read(ready_read, 1) == b"R"
+job = ([os.fsencode(a) for a in argv], {os.fsencode(k): os.fsencode(v) for k, v in env.items()})
+os.write(job_write, marshal.dumps(job))
+os.close(job_write)
+_, status = os.waitpid(pid, 0)
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+os._exit(os.waitstatus_to_exitcode(status))
 """
 
 CASES: dict[str, dict[str, object]] = {
@@ -112,11 +121,13 @@ CASES: dict[str, dict[str, object]] = {
 def _differential(runtime: str, image: str) -> list[dict[str, list[object]]]:
     with tempfile.TemporaryDirectory() as where:
         root = Path(where)
-        (root / "zygote.py").write_text(ZYGOTE_SOURCE)
+        programs = {"zygote": ZYGOTE_SOURCE, "launcher": _HANDOVER}
+        (root / "boot.bin").write_bytes(boot(programs, ["/tmp/job.json"]))
+        (root / "bootstrap.py").write_text(BOOTSTRAP_SOURCE)
         (root / "cases.json").write_text(json.dumps(list(CASES.values())))
         (root / "harness.py").write_text(_HARNESS)
         root.chmod(0o755)
-        for name in ("zygote.py", "cases.json", "harness.py"):
+        for name in ("boot.bin", "bootstrap.py", "cases.json", "harness.py"):
             (root / name).chmod(0o644)
         command = [
             "docker", "run", "--rm", "--network", "none", "--runtime", runtime,
@@ -155,8 +166,8 @@ def test_zygote_agrees_with_python_u(runtime: str, docker_engine: str) -> None:
     ("env", "alike"),
     [
         ({"A": "1"}, True),
-        ({"HOME": "/tmp", "PYTHONPATH": "/job/site"}, True),
-        ({"PYTHONPATH": "/job/site:/elsewhere"}, False),
+        ({"HOME": "/tmp", "PYTHONPATH": "/opt/compound/site"}, True),
+        ({"PYTHONPATH": "/opt/compound/site:/elsewhere"}, False),
         ({"PYTHONHASHSEED": "0"}, False),
         ({"LC_ALL": "C"}, False),
         ({"TZ": "UTC"}, False),
@@ -167,7 +178,7 @@ def test_starts_alike_only_when_nothing_read_at_start_differs(
     env: dict[str, str], alike: bool
 ) -> None:
     """Only variables an interpreter reads while it starts decide the fallback."""
-    started_with = {"HOME": "/tmp", "PYTHONPATH": "/job/site", "PATH": "/bin"}
+    started_with = {"HOME": "/tmp", "PYTHONPATH": "/opt/compound/site", "PATH": "/bin"}
     assert starts_alike({**started_with, **env}, started_with) is alike
 
 
@@ -232,4 +243,4 @@ async def test_environment_read_at_start_falls_back_to_python_u(
     if "PYTHONWARNINGS" in env:
         assert report["warnoptions"] == ["error"]
     if "PYTHONPATH" in env:
-        assert report["path"][1:4] == ["/job/site", "/opt/extra", "/usr/lib/python311.zip"]
+        assert report["path"][1:4] == [SITE_DIR, "/opt/extra", "/usr/lib/python311.zip"]

@@ -346,6 +346,7 @@ async def _run_agent(settings: AgentSettings) -> int:
             warm=settings.warm,
             max_outputs_bytes=settings.max_output_files_bytes,
             outputs_dir=settings.state_dir / "outputs",
+            site_dir=settings.state_dir / "sandbox-site",
         )
     )
     agent = Agent(settings, node_id, runner)

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ from compound.agent.runners.docker_spec import (
     MANAGED_LABEL,
     NODE_LABEL,
     POOL_LABEL,
+    SITECUSTOMIZE_NAME,
     DockerRunnerSettings,
     Runtime,
     SandboxKey,
@@ -60,7 +64,7 @@ from compound.agent.runners.docker_spec import (
     warm_name,
 )
 from compound.agent.runners.sandbox_env import refused_variable
-from compound.agent.runners.sandbox_payload import PayloadTooBig
+from compound.agent.runners.sandbox_payload import SITECUSTOMIZE, PayloadTooBig
 from compound.agent.runners.warm_pool import WarmPool
 from compound.protocol import JobStatus, Stream
 
@@ -88,6 +92,8 @@ class DockerRunner:
         self._docker: aiodocker.Docker | None = None
         self._runtime: Runtime | None = None
         self._removals: set[asyncio.Task[None]] = set()
+        # Our sitecustomize's directory on this machine, mounted into every container.
+        self._site: Path | None = None
         self.warm_pool: WarmPool[SandboxKey, Sandbox] = WarmPool(
             settings.warm, self._start_warm, Sandbox.usable, self._discard
         )
@@ -121,6 +127,7 @@ class DockerRunner:
             await self._check_image(docker)
             await self.remove_orphans()
             _prepare_outputs_dir(self.settings.outputs_dir)
+            write_site(self._site_source())
         except DockerError as exc:
             raise EngineError(describe(exc)) from exc
         self.warm_pool.refill(sandbox_key(self.settings, runtime, None))
@@ -233,8 +240,22 @@ class DockerRunner:
             sandbox = await self._start_sandbox(key, name, pooled=False)
         return sandbox
 
+    @property
+    def site_dir(self) -> Path | None:
+        """Where our sitecustomize is kept for the containers, once the first needed it."""
+        return self._site
+
+    def _site_source(self) -> Path:
+        """The directory with our sitecustomize (a private temporary one unless the settings
+        name one); put back if something removed it meanwhile."""
+        if self._site is None:
+            self._site = self.settings.site_dir or Path(tempfile.mkdtemp(prefix="compound-site-"))
+        if not (self._site / SITECUSTOMIZE_NAME).is_file():
+            write_site(self._site)
+        return self._site
+
     async def _start_sandbox(self, key: SandboxKey, name: str, *, pooled: bool) -> Sandbox:
-        config = container_config(key, self.settings.node_id, pooled=pooled)
+        config = container_config(key, self.settings.node_id, self._site_source(), pooled=pooled)
         return await start_sandbox(
             self._client(), self.settings.docker_url, config, name, LAUNCHER_BOOT
         )
@@ -384,6 +405,9 @@ class DockerRunner:
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
+        if self._site is not None and self.settings.site_dir is None:
+            shutil.rmtree(self._site, ignore_errors=True)
+            self._site = None
 
 
 def _told_state(stopped_as: JobStatus | None, outputs: OutputsReceiver) -> FinalState | None:
@@ -434,6 +458,22 @@ class _JobInput:
     payload: bytes
     inputs_tar: Path | None
     inputs_bytes: int
+
+
+def write_site(directory: Path) -> None:
+    """Put our sitecustomize in ``directory`` (made if missing) for containers to mount.
+
+    Readable by the job's user, writable by nobody else: every job's interpreter runs it.
+    """
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    target = directory / SITECUSTOMIZE_NAME
+    if target.is_file() and target.read_bytes() == SITECUSTOMIZE:
+        return
+    staged = directory / f".{SITECUSTOMIZE_NAME}.{uuid.uuid4().hex}"
+    staged.write_bytes(SITECUSTOMIZE)
+    staged.chmod(0o644)
+    staged.replace(target)
 
 
 def _prepare_outputs_dir(outputs_dir: Path | None) -> None:

@@ -22,7 +22,6 @@ from compound.agent.runners.base import Limits, MiB, RunSpec
 from compound.agent.runners.sandbox_env import container_env
 from compound.agent.runners.sandbox_payload import (
     BOOTSTRAP_SOURCE,
-    SITECUSTOMIZE,
     boot,
     encode_script,
     job_env,
@@ -42,12 +41,15 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # nobody:nogroup; exists in every Debian-based image, owns nothing.
 JOB_UID = 65534
 JOB_USER = f"{JOB_UID}:{JOB_UID}"
-# The job's own tmpfs and working directory: the script and our sitecustomize.py (see
-# sandbox_stdio) and the input files, written by the launcher (see sandbox_launch) and made
-# read-only before the script starts, and outputs/, which the job fills.
+# The job's own tmpfs and working directory: the script and the input files, written by the
+# launcher (see sandbox_launch) and made read-only before the script starts, and outputs/,
+# which the job fills.
 SCRIPT_DIR = "/job"
 SCRIPT_PATH = f"{SCRIPT_DIR}/main.py"
-SITE_DIR = f"{SCRIPT_DIR}/site"
+# Our sitecustomize.py (see sandbox_stdio), mounted read-only from the agent's machine: it
+# must be in place when the container's interpreter starts, before anything could write it.
+SITE_DIR = "/opt/compound/site"
+SITECUSTOMIZE_NAME = "sitecustomize.py"
 # A job's dependency directory (RunSpec.deps_dir), mounted read-only, first after our site.
 DEPS_DIR = "/opt/compound/deps"
 # One program, one namespace: the launcher calls the files' functions by their names. The
@@ -62,7 +64,7 @@ LAUNCHER_SOURCE = "from __future__ import annotations\n" + "".join(
 )
 # The job's interpreter, started before the job arrives (see sandbox_prestart).
 ZYGOTE_SOURCE = Path(__file__).with_name("sandbox_zygote.py").read_text(encoding="utf-8")
-# Room in the job's tmpfs beyond the two files: directory entries, page rounding.
+# Room in the job's tmpfs beyond the script: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
 # Must match sandbox_launch.CONTROL: the files section's fixed head.
 _FILES_CONTROL = struct.Struct(">QQQdH")
@@ -111,6 +113,9 @@ class DockerRunnerSettings:
     outputs_dir: Path | None = None
     # Started, idle containers kept ready for the next job (see warm_pool); 0 turns it off.
     warm: int = 1
+    # Where our sitecustomize is kept for containers to mount (None: a private temporary
+    # directory, removed at close).
+    site_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -158,17 +163,20 @@ def choose_runtime(wanted: str, registered: dict[str, object]) -> Runtime:
     return "runsc" if wanted == "runsc" else "runc"
 
 
-def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str, Any]:
-    """The Engine API ``containers/create`` body for a container of ``key``, for any job."""
+def container_config(
+    key: SandboxKey, node_id: str, site_source: Path, *, pooled: bool
+) -> dict[str, Any]:
+    """The Engine API ``containers/create`` body for a container of ``key``, for any job;
+    ``site_source``: the agent's directory holding our sitecustomize (``SITECUSTOMIZE``)."""
     limits = key.limits
     labels = {MANAGED_LABEL: "1", NODE_LABEL: node_id}
     if pooled:
         labels[POOL_LABEL] = "1"
     return {
         "Image": key.image,
-        # Reads the launcher from stdin (LAUNCHER_BOOT, sent at start), which reads the job
-        # from stdin, then runs python3 -u on the script.
-        "Cmd": ["python3", "-I", "-S", "-c", BOOTSTRAP_SOURCE],
+        # The job's interpreter, started now: it reads LAUNCHER_BOOT from stdin (sent at the
+        # start), forks the zygote and runs the launcher, which reads the job from stdin.
+        "Cmd": ["python3", "-u", "-c", BOOTSTRAP_SOURCE],
         # Only ours: the job's variables go to stdin and reach only the job's interpreter.
         "Env": container_env({}, _python_path(key)),
         "User": JOB_USER,
@@ -202,7 +210,7 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
                     f"uid={JOB_UID},gid={JOB_UID},mode=0700"
                 ),
             },
-            **_deps_mount(key),
+            "Mounts": _mounts(key, site_source),
             "ShmSize": key.shm_bytes,
             # tini as PID 1 forwards SIGTERM to the script; a bare PID 1 would ignore it.
             "Init": True,
@@ -213,14 +221,16 @@ def container_config(key: SandboxKey, node_id: str, *, pooled: bool) -> dict[str
     }
 
 
-def launcher_args(script_path: str, site_dir: str, *, zygote: bool = True) -> list[str]:
-    """The launcher's arguments (see sandbox_launch); ``zygote`` False: no job is handed
-    to a pre-started interpreter."""
-    return [script_path, site_dir, SITECUSTOMIZE.decode("utf-8"), ZYGOTE_SOURCE if zygote else ""]
+def launcher_boot(script_path: str, *, zygote: bool = True) -> bytes:
+    """What a container is sent on stdin as it starts (see sandbox_payload.BOOTSTRAP_SOURCE);
+    ``zygote`` False: no job is handed to a pre-started interpreter."""
+    programs = {"launcher": LAUNCHER_SOURCE}
+    if zygote:
+        programs["zygote"] = ZYGOTE_SOURCE
+    return boot(programs, [script_path])
 
 
-# What every container is sent on stdin as soon as it starts (see container_config).
-LAUNCHER_BOOT = boot(LAUNCHER_SOURCE, launcher_args(SCRIPT_PATH, SITE_DIR))
+LAUNCHER_BOOT = launcher_boot(SCRIPT_PATH)
 
 
 def warm_name() -> str:
@@ -237,11 +247,12 @@ def _python_path(key: SandboxKey) -> list[str]:
     return [SITE_DIR, DEPS_DIR] if key.deps_dir is not None else [SITE_DIR]
 
 
-def _deps_mount(key: SandboxKey) -> dict[str, Any]:
+def _mounts(key: SandboxKey, site_source: Path) -> list[dict[str, Any]]:
+    site = {"Type": "bind", "Source": str(site_source), "Target": SITE_DIR, "ReadOnly": True}
     if key.deps_dir is None:
-        return {}
-    mount = {"Type": "bind", "Source": str(key.deps_dir), "Target": DEPS_DIR, "ReadOnly": True}
-    return {"Mounts": [mount]}
+        return [site]
+    deps = {"Type": "bind", "Source": str(key.deps_dir), "Target": DEPS_DIR, "ReadOnly": True}
+    return [site, deps]
 
 
 def job_payload(spec: RunSpec, key: SandboxKey) -> bytes:
@@ -259,7 +270,7 @@ def script_refusal(
 ) -> str | None:
     """Why ``spec``'s script and ``inputs_bytes`` of input files cannot go into a container
     of ``key`` and still leave ``outputs_room_bytes``; None when they fit."""
-    fixed = len(SITECUSTOMIZE) + _SCRIPT_DIR_SLACK_BYTES + outputs_room_bytes
+    fixed = _SCRIPT_DIR_SLACK_BYTES + outputs_room_bytes
     inputs = math.ceil(inputs_bytes / MiB) * MiB
     if len(encode_script(spec.script)) + inputs + fixed <= key.job_dir_bytes:
         return None

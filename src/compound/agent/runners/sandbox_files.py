@@ -8,7 +8,7 @@ files only (links and the like are skipped), up to a byte cap, written as a tar 
 after the trailer's marker (see sandbox_trailer for the agent's side).
 
 The agent never imports this module: ``docker_spec`` ships its source in front of the
-launcher's (both run as one ``python3 -I -S -c`` program), so it uses the standard library
+launcher's (both run as one program, see sandbox_payload), so it uses the standard library
 only and its names are the launcher's. Nothing here runs before the launcher calls it.
 """
 

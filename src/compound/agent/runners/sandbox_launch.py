@@ -31,12 +31,12 @@ agent reports the result from it without waiting for the container to end); the 
 goes to stderr too, after the job's last byte there. Then this process exits with the
 job's exit code. See docs/sandbox.md.
 
-The container's ``python3 -I -S -c BOOTSTRAP_SOURCE`` (see sandbox_payload) reads this
-program from stdin and runs it, so no ``PYTHON*`` variable and no site-packages change how
-the job is put in place. The agent imports this module for its
-constants only. Arguments: the script's path, the directory for sitecustomize, its source
-(written there as the container starts, before any job), and the zygote's source (see
-sandbox_prestart; empty: none, every job starts its own interpreter).
+The container's ``python3 -u -c BOOTSTRAP_SOURCE`` (see sandbox_payload) reads this program
+from stdin, forks the zygote, keeps only the standard library on ``sys.path`` and runs it,
+so no dependency directory and no input file changes how the job is put in place. The
+agent imports this module for its constants only. Arguments: the script's path and the
+zygote as ``PID:JOB_WRITE_FD:READY_READ_FD`` (see sandbox_prestart; empty: none, every job
+starts its own interpreter).
 """
 
 from __future__ import annotations
@@ -261,16 +261,10 @@ def read_header(fd: int) -> dict[str, object]:
 
 
 class Placement:
-    """Where the sections go: the script's path and our sitecustomize's directory."""
+    """Where the sections go: the script's path."""
 
-    def __init__(self, script_path: str, site_dir: str) -> None:
+    def __init__(self, script_path: str) -> None:
         self.script_path = script_path
-        self.site_dir = site_dir
-
-    def site(self, data: bytes) -> None:
-        os.mkdir(self.site_dir, 0o755)
-        write_read_only(os.path.join(self.site_dir, "sitecustomize.py"), data)
-        os.chmod(self.site_dir, 0o555)
 
     def script(self, data: bytes) -> None:
         write_read_only(self.script_path, data)
@@ -292,16 +286,14 @@ def receive(fd: int, placement: Placement) -> tuple[list[str], dict[str, str]]:
     return header["args"], header["env"]  # type: ignore[return-value]
 
 
-def launch(script_path: str, site_dir: str, site_source: str, zygote_source: str) -> int:
-    """Put our sitecustomize in place, start the zygote, receive the job, put its files in
-    place, run it, send its outputs; its exit code."""
+def launch(script_path: str, zygote_spec: str) -> int:
+    """Receive the job, put its files in place, run it (in the zygote ``zygote_spec``
+    names when it serves the job, see sandbox_prestart), send its outputs; its exit code."""
     if os.getuid() == 0:
         # kill(-1) as root outside a sandbox would end every process of the machine.
         raise LaunchError("the launcher never runs as root")
-    placement = Placement(script_path, site_dir)
-    # Before the zygote starts: its interpreter imports it, as the job's would.
-    placement.site(site_source.encode("utf-8"))
-    zygote = Zygote(zygote_source) if zygote_source else None
+    placement = Placement(script_path)
+    zygote = Zygote.adopt(zygote_spec) if zygote_spec else None
     make_undumpable()
     args, job_env = receive(0, placement)
     control = FilesControl()
@@ -329,7 +321,7 @@ def launch(script_path: str, site_dir: str, site_source: str, zygote_source: str
 
 if __name__ == "__main__":
     try:
-        exit_code = launch(*sys.argv[1:5])
+        exit_code = launch(*sys.argv[1:3])
     except (OSError, LaunchError, EOFError, ValueError, KeyError, struct.error) as exc:
         # ValueError: text the interpreter cannot pass to exec (a lone surrogate).
         sys.stderr.write(f"[compound] could not start the job: {exc}\n")

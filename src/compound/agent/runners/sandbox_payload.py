@@ -12,6 +12,7 @@ import marshal
 from dataclasses import dataclass
 from importlib.util import MAGIC_NUMBER
 from pathlib import Path
+from types import CodeType
 
 from compound.agent.runners.sandbox_env import container_env
 from compound.agent.runners.sandbox_launch import (
@@ -22,13 +23,22 @@ from compound.agent.runners.sandbox_launch import (
 )
 
 SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_bytes()
-LAUNCHER_NAME = "<compound launcher>"
-# The container's program: it reads the launcher (its source and arguments) from stdin, then
-# runs it. The launcher (~40 KB with the sources it carries) goes there rather than in the
-# command: the engine stores a container's command in its own and in containerd's records
-# at every state change, which cost each container ~10 ms of the engine's CPU. It comes
-# compiled too, used when the image's Python reads the same bytecode as the agent's
-# (compiling it cost every container ~4 ms), else from source.
+# The container's program, run as ``python3 -u -c BOOTSTRAP_SOURCE``: the interpreter the
+# job will run in, started with the container. It reads from stdin the programs to run
+# (``boot``), forks, and the child becomes the zygote (the job's interpreter waiting for its
+# job, see sandbox_zygote) while the parent runs the launcher (see sandbox_launch) with
+# ``args`` and the zygote's pid and pipes. One interpreter start per container, not two: the
+# zygote is a fork, not a second ``python3``, and it was started exactly as the job's own
+# ``python3 -u`` would be (same flags, environment, site and sitecustomize), before it
+# imported anything ``python3 -u`` does not import. The parent keeps only the standard
+# library on its path before the launcher imports anything (no dependency directory can
+# shadow its modules).
+#
+# The programs come here rather than in the command: the engine stores a container's
+# command in its own and in containerd's records at every state change, which cost each
+# container ~10 ms of the engine's CPU for the ~40 KB they take. They come compiled too,
+# used when the image's Python reads the same bytecode as the agent's (compiling the
+# launcher cost every container ~4 ms), else from source.
 BOOTSTRAP_SOURCE = """\
 import marshal, os, sys
 from _frozen_importlib_external import MAGIC_NUMBER
@@ -40,11 +50,43 @@ def read_exactly(size):
             os._exit(125)
         data += chunk
     return data
-magic, code, source, sys.argv[1:] = marshal.loads(
-    read_exactly(int.from_bytes(read_exactly(4), "big")))
-del read_exactly
-exec(marshal.loads(code) if magic == MAGIC_NUMBER else compile(source, LAUNCHER_NAME, "exec"))
-""".replace("LAUNCHER_NAME", repr(LAUNCHER_NAME))
+magic, programs, args = marshal.loads(read_exactly(int.from_bytes(read_exactly(4), "big")))
+def load(name):
+    code, source = programs[name]
+    if magic == MAGIC_NUMBER:
+        return marshal.loads(code)
+    return compile(source, "<compound " + name + ">", "exec", dont_inherit=True)
+zygote, child = "", False
+if "zygote" in programs:
+    job_read, job_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    child = pid == 0
+    if child:
+        os.close(job_write)
+        os.close(ready_read)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    else:
+        os.close(job_read)
+        os.close(ready_write)
+        zygote = f"{pid}:{job_write}:{ready_read}"
+if child:
+    # Called from here: the frames above the job's script are this one, serve, run_main.
+    namespace = {"__name__": "compound_zygote"}
+    exec(load("zygote"), namespace)
+    namespace["serve"](job_read, ready_write)
+else:
+    stdlib = os.path.dirname(os.__file__)
+    sys.path[:] = [
+        entry for entry in sys.path
+        if (entry == stdlib or entry.startswith(stdlib + os.sep) or entry.endswith(".zip"))
+        and not entry.rstrip(os.sep).endswith("-packages")
+    ]
+    sys.argv[1:] = [*args, zygote]
+    exec(load("launcher"))
+"""
 
 
 @dataclass(frozen=True)
@@ -76,12 +118,18 @@ def job_env(env: dict[str, str], python_path: list[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in container_env(env, python_path))
 
 
-def boot(source: str, args: list[str]) -> bytes:
-    """What ``BOOTSTRAP_SOURCE`` reads from stdin to run ``source`` with ``args``."""
-    code = compile(source, LAUNCHER_NAME, "exec", dont_inherit=True, optimize=0)
-    parts = (MAGIC_NUMBER, marshal.dumps(code), source, args)
-    encoded = marshal.dumps(parts, MARSHAL_FORMAT)
+def boot(programs: dict[str, str], args: list[str]) -> bytes:
+    """What ``BOOTSTRAP_SOURCE`` reads from stdin: ``programs`` by name (``launcher``,
+    run with ``args``; ``zygote``, optional) as source and compiled."""
+    compiled = {
+        name: (marshal.dumps(_compiled(name, source)), source) for name, source in programs.items()
+    }
+    encoded = marshal.dumps((MAGIC_NUMBER, compiled, args), MARSHAL_FORMAT)
     return HEADER_LENGTH.pack(len(encoded)) + encoded
+
+
+def _compiled(name: str, source: str) -> CodeType:
+    return compile(source, f"<compound {name}>", "exec", dont_inherit=True, optimize=0)
 
 
 def payload(args: list[str], env: dict[str, str], sections: list[Section]) -> bytes:

@@ -1,10 +1,11 @@
 """Shipped into each job container with the launcher: the job's interpreter, started early.
 
-The launcher starts a ``Zygote`` (see sandbox_zygote) when the container starts, so the
-job's ``python3 -u`` is up by the time the job arrives, and hands it the job instead of
-starting one. It is the launcher's child, as the job's process always is: SIGTERM is
-forwarded to it and its exit code is the job's. It serves one job and no other: it
-is started in a container used for exactly one job, and gets nothing but that job.
+The container's bootstrap (see sandbox_payload) forks a zygote (see sandbox_zygote) as the
+container starts, so the job's ``python3 -u`` is up by the time the job arrives, and the
+launcher hands it the job instead of starting one (a ``Zygote`` adopts it). It is the
+launcher's child, as the job's process always is: SIGTERM is forwarded to it and its exit
+code is the job's. It serves one job and no other: it is started in a container used for
+exactly one job, and gets nothing but that job.
 
 Only when the job's environment would start an interpreter exactly as the zygote was
 started: a ``PYTHON*`` variable, the locale, ``HOME`` (the user site directory) or ``TZ``
@@ -21,14 +22,11 @@ from __future__ import annotations
 import _signal as signal
 import marshal
 import os
-import sys
 
 # Read while an interpreter starts, besides every PYTHON* variable.
 STARTUP_VARIABLES = frozenset({"HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
 STARTUP_PREFIX = "PYTHON"
 ZYGOTE_READY = b"R"
-# Must match sandbox_launch.LAUNCH_FAILED_EXIT (not imported: shipped before it).
-_EXEC_FAILED_EXIT = 125
 
 
 def starts_alike(env: dict[str, str], started_with: dict[str, str]) -> bool:
@@ -41,24 +39,18 @@ def starts_alike(env: dict[str, str], started_with: dict[str, str]) -> bool:
 class Zygote:
     """A started ``python3 -u`` waiting for one job (see sandbox_zygote)."""
 
-    def __init__(self, source: str) -> None:
-        """Start it with this process's environment, stdin on /dev/null."""
-        job_read, self._job_write = os.pipe()
-        self._ready_read, ready_write = os.pipe()
+    def __init__(self, pid: int, job_write: int, ready_read: int) -> None:
+        self.pid = pid
+        self._job_write = job_write
+        self._ready_read = ready_read
+        # Forked from this process's interpreter before anything else ran: its environment.
         self.started_with = dict(os.environ)
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.set_inheritable(job_read, True)
-                os.set_inheritable(ready_write, True)
-                argv = [sys.executable, "-u", "-c", source, str(job_read), str(ready_write)]
-                os.execv(sys.executable, argv)
-            finally:
-                os._exit(_EXEC_FAILED_EXIT)
-        os.close(job_read)
-        os.close(ready_write)
+
+    @classmethod
+    def adopt(cls, spec: str) -> Zygote:
+        """The zygote the container's bootstrap forked: ``PID:JOB_WRITE_FD:READY_READ_FD``."""
+        pid, job_write, ready_read = (int(part) for part in spec.split(":"))
+        return cls(pid, job_write, ready_read)
 
     def serves(self, env: dict[str, str]) -> bool:
         return starts_alike(env, self.started_with)

@@ -1,11 +1,13 @@
 """Shipped into each job container: the job's interpreter, started before the job exists.
 
 Starting ``python3 -u`` costs every job ~10 ms under runc and ~30-45 ms under gVisor. The
-launcher (see sandbox_prestart) starts this program as ``python3 -u -c SOURCE JOB_FD
-READY_FD`` as soon as the container starts, with the container's environment, stdin on
-``/dev/null``, and our sitecustomize already in place, so its start is the job's start. It
-says it is up with one byte on READY_FD, then blocks on JOB_FD until the launcher sends
-the job's ``argv`` and environment (``marshal``, bytes, as ``execve`` would take them), and
+container's interpreter (``python3 -u``, with the container's environment and our
+sitecustomize) forks as soon as the container starts (see sandbox_payload's bootstrap); the
+child runs this program's ``serve(JOB_FD, READY_FD)`` with stdin on ``/dev/null``, so the
+container's start is the job's start (run as ``python3 -u -c SOURCE JOB_FD READY_FD`` it
+does the same). It says it is up with one byte on READY_FD, then blocks on JOB_FD until the
+launcher sends the job's ``argv`` and environment (``marshal``, bytes, as ``execve`` would
+take them), and
 becomes what ``python3 -u script args`` would have been: ``sys.argv``, ``sys.orig_argv``,
 ``sys.path[0]`` (the script's directory), ``os.environ``, a fresh ``__main__`` with
 ``__file__``, the script run in it; an uncaught exception is printed without our frames and
@@ -15,7 +17,7 @@ environment sets would have changed the interpreter's start (see sandbox_prestar
 
 It never writes to stdout or stderr before the job runs (an idle container that says
 anything is discarded), and a launcher that goes away leaves it reading EOF: it exits.
-The agent never imports this module: ``docker_spec`` ships its source. It must import
+The agent never imports this module: ``docker_spec`` ships it. It must import
 nothing that ``python3 -u`` has not imported already, so the job finds ``sys.modules`` as
 it would.
 """
