@@ -151,7 +151,8 @@ def test_submitter_asks_for_a_token_and_runs_the_job(
     # A reload follows the job again with the remembered token: no prompt.
     page.reload()
     expect(badge).to_have_text("Complete ✓")
-    assert page.evaluate("window.compoundLog.text()") == expected
+    # The first message of a follow is the job's (ended) status; its records come after it.
+    page.wait_for_function("text => window.compoundLog.text() === text", arg=expected)
     expect(dialog).to_have_count(0)
 
     # Forget it from the title bar: the follow socket is now closed 4401 and asks again.
