@@ -5,6 +5,7 @@ its row marked as such), in this order:
 
 - (a)-(d) ``end_to_end.py``: trivial and heavy jobs against ``docker run`` in the same run;
 - ``engine_ceiling.py``: single-use containers/s the engine allows, the bound of (d);
+- ``burst_cpu.py``: the CPU one job of (d) costs, by process (what bounds (d) on 2 cores);
 - (e)-(f) ``scale.py``: dispatch to 100 simulated contributors; 1,000 and 10,000 heartbeating;
 - (g) ``fanout.py``: one job of 1,000,000 lines to 10 followers;
 - ``deps_start.py`` if present (per-job dependencies): its ``main()`` returns figures;
@@ -33,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import burst_cpu
 import end_to_end
 import engine_ceiling
 import fanout
@@ -199,6 +201,7 @@ def main() -> None:
     parts: list[tuple[str, int, Callable[[], list[Figure]]]] = [
         ("(a)-(d) end to end", 240, lambda: end_to_end.main(options.repeat, options.heavy_repeat)),
         ("(d) engine ceiling", 120, engine_ceiling.main),
+        ("(d) CPU per job", 120, burst_cpu.measure),
         ("(e) dispatch", 90, scale.dispatch_main),
         ("(f) 1,000 contributors", 120, lambda: scale.presence_main(1000)),
         ("(f) 10,000 contributors", 300, lambda: scale.presence_main(10_000)),
