@@ -197,7 +197,13 @@ async def healthz(state: State) -> dict[str, Any]:
 @router.websocket("/api/v1/jobs/{job_id}/follow")
 async def follow(websocket: WebSocket, job_id: str, after: str = "-1") -> None:
     """Status, every log record after ``after`` exactly once, then ``end``."""
-    state = state_of(websocket)
+    await follow_answer(websocket, state_of(websocket), job_id, after)
+
+
+async def follow_answer(
+    websocket: WebSocket, state: CoordinatorState, job_id: str, after: str
+) -> None:
+    """The follow socket itself; ``follow_route`` calls it ahead of FastAPI's router."""
     await websocket.accept()
     start = _follow_start(after)
     if start is None:
