@@ -21,12 +21,13 @@ from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
 from compound.coordinator.app import create_app
+from compound.coordinator.follow import IDLE_RECHECK_S
 from compound.coordinator.hub import ChangeHub, Wakeup
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.coordinator.store import Store
 from fake_agent import FakeAgent
-from support import Coordinator
+from support import Coordinator, wait_until
 from uvicorn_thread import serving_in_thread
 
 pytestmark = pytest.mark.timeout(90)
@@ -228,7 +229,8 @@ def _reads_for(tmp_path: Path, followers_count: int) -> int:
             )
             follower.close()
         agent.ws.close()
-        assert state_of(app).hub.watching() == 0  # no follower's alarm outlives it
+        # No follower's alarm outlives it (its socket may take a moment to finish closing).
+        wait_until(lambda: state_of(app).hub.watching() == 0, PROMPT_S, "alarms removed")
         return counter.calls
 
 
@@ -241,3 +243,76 @@ def test_claims_cost_followers_of_queued_jobs_linear_reads(tmp_path: Path) -> No
     # Per job: claim (page + row), end (page + row + last page), plus the odd re-read of a
     # job taken for a claim while others move. Waking all on each claim costs ~3·N²/2.
     assert reads <= 10 * count, f"{reads} reads for {count} followers and claims"
+
+
+class QueryCounter:
+    """Counts the real store's database reads of job rows (``get_job``) and of log pages
+    (``_read_page``: a page served from memory is not one)."""
+
+    def __init__(self, store: Store) -> None:
+        self.calls: dict[str, int] = {}
+        for name in ("get_job", "_read_page"):
+            setattr(store, name, self._counted(name, getattr(store, name)))
+
+    def _counted(self, name: str, read: Callable[..., Any]) -> Callable[..., Any]:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return await read(*args, **kwargs)
+
+        return counted
+
+
+def test_a_follower_reads_its_job_row_only_when_the_job_changed(tmp_path: Path) -> None:
+    """A follower of a job that waits, runs, prints in five batches and ends reads the job
+    row three times (opening and ownership check, claim, end) and never a stored log page:
+    a job that never ran has no records, and new records come from memory."""
+    with in_process(tmp_path, interval_s=0.5) as (coordinator, app):
+        job_id = coordinator.submit("print(1)")
+        counter = QueryCounter(state_of(app).store)
+        began = time.monotonic()
+        follower = Follower(coordinator, job_id)
+        assert status_is("queued", 1)(follower.next())
+        agent = FakeAgent(coordinator)
+        given = agent.recv_type("job")
+        follower.until(status_is("running"), PROMPT_S)
+        first = given["first_seq"]
+        for batch in range(5):
+            agent.log(given, [first + batch], data=f"line {batch}\n")
+            records = follower.until(lambda m: m["type"] == "records", PROMPT_S)["records"]
+            assert [(r["seq"], r["data"]) for r in records] == [(first + batch, f"line {batch}\n")]
+        agent.done(given, last_seq=first + 4)
+        end = follower.until(lambda m: m["type"] == "end", PROMPT_S)
+        assert end["job"]["status"] == "succeeded" and end["job"]["exit_code"] == 0
+        follower.close()
+        agent.ws.close()
+        # A follower with no news re-reads its job every IDLE_RECHECK_S: a slow run may add some.
+        rechecks = int((time.monotonic() - began) / IDLE_RECHECK_S)
+        assert counter.calls.get("_read_page", 0) == 0
+        rows = counter.calls.get("get_job", 0)
+        assert rows <= 3 + rechecks, f"{rows} job reads"
+
+
+def test_a_late_follower_of_an_ended_job_gets_every_record_then_the_end(tmp_path: Path) -> None:
+    """Opened after the job ended, from the start and from the middle of its log: the records
+    after ``after`` exactly once, then ``end``; opened from its last record, only the end."""
+    with in_process(tmp_path, interval_s=0.5) as (coordinator, _):
+        job_id = coordinator.submit("print(1)")
+        agent = FakeAgent(coordinator)
+        given = agent.recv_type("job")
+        first = given["first_seq"]
+        agent.log(given, [first, first + 1, first + 2])
+        agent.recv_type("ack")
+        agent.done(given, last_seq=first + 2)
+        coordinator.wait_for_status(job_id, {"succeeded"})
+        agent.ws.close()
+        for after, expected in (
+            (-1, [first, first + 1, first + 2]),
+            (first, [first + 1, first + 2]),
+            (first + 2, []),
+        ):
+            ws = connect(f"{coordinator.ws_url}/api/v1/jobs/{job_id}/follow?after={after}")
+            with ws:
+                messages = [json.loads(raw) for raw in ws]
+            assert messages[0]["type"] == "status" and messages[-1]["type"] == "end"
+            seqs = [r["seq"] for m in messages if m["type"] == "records" for r in m["records"]]
+            assert seqs == expected

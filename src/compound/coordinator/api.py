@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, WebSocket
@@ -12,7 +12,7 @@ from compound import __version__
 from compound.coordinator.access import may_see, require, require_on_socket
 from compound.coordinator.contributor_store import ContributorRow
 from compound.coordinator.files_api import check_inputs
-from compound.coordinator.follow import follow_job
+from compound.coordinator.follow import Following, follow_job
 from compound.coordinator.followers import TooManyFollowers
 from compound.coordinator.log_tail import LogPage
 from compound.coordinator.quotas import check_quotas
@@ -197,19 +197,25 @@ async def healthz(state: State) -> dict[str, Any]:
 @router.websocket("/api/v1/jobs/{job_id}/follow")
 async def follow(websocket: WebSocket, job_id: str, after: str = "-1") -> None:
     """Status, every log record after ``after`` exactly once, then ``end``."""
-    state = state_of(websocket)
+    await follow_answer(websocket, state_of(websocket), job_id, after)
+
+
+async def follow_answer(
+    websocket: WebSocket, state: CoordinatorState, job_id: str, after: str
+) -> None:
+    """The follow socket itself; ``follow_route`` calls it ahead of FastAPI's router."""
     await websocket.accept()
     start = _follow_start(after)
     if start is None:
         await close_quietly(websocket, CLOSE_POLICY, "after must be an integer from -1")
         return
-    await serve_follower(websocket, state, job_id, _follow_messages(state, job_id, start))
+    await serve_follower(
+        websocket, state, job_id, lambda following: _follow_messages(following, start)
+    )
 
 
-async def _follow_messages(
-    state: CoordinatorState, job_id: str, after: int
-) -> AsyncGenerator[str, None]:
-    async for message in follow_job(state, job_id, after):
+async def _follow_messages(following: Following, after: int) -> AsyncGenerator[str, None]:
+    async for message in follow_job(following, after):
         yield message.as_text() if isinstance(message, LogPage) else serialize(message)
 
 
@@ -225,19 +231,22 @@ async def serve_follower(
     websocket: WebSocket,
     state: CoordinatorState,
     job_id: str,
-    messages: AsyncGenerator[str, None],
+    messages: Callable[[Following], AsyncGenerator[str, None]],
 ) -> None:
     """Shared by the follow socket and the seed's submitter socket: role, unknown (or
-    another's) job, caps, sending until the end or the follower leaves, a bounded close."""
+    another's) job, caps, sending until the end or the follower leaves, a bounded close.
+    The row read for the ownership check is the one the follow starts from."""
     principal = await require_on_socket(websocket, Role.SUBMITTER)
     if principal is None:
         return
-    if await visible_job(state, principal, job_id) is None:
-        await close_quietly(websocket, CLOSE_UNKNOWN_JOB, "unknown job")
-        return
-    try:
-        with state.followers.admit(job_id):
-            if await send_until_disconnect(websocket, messages):
-                await close_quietly(websocket, CLOSE_NORMAL)
-    except TooManyFollowers as exc:
-        await close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, exc.reason)
+    with Following(state, job_id) as following:
+        job = await following.open()
+        if job is None or not may_see(principal, job.owner):
+            await close_quietly(websocket, CLOSE_UNKNOWN_JOB, "unknown job")
+            return
+        try:
+            with state.followers.admit(job_id):
+                if await send_until_disconnect(websocket, messages(following)):
+                    await close_quietly(websocket, CLOSE_NORMAL)
+        except TooManyFollowers as exc:
+            await close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, exc.reason)

@@ -23,6 +23,7 @@ from compound.coordinator.blobs import BlobStore
 from compound.coordinator.browser_guard import BrowserGuardMiddleware
 from compound.coordinator.db import WriteTurns, create_engine, create_reader, create_schema
 from compound.coordinator.file_store import FileStore
+from compound.coordinator.follow_route import FollowRouteMiddleware
 from compound.coordinator.followers import FollowerLimits
 from compound.coordinator.hub import ChangeHub
 from compound.coordinator.open_sockets import OpenSockets, OpenSocketsMiddleware
@@ -90,8 +91,10 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         description="Queue Python scripts, route them to contributors, stream their logs.",
         lifespan=lifespan,
     )
-    # Innermost: the hot route, answered ahead of FastAPI's router (see submit_route).
+    # Innermost: the hot routes, answered ahead of FastAPI's router (see submit_route and
+    # follow_route).
     app.add_middleware(SubmitRouteMiddleware)
+    app.add_middleware(FollowRouteMiddleware)
     # Only origins named with --allow-origin may read answers from another origin. With none
     # named there is nothing to allow (the browser guard refuses other origins outright),
     # and the middleware would still wrap every answer to add "Vary: Origin".

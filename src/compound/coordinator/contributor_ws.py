@@ -236,7 +236,7 @@ async def _handle_log(state: CoordinatorState, session: ContributorSession, mess
     if result is None:
         _refuse_report(session, lease.job_id)
         return
-    state.hub.notify(lease.job_id)
+    state.hub.records_added(lease.job_id)
     if not session.legacy:
         session.send(Ack(job_id=lease.job_id, seq=result))
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from compound.coordinator.hub import Wakeup
 from compound.coordinator.log_tail import LogPage
 from compound.coordinator.state import CoordinatorState
+from compound.coordinator.store import JobRow
 from compound.protocol import FollowEnd, FollowStatus, JobStatus, JobView
 
 PAGE_RECORDS = 2000
@@ -33,61 +34,103 @@ class UnknownJob(KeyError):
     pass
 
 
+class Following:
+    """A follower's alarm on one job, set before the job's row is read (``open``), so no
+    change between the two is missed; the row answers the ownership check and starts the
+    follow without a second read. ``with`` removes the alarm, however the follow ended."""
+
+    def __init__(self, state: CoordinatorState, job_id: str) -> None:
+        self.state = state
+        self.job_id = job_id
+        self.wakeup = Wakeup()
+        self.job: JobRow | None = None
+        self.generation = 0  # the hub's queue generation when ``job`` was read
+
+    async def open(self) -> JobRow | None:
+        """The job's row, read after the alarm was set; None if there is no such job."""
+        self.generation = self.state.hub.queue_generation
+        self.job = await self.state.store.get_job(self.job_id)
+        return self.job
+
+    def __enter__(self) -> Following:
+        self.state.hub.watch(self.job_id, self.wakeup)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.state.hub.unwatch(self.job_id, self.wakeup)
+
+
 async def follow_job(
-    state: CoordinatorState, job_id: str, after: int
+    following: Following, after: int
 ) -> AsyncIterator[LogPage | FollowStatus | FollowEnd]:
-    """Status, pages of records (each page a ``records`` message), status changes, end."""
-    wakeup = Wakeup()
-    state.hub.watch(job_id, wakeup)  # before the first read: no change can slip between
-    try:
-        generation = state.hub.queue_generation
-        view = await _current_view(state, job_id)
-        yield FollowStatus(job=view)
-        stale = False  # whether the job may have changed since ``view`` was read
-        while True:
-            stale = stale or wakeup.job_changed
-            wakeup.reset()
-            page = await state.store.read_logs(job_id, after, PAGE_RECORDS, PAGE_BYTES)
-            if page.records:
-                if page.records[-1].seq <= after:  # never loop on a page that does not advance
-                    raise RuntimeError(f"log page of job {job_id} did not advance past {after}")
+    """Status, pages of records (each page a ``records`` message), status changes, end.
+
+    The job row is read again only when the job itself changed (claimed, ended, ...); new
+    records alone are read from the log (mostly from memory). Its ``last_seq`` says whether
+    the log holds anything past what was sent, so a job that never ran costs no log read.
+    """
+    state, job_id, wakeup = following.state, following.job_id, following.wakeup
+    job = following.job
+    if job is None:
+        raise UnknownJob(job_id)
+    generation = following.generation
+    view = await state.store.view_job(job)
+    yield FollowStatus(job=view)
+    stale = False  # whether the job may have changed since ``job`` was read
+    checked = after  # every stored record up to this seq was sent
+    while True:
+        stale = stale or wakeup.job_changed
+        records_added = wakeup.records_added
+        wakeup.reset()  # before reading: a change during the reads rings again
+        if stale:
+            generation = state.hub.queue_generation
+            job = await _read_job(state, job_id)
+        if records_added or job.last_seq > checked:
+            async for page in _pages_after(state, job_id, after):
                 after = page.records[-1].seq
                 yield page
-                continue
-            if stale:
-                generation = state.hub.queue_generation
-                current = await _current_view(state, job_id)
-                stale = False
-                if _visible_change(view, current):
-                    view = current
-                    yield FollowStatus(job=view)
-            if view.status.is_terminal:
-                # Records are stored before the ending is, so one last read closes any race.
-                page = await state.store.read_logs(job_id, after, PAGE_RECORDS, PAGE_BYTES)
-                if page.records and page.records[-1].seq > after:
-                    after = page.records[-1].seq
-                    yield page
-                    continue
-                yield FollowEnd(job=view)
-                return
-            async for status in _until_job_changes(state, view, wakeup, generation):
-                view = status.job
-                yield status
-            stale = True  # it returns when the job must be re-read
-    finally:
-        state.hub.unwatch(job_id, wakeup)
+            # The pages were read after ``job``: they hold whatever it announced.
+            checked = max(after, job.last_seq)
+        if stale:
+            stale = False
+            current = await state.store.view_job(job)
+            if _visible_change(view, current):
+                view = current
+                yield FollowStatus(job=view)
+        if view.status.is_terminal:
+            # Records are stored before the ending is, and were read after it: all are sent.
+            yield FollowEnd(job=view)
+            return
+        async for status in _until_job_changes(state, view, wakeup, generation):
+            view = status.job
+            yield status
+        # Back without news of its own: the recheck timer, or it left the queue in memory.
+        stale = not (wakeup.job_changed or wakeup.records_added)
+
+
+async def _pages_after(state: CoordinatorState, job_id: str, after: int) -> AsyncIterator[LogPage]:
+    """Pages of the records stored after ``after``, until one comes back empty."""
+    while True:
+        page = await state.store.read_logs(job_id, after, PAGE_RECORDS, PAGE_BYTES)
+        if not page.records:
+            return
+        if page.records[-1].seq <= after:  # never loop on a page that does not advance
+            raise RuntimeError(f"log page of job {job_id} did not advance past {after}")
+        after = page.records[-1].seq
+        yield page
 
 
 async def _until_job_changes(
     state: CoordinatorState, view: JobView, wakeup: Wakeup, generation: int
 ) -> AsyncIterator[FollowStatus]:
-    """Waits until the job itself changed (or IDLE_RECHECK_S passed); meanwhile, if it is
-    queued, its new position whenever the queue moved, throttled. ``generation`` is the
-    hub's queue generation when ``view`` was read. Never touches the database."""
+    """Waits until the job itself changed or got records (or IDLE_RECHECK_S passed);
+    meanwhile, if it is queued, its new position whenever the queue moved, throttled.
+    ``generation`` is the hub's queue generation when ``view`` was read. Never touches
+    the database."""
     hub = state.hub
     recheck_at = time.monotonic() + IDLE_RECHECK_S
     quiet_until = 0.0
-    while not wakeup.job_changed:
+    while not (wakeup.job_changed or wakeup.records_added):
         now = time.monotonic()
         if now >= recheck_at:
             return
@@ -111,11 +154,11 @@ async def _until_job_changes(
             yield FollowStatus(job=view)
 
 
-async def _current_view(state: CoordinatorState, job_id: str) -> JobView:
+async def _read_job(state: CoordinatorState, job_id: str) -> JobRow:
     job = await state.store.get_job(job_id)
     if job is None:
         raise UnknownJob(job_id)
-    return await state.store.view_job(job)
+    return job
 
 
 def _visible_change(before: JobView, after: JobView) -> bool:

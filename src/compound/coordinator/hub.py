@@ -5,6 +5,9 @@ Two kinds of change, because they cost a follower differently:
 - ``notify(job_id)``: the job itself changed (new records, status, attempts, contributor).
   Its followers re-read it from the database at once: this is what a person watching a job
   start or print waits for.
+- ``records_added(job_id)``: new log records of the job were stored, nothing else changed.
+  Its followers read the records (mostly from memory, ``log_tail.py``) but not the job row:
+  a job printing in many batches costs its followers no row read per batch.
 - ``queue_moved()``: jobs left or re-entered the queue, so the positions of queued jobs may
   have moved. A follower of a queued job recomputes its position from the in-memory queue
   (no query), at most once per throttle window (see ``follow.py``). Only followers that armed
@@ -25,23 +28,32 @@ import asyncio
 
 
 class Wakeup:
-    """One follower's alarm: set by a change of its job (``job_changed``), by a queue
-    movement if armed with ``ChangeHub.watch_queue``, or by its own timeout."""
+    """One follower's alarm: set by a change of its job (``job_changed``), by new records
+    of it (``records_added``), by a queue movement if armed with ``ChangeHub.watch_queue``,
+    or by its own timeout."""
 
-    __slots__ = ("_event", "job_changed")
+    __slots__ = ("_event", "job_changed", "records_added")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self.job_changed = False
+        self.records_added = False
 
     def reset(self) -> None:
         """Call *before* reading state: a change during the read sets the alarm again."""
         self._event.clear()
         self.job_changed = False
+        self.records_added = False
 
-    def ring(self, job_changed: bool) -> None:
+    def ring(self, job_changed: bool, records_added: bool = False) -> None:
         self.job_changed = self.job_changed or job_changed
+        self.records_added = self.records_added or records_added
         self._event.set()
+
+    @property
+    def news(self) -> bool:
+        """Whether its job changed or got records since the last ``reset``."""
+        return self.job_changed or self.records_added
 
     async def wait(self, timeout_s: float) -> None:
         """Until rung or ``timeout_s`` passed (a timer, not a task: this runs for every
@@ -85,6 +97,11 @@ class ChangeHub:
             wakeup.ring(job_changed=True)
         if queue_moved:
             self.queue_moved()
+
+    def records_added(self, job_id: str) -> None:
+        """New records of ``job_id`` were committed; the job row changed only its counters."""
+        for wakeup in self._job_watchers.get(job_id, ()):
+            wakeup.ring(job_changed=False, records_added=True)
 
     def queue_moved(self) -> None:
         """Positions in the queue may have moved: wake the followers that asked."""

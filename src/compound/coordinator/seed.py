@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, WebSocket
 
 from compound.coordinator.api import serve_follower, submit
 from compound.coordinator.contributor_ws import contributor_endpoint
-from compound.coordinator.follow import follow_job
+from compound.coordinator.follow import Following, follow_job
 from compound.coordinator.log_tail import LogPage
 from compound.coordinator.state import CoordinatorState, get_state, state_of
 from compound.protocol import FollowEnd, LogRecord
@@ -42,14 +42,14 @@ async def contributor(websocket: WebSocket) -> None:
 async def submitter(websocket: WebSocket, job_id: str) -> None:
     state = state_of(websocket)
     await websocket.accept()
-    await serve_follower(websocket, state, job_id, _seed_messages(state, job_id))
+    await serve_follower(websocket, state, job_id, _seed_messages)
 
 
-async def _seed_messages(state: CoordinatorState, job_id: str) -> AsyncGenerator[str, None]:
+async def _seed_messages(following: Following) -> AsyncGenerator[str, None]:
     # Records are chunks of one or more lines; the seed speaks in whole lines, so records
     # are split at their newlines and a line cut across records of one stream is joined.
     pending: dict[str, tuple[int, str]] = {}
-    async for message in follow_job(state, job_id, -1):
+    async for message in follow_job(following, -1):
         if isinstance(message, LogPage):
             for record in message.records:
                 for line in _seed_lines(pending, record):

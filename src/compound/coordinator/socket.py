@@ -38,7 +38,8 @@ async def receive_text_or_bytes(websocket: WebSocket) -> str | bytes:
 async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:
     """Close with ``code``, giving up after CLOSE_TIMEOUT_S; a gone peer is not an error."""
     try:
-        await asyncio.wait_for(websocket.close(code=code, reason=reason[:120]), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await websocket.close(code=code, reason=reason[:120])
     except Exception as exc:
         log.debug("close failed: %s", exc)
 
@@ -63,7 +64,10 @@ async def send_until_disconnect(websocket: WebSocket, messages: AsyncGenerator[s
 async def _send_all(websocket: WebSocket, messages: AsyncGenerator[str, None]) -> bool:
     try:
         async for text in messages:
-            await asyncio.wait_for(websocket.send_text(text), SEND_TIMEOUT_S)
+            # A timeout scope, not wait_for: on Python 3.11 wait_for runs each send as a
+            # task of its own, and every follower sends several messages.
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await websocket.send_text(text)
     except TimeoutError:
         log.info("follower not reading for %.0f s; dropped", SEND_TIMEOUT_S)
         return False

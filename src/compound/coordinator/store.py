@@ -137,6 +137,11 @@ DATABASE_SIZE_MAX_AGE_S = 1.0
 _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
 
 
+# The columns of a JobRow, in the order ``get_job`` selects them.
+_JOB_COLUMNS = tuple(name for name in JobRow.__dataclass_fields__ if name != "damaged")
+_SELECT_JOB_ROW = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id = ?"
+
+
 class Store:
     def __init__(
         self,
@@ -227,10 +232,17 @@ class Store:
             )
 
     async def get_job(self, job_id: str) -> JobRow | None:
+        # The driver's own query, in one trip to its thread: followers read a job row at
+        # every change of their job, and SQLAlchemy's statement and result handling cost
+        # more than the read itself (~400 µs of CPU against ~150 µs).
         async with self._reader.connect() as conn:
-            result = await conn.execute(select(db.jobs).where(db.jobs.c.id == job_id))
-            row = result.mappings().first()
-        return JobRow.from_mapping(row) if row else None
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            rows = await driver.execute_fetchall(_SELECT_JOB_ROW, (job_id,))
+        for row in rows:
+            return JobRow.from_mapping(dict(zip(_JOB_COLUMNS, row, strict=True)))
+        return None
 
     async def view_job(self, job: JobRow) -> JobView:
         position = await self.queue_position(job) if job.status is JobStatus.QUEUED else None
