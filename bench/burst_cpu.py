@@ -34,13 +34,17 @@ GROUPS = (
     "shims, runc, containers",
     "kernel threads",
     "other",
+    "unattributed",
 )
+# /proc/PID/stat's flags: a kernel thread.
+PF_KTHREAD = 0x00200000
 
 
 @dataclass(frozen=True)
 class Process:
     command: str
     ticks: int  # its own CPU and that of the children it reaped
+    kernel: bool
 
 
 def processes() -> dict[int, Process]:
@@ -54,8 +58,11 @@ def processes() -> dict[int, Process]:
         except OSError:
             continue  # ended meanwhile
         fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue  # its CPU goes to the parent that reaps it: counted there
         ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-        found[int(entry)] = Process(command.decode(errors="replace"), ticks)
+        kernel = bool(int(fields[6]) & PF_KTHREAD)
+        found[int(entry)] = Process(command.decode(errors="replace"), ticks, kernel)
     return found
 
 
@@ -65,26 +72,31 @@ def machine_ticks() -> int:
     return sum(values) - values[3] - values[4]
 
 
-def group_of(pid: int, command: str, own: dict[int, str]) -> str:
+def group_of(pid: int, process: Process, own: dict[int, str]) -> str:
     if pid in own:
         return own[pid]
+    if process.kernel:
+        return "kernel threads"
+    command = process.command
     name = Path(command).name
     if pid == 1 or name.startswith("containerd-shim"):
         return "shims, runc, containers"
     if name in ("dockerd", "containerd"):
         return name
-    return "kernel threads" if not command else "other"
+    return "other"
 
 
 def split(
-    before: dict[int, Process], after: dict[int, Process], own: dict[int, str]
+    before: dict[int, Process], after: dict[int, Process], own: dict[int, str], busy: int
 ) -> dict[str, int]:
-    """CPU ticks spent between the two snapshots, by group."""
+    """CPU ticks spent between the two snapshots, by group; ``busy``: the machine's."""
     spent = dict.fromkeys(GROUPS, 0)
     for pid, process in after.items():
         earlier = before.get(pid)
         start = earlier.ticks if earlier is not None and earlier.command == process.command else 0
-        spent[group_of(pid, process.command, own)] += process.ticks - start
+        spent[group_of(pid, process, own)] += process.ticks - start
+    # Processes that started and ended unreaped by a parent seen here, interrupts, rounding.
+    spent["unattributed"] = busy - sum(spent.values())
     return spent
 
 
@@ -126,7 +138,7 @@ def _bursts(
         after, busy_after = processes(), machine_ticks()
         totals.append((busy_after - busy_before) * 1000 / TICKS_PER_S / jobs)
         rates.append(jobs / took)
-        for group, ticks in split(before, after, own).items():
+        for group, ticks in split(before, after, own, busy_after - busy_before).items():
             by_group[group] += ticks * 1000 / TICKS_PER_S / jobs / rounds
     return totals, rates, by_group
 
