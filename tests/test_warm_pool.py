@@ -405,17 +405,25 @@ def test_warm_setting_reaches_the_agent_and_is_validated() -> None:
             settings_from_dict({"agent_warm": bad})
 
 
+def _deps_dir(root: Path, modules: dict[str, str]) -> Path:
+    """A dependency directory under ``root`` holding ``modules`` (name: source), readable by
+    the job's user."""
+    deps = root / "deps"
+    deps.mkdir(mode=0o755)
+    deps.chmod(0o755)
+    for name, source in modules.items():
+        (deps / f"{name}.py").write_text(source)
+        (deps / f"{name}.py").chmod(0o644)
+    return deps
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 async def test_deps_dir_is_read_only_and_importable(
     runtime: str, docker_engine: str, runners: list[DockerRunner], tmp_path: Path
 ) -> None:
     """A job's dependency directory is importable, read-only, and gets a warm container of
     its own kind after the first such job."""
-    deps = tmp_path / "deps"
-    deps.mkdir(mode=0o755)
-    deps.chmod(0o755)
-    (deps / "helper.py").write_text("GREETING = 'from deps'\n")
-    (deps / "helper.py").chmod(0o644)
+    deps = _deps_dir(tmp_path, {"helper": "GREETING = 'from deps'\n"})
     script = (
         "import helper, sys\n"
         "try:\n"
@@ -442,12 +450,8 @@ async def test_dependencies_cannot_shadow_the_launchers_modules(
     """The launcher shares the job's interpreter start, not its path: modules of the job's
     dependency directory named like what the launcher imports reach only the job, and the
     job is put in place, run and its outputs sent back as always."""
-    deps = tmp_path / "deps"
-    deps.mkdir(mode=0o755)
-    deps.chmod(0o755)
-    for name in ("struct", "tarfile", "ctypes", "marshal"):
-        (deps / f"{name}.py").write_text("raise SystemExit('shadowed ' + __name__)\n")
-        (deps / f"{name}.py").chmod(0o644)
+    shadowing = "raise SystemExit('shadowed ' + __name__)\n"
+    deps = _deps_dir(tmp_path, dict.fromkeys(("struct", "tarfile", "ctypes", "marshal"), shadowing))
     script = (
         "import sys\n"
         "print(sys.path.index('/opt/compound/deps'))\n"
