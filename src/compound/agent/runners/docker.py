@@ -91,6 +91,8 @@ class DockerRunner:
         self.settings = settings
         self._docker: aiodocker.Docker | None = None
         self._runtime: Runtime | None = None
+        # The engine's machine, known with the runtime (picks the seccomp profile).
+        self._architecture: str | None = None
         self._removals: set[asyncio.Task[None]] = set()
         # Our sitecustomize's directory on this machine, mounted into every container.
         self._site: Path | None = None
@@ -107,6 +109,8 @@ class DockerRunner:
         if self._runtime is None:
             info = await docker.system.info()
             self._runtime = choose_runtime(self.settings.runtime, info.get("Runtimes") or {})
+            architecture = info.get("Architecture")
+            self._architecture = architecture if isinstance(architecture, str) else None
         return self._runtime
 
     def _client(self) -> aiodocker.Docker:
@@ -130,7 +134,7 @@ class DockerRunner:
             write_site(self._site_source())
         except DockerError as exc:
             raise EngineError(describe(exc)) from exc
-        self.warm_pool.refill(sandbox_key(self.settings, runtime, None))
+        self.warm_pool.refill(sandbox_key(self.settings, runtime, None, self._architecture))
 
     async def _check_image(self, docker: aiodocker.Docker) -> None:
         try:
@@ -181,7 +185,7 @@ class DockerRunner:
             runtime = await self._resolve_runtime(self._client())
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             return self._failure(exc)
-        key = sandbox_key(self.settings, runtime, spec.deps_dir)
+        key = sandbox_key(self.settings, runtime, spec.deps_dir, self._architecture)
         refusal = script_refusal(spec, key, inputs_bytes, self.settings.outputs_room_bytes)
         if refusal is not None:
             return _engine_failure(refusal)

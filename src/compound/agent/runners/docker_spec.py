@@ -28,6 +28,7 @@ from compound.agent.runners.sandbox_payload import (
     job_sections,
     payload,
 )
+from compound.agent.runners.seccomp import security_options
 
 MANAGED_LABEL = "compound.managed"
 NODE_LABEL = "compound.node_id"
@@ -132,12 +133,18 @@ class SandboxKey:
     shm_bytes: int
     job_dir_bytes: int
     deps_dir: Path | None = None
+    # The engine's machine ("x86_64"), which picks the seccomp profile (see seccomp.py).
+    architecture: str | None = None
 
 
 def sandbox_key(
-    settings: DockerRunnerSettings, runtime: Runtime, deps_dir: Path | None
+    settings: DockerRunnerSettings,
+    runtime: Runtime,
+    deps_dir: Path | None,
+    architecture: str | None = None,
 ) -> SandboxKey:
-    """The key of the container a job with ``deps_dir`` needs under ``settings``."""
+    """The key of the container a job with ``deps_dir`` needs under ``settings``, on an
+    engine of ``architecture``."""
     return SandboxKey(
         image=settings.image,
         runtime=runtime,
@@ -146,6 +153,7 @@ def sandbox_key(
         shm_bytes=settings.shm_bytes,
         job_dir_bytes=settings.job_dir_bytes,
         deps_dir=deps_dir,
+        architecture=architecture,
     )
 
 
@@ -199,7 +207,7 @@ def container_config(
             "NanoCpus": int(limits.cpus * 1e9),
             **_process_limits(limits, key.runtime),
             "CapDrop": ["ALL"],
-            "SecurityOpt": ["no-new-privileges"],
+            "SecurityOpt": security_options(key.architecture),
             # Nothing on the image's layer is writable; the tmpfs mounts below are all there is
             # (with /dev/shm and /dev/mqueue, which POSIX IPC needs, both size-bounded).
             "ReadonlyRootfs": True,
