@@ -211,6 +211,70 @@ def test_idle_and_stalled_keep_alive_connections_are_closed(
         assert idle.recv(4096) == b""
 
 
+BODY_TIMEOUT_S = 1.0
+
+
+@pytest.fixture
+def body_coordinator(tmp_path: Path) -> Iterator[Coordinator]:
+    server = Coordinator(
+        data_dir=tmp_path / "coordinator", extra_args=["--body-timeout-s", str(BODY_TIMEOUT_S)]
+    ).start()
+    yield server
+    server.stop()
+
+
+def _post_head(length: int) -> bytes:
+    return (
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_a_trickled_request_body_is_cut_with_408(body_coordinator: Coordinator) -> None:
+    """Headers complete, then a body that stops coming: 408 and closed once its time is up
+    (the body timeout plus a second per 500 bytes that came); others are served meanwhile."""
+    with socket.create_connection(("127.0.0.1", body_coordinator.port), timeout=5) as slow:
+        slow.sendall(_post_head(100_000) + b'{"script": "' + b"#" * 988)
+        assert _healthz(body_coordinator) == 200
+        began = time.monotonic()
+        slow.settimeout(BODY_TIMEOUT_S + 2 + MARGIN_S)
+        answer = _read_response(slow)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"The request body did not arrive in time." in answer
+        # The thousand bytes that came bought two more seconds.
+        assert time.monotonic() - began > BODY_TIMEOUT_S
+        assert slow.recv(4096) == b""
+    assert body_coordinator.submit("print('still served')")
+
+
+def test_a_trickled_upload_is_cut_and_leaves_nothing(
+    body_coordinator: Coordinator, tmp_path: Path
+) -> None:
+    """An inputs upload that stops coming is cut with a 408; its partial file is removed."""
+    incoming = tmp_path / "coordinator" / "blobs" / "incoming"
+    with socket.create_connection(("127.0.0.1", body_coordinator.port), timeout=5) as slow:
+        slow.sendall(
+            b"PUT /api/v1/inputs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-tar\r\nContent-Length: 1000000\r\n\r\n" + b"\0" * 100
+        )
+        wait_until(lambda: any(incoming.iterdir()), 10, "the upload's partial file")
+        slow.settimeout(BODY_TIMEOUT_S + 1 + MARGIN_S)
+        assert _read_response(slow).startswith(b"HTTP/1.1 408")
+    wait_until(lambda: not any(incoming.iterdir()), 10, "the partial file removed")
+
+
+def test_a_request_body_that_keeps_coming_is_not_cut(body_coordinator: Coordinator) -> None:
+    """A body sent at ~1,600 bytes/s takes 2.5 times the body timeout and is taken whole."""
+    body = b'{"script": "print(1)\\n#' + b"x" * 3960 + b'"}'
+    with socket.create_connection(("127.0.0.1", body_coordinator.port), timeout=10) as paced:
+        paced.sendall(_post_head(len(body)))
+        for start in range(0, len(body), 400):
+            paced.sendall(body[start : start + 400])
+            time.sleep(0.25)  # the client's own pace: the thing under test
+        answer = _read_response(paced)
+    assert answer.startswith(b"HTTP/1.1 201"), answer
+
+
 def _read_until_closed(websocket: ClientConnection, codes: list[int | None]) -> None:
     try:
         while True:

@@ -47,6 +47,15 @@ def coordinator(
             "(or from the first byte of its next request); slower connections are closed.",
         ),
     ] = 10.0,
+    body_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout-s",
+            min=0.1,
+            help="Seconds a request body has to arrive, plus one for every 500 bytes that "
+            "came (uploads slower than 500 bytes/s on average are closed with a 408).",
+        ),
+    ] = 20.0,
     max_connections: Annotated[
         int,
         typer.Option(
@@ -149,6 +158,7 @@ def coordinator(
         sweep_interval_s=min(1.0, lease_timeout / 4),
         max_script_bytes=max_script_kib * 1024,
         header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
         max_connections=max_connections,
         max_queued_per_submitter=max_queued_per_submitter,
         max_queued_total=max_queued,

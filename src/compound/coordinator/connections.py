@@ -1,4 +1,5 @@
-"""Bounds on client connections: a deadline for request headers and a cap on open connections.
+"""Bounds on client connections: deadlines for request headers and bodies, and a cap on open
+connections.
 
 uvicorn accepts every connection and waits for ever for its first request, so clients that
 connect and never finish their headers pile up until the process runs out of file
@@ -6,6 +7,11 @@ descriptors. `ConnectionGuard` counts every open connection (plain HTTP and WebS
 
 - closes a connection whose request headers are not complete `header_timeout_s` after its
   first byte (or after connecting), answering 408;
+- closes a connection whose request body does not keep coming: it has `body_timeout_s`,
+  plus a second for every `BODY_MIN_BYTES_PER_S` bytes received (Apache's mod_reqtimeout
+  rule), so a client trickling a body cannot hold a slot for ever. While the application
+  has not taken what came (uvicorn paused reading, or awaits its `100 Continue`), the wait
+  is ours and the clock starts over;
 - at `max_connections`, makes room by closing the oldest connection still waiting for its
   headers (the likely culprit of a flood), so a prompt client such as a /healthz probe still
   gets in; only when every slot holds a real request or socket is a newcomer refused, with
@@ -33,14 +39,20 @@ log = logging.getLogger("compound.coordinator")
 
 AT_CAPACITY = "The coordinator is at its connection limit; try again shortly."
 HEADERS_TOO_SLOW = "The request headers did not arrive in time."
+BODY_TOO_SLOW = "The request body did not arrive in time."
+# A request body slower than this on average, past its first `body_timeout_s`, is dropped.
+BODY_MIN_BYTES_PER_S = 500
 
 
 class ConnectionGuard:
     """The set of open connections and the rules for admitting new ones."""
 
-    def __init__(self, max_connections: int, header_timeout_s: float) -> None:
+    def __init__(
+        self, max_connections: int, header_timeout_s: float, body_timeout_s: float = 20.0
+    ) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
         self.reserved_for_http = max(1, min(64, max_connections // 16))
         self._open: set[asyncio.BaseTransport] = set()
         self._websockets: set[asyncio.BaseTransport] = set()
@@ -101,13 +113,17 @@ _REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with a header deadline and a place in the guard."""
+    """uvicorn's httptools protocol, with header and body deadlines and a place in the guard."""
 
     guard: ClassVar[ConnectionGuard]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        # Since when the body has been the client's to send, and how much came since.
+        self._body_since = 0.0
+        self._body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -127,8 +143,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_waiting()
         super().on_headers_complete()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._start_body_clock()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._stop_body_clock()
+        super().on_message_complete()
 
     def handle_websocket_upgrade(self) -> None:
+        self._stop_body_clock()
         if not self.guard.may_upgrade():
             log.warning("WebSocket limit reached: refusing an upgrade")
             self.refuse(503, AT_CAPACITY)
@@ -138,6 +165,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
+        self._stop_body_clock()
         self.guard.release(self.transport)
         super().connection_lost(exc)
 
@@ -159,6 +187,34 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _start_body_clock(self) -> None:
+        self._stop_body_clock()
+        self._body_since, self._body_bytes = self.loop.time(), 0
+        self._body_timer = self.loop.call_later(self.guard.body_timeout_s, self._check_body)
+
+    def _stop_body_clock(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused or cycle.body or cycle.waiting_for_100_continue:
+            # The application has not taken what came: the wait is not the client's.
+            self._body_since, self._body_bytes = now, 0
+        allowed = self.guard.body_timeout_s + self._body_bytes / BODY_MIN_BYTES_PER_S
+        deadline = self._body_since + allowed
+        if now < deadline:
+            self._body_timer = self.loop.call_later(deadline - now, self._check_body)
+        elif cycle.response_started:
+            self.transport.close()
+        else:
+            self.refuse(408, BODY_TOO_SLOW)
 
 
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):

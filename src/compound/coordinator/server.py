@@ -62,7 +62,10 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
     open_sockets = OpenSockets()
     budget = ShutdownBudget()
     http, ws = protocol_classes(
-        ConnectionGuard(settings.max_connections, settings.header_timeout_s), UNPINGED_PATHS
+        ConnectionGuard(
+            settings.max_connections, settings.header_timeout_s, settings.body_timeout_s
+        ),
+        UNPINGED_PATHS,
     )
     config = uvicorn.Config(
         create_app(settings, open_sockets),

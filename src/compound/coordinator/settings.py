@@ -41,6 +41,8 @@ class CoordinatorSettings:
     # A connection whose request headers are not complete this long after it opened (or
     # after its next request began) is closed: half-open clients must not pile up.
     header_timeout_s: float = 10.0
+    # A request body gets this long, plus a second per 500 bytes received, to arrive whole.
+    body_timeout_s: float = 20.0
     # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
     max_connections: int = 8192
     # Web origins (scheme://host:port) whose pages may call this coordinator.
