@@ -21,6 +21,8 @@ from support import Agent, Coordinator, follow, run_cli, stream_text
 
 LINES = 100_000
 RUNS = 20
+# More than twice the median by this much is a stall, not a busy machine's jitter.
+STALL_S = 1.0
 SCRIPT = f"for i in range({LINES}):\n    print(f'line {{i}}')\n"
 EXPECTED = "".join(f"line {i}\n" for i in range(LINES)).encode()
 
@@ -29,19 +31,25 @@ EXPECTED = "".join(f"line {i}\n" for i in range(LINES)).encode()
 def test_hundred_thousand_lines_twenty_times_without_a_stall(
     coordinator: Coordinator, agent: Agent, tmp_path: Path
 ) -> None:
-    """20 runs in a row on one agent: none fails, none is cut short, none takes twice the median."""
+    """20 runs in a row on one agent, after one untimed run: none fails, none is cut short,
+    none stalls (takes over a second more than twice the median)."""
     script = tmp_path / "lines.py"
     script.write_text(SCRIPT)
     durations: list[float] = []
-    for run in range(RUNS):
+    # Run 0 pays what happens once (the agent's first container, cold caches): up to ~1.5 s
+    # on a busy machine against a median of ~0.4 s. It is checked, not timed.
+    for run in range(RUNS + 1):
         started = time.monotonic()
         result = run_cli("submit", str(script), coordinator=coordinator, timeout_s=120)
-        durations.append(time.monotonic() - started)
+        if run:
+            durations.append(time.monotonic() - started)
         assert result.returncode == 0, f"run {run} failed: {result.stderr.decode()[-2000:]}"
         assert result.stdout == EXPECTED, f"run {run}: output incomplete or altered"
     median = statistics.median(durations)
-    slow = [f"run {i}: {d:.1f} s" for i, d in enumerate(durations) if d > 2 * median]
-    assert not slow, f"slower than twice the median ({median:.1f} s): {slow}"
+    # The stalls this guards against ended seconds (up to ~20 s) after the job did.
+    limit = 2 * median + STALL_S
+    slow = [f"run {i + 1}: {d:.1f} s" for i, d in enumerate(durations) if d > limit]
+    assert not slow, f"slower than {limit:.1f} s (median {median:.1f} s): {slow}"
 
 
 TRICKLE_LINES = 300
