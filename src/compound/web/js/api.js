@@ -491,7 +491,8 @@ export function backoffMs(attempt, { baseMs = 250, maxMs = 8000, jitter = Math.r
  *
  * Each record is delivered once, in seq order: a socket that closes without an `end`
  * message is reopened (with backoff) from the last seq received, and records at or below
- * it are dropped. Callbacks: onRecords(records), onStatus(job), onEnd(job),
+ * it are dropped. Callbacks: onRecords(records), onStatus(job) (live statuses only: the
+ * final one comes with onEnd, after every record), onEnd(job),
  * onConnection(state) with state in "connecting" | "open" | "retrying" | "closed",
  * onError(ApiError) for an unknown job (404) or a refused token (401, 403); a 4401 close
  * first asks for a token and, given one, reconnects. Returns {stop(), lastSeq()}.
@@ -517,7 +518,10 @@ export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnec
       }
       if (fresh.length && onRecords) onRecords(fresh);
     } else if (message.type === "status") {
-      if (onStatus) onStatus(message.job);
+      // A final status can come before the job's last records (always before the end,
+      // which carries the final job too): shown at once, "Complete" would sit above output
+      // still on its way.
+      if (onStatus && !isTerminal(message.job && message.job.status)) onStatus(message.job);
     } else if (message.type === "end") {
       ended = true;
       if (onEnd) onEnd(message.job);
