@@ -105,7 +105,8 @@ class DockerRunner:
         """The runtime jobs run under: the chosen one once known, else the setting."""
         return self._runtime or self.settings.runtime
 
-    async def _resolve_runtime(self, docker: aiodocker.Docker) -> Runtime:
+    async def _resolve_engine(self, docker: aiodocker.Docker) -> Runtime:
+        """The runtime to use; the engine's architecture is learnt from the same answer."""
         if self._runtime is None:
             info = await docker.system.info()
             self._runtime = choose_runtime(self.settings.runtime, info.get("Runtimes") or {})
@@ -127,7 +128,7 @@ class DockerRunner:
         docker = self._client()
         await check_engine(docker)
         try:
-            runtime = await self._resolve_runtime(docker)
+            runtime = await self._resolve_engine(docker)
             await self._check_image(docker)
             await self.remove_orphans()
             _prepare_outputs_dir(self.settings.outputs_dir)
@@ -182,7 +183,7 @@ class DockerRunner:
         if inputs_bytes is None:
             return _engine_failure("the job's input files are missing on this machine")
         try:
-            runtime = await self._resolve_runtime(self._client())
+            runtime = await self._resolve_engine(self._client())
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             return self._failure(exc)
         key = sandbox_key(self.settings, runtime, spec.deps_dir, self._architecture)

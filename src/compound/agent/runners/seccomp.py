@@ -17,6 +17,8 @@ On an architecture not listed here the engine's default profile applies.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 
 # The engine's "Architecture" (`docker info`) -> libseccomp's name of its native ABI.
@@ -69,7 +71,6 @@ PERSONAS = (0, 8, 0x20000, 0x20008, 0xFFFFFFFF)
 # clone(2) flags that make new namespaces (CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC |
 # NEWUSER | NEWPID | NEWNET): refused, as without CAP_SYS_ADMIN in Docker's default.
 NAMESPACE_FLAGS = 0x7E020000
-ENOSYS = 38
 
 
 def _argument_rule(name: str, index: int, value: int, op: str) -> dict[str, object]:
@@ -88,7 +89,7 @@ def profile(architecture: str) -> dict[str, object] | None:
     rules.append(_argument_rule("clone", 0, NAMESPACE_FLAGS, "SCMP_CMP_MASKED_EQ"))
     # glibc falls back to clone(2) when clone3 says it does not exist; clone3's flags sit in
     # memory a filter cannot read, so it cannot be let through with the namespace check.
-    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
     # Allowed by Docker's default on kernels >= 4.8, where it can no longer skip the filter.
     rules.append({"names": ["ptrace"], "action": "SCMP_ACT_ALLOW"})
     if abi == "SCMP_ARCH_X86_64":
@@ -98,8 +99,12 @@ def profile(architecture: str) -> dict[str, object] | None:
 
 def security_options(architecture: str | None) -> list[str]:
     """The create body's ``SecurityOpt`` for containers on an engine of ``architecture``."""
-    options = ["no-new-privileges"]
-    chosen = profile(architecture) if architecture is not None else None
-    if chosen is not None:
-        options.append("seccomp=" + json.dumps(chosen, separators=(",", ":")))
-    return options
+    seccomp = _seccomp_option(architecture) if architecture is not None else None
+    return ["no-new-privileges"] if seccomp is None else ["no-new-privileges", seccomp]
+
+
+@functools.cache
+def _seccomp_option(architecture: str) -> str | None:
+    # Encoded once per architecture, not for every container the agent creates.
+    chosen = profile(architecture)
+    return None if chosen is None else "seccomp=" + json.dumps(chosen, separators=(",", ":"))
