@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from compound.coordinator.collector import CollectorPolicy, resident_bytes
+from compound.coordinator.serving.collector import CollectorPolicy, resident_bytes
 
 pytestmark = pytest.mark.timeout(60)
 CYCLE_BYTES = 1024 * 1024

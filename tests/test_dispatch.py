@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from compound.coordinator.db import WriteTurns, create_engine, create_schema
-from compound.coordinator.job_queue import JobQueue, QueuedJob
-from compound.coordinator.writer import GroupWriter
+from compound.coordinator.scheduling.job_queue import JobQueue, QueuedJob
+from compound.coordinator.storage.db import WriteTurns, create_engine, create_schema
+from compound.coordinator.storage.writer import GroupWriter
 from fake_agent import FakeAgent
 from support import Coordinator
 

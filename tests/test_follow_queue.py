@@ -21,11 +21,11 @@ from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
 from compound.coordinator.app import create_app
-from compound.coordinator.follow import IDLE_RECHECK_S
-from compound.coordinator.hub import ChangeHub, Wakeup
+from compound.coordinator.follow.follower import IDLE_RECHECK_S
+from compound.coordinator.scheduling.hub import ChangeHub, Wakeup
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
-from compound.coordinator.store import Store
+from compound.coordinator.storage.store import Store
 from fake_agent import FakeAgent
 from support import Coordinator, wait_until
 from uvicorn_thread import serving_in_thread

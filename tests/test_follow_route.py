@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from compound.coordinator.app import create_app
-from compound.coordinator.follow_route import FollowRouteMiddleware
+from compound.coordinator.routes.follow_route import FollowRouteMiddleware
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.protocol import (

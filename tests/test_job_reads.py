@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from compound.coordinator.db import WriteTurns, create_engine, create_reader, create_schema
-from compound.coordinator.store import NewJob, Store
-from compound.coordinator.writer import GroupWriter
+from compound.coordinator.storage.db import WriteTurns, create_engine, create_reader, create_schema
+from compound.coordinator.storage.store import NewJob, Store
+from compound.coordinator.storage.writer import GroupWriter
 from compound.protocol import InputsRef, JobStatus
 
 pytestmark = pytest.mark.timeout(60)

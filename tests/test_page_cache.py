@@ -7,10 +7,10 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from compound.coordinator.db import create_engine, create_reader, create_schema
-from compound.coordinator.log_tail import LogPage
-from compound.coordinator.page_cache import PageCache
-from compound.coordinator.store import Store
+from compound.coordinator.storage.db import create_engine, create_reader, create_schema
+from compound.coordinator.storage.log_tail import LogPage
+from compound.coordinator.storage.page_cache import PageCache
+from compound.coordinator.storage.store import Store
 from compound.protocol import LogRecord
 
 

@@ -193,7 +193,7 @@ def test_outbox_resends_unacknowledged_records_after_rewind() -> None:
 
 def test_log_tail_answers_only_what_it_covers() -> None:
     """The in-memory tail serves contiguous stored records and defers the rest to the DB."""
-    from compound.coordinator.log_tail import LogTails
+    from compound.coordinator.storage.log_tail import LogTails
 
     tails = LogTails(bytes_per_job=6)  # each record below is 2 bytes
     records = [LogRecord(seq=seq, data=f"{seq}\n") for seq in range(10)]
@@ -215,7 +215,7 @@ def test_log_tail_answers_only_what_it_covers() -> None:
 
 def test_log_tail_cuts_pages_by_bytes_and_restarts_on_a_gap() -> None:
     """A page holds at least one record and no more bytes than asked; a gap starts over."""
-    from compound.coordinator.log_tail import LogTails
+    from compound.coordinator.storage.log_tail import LogTails
 
     tails = LogTails()
     records = [LogRecord(seq=seq, data="x" * 100) for seq in range(10)]
@@ -230,7 +230,7 @@ def test_log_tail_cuts_pages_by_bytes_and_restarts_on_a_gap() -> None:
 
 def test_log_tail_bounds_memory_over_all_jobs() -> None:
     """Past the total byte budget, the least recently written job's tail is dropped."""
-    from compound.coordinator.log_tail import LogTails
+    from compound.coordinator.storage.log_tail import LogTails
 
     tails = LogTails(bytes_per_job=1000, bytes_total=250)
     for job in ("a", "b", "c"):
@@ -252,7 +252,7 @@ def test_check_batch_accepts_contiguous_batches(
     seqs: list[int], stored: int, first: int, kept: list[int]
 ) -> None:
     """Batches contiguous with what is stored are accepted; only new records are kept."""
-    from compound.coordinator.reports import Accept, check_batch
+    from compound.coordinator.scheduling.reports import Accept, check_batch
 
     verdict = check_batch([LogRecord(seq=s, data="x") for s in seqs], stored, first)
     assert isinstance(verdict, Accept)
@@ -274,7 +274,7 @@ def test_check_batch_refuses_violations(
     seqs: list[int], stored: int, first: int, words: str
 ) -> None:
     """Duplicates, disorder, gaps, numbers past int64 or before the lease are violations."""
-    from compound.coordinator.reports import Violation, check_batch
+    from compound.coordinator.scheduling.reports import Violation, check_batch
 
     verdict = check_batch([LogRecord(seq=s, data="x") for s in seqs], stored, first)
     assert isinstance(verdict, Violation) and words in verdict.reason
@@ -282,7 +282,7 @@ def test_check_batch_refuses_violations(
 
 def test_check_ending_needs_every_announced_record() -> None:
     """A job may not end before the records it announced have arrived."""
-    from compound.coordinator.reports import check_ending
+    from compound.coordinator.scheduling.reports import check_ending
 
     assert check_ending(4, 4) is None and check_ending(None, 4) is None
     violation = check_ending(9, 4)

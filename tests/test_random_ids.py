@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from compound.coordinator.random_ids import RandomIds
+from compound.coordinator.scheduling.random_ids import RandomIds
 
 
 @pytest.mark.timeout(10)

@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from compound.coordinator.app import create_app
+from compound.coordinator.routes.submit_route import SubmitRouteMiddleware
 from compound.coordinator.settings import CoordinatorSettings
-from compound.coordinator.submit_route import SubmitRouteMiddleware
 from support import Coordinator
 from uvicorn_thread import serving_in_thread
 

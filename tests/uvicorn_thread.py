@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from compound.coordinator.connections import ConnectionGuard, protocol_classes
+from compound.coordinator.serving.connections import ConnectionGuard, protocol_classes
 
 
 @contextmanager

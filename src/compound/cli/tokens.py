@@ -38,8 +38,8 @@ def create(
     data_dir: DataDirOption = Path(".compound"),
 ) -> None:
     """Create a token and print it alone on stdout: it is shown only this once."""
-    from compound.coordinator.data_dir import DataDirError
-    from compound.coordinator.tokens import TokenError, create_token
+    from compound.coordinator.storage.data_dir import DataDirError
+    from compound.coordinator.storage.tokens import TokenError, create_token
 
     if not name.strip() or len(name) > 128 or not name.isprintable():
         raise _fail("the name must be 1 to 128 printable characters")
@@ -56,8 +56,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Names, roles, created and last-used times; never a secret."""
-    from compound.coordinator.data_dir import DataDirError
-    from compound.coordinator.tokens import list_tokens
+    from compound.coordinator.storage.data_dir import DataDirError
+    from compound.coordinator.storage.tokens import list_tokens
 
     try:
         tokens = list_tokens(data_dir)
@@ -94,8 +94,8 @@ def revoke(
     data_dir: DataDirOption = Path(".compound"),
 ) -> None:
     """Revoke a token: refused within seconds, its open connections closed."""
-    from compound.coordinator.data_dir import DataDirError
-    from compound.coordinator.tokens import TokenError, revoke_token
+    from compound.coordinator.storage.data_dir import DataDirError
+    from compound.coordinator.storage.tokens import TokenError, revoke_token
 
     try:
         revoke_token(data_dir, name)

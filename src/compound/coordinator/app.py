@@ -16,27 +16,28 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from compound import __version__
-from compound.coordinator import api, files_api, seed
-from compound.coordinator.access import AccessMiddleware
-from compound.coordinator.api import INTERNAL_ERROR
-from compound.coordinator.blobs import BlobStore
-from compound.coordinator.browser_guard import BrowserGuardMiddleware
-from compound.coordinator.db import WriteTurns, create_engine, create_reader, create_schema
-from compound.coordinator.file_store import FileStore
-from compound.coordinator.follow_route import FollowRouteMiddleware
-from compound.coordinator.followers import FollowerLimits
-from compound.coordinator.hub import ChangeHub
-from compound.coordinator.open_sockets import OpenSockets, OpenSocketsMiddleware
-from compound.coordinator.retention import Retention
-from compound.coordinator.scheduler import Scheduler
-from compound.coordinator.sessions import SessionRegistry
+from compound.coordinator.follow.followers import FollowerLimits
+from compound.coordinator.routes import api, seed
+from compound.coordinator.routes import files as files_api
+from compound.coordinator.routes.access import AccessMiddleware
+from compound.coordinator.routes.api import INTERNAL_ERROR
+from compound.coordinator.routes.browser_guard import BrowserGuardMiddleware
+from compound.coordinator.routes.follow_route import FollowRouteMiddleware
+from compound.coordinator.routes.submission import describe_error
+from compound.coordinator.routes.submit_route import SubmitRouteMiddleware
+from compound.coordinator.scheduling.hub import ChangeHub
+from compound.coordinator.scheduling.scheduler import Scheduler
+from compound.coordinator.scheduling.sessions import SessionRegistry
+from compound.coordinator.serving.open_sockets import OpenSockets, OpenSocketsMiddleware
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
-from compound.coordinator.store import Store
-from compound.coordinator.submission import describe_error
-from compound.coordinator.submit_route import SubmitRouteMiddleware
-from compound.coordinator.tokens import REFRESH_S, TokenBook
-from compound.coordinator.writer import GroupWriter
+from compound.coordinator.storage.blobs import BlobStore
+from compound.coordinator.storage.db import WriteTurns, create_engine, create_reader, create_schema
+from compound.coordinator.storage.files import FileStore
+from compound.coordinator.storage.retention import Retention
+from compound.coordinator.storage.store import Store
+from compound.coordinator.storage.tokens import REFRESH_S, TokenBook
+from compound.coordinator.storage.writer import GroupWriter
 from compound.protocol import CLOSE_UNAUTHORIZED
 
 log = logging.getLogger("compound.coordinator")

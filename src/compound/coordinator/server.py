@@ -13,17 +13,17 @@ from dataclasses import replace
 
 import uvicorn
 
-from compound.coordinator import log_repeats
 from compound.coordinator.app import create_app
-from compound.coordinator.browser_guard import is_loopback_host
-from compound.coordinator.collector import CollectorPolicy
-from compound.coordinator.connections import ConnectionGuard, protocol_classes
-from compound.coordinator.data_dir import DataDirError, prepare_data_dir
-from compound.coordinator.fd_limit import connections_within_fd_limit, raise_fd_limit
-from compound.coordinator.open_sockets import OpenSockets
+from compound.coordinator.routes.browser_guard import is_loopback_host
+from compound.coordinator.serving import log_repeats
+from compound.coordinator.serving.collector import CollectorPolicy
+from compound.coordinator.serving.connections import ConnectionGuard, protocol_classes
+from compound.coordinator.serving.fd_limit import connections_within_fd_limit, raise_fd_limit
+from compound.coordinator.serving.open_sockets import OpenSockets
+from compound.coordinator.serving.shutdown import ShutdownBudget, ShutdownServer
 from compound.coordinator.settings import CoordinatorSettings
-from compound.coordinator.shutdown import ShutdownBudget, ShutdownServer
-from compound.coordinator.tokens import tokens_exist
+from compound.coordinator.storage.data_dir import DataDirError, prepare_data_dir
+from compound.coordinator.storage.tokens import tokens_exist
 from compound.protocol import MAX_MESSAGE_BYTES
 from compound.tls import TlsConfigError, server_ssl_context
 

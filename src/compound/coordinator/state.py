@@ -6,17 +6,17 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
-from compound.coordinator.blobs import BlobStore
-from compound.coordinator.file_store import FileStore
-from compound.coordinator.followers import FollowerLimits
-from compound.coordinator.hub import ChangeHub
-from compound.coordinator.random_ids import RandomIds
-from compound.coordinator.retention import Retention
-from compound.coordinator.scheduler import Scheduler
-from compound.coordinator.sessions import SessionRegistry
+from compound.coordinator.follow.followers import FollowerLimits
+from compound.coordinator.scheduling.hub import ChangeHub
+from compound.coordinator.scheduling.random_ids import RandomIds
+from compound.coordinator.scheduling.scheduler import Scheduler
+from compound.coordinator.scheduling.sessions import SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
-from compound.coordinator.store import Store
-from compound.coordinator.tokens import TokenBook
+from compound.coordinator.storage.blobs import BlobStore
+from compound.coordinator.storage.files import FileStore
+from compound.coordinator.storage.retention import Retention
+from compound.coordinator.storage.store import Store
+from compound.coordinator.storage.tokens import TokenBook
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from compound.coordinator.api import follow_answer
+from compound.coordinator.routes.api import follow_answer
 from compound.coordinator.state import CoordinatorState
 
 # As Starlette compiles "/api/v1/jobs/{job_id}/follow": a parameter is one path segment.

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from compound.coordinator.api import INTERNAL_ERROR, create_job_answer
+from compound.coordinator.routes.api import INTERNAL_ERROR, create_job_answer
 from compound.coordinator.state import CoordinatorState
 
 log = logging.getLogger("compound.coordinator")

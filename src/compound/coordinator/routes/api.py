@@ -9,18 +9,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, WebSocket
 
 from compound import __version__
-from compound.coordinator.access import may_see, require, require_on_socket
-from compound.coordinator.contributor_store import ContributorRow
-from compound.coordinator.files_api import check_inputs
-from compound.coordinator.follow import Following, follow_job
-from compound.coordinator.followers import TooManyFollowers
-from compound.coordinator.log_tail import LogPage
-from compound.coordinator.quotas import check_quotas
-from compound.coordinator.socket import close_quietly, send_until_disconnect
+from compound.coordinator.follow.follower import Following, follow_job
+from compound.coordinator.follow.followers import TooManyFollowers
+from compound.coordinator.routes.access import may_see, require, require_on_socket
+from compound.coordinator.routes.files import check_inputs
+from compound.coordinator.routes.socket import close_quietly, send_until_disconnect
+from compound.coordinator.routes.submission import JobSubmission, read_submission
+from compound.coordinator.scheduling.quotas import check_quotas
 from compound.coordinator.state import CoordinatorState, get_state, state_of
-from compound.coordinator.store import JobRow
-from compound.coordinator.submission import JobSubmission, read_submission
-from compound.coordinator.tokens import Principal
+from compound.coordinator.storage.contributors import ContributorRow
+from compound.coordinator.storage.log_tail import LogPage
+from compound.coordinator.storage.store import JobRow
+from compound.coordinator.storage.tokens import Principal
 from compound.protocol import (
     CLOSE_NORMAL,
     CLOSE_POLICY,

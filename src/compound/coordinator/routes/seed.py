@@ -12,11 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, WebSocket
 
-from compound.coordinator.api import serve_follower, submit
-from compound.coordinator.contributor_ws import contributor_endpoint
-from compound.coordinator.follow import Following, follow_job
-from compound.coordinator.log_tail import LogPage
+from compound.coordinator.follow.follower import Following, follow_job
+from compound.coordinator.routes.api import serve_follower, submit
+from compound.coordinator.routes.contributor_socket import contributor_endpoint
 from compound.coordinator.state import CoordinatorState, get_state, state_of
+from compound.coordinator.storage.log_tail import LogPage
 from compound.protocol import FollowEnd, LogRecord
 
 router = APIRouter()

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compound.coordinator.leases import Lease
-from compound.coordinator.log_tail import record_size
-from compound.coordinator.reports import Violation, check_batch, check_ending
+from compound.coordinator.scheduling.leases import Lease
+from compound.coordinator.scheduling.reports import Violation, check_batch, check_ending
+from compound.coordinator.storage.log_tail import record_size
 from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, check_transition
 
 _INSERT_JOB = (

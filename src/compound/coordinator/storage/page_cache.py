@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from compound.coordinator.log_tail import LogPage
+from compound.coordinator.storage.log_tail import LogPage
 
 DEFAULT_BYTES = 32 * 1024 * 1024
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from compound.coordinator import db
+from compound.coordinator.storage import db
 from compound.protocol import TERMINAL_STATUSES, Artifact
 
 

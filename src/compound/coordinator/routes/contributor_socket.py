@@ -14,12 +14,12 @@ import uuid
 
 from fastapi import WebSocket
 
-from compound.coordinator.access import require_on_socket
-from compound.coordinator.reports import Violation
-from compound.coordinator.sessions import ContributorSession
-from compound.coordinator.socket import PeerGone, receive_text_or_bytes
+from compound.coordinator.routes.access import require_on_socket
+from compound.coordinator.routes.socket import PeerGone, receive_text_or_bytes
+from compound.coordinator.scheduling.reports import Violation
+from compound.coordinator.scheduling.sessions import ContributorSession
 from compound.coordinator.state import CoordinatorState
-from compound.coordinator.tokens import Principal
+from compound.coordinator.storage.tokens import Principal
 from compound.protocol import (
     CLOSE_FORBIDDEN,
     CLOSE_POLICY,

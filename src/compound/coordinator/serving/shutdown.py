@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 
-from compound.coordinator.open_sockets import CLOSE_GOING_AWAY, OpenSockets
+from compound.coordinator.serving.open_sockets import CLOSE_GOING_AWAY, OpenSockets
 
 log = logging.getLogger("compound.coordinator")
 

@@ -9,8 +9,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator import db
-from compound.coordinator.presence import Seen
+from compound.coordinator.scheduling.presence import Seen
+from compound.coordinator.storage import db
 from compound.protocol import ContributorState, Hello
 
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from compound.coordinator.tokens import Principal, TokenBook, describe_roles
+from compound.coordinator.storage.tokens import Principal, TokenBook, describe_roles
 from compound.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
 from compound.protocol.auth import (
     SUBPROTOCOL,

@@ -15,15 +15,15 @@ import asyncio
 import logging
 import time
 
-from compound.coordinator.hub import ChangeHub
-from compound.coordinator.job_queue import QueuedJob
-from compound.coordinator.leases import Lease, LeaseBook
-from compound.coordinator.presence import PresenceBook
-from compound.coordinator.random_ids import RandomIds
-from compound.coordinator.reports import Violation
-from compound.coordinator.sessions import ContributorSession, SessionRegistry
+from compound.coordinator.scheduling.hub import ChangeHub
+from compound.coordinator.scheduling.job_queue import QueuedJob
+from compound.coordinator.scheduling.leases import Lease, LeaseBook
+from compound.coordinator.scheduling.presence import PresenceBook
+from compound.coordinator.scheduling.random_ids import RandomIds
+from compound.coordinator.scheduling.reports import Violation
+from compound.coordinator.scheduling.sessions import ContributorSession, SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
-from compound.coordinator.store import JobRow, Store
+from compound.coordinator.storage.store import JobRow, Store
 from compound.protocol import (
     CLOSE_GOING_AWAY,
     Abandon,

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from compound.coordinator.db import WriteTurns
+from compound.coordinator.storage.db import WriteTurns
 
 log = logging.getLogger("compound.coordinator")
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from compound.coordinator.data_dir import DIR_MODE, FILE_MODE
+from compound.coordinator.storage.data_dir import DIR_MODE, FILE_MODE
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 

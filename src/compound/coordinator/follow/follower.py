@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from compound.coordinator.hub import Wakeup
-from compound.coordinator.log_tail import LogPage
+from compound.coordinator.scheduling.hub import Wakeup
 from compound.coordinator.state import CoordinatorState
-from compound.coordinator.store import JobRow
+from compound.coordinator.storage.log_tail import LogPage
+from compound.coordinator.storage.store import JobRow
 from compound.protocol import FollowEnd, FollowStatus, JobStatus, JobView
 
 PAGE_RECORDS = 2000

@@ -24,14 +24,14 @@ from pydantic import TypeAdapter
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from compound.coordinator import db, job_writes
-from compound.coordinator.contributor_store import ContributorStore
-from compound.coordinator.job_queue import JobQueue, QueuedJob
-from compound.coordinator.leases import Lease
-from compound.coordinator.log_tail import LogPage, LogTails, record_size
-from compound.coordinator.page_cache import PageCache, PageKey
-from compound.coordinator.reports import Violation
-from compound.coordinator.writer import GroupWriter
+from compound.coordinator.scheduling.job_queue import JobQueue, QueuedJob
+from compound.coordinator.scheduling.leases import Lease
+from compound.coordinator.scheduling.reports import Violation
+from compound.coordinator.storage import db, job_writes
+from compound.coordinator.storage.contributors import ContributorStore
+from compound.coordinator.storage.log_tail import LogPage, LogTails, record_size
+from compound.coordinator.storage.page_cache import PageCache, PageKey
+from compound.coordinator.storage.writer import GroupWriter
 from compound.protocol import (
     IllegalTransition,
     InputsRef,

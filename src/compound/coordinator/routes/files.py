@@ -18,12 +18,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from compound.coordinator.access import may_see, require
-from compound.coordinator.artifact_tar import ArtifactLimits, BadArtifacts, extract
-from compound.coordinator.blobs import SHA256, Received, TooBig
+from compound.coordinator.routes.access import may_see, require
+from compound.coordinator.routes.artifact_tar import ArtifactLimits, BadArtifacts, extract
 from compound.coordinator.state import CoordinatorState, get_state
-from compound.coordinator.store import JobRow
-from compound.coordinator.tokens import Principal
+from compound.coordinator.storage.blobs import SHA256, Received, TooBig
+from compound.coordinator.storage.store import JobRow
+from compound.coordinator.storage.tokens import Principal
 from compound.protocol import Artifact, InputsRef
 from compound.protocol.auth import Role
 

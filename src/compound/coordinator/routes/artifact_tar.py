@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from compound.coordinator.blobs import BlobStore, Received
+from compound.coordinator.storage.blobs import BlobStore, Received
 
 _CHUNK_BYTES = 1024 * 1024
 

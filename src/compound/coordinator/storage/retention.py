@@ -13,9 +13,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from compound.coordinator.blobs import BlobStore
-from compound.coordinator.file_store import FileStore
-from compound.coordinator.store import Store
+from compound.coordinator.storage.blobs import BlobStore
+from compound.coordinator.storage.files import FileStore
+from compound.coordinator.storage.store import Store
 
 log = logging.getLogger("compound.coordinator")
 

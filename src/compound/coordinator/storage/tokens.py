@@ -20,7 +20,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator import db
+from compound.coordinator.storage import db
 from compound.protocol.auth import Role
 
 REFRESH_S = 2.0
@@ -62,7 +62,7 @@ class TokenError(Exception):
 
 
 def _sync_engine(data_dir: Path):  # type: ignore[no-untyped-def]
-    from compound.coordinator.data_dir import prepare_data_dir
+    from compound.coordinator.storage.data_dir import prepare_data_dir
 
     database = data_dir / "compound.sqlite3"
     prepare_data_dir(data_dir, database)
