@@ -25,7 +25,6 @@ from compound.coordinator.follow.follower import IDLE_RECHECK_S
 from compound.coordinator.scheduling.hub import ChangeHub, Wakeup
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
-from compound.coordinator.storage.store import Store
 from fake_agent import FakeAgent
 from support import Coordinator, wait_until
 from uvicorn_thread import serving_in_thread
@@ -195,11 +194,11 @@ def test_movements_inside_the_window_end_in_the_latest_position(tmp_path: Path) 
 
 
 class ReadCounter:
-    """Counts calls to the real store's job and log reads (each one query or more)."""
+    """Counts calls to the real stores' job and log reads (each one query or more)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, state: CoordinatorState) -> None:
         self.calls = 0
-        for name in ("get_job", "read_logs"):
+        for store, name in ((state.jobs, "get"), (state.logs, "read")):
             setattr(store, name, self._counted(getattr(store, name)))
 
     def _counted(self, read: Callable[..., Any]) -> Callable[..., Any]:
@@ -218,7 +217,7 @@ def _reads_for(tmp_path: Path, followers_count: int) -> int:
         followers = [Follower(coordinator, job_id) for job_id in jobs]
         for follower in followers:
             assert status_is("queued")(follower.next())
-        counter = ReadCounter(state_of(app).store)
+        counter = ReadCounter(state_of(app))
         agent = FakeAgent(coordinator)
         for _ in jobs:
             given = agent.recv_type("job")
@@ -246,12 +245,12 @@ def test_claims_cost_followers_of_queued_jobs_linear_reads(tmp_path: Path) -> No
 
 
 class QueryCounter:
-    """Counts the real store's database reads of job rows (``get_job``) and of log pages
+    """Counts the real stores' database reads of job rows (``get``) and of log pages
     (``_read_page``: a page served from memory is not one)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, state: CoordinatorState) -> None:
         self.calls: dict[str, int] = {}
-        for name in ("get_job", "_read_page"):
+        for store, name in ((state.jobs, "get"), (state.logs, "_read_page")):
             setattr(store, name, self._counted(name, getattr(store, name)))
 
     def _counted(self, name: str, read: Callable[..., Any]) -> Callable[..., Any]:
@@ -268,7 +267,7 @@ def test_a_follower_reads_its_job_row_only_when_the_job_changed(tmp_path: Path) 
     a job that never ran has no records, and new records come from memory."""
     with in_process(tmp_path, interval_s=0.5) as (coordinator, app):
         job_id = coordinator.submit("print(1)")
-        counter = QueryCounter(state_of(app).store)
+        counter = QueryCounter(state_of(app))
         began = time.monotonic()
         follower = Follower(coordinator, job_id)
         assert status_is("queued", 1)(follower.next())
@@ -288,7 +287,7 @@ def test_a_follower_reads_its_job_row_only_when_the_job_changed(tmp_path: Path) 
         # A follower with no news re-reads its job every IDLE_RECHECK_S: a slow run may add some.
         rechecks = int((time.monotonic() - began) / IDLE_RECHECK_S)
         assert counter.calls.get("_read_page", 0) == 0
-        rows = counter.calls.get("get_job", 0)
+        rows = counter.calls.get("get", 0)
         assert rows <= 3 + rechecks, f"{rows} job reads"
 
 

@@ -1,27 +1,33 @@
-"""The store's job-row read (``Store.get_job``, the driver's own query): the same row the
+"""The job store's row read (``JobStore.get``, the driver's own query): the same row the
 writer committed, field for field, on a real SQLite database."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from compound.coordinator.storage.db import WriteTurns, create_engine, create_reader, create_schema
-from compound.coordinator.storage.store import NewJob, Store
-from compound.coordinator.storage.writer import GroupWriter
+from compound.coordinator.storage.database import Database
+from compound.coordinator.storage.job_rows import NewJob
+from compound.coordinator.storage.jobs import JobStore
+from compound.coordinator.storage.logs import LogStore
 from compound.protocol import InputsRef, JobStatus
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _store(path: Path) -> Store:
-    turns = WriteTurns()
-    engine = create_engine(path, turns)
-    await create_schema(engine)
-    return Store(engine, create_reader(path), writer=GroupWriter(path, turns))
+@asynccontextmanager
+async def _store(path: Path) -> AsyncIterator[JobStore]:
+    database = await Database.open(path)
+    logs = LogStore(database.reader, database.writer)
+    try:
+        yield JobStore(database.engine, database.reader, database.writer, logs)
+    finally:
+        await database.close()
 
 
 def test_a_job_row_reads_back_as_the_writer_committed_it(tmp_path: Path) -> None:
@@ -29,8 +35,7 @@ def test_a_job_row_reads_back_as_the_writer_committed_it(tmp_path: Path) -> None
     equal to the row the insert returned; an unknown id reads as None."""
 
     async def scenario() -> None:
-        store = await _store(tmp_path / "jobs.sqlite")
-        try:
+        async with _store(tmp_path / "jobs.sqlite") as store:
             new = NewJob(
                 script="print(1)",
                 args=["a", "b c"],
@@ -40,13 +45,11 @@ def test_a_job_row_reads_back_as_the_writer_committed_it(tmp_path: Path) -> None
                 requirements=["numpy==2.0"],
                 inputs=InputsRef(sha256="ab" * 32, size=10),
             )
-            created = await store.create_job("job-1", new, "alice")
-            read = await store.get_job("job-1")
+            created = await store.create("job-1", new, "alice")
+            read = await store.get("job-1")
             assert read == created
             assert read is not None and read.status is JobStatus.QUEUED and not read.damaged
-            assert await store.get_job("no-such-job") is None
-        finally:
-            await store.close()
+            assert await store.get("no-such-job") is None
 
     asyncio.run(scenario())
 
@@ -56,19 +59,13 @@ def test_a_stored_row_with_unreadable_arguments_reads_as_damaged(tmp_path: Path)
     path = tmp_path / "jobs.sqlite"
 
     async def create() -> None:
-        store = await _store(path)
-        try:
-            await store.create_job("job-1", NewJob(script="print(1)", args=[], env={}), None)
-        finally:
-            await store.close()
+        async with _store(path) as store:
+            await store.create("job-1", NewJob(script="print(1)", args=[], env={}), None)
 
     async def read() -> None:
-        store = await _store(path)
-        try:
-            job = await store.get_job("job-1")
+        async with _store(path) as store:
+            job = await store.get("job-1")
             assert job is not None and job.damaged and job.args == []
-        finally:
-            await store.close()
 
     asyncio.run(create())
     with sqlite3.connect(path) as conn:

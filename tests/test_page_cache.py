@@ -7,10 +7,10 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from compound.coordinator.storage.db import create_engine, create_reader, create_schema
+from compound.coordinator.storage.database import Database
 from compound.coordinator.storage.log_tail import LogPage
+from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.page_cache import PageCache
-from compound.coordinator.storage.store import Store
 from compound.protocol import LogRecord
 
 
@@ -40,9 +40,8 @@ def test_least_recently_used_pages_go_first() -> None:
     assert cache.get(("huge", -1, 1, 1)) is None
 
 
-async def _store_with_log(path: Path, records: int) -> Store:
-    engine = create_engine(path)
-    await create_schema(engine)
+async def _database_with_log(path: Path, records: int) -> Database:
+    database = await Database.open(path)
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA foreign_keys=OFF")  # log rows without a job row: reads only
         conn.executemany(
@@ -50,7 +49,7 @@ async def _store_with_log(path: Path, records: int) -> Store:
             [("j", seq, "stdout", 2, f"{seq % 10}\n") for seq in range(records)],
         )
         conn.commit()
-    return Store(engine, create_reader(path))
+    return database
 
 
 def test_followers_asking_together_share_one_read(tmp_path: Path) -> None:
@@ -58,16 +57,17 @@ def test_followers_asking_together_share_one_read(tmp_path: Path) -> None:
     reader that leaves mid-read does not take the others' page with it."""
 
     async def scenario() -> None:
-        store = await _store_with_log(tmp_path / "db.sqlite3", 5000)
+        database = await _database_with_log(tmp_path / "db.sqlite3", 5000)
+        store = LogStore(database.reader, database.writer)
         try:
-            leaving = asyncio.ensure_future(store.read_logs("j", -1, 2000, 64 * 1024))
-            others = [store.read_logs("j", -1, 2000, 64 * 1024) for _ in range(9)]
+            leaving = asyncio.ensure_future(store.read("j", -1, 2000, 64 * 1024))
+            others = [store.read("j", -1, 2000, 64 * 1024) for _ in range(9)]
             await asyncio.sleep(0)  # every reader has asked before the read completes
             leaving.cancel()
             pages = await asyncio.gather(*others)
             assert all(page is pages[0] for page in pages)
             assert [r.seq for r in pages[0].records] == list(range(2000)) and pages[0].more
         finally:
-            await store.close()
+            await database.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))

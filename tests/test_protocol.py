@@ -252,7 +252,7 @@ def test_check_batch_accepts_contiguous_batches(
     seqs: list[int], stored: int, first: int, kept: list[int]
 ) -> None:
     """Batches contiguous with what is stored are accepted; only new records are kept."""
-    from compound.coordinator.scheduling.reports import Accept, check_batch
+    from compound.coordinator.storage.reports import Accept, check_batch
 
     verdict = check_batch([LogRecord(seq=s, data="x") for s in seqs], stored, first)
     assert isinstance(verdict, Accept)
@@ -274,7 +274,7 @@ def test_check_batch_refuses_violations(
     seqs: list[int], stored: int, first: int, words: str
 ) -> None:
     """Duplicates, disorder, gaps, numbers past int64 or before the lease are violations."""
-    from compound.coordinator.scheduling.reports import Violation, check_batch
+    from compound.coordinator.storage.reports import Violation, check_batch
 
     verdict = check_batch([LogRecord(seq=s, data="x") for s in seqs], stored, first)
     assert isinstance(verdict, Violation) and words in verdict.reason
@@ -282,7 +282,7 @@ def test_check_batch_refuses_violations(
 
 def test_check_ending_needs_every_announced_record() -> None:
     """A job may not end before the records it announced have arrived."""
-    from compound.coordinator.scheduling.reports import check_ending
+    from compound.coordinator.storage.reports import check_ending
 
     assert check_ending(4, 4) is None and check_ending(None, 4) is None
     violation = check_ending(9, 4)

@@ -26,18 +26,21 @@ from compound.coordinator.routes.follow_route import FollowRouteMiddleware
 from compound.coordinator.routes.submission import describe_error
 from compound.coordinator.routes.submit_route import SubmitRouteMiddleware
 from compound.coordinator.scheduling.hub import ChangeHub
+from compound.coordinator.scheduling.quotas import DatabaseSize, Quotas
 from compound.coordinator.scheduling.scheduler import Scheduler
 from compound.coordinator.scheduling.sessions import SessionRegistry
 from compound.coordinator.serving.open_sockets import OpenSockets, OpenSocketsMiddleware
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.coordinator.storage.blobs import BlobStore
-from compound.coordinator.storage.db import WriteTurns, create_engine, create_reader, create_schema
+from compound.coordinator.storage.contributors import ContributorStore
+from compound.coordinator.storage.database import Database
+from compound.coordinator.storage.db import create_reader
 from compound.coordinator.storage.files import FileStore
+from compound.coordinator.storage.jobs import JobStore
+from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.retention import Retention
-from compound.coordinator.storage.store import Store
 from compound.coordinator.storage.tokens import REFRESH_S, TokenBook
-from compound.coordinator.storage.writer import GroupWriter
 from compound.protocol import CLOSE_UNAUTHORIZED
 
 log = logging.getLogger("compound.coordinator")
@@ -53,25 +56,38 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        turns = WriteTurns()
-        engine = create_engine(settings.database_path, turns)
-        await create_schema(engine)
-        reader = create_reader(settings.database_path)
-        writer = GroupWriter(settings.database_path, turns)
-        store = Store(engine, reader, retention_s=settings.retention_s, writer=writer)
+        database = await Database.open(settings.database_path)
+        logs = LogStore(database.reader, database.writer)
+        jobs = JobStore(
+            database.engine, database.reader, database.writer, logs, settings.retention_s
+        )
+        contributors = ContributorStore(database.engine, database.reader)
         blobs = BlobStore(settings.blobs_dir)
-        files = FileStore(engine, reader)
+        files = FileStore(database.engine, database.reader)
         retention = Retention(
-            settings.retention_s, settings.retention_sweep_interval_s, store, files, blobs
+            settings.retention_s, settings.retention_sweep_interval_s, logs, files, blobs
         )
         sessions = SessionRegistry()
         hub = ChangeHub()
-        scheduler = Scheduler(settings, store, sessions, hub)
+        scheduler = Scheduler(settings, jobs, logs, contributors, sessions, hub)
+        quotas = Quotas(settings, scheduler.count_queued, DatabaseSize(settings.database_path))
         followers = FollowerLimits(settings.max_followers_per_job, settings.max_followers_total)
         tokens = TokenBook(create_reader(settings.database_path, connections=1))
         await tokens.refresh()
         app.state.compound = CoordinatorState(
-            settings, store, sessions, hub, scheduler, followers, tokens, blobs, files, retention
+            settings,
+            jobs,
+            logs,
+            contributors,
+            sessions,
+            hub,
+            scheduler,
+            followers,
+            tokens,
+            blobs,
+            files,
+            retention,
+            quotas,
         )
         await scheduler.start()
         retention.start()
@@ -84,7 +100,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             await retention.stop()
             await tokens.close()
             await scheduler.stop()
-            await store.close()
+            await database.close()
 
     app = FastAPI(
         title="Compound coordinator",

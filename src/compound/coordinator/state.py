@@ -8,21 +8,26 @@ from starlette.requests import HTTPConnection
 
 from compound.coordinator.follow.followers import FollowerLimits
 from compound.coordinator.scheduling.hub import ChangeHub
+from compound.coordinator.scheduling.quotas import Quotas
 from compound.coordinator.scheduling.random_ids import RandomIds
 from compound.coordinator.scheduling.scheduler import Scheduler
 from compound.coordinator.scheduling.sessions import SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.storage.blobs import BlobStore
+from compound.coordinator.storage.contributors import ContributorStore
 from compound.coordinator.storage.files import FileStore
+from compound.coordinator.storage.jobs import JobStore
+from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.retention import Retention
-from compound.coordinator.storage.store import Store
 from compound.coordinator.storage.tokens import TokenBook
 
 
 @dataclass(frozen=True)
 class CoordinatorState:
     settings: CoordinatorSettings
-    store: Store
+    jobs: JobStore
+    logs: LogStore
+    contributors: ContributorStore
     sessions: SessionRegistry
     hub: ChangeHub
     scheduler: Scheduler
@@ -31,6 +36,7 @@ class CoordinatorState:
     blobs: BlobStore
     files: FileStore
     retention: Retention
+    quotas: Quotas
     # 16 hex characters, as job ids always were.
     job_ids: RandomIds = field(default_factory=lambda: RandomIds(16))
 

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 
 from compound.coordinator.scheduling.hub import Wakeup
 from compound.coordinator.state import CoordinatorState
+from compound.coordinator.storage.job_rows import JobRow
 from compound.coordinator.storage.log_tail import LogPage
-from compound.coordinator.storage.store import JobRow
 from compound.protocol import FollowEnd, FollowStatus, JobStatus, JobView
 
 PAGE_RECORDS = 2000
@@ -49,7 +49,7 @@ class Following:
     async def open(self) -> JobRow | None:
         """The job's row, read after the alarm was set; None if there is no such job."""
         self.generation = self.state.hub.queue_generation
-        self.job = await self.state.store.get_job(self.job_id)
+        self.job = await self.state.jobs.get(self.job_id)
         return self.job
 
     def __enter__(self) -> Following:
@@ -74,7 +74,7 @@ async def follow_job(
     if job is None:
         raise UnknownJob(job_id)
     generation = following.generation
-    view = await state.store.view_job(job)
+    view = state.scheduler.view(job)
     yield FollowStatus(job=view)
     stale = False  # whether the job may have changed since ``job`` was read
     checked = after  # every stored record up to this seq was sent
@@ -93,7 +93,7 @@ async def follow_job(
             checked = max(after, job.last_seq)
         if stale:
             stale = False
-            current = await state.store.view_job(job)
+            current = state.scheduler.view(job)
             if _visible_change(view, current):
                 view = current
                 yield FollowStatus(job=view)
@@ -111,7 +111,7 @@ async def follow_job(
 async def _pages_after(state: CoordinatorState, job_id: str, after: int) -> AsyncIterator[LogPage]:
     """Pages of the records stored after ``after``, until one comes back empty."""
     while True:
-        page = await state.store.read_logs(job_id, after, PAGE_RECORDS, PAGE_BYTES)
+        page = await state.logs.read(job_id, after, PAGE_RECORDS, PAGE_BYTES)
         if not page.records:
             return
         if page.records[-1].seq <= after:  # never loop on a page that does not advance
@@ -145,7 +145,7 @@ async def _until_job_changes(
             await wakeup.wait(recheck_at - now)
             continue
         generation = hub.queue_generation
-        position = state.store.queue.position_of(view.id)
+        position = state.scheduler.queue_position(view.id)
         if position is None:
             return  # no longer waiting in memory (being claimed, or gone): re-read it
         if position != view.queue_position:
@@ -155,7 +155,7 @@ async def _until_job_changes(
 
 
 async def _read_job(state: CoordinatorState, job_id: str) -> JobRow:
-    job = await state.store.get_job(job_id)
+    job = await state.jobs.get(job_id)
     if job is None:
         raise UnknownJob(job_id)
     return job

@@ -15,11 +15,11 @@ from compound.coordinator.routes.access import may_see, require, require_on_sock
 from compound.coordinator.routes.files import check_inputs
 from compound.coordinator.routes.socket import close_quietly, send_until_disconnect
 from compound.coordinator.routes.submission import JobSubmission, read_submission
-from compound.coordinator.scheduling.quotas import check_quotas
+from compound.coordinator.scheduling.quotas import QuotaExceeded
 from compound.coordinator.state import CoordinatorState, get_state, state_of
 from compound.coordinator.storage.contributors import ContributorRow
+from compound.coordinator.storage.job_rows import JobRow
 from compound.coordinator.storage.log_tail import LogPage
-from compound.coordinator.storage.store import JobRow
 from compound.coordinator.storage.tokens import Principal
 from compound.protocol import (
     CLOSE_NORMAL,
@@ -48,17 +48,19 @@ async def submit(request: Request, state: CoordinatorState) -> JobRow:
     new = await read_submission(request, state.settings)
     if new.inputs is not None:
         await check_inputs(state, principal, new.inputs)
-    check_quotas(state, principal.name)
-    job = await state.store.create_job(state.job_ids.next(), new, principal.name)
+    try:
+        state.quotas.check_new_job(principal.name)
+    except QuotaExceeded as exc:
+        raise HTTPException(429, str(exc)) from None
+    job = await state.scheduler.submit(state.job_ids.next(), new, principal.name)
     # Debug, as its dispatch: two lines a job were 8 % of the coordinator's time at load.
     log.debug("job %s queued (%d bytes) for %s", job.id, len(new.script), principal.name)
-    await state.scheduler.dispatch()
     return job
 
 
 async def visible_job(state: CoordinatorState, principal: Principal, job_id: str) -> JobRow | None:
     """The job if it exists and ``principal`` may see it; another's job is as unknown."""
-    job = await state.store.get_job(job_id)
+    job = await state.jobs.get(job_id)
     return job if job is not None and may_see(principal, job.owner) else None
 
 
@@ -90,7 +92,7 @@ async def create_job(request: Request, state: State) -> Response:
 async def create_job_answer(request: Request, state: CoordinatorState) -> Response:
     """POST /api/v1/jobs itself; ``submit_route`` calls it ahead of FastAPI's router."""
     job = await submit(request, state)
-    view = await state.store.view_job(job)
+    view = state.scheduler.view(job)
     # Serialized here: returned as a model, FastAPI would validate it again first.
     return Response(view.model_dump_json(), status_code=201, media_type="application/json")
 
@@ -102,12 +104,12 @@ async def list_jobs(
     """Recent jobs, newest first: the caller's own (an admin's: everybody's)."""
     principal = require(request, Role.SUBMITTER)
     owner = None if principal.is_admin else principal.name
-    return {"jobs": [view.model_dump() for view in await state.store.list_jobs(limit, owner)]}
+    return {"jobs": [view.model_dump() for view in await state.jobs.newest(limit, owner)]}
 
 
 @router.get("/api/v1/jobs/{job_id}", response_model=JobView)
 async def get_job(job_id: str, request: Request, state: State) -> JobView:
-    return await state.store.view_job(await _job_or_404(request, state, job_id))
+    return state.scheduler.view(await _job_or_404(request, state, job_id))
 
 
 @router.get("/api/v1/jobs/{job_id}/logs")
@@ -121,7 +123,7 @@ async def get_logs(
     """Log records with seq > after, at most ``limit`` and about 4 MiB of data a page.
     ``complete``: the job is over and nothing follows this page."""
     job = await _job_or_404(request, state, job_id)
-    page = await state.store.read_logs(job_id, after, limit, LOG_PAGE_BYTES)
+    page = await state.logs.read(job_id, after, limit, LOG_PAGE_BYTES)
     records = page.records
     last_seq = records[-1].seq if records else after
     complete = job.status.is_terminal and not page.more
@@ -129,7 +131,7 @@ async def get_logs(
         "records": [record.model_dump() for record in records],
         "last_seq": last_seq,
         "complete": complete,
-        "job": (await state.store.view_job(job)).model_dump(),
+        "job": state.scheduler.view(job).model_dump(),
     }
 
 
@@ -139,7 +141,7 @@ async def cancel_job(job_id: str, request: Request, state: State) -> JobView:
     job = await _job_or_404(request, state, job_id)
     if job.status.is_terminal:
         raise HTTPException(409, f"job {job_id} already ended ({job.status.value})")
-    return await state.store.view_job(await state.scheduler.cancel(job))
+    return state.scheduler.view(await state.scheduler.cancel(job))
 
 
 @router.get("/api/v1/contributors")
@@ -147,7 +149,7 @@ async def list_contributors(request: Request, state: State) -> dict[str, Any]:
     """The machines: what a submitter needs to know of them; an admin also sees who runs
     what (node ids, current jobs, the registering token)."""
     principal = require(request, Role.SUBMITTER, Role.CONTRIBUTOR)
-    rows = await state.store.contributors.list()
+    rows = await state.contributors.list()
     return {"contributors": [_contributor_view(state, row, principal) for row in rows]}
 
 
@@ -170,7 +172,7 @@ def _contributor_view(
 ) -> dict[str, Any]:
     view = dict(row.__dict__)
     view["state"] = row.state.value
-    held = sorted(state.scheduler.leases.held_by(row.id))
+    held = [lease.job_id for lease in state.scheduler.leases_of(row.id)]
     view["busy"] = bool(held)
     if not principal.is_admin:
         return {key: view[key] for key in (*_PUBLIC_CONTRIBUTOR_FIELDS, "busy")}

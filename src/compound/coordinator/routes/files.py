@@ -22,7 +22,7 @@ from compound.coordinator.routes.access import may_see, require
 from compound.coordinator.routes.artifact_tar import ArtifactLimits, BadArtifacts, extract
 from compound.coordinator.state import CoordinatorState, get_state
 from compound.coordinator.storage.blobs import SHA256, Received, TooBig
-from compound.coordinator.storage.store import JobRow
+from compound.coordinator.storage.job_rows import JobRow
 from compound.coordinator.storage.tokens import Principal
 from compound.protocol import Artifact, InputsRef
 from compound.protocol.auth import Role
@@ -129,15 +129,15 @@ async def _leased_job(request: Request, state: CoordinatorState, job_id: str) ->
     registered the lease holder; else 403."""
     principal = require(request, Role.CONTRIBUTOR)
     refused = HTTPException(403, "only the contributor running this job may do this")
-    lease = state.scheduler.leases.get(job_id)
+    lease = state.scheduler.lease_of(job_id)
     presented = request.headers.get(LEASE_HEADER, "")
     if lease is None or not hmac.compare_digest(presented.encode(), lease.lease_id.encode()):
         raise refused
     # Open mode has no tokens: the lease id alone, a secret only its holder was sent, decides.
     mine = not principal.authenticated or principal.is_admin
-    if not mine and await state.store.contributors.token_of(lease.holder) != principal.name:
+    if not mine and await state.contributors.token_of(lease.holder) != principal.name:
         raise refused
-    job = await state.store.get_job(job_id)
+    job = await state.jobs.get(job_id)
     if job is None:
         raise refused
     return job
@@ -200,7 +200,7 @@ async def download_artifact(job_id: str, path: str, request: Request, state: Sta
 
 async def _visible(request: Request, state: CoordinatorState, job_id: str) -> JobRow:
     principal = require(request, Role.SUBMITTER)
-    job = await state.store.get_job(job_id)
+    job = await state.jobs.get(job_id)
     if job is None or not may_see(principal, job.owner):
         raise HTTPException(404, f"no job with id {job_id[:64]!r}")
     return job

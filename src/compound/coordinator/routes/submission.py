@@ -14,7 +14,7 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compound.coordinator.settings import CoordinatorSettings
-from compound.coordinator.storage.store import NewJob
+from compound.coordinator.storage.job_rows import NewJob
 from compound.protocol import InputsRef
 from compound.protocol.requirements import (
     MAX_REQUIREMENTS,

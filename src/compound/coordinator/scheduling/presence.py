@@ -11,19 +11,9 @@ A crash loses at most one sweep interval of heartbeat figures, never a job or a 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
+from compound.coordinator.storage.contributors import Seen
 from compound.protocol import Heartbeat
-
-
-@dataclass(frozen=True)
-class Seen:
-    """The latest heartbeat of one contributor and when it arrived (time.time())."""
-
-    last_seen: float
-    cpu_percent: float
-    ram_free_bytes: int
-    ram_total_bytes: int
 
 
 class PresenceBook:

@@ -16,14 +16,17 @@ import logging
 import time
 
 from compound.coordinator.scheduling.hub import ChangeHub
-from compound.coordinator.scheduling.job_queue import QueuedJob
-from compound.coordinator.scheduling.leases import Lease, LeaseBook
+from compound.coordinator.scheduling.job_queue import JobQueue, QueuedJob
+from compound.coordinator.scheduling.leases import Lease, Leases
 from compound.coordinator.scheduling.presence import PresenceBook
 from compound.coordinator.scheduling.random_ids import RandomIds
-from compound.coordinator.scheduling.reports import Violation
 from compound.coordinator.scheduling.sessions import ContributorSession, SessionRegistry
 from compound.coordinator.settings import CoordinatorSettings
-from compound.coordinator.storage.store import JobRow, Store
+from compound.coordinator.storage.contributors import ContributorStore
+from compound.coordinator.storage.job_rows import JobRow, NewJob
+from compound.coordinator.storage.jobs import JobStore
+from compound.coordinator.storage.logs import LogStore
+from compound.coordinator.storage.reports import Violation
 from compound.protocol import (
     CLOSE_GOING_AWAY,
     Abandon,
@@ -32,6 +35,8 @@ from compound.protocol import (
     Heartbeat,
     Job,
     JobStatus,
+    JobView,
+    LogRecord,
     RunningJob,
 )
 
@@ -44,15 +49,21 @@ class Scheduler:
     def __init__(
         self,
         settings: CoordinatorSettings,
-        store: Store,
+        jobs: JobStore,
+        logs: LogStore,
+        contributors: ContributorStore,
         sessions: SessionRegistry,
         hub: ChangeHub,
     ) -> None:
         self._settings = settings
-        self._store = store
+        self._jobs = jobs
+        self._logs = logs
+        self._contributors = contributors
         self._sessions = sessions
         self._hub = hub
-        self.leases = LeaseBook()
+        self._leases = Leases()
+        # The jobs waiting, oldest first, mirrored from their rows (see job_queue.py).
+        self._queue = JobQueue()
         self._lease_ids = RandomIds(32)
         self.presence = PresenceBook()
         # Connected contributors holding no lease, the one idle longest first: dispatch takes
@@ -72,15 +83,16 @@ class Scheduler:
 
     async def start(self) -> None:
         """Adopt the running jobs of a previous life: their agents get one lease to return."""
-        await self._store.contributors.mark_all_offline()
-        await self._store.load_queue()
-        for lease in await self._store.leases():
-            lease.expires_at = self._expiry()
-            self.leases.add(lease)
-        for job in await self._store.jobs_with_status(JobStatus.RUNNING):
-            if self.leases.get(job.id) is None:  # a database from before leases had a table
-                await self._store.requeue(job.id, "lease record missing", count_attempt=False)
-        self.job_counts = await self._store.count_by_status()
+        await self._contributors.mark_all_offline()
+        await self._load_queue()
+        for row in await self._jobs.leases():
+            self._leases.grant(
+                Lease(row.job_id, row.lease_id, row.holder, row.first_seq, self._expiry())
+            )
+        for job in await self._jobs.with_status(JobStatus.RUNNING):
+            if self._leases.of(job.id) is None:  # a database from before leases had a table
+                await self._requeue(job.id, "lease record missing", count_attempt=False)
+        self.job_counts = await self._jobs.count_by_status()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="lease-sweeper")
         await self.dispatch()
 
@@ -92,11 +104,54 @@ class Scheduler:
 
     async def _write_back(self) -> None:
         """Lease expiries and heartbeats kept in memory since the last call, in two statements."""
-        await self._store.renew(self.leases.take_renewed())
-        await self._store.contributors.seen(self.presence.take())
+        await self._jobs.renew_leases(self._leases.take_renewed())
+        await self._contributors.seen(self.presence.take())
 
     def _expiry(self) -> float:
         return time.time() + self._settings.lease_timeout_s
+
+    # ------------------------------------------------------------------ the queue
+
+    async def _load_queue(self) -> None:
+        """Mirror the queued rows in memory (at start, and when the sweep finds a gap)."""
+        self._queue.replace_all([QueuedJob(*row) for row in await self._jobs.queued()])
+
+    def _queued(self, job: JobRow) -> None:
+        self._queue.add(QueuedJob(job.number, job.id, job.owner, plain=not job.requirements))
+
+    async def submit(self, job_id: str, new: NewJob, owner: str | None) -> JobRow:
+        """Queue a new job (durably) and give it to an idle contributor if there is one."""
+        job = await self._jobs.create(job_id, new, owner)
+        self._queued(job)
+        await self.dispatch()
+        return job
+
+    def count_queued(self, owner: str | None = None) -> int:
+        """Queued jobs in all, or of ``owner``: counted in memory, no query."""
+        if owner is not None:
+            return self._queue.count(owner, of_owner=True)
+        return self._queue.count()
+
+    def queue_position(self, job_id: str) -> int | None:
+        return self._queue.position_of(job_id)
+
+    def view(self, job: JobRow) -> JobView:
+        """What a submitter sees of ``job``: its row, and its place in the queue if queued."""
+        position = self._queue.position(job.number) if job.status is JobStatus.QUEUED else None
+        return job.view(position, self._jobs.retention_s)
+
+    async def _requeue(
+        self, job_id: str, reason: str, *, note: str | None = None, count_attempt: bool = True
+    ) -> JobRow | None:
+        requeued = await self._jobs.requeue(job_id, reason, note=note, count_attempt=count_attempt)
+        if requeued is not None:
+            self._queued(requeued)
+        return requeued
+
+    async def _cancel(self, job_id: str, reason: str, error: str | None = None) -> JobRow | None:
+        cancelled = await self._jobs.cancel(job_id, reason, error)
+        self._queue.discard(job_id)
+        return cancelled
 
     # ------------------------------------------------------------------ dispatch
 
@@ -106,7 +161,7 @@ class Scheduler:
 
     def _is_full(self, session: ContributorSession) -> bool:
         """It holds as many leases as it has slots (one, unless its hello said more)."""
-        return self.leases.held_count(session.contributor_id) >= session.slots
+        return self._leases.held_count(session.contributor_id) >= session.slots
 
     def _mark_idle_if_free(self, session: ContributorSession | None) -> bool:
         """Put ``session`` at the back of the idle ones if it has a free slot; whether it did."""
@@ -143,9 +198,9 @@ class Scheduler:
     def _nothing_to_pair(self) -> bool:
         """No query, no scan: the in-memory queue says whether any idle contributor can
         take a job (10,000 of them joining an empty queue cost nothing each)."""
-        if not self._idle or not self._store.queue.has(plain_only=False):
+        if not self._idle or not self._queue.has(plain_only=False):
             return True
-        return not self._idle_with_deps and not self._store.queue.has(plain_only=True)
+        return not self._idle_with_deps and not self._queue.has(plain_only=True)
 
     async def _dispatch_idle(self) -> None:
         # Pairing is synchronous (no await): jobs leave the queue in FIFO order, each to one
@@ -179,7 +234,8 @@ class Scheduler:
             if session.closed or self._is_full(session):
                 gone.append(session)
                 continue
-            entry = self._store.take_queued(plain_only=not session.deps)
+            # Synchronous, so concurrent claimers take different jobs, in FIFO order.
+            entry = self._queue.take(plain_only=not session.deps)
             if entry is not None:
                 pairs.append((session, entry))
             elif session.deps or self._idle_with_deps == 0:
@@ -188,11 +244,11 @@ class Scheduler:
 
     async def _claim_for(self, session: ContributorSession, entry: QueuedJob) -> bool:
         """Claim ``entry`` for ``session`` and send it; False if the job was gone."""
+        lease_id, expires_at = self._lease_ids.next(), self._expiry()
         try:
-            claimed = await self._store.claim_queued(
-                entry, session.contributor_id, self._lease_ids.next(), self._expiry()
-            )
+            claimed = await self._jobs.claim(entry.id, session.contributor_id, lease_id, expires_at)
         except Exception:
+            self._queue.add(entry)  # the write failed: the job goes back to the queue
             # Not retried at once (the database may be failing): the sweep dispatches again.
             log.exception("claiming job %s failed; it stays queued", entry.id)
             self._claiming.discard(session.contributor_id)
@@ -205,8 +261,9 @@ class Scheduler:
             self._hub.notify(entry.id, queue_moved=True)
             self._mark_idle_if_free(session)
             return False
-        job, lease = claimed
-        self.leases.add(lease)
+        job = claimed.job
+        lease = Lease(job.id, lease_id, session.contributor_id, claimed.first_seq, expires_at)
+        self._leases.grant(lease)
         self._hub.notify(job.id, queue_moved=True)
         try:
             message = _job_message(job, lease)
@@ -217,7 +274,7 @@ class Scheduler:
         if not session.send(message):
             # It never reached the contributor: back to the queue, not counted as an attempt.
             self._release(job.id)
-            await self._store.requeue(job.id, "contributor unreachable", count_attempt=False)
+            await self._requeue(job.id, "contributor unreachable", count_attempt=False)
             self._hub.notify(job.id, queue_moved=True)
             return False
         log.debug("job %s -> contributor %s (attempt %d)", job.id, session.name, job.attempts)
@@ -225,11 +282,12 @@ class Scheduler:
 
     # ------------------------------------------------------------------ leases
 
-    def lease_of(self, job_id: str, lease_id: str | None, holder: str) -> Lease | None:
-        return self.leases.current(job_id, lease_id, holder)
+    def lease_of(self, job_id: str) -> Lease | None:
+        """The current lease on ``job_id``, if it runs."""
+        return self._leases.of(job_id)
 
     def renew(self, session: ContributorSession) -> None:
-        self.leases.renew(session.contributor_id, self._expiry())
+        self._leases.renew(session.contributor_id, self._expiry())
 
     def heartbeat(self, session: ContributorSession, message: Heartbeat) -> None:
         """Kept in memory; the sweep writes the latest of each contributor back in a batch."""
@@ -237,7 +295,7 @@ class Scheduler:
 
     def _release(self, job_id: str) -> Lease | None:
         """Drop ``job_id``'s lease; its holder, if still connected and free, is idle again."""
-        lease = self.leases.remove(job_id)
+        lease = self._leases.release(job_id)
         if lease is not None:
             self._mark_idle_if_free(self._sessions.get(lease.holder))
         return lease
@@ -249,63 +307,70 @@ class Scheduler:
         kept: list[str] = []
         abandon: list[Abandon] = []
         for item in running:
-            if self.leases.current(item.job_id, item.lease_id, session.contributor_id):
+            if self._leases.check(item.job_id, item.lease_id, session.contributor_id):
                 kept.append(item.job_id)
             else:
                 abandon.append(Abandon(job_id=item.job_id, reason="lease expired or job ended"))
         self.renew(session)
         return kept, abandon
 
-    def leases_of(self, session: ContributorSession) -> list[Lease]:
-        return [
-            lease
-            for job_id in self.leases.held_by(session.contributor_id)
-            if (lease := self.leases.get(job_id)) is not None
-        ]
+    def leases_of(self, contributor_id: str) -> list[Lease]:
+        """The leases ``contributor_id`` holds now, by job id."""
+        return self._leases.held_by(contributor_id)
 
     # ------------------------------------------------------------------ endings
 
+    async def report_logs(
+        self, holder: str, job_id: str, lease_id: str, records: list[LogRecord]
+    ) -> int | Violation | None:
+        """Store records ``holder`` reported under ``lease_id``; the seq to acknowledge, a
+        Violation, or None when that lease is not current (checked once, as they are stored)."""
+        acked = await self._logs.append(
+            job_id, lease_id, holder, records, self._settings.max_log_bytes_per_job
+        )
+        if isinstance(acked, int):
+            self._hub.records_added(job_id)
+        return acked
+
     async def finish(
         self,
-        lease: Lease,
+        holder: str,
+        job_id: str,
+        lease_id: str,
         status: JobStatus,
         *,
         exit_code: int | None = None,
         error: str | None = None,
         last_seq: int | None = None,
     ) -> JobRow | Violation | None:
-        """End a running job as its lease holder reported, free the holder, dispatch more."""
-        job = await self._store.finish(
-            lease.job_id,
-            lease.lease_id,
-            status,
-            exit_code=exit_code,
-            error=error,
-            last_seq=last_seq,
+        """End a running job as ``holder`` of ``lease_id`` reported, free the holder,
+        dispatch more; None when that lease is not current (checked once, as it is stored)."""
+        job = await self._jobs.finish(
+            job_id, lease_id, holder, status, exit_code=exit_code, error=error, last_seq=last_seq
         )
         if isinstance(job, Violation):
             return job
         if job is None:
-            log.info("ignored ending %s of job %s: lease not current", status, lease.job_id)
+            log.info("ignored ending %s of job %s: lease not current", status, job_id)
             return None
-        self._release(lease.job_id)
-        self._hub.notify(lease.job_id)
+        self._release(job_id)
+        self._hub.notify(job_id)
         await self.offer_idle()
         return job
 
     async def cancel(self, job: JobRow) -> JobRow:
         """Cancel at once if queued or unreachable; otherwise ask its agent to stop it."""
         if job.status is JobStatus.QUEUED:
-            cancelled = await self._store.cancel(job.id, "cancelled")
+            cancelled = await self._cancel(job.id, "cancelled")
             self._hub.notify(job.id, queue_moved=True)
             return cancelled or job
-        job = await self._store.request_cancel(job.id)
-        lease = self.leases.get(job.id)
+        job = await self._jobs.request_cancel(job.id)
+        lease = self._leases.of(job.id)
         session = self._sessions.get(lease.holder if lease else None)
         if session is not None and session.send(Cancel(job_id=job.id)):
             return job
         self._release(job.id)
-        cancelled = await self._store.cancel(
+        cancelled = await self._cancel(
             job.id, "cancelled", error="cancelled while its contributor was away"
         )
         self._hub.notify(job.id)
@@ -316,17 +381,19 @@ class Scheduler:
         """The socket closed. Its jobs keep their leases: the agent may come back in time."""
         if self._sessions.remove(session):
             self._unidle(session.contributor_id)
-            await self._store.contributors.set_state(
-                session.contributor_id, ContributorState.OFFLINE
-            )
+            await self._contributors.set_state(session.contributor_id, ContributorState.OFFLINE)
 
-    async def contributor_misbehaved(self, lease: Lease) -> None:
-        """A report broke the rules: the job is handled as if its contributor were lost."""
-        await self._lease_lost(lease, "its contributor sent an invalid report")
+    async def report_refused(self, holder: str, job_id: str) -> None:
+        """A report of ``holder`` on ``job_id`` broke the rules: if it holds the job, the job
+        is handled as if its contributor were lost."""
+        lease = self._leases.of(job_id)
+        if lease is not None and lease.holder == holder:
+            await self._lease_lost(lease, "its contributor sent an invalid report")
 
     async def _fail(self, job_id: str, error: str) -> None:
         self._release(job_id)
-        await self._store.fail(job_id, error, error=error, note=f"[compound] {error}")
+        await self._jobs.fail(job_id, error, error=error, note=f"[compound] {error}")
+        self._queue.discard(job_id)
         self._hub.notify(job_id, queue_moved=True)  # it may have been queued
 
     # ------------------------------------------------------------------ sweeping
@@ -344,29 +411,29 @@ class Scheduler:
             log.warning("contributor %s silent, closing its connection", session.name)
             await self.contributor_gone(session)
             session.close(CLOSE_GOING_AWAY, "silent for too long")
-        for lease in self.leases.expired():
+        for lease in self._leases.expired():
             await self._lease_lost(lease, "lease expired")
         await self._write_back()
-        self.job_counts = await self._store.count_by_status()
-        in_memory = len(self._store.queue) + len(self._claiming)
+        self.job_counts = await self._jobs.count_by_status()
+        in_memory = len(self._queue) + len(self._claiming)
         if self.job_counts.get(JobStatus.QUEUED.value, 0) > in_memory:
             # A safety net: whatever path queued a row without the in-memory queue knowing,
             # it waits one sweep. (Reloading is harmless: a claim's WHERE status refuses a
             # job that is no longer queued.)
             log.warning("the in-memory queue missed queued jobs; reloading it")
-            await self._store.load_queue()
+            await self._load_queue()
             self._hub.queue_moved()
-        if self._store.queue.has(plain_only=False) and self._idle:
+        if self._queue.has(plain_only=False) and self._idle:
             await self.dispatch()
 
     async def _lease_lost(self, lease: Lease, why: str) -> None:
-        if self.leases.get(lease.job_id) is not lease:
+        if self._leases.of(lease.job_id) is not lease:
             return  # already handled
         self._release(lease.job_id)
         holder = self._sessions.get(lease.holder)
         if holder is not None:
             holder.send(Abandon(job_id=lease.job_id, reason=why))
-        job = await self._store.get_job(lease.job_id)
+        job = await self._jobs.get(lease.job_id)
         if job is None or job.status is not JobStatus.RUNNING:
             return
         await self._recover(job)
@@ -377,18 +444,18 @@ class Scheduler:
     async def _recover(self, job: JobRow) -> None:
         """Requeue the job of a lost contributor once; then fail it."""
         if job.cancel_requested:
-            await self._store.cancel(
+            await self._cancel(
                 job.id, CONTRIBUTOR_LOST, error="cancelled; its contributor was lost"
             )
         elif job.attempts >= self._settings.max_attempts:
-            await self._store.fail(
+            await self._jobs.fail(
                 job.id,
                 CONTRIBUTOR_LOST,
                 error=CONTRIBUTOR_LOST,
                 note=f"[compound] {CONTRIBUTOR_LOST}; job failed",
             )
         else:
-            await self._store.requeue(
+            await self._requeue(
                 job.id,
                 CONTRIBUTOR_LOST,
                 note=f"[compound] {CONTRIBUTOR_LOST}; job requeued and will start again",

@@ -9,9 +9,18 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.scheduling.presence import Seen
 from compound.coordinator.storage import db
 from compound.protocol import ContributorState, Hello
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The latest heartbeat of one contributor and when it arrived (time.time())."""
+
+    last_seen: float
+    cpu_percent: float
+    ram_free_bytes: int
+    ram_total_bytes: int
 
 
 @dataclass(frozen=True)

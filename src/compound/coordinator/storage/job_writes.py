@@ -1,9 +1,11 @@
-"""The hot lifecycle writes (create, claim, finish) as plain functions of a SQLite connection.
+"""Every write of a job's lifecycle, as plain functions of a SQLite connection: the one path.
 
-They run inside the group writer's transaction (``writer.py``), one SAVEPOINT each, with
-statements SQLite prepares once and caches: no statement building per job. They keep the
-store's rules: legal moves only (``protocol.status``), the status in the WHERE clause so a
-concurrent move loses cleanly, an event per move, a job RUNNING exactly while it has a lease.
+Create, claim, requeue, finish, fail, cancel, a cancel request, a note and a log batch: each
+runs inside the group writer's transaction (``writer.py``) with statements SQLite prepares
+once and caches. They keep the lifecycle's rules in one place: legal moves only
+(``protocol.status``), the status in the WHERE clause so a concurrent move loses cleanly, an
+event per move, a job RUNNING exactly while it has a lease, and a report accepted only under
+the lease it names (one check, in the transaction that stores it).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compound.coordinator.scheduling.leases import Lease
-from compound.coordinator.scheduling.reports import Violation, check_batch, check_ending
+from compound.coordinator.storage.job_rows import DAMAGED
 from compound.coordinator.storage.log_tail import record_size
+from compound.coordinator.storage.reports import Violation, check_batch, check_ending
 from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, check_transition
 
 _INSERT_JOB = (
@@ -31,7 +33,7 @@ _INSERT_LEASE = (
     "INSERT INTO leases (job_id, lease_id, holder, first_seq, granted_at, expires_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
-_LEASE_FIRST_SEQ = "SELECT first_seq FROM leases WHERE job_id = ? AND lease_id = ?"
+_LEASE_FIRST_SEQ = "SELECT first_seq FROM leases WHERE job_id = ? AND lease_id = ? AND holder = ?"
 INSERT_RECORD = (
     "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
 )
@@ -89,13 +91,19 @@ def damaged(row: sqlite3.Row) -> str | None:
     try:
         json.loads(row["args"]), json.loads(row["env"]), json.loads(row["requirements"])
     except ValueError:
-        return "the stored job cannot be read (its arguments or environment)"
+        return DAMAGED
     return None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    row: sqlite3.Row
+    first_seq: int  # the first sequence number this attempt reports
 
 
 def claim_job(
     conn: sqlite3.Connection, job_id: str, holder: str, lease_id: str, expires_at: float
-) -> tuple[sqlite3.Row, Lease] | str | None:
+) -> Claimed | str | None:
     """Run queued job ``job_id`` under a new lease. None if it is no longer queued; the
     reason, after failing it, if its row cannot be run."""
     row = select_job(conn, job_id)
@@ -105,7 +113,7 @@ def claim_job(
     if problem is not None:
         move(conn, row, JobStatus.FAILED, problem, error=problem)
         return problem
-    lease = Lease(job_id, lease_id, holder, row["last_seq"] + 1, expires_at)
+    first_seq = row["last_seq"] + 1
     claimed = move(
         conn,
         row,
@@ -115,24 +123,23 @@ def claim_job(
         attempts=row["attempts"] + 1,
         started_at=row["started_at"] or time.time(),
     )
-    conn.execute(
-        _INSERT_LEASE, (job_id, lease_id, holder, lease.first_seq, time.time(), expires_at)
-    )
-    return claimed, lease
+    conn.execute(_INSERT_LEASE, (job_id, lease_id, holder, first_seq, time.time(), expires_at))
+    return Claimed(claimed, first_seq)
 
 
 def finish_job(
     conn: sqlite3.Connection,
     job_id: str,
     lease_id: str,
+    holder: str,
     status: JobStatus,
     exit_code: int | None,
     error: str | None,
     last_seq: int | None,
 ) -> sqlite3.Row | Violation | None:
-    """End a running job as the holder of ``lease_id`` reported; None if that lease is not
+    """End a running job as ``holder`` of ``lease_id`` reported; None if that lease is not
     current, a Violation if records it announced never arrived."""
-    if conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id)).fetchone() is None:
+    if conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id, holder)).fetchone() is None:
         return None
     row = select_job(conn, job_id)
     violation = check_ending(last_seq, row["last_seq"])
@@ -166,6 +173,76 @@ def move(
 
 
 @dataclass(frozen=True)
+class Noted:
+    record: LogRecord
+    size: int
+
+
+@dataclass(frozen=True)
+class Moved:
+    row: sqlite3.Row
+    note: Noted | None  # the SYSTEM record written with the move, if any
+
+
+def requeue_job(
+    conn: sqlite3.Connection, job_id: str, reason: str, note: str | None, count_attempt: bool
+) -> Moved | None:
+    """Put a running job back in the queue, its lease gone; None if it is not running. When
+    the job was not at fault (``count_attempt`` false) its attempt is given back."""
+    row = select_job(conn, job_id)
+    if row["status"] != JobStatus.RUNNING.value:
+        return None
+    noted = insert_note(conn, job_id, note) if note is not None else None
+    attempts = row["attempts"] if count_attempt else max(0, row["attempts"] - 1)
+    moved = move(conn, row, JobStatus.QUEUED, reason, contributor_id=None, attempts=attempts)
+    return Moved(moved, noted)
+
+
+def fail_job(
+    conn: sqlite3.Connection, job_id: str, reason: str, error: str, note: str | None
+) -> Moved | None:
+    """Fail a queued or running job with ``error``; None if it already ended."""
+    row = select_job(conn, job_id)
+    if JobStatus(row["status"]).is_terminal:
+        return None
+    noted = insert_note(conn, job_id, note) if note is not None else None
+    return Moved(move(conn, row, JobStatus.FAILED, reason, error=error), noted)
+
+
+def cancel_job(
+    conn: sqlite3.Connection, job_id: str, reason: str, error: str | None
+) -> sqlite3.Row | None:
+    """Cancel a queued job, or a running one at once; None if it already ended."""
+    row = select_job(conn, job_id)
+    if JobStatus(row["status"]).is_terminal:
+        return None
+    return move(conn, row, JobStatus.CANCELLED, reason, error=error)
+
+
+def request_cancel(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+    """Mark a job as to be cancelled (its contributor is asked to stop it)."""
+    rows: list[sqlite3.Row] = conn.execute(
+        "UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *", (job_id,)
+    ).fetchall()
+    if not rows:
+        raise KeyError(job_id)
+    return rows[0]
+
+
+def insert_note(conn: sqlite3.Connection, job_id: str, text: str) -> Noted:
+    """A SYSTEM record after the job's last one, numbered inside the transaction that stores
+    it, so no other record can take its sequence number."""
+    last_seq = conn.execute("SELECT last_seq FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if last_seq is None:
+        raise KeyError(job_id)
+    note = LogRecord(seq=last_seq[0] + 1, stream=Stream.SYSTEM, data=text + "\n")
+    size = record_size(note)
+    conn.execute(INSERT_RECORD, (job_id, note.seq, note.stream.value, size, note.data))
+    conn.execute("UPDATE jobs SET last_seq = ? WHERE id = ?", (note.seq, job_id))
+    return Noted(note, size)
+
+
+@dataclass(frozen=True)
 class Appended:
     last_seq: int  # to acknowledge
     kept: list[LogRecord]  # stored (the rest was over the job's quota or seen before)
@@ -176,11 +253,13 @@ def append_records(
     conn: sqlite3.Connection,
     job_id: str,
     lease_id: str,
+    holder: str,
     records: Sequence[LogRecord],
     max_log_bytes: int,
 ) -> Appended | Violation | None:
-    """Store a batch of records reported under ``lease_id`` (see ``Store.append_logs``)."""
-    first_seq = conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id)).fetchone()
+    """Store a batch of records ``holder`` reported under ``lease_id`` (see
+    ``LogStore.append``); None if that lease is not current."""
+    first_seq = conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id, holder)).fetchone()
     if first_seq is None:
         return None
     row = conn.execute("SELECT last_seq, log_bytes FROM jobs WHERE id = ?", (job_id,)).fetchone()

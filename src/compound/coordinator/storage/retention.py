@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from compound.coordinator.storage.blobs import BlobStore
 from compound.coordinator.storage.files import FileStore
-from compound.coordinator.storage.store import Store
+from compound.coordinator.storage.logs import LogStore
 
 log = logging.getLogger("compound.coordinator")
 
@@ -30,7 +30,7 @@ class SweepResult:
 class Retention:
     retention_s: float
     interval_s: float
-    store: Store
+    logs: LogStore
     files: FileStore
     blobs: BlobStore
     swept: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,7 +55,7 @@ class Retention:
     async def sweep(self) -> SweepResult:
         """Remove what has expired by now."""
         job_ids, candidates = await self.files.expire(time.time() - self.retention_s)
-        self.store.forget_logs(job_ids)
+        self.logs.forget(job_ids)
         removed = 0
         async with self.blobs.lock:
             for sha256 in sorted(candidates):
