@@ -21,7 +21,7 @@ import time
 import aiodocker
 from figures import Figure
 
-from compound.agent.image import DEFAULT_TAG
+from compound.agent.runners.docker.image import DEFAULT_TAG
 
 PARALLEL = (1, 2, 4, 8)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 _BUILD = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from compound.agent.runners import docker_spec as spec
+from compound.agent.runners.docker import spec
 from compound.agent.runners.base import RunSpec
 job, out = sys.argv[3], sys.argv[2]
 key = spec.sandbox_key(spec.DockerRunnerSettings(), "runc", None)
@@ -31,7 +31,7 @@ if hasattr(spec, "files_control"):
     marker = spec.TRAILER_MARKER_PREFIX + b"0" * 32
     payload += spec.files_control(marker, 0, spec.DockerRunnerSettings())
 if hasattr(spec, "launcher_boot"):  # the container's program reads the launcher from stdin
-    from compound.agent.runners.sandbox_payload import BOOTSTRAP_SOURCE
+    from compound.agent.runners.docker.payload import BOOTSTRAP_SOURCE
     command = ["python3", "-u", "-c", BOOTSTRAP_SOURCE]
     payload = spec.launcher_boot(job + "/main.py") + payload
 else:

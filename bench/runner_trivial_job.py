@@ -17,9 +17,9 @@ import statistics
 import time
 import uuid
 
-from compound.agent.image import DEFAULT_TAG
 from compound.agent.runners.base import RunSpec
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker.image import DEFAULT_TAG
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 from compound.protocol import JobStatus, Stream
 
 

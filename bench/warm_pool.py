@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from compound.agent.image import DEFAULT_TAG
 from compound.agent.runners.base import RunResult, RunSpec
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker.image import DEFAULT_TAG
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 from compound.protocol import JobStatus, Stream
 
 

@@ -9,10 +9,10 @@ import asyncio
 import os
 import uuid
 
-from compound.agent.docker_engine import EngineError, check_engine, connect
-from compound.agent.image import DEFAULT_TAG, ensure_image
 from compound.agent.runners.base import RunResult, RunSpec
-from compound.agent.runners.docker import MANAGED_LABEL, NODE_LABEL, DockerRunner
+from compound.agent.runners.docker.engine import EngineError, check_engine, connect
+from compound.agent.runners.docker.image import DEFAULT_TAG, ensure_image
+from compound.agent.runners.docker.runner import MANAGED_LABEL, NODE_LABEL, DockerRunner
 from compound.protocol import Stream
 
 RUNTIMES = ("runc", "runsc")

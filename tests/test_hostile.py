@@ -24,8 +24,8 @@ import pytest
 
 from compound.agent.output import OutputCollector
 from compound.agent.runners.base import Limits, MiB, RunResult, RunSpec
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
-from compound.agent.runners.docker_outputs import NO_TRAILER
+from compound.agent.runners.docker.outputs import NO_TRAILER
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 from compound.protocol import MAX_RECORD_CHARS, JobStatus, LogRecord, Stream
 from docker_env import RUNTIMES, leftover_container_ids
 from support import Agent, Coordinator, stream_text, wait_until

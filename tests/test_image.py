@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from compound.agent.docker_engine import NOT_RUNNING, EngineError
-from compound.agent.image import FALLBACK_MIRROR, find_mirror, image_exists
+from compound.agent.runners.docker.engine import NOT_RUNNING, EngineError
+from compound.agent.runners.docker.image import FALLBACK_MIRROR, find_mirror, image_exists
 from compound.cli.image import image_app
 from docker_env import image_tag
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
-from compound.agent.runners.docker_spec import TRAILER_MARKER_PREFIX
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker.spec import TRAILER_MARKER_PREFIX
 from compound.protocol import JobStatus
 from docker_env import RUNTIMES, leftover_container_ids, managed_container_ids, run_job
 

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from compound.agent.docker_engine import NOT_RUNNING, EngineError, connect
 from compound.agent.runners.base import Limits, MiB, RunResult, RunSpec
-from compound.agent.runners.docker import (
+from compound.agent.runners.docker.engine import NOT_RUNNING, EngineError, connect
+from compound.agent.runners.docker.runner import (
     DockerRunner,
     DockerRunnerSettings,
     container_config,
     write_site,
 )
-from compound.agent.runners.docker_spec import choose_runtime, sandbox_key
-from compound.agent.runners.docker_stream import FrameDemuxer
+from compound.agent.runners.docker.runtime import choose_runtime
+from compound.agent.runners.docker.spec import sandbox_key
+from compound.agent.runners.docker.stream import FrameDemuxer
 from compound.protocol import JobStatus, Stream
 from docker_env import (
     RUNTIMES,

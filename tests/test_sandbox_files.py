@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from compound.agent.runners.base import MiB, RunResult, RunSpec
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
-from compound.agent.runners.docker_spec import TRAILER_MARKER_PREFIX
-from compound.agent.runners.sandbox_trailer import (
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker.spec import TRAILER_MARKER_PREFIX
+from compound.agent.runners.docker.trailer import (
     FOOTER,
     FRAME,
     FRAME_END,

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from compound.agent.runners.base import RunResult
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
-from compound.agent.runners.seccomp import ALLOWED, NATIVE_ABI, profile, security_options
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker.seccomp import ALLOWED, NATIVE_ABI, profile, security_options
 from compound.protocol import JobStatus
 from docker_env import RUNTIMES, run_job
 

@@ -17,10 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from compound.agent.docker_engine import connect
 from compound.agent.runners.base import Limits, MiB, RunResult
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings, write_site
-from compound.agent.runners.docker_spec import (
+from compound.agent.runners.docker.engine import connect
+from compound.agent.runners.docker.in_container.launcher import (
+    HEADER_LENGTH,
+    LAUNCH_FAILED_EXIT,
+    MARSHAL_FORMAT,
+)
+from compound.agent.runners.docker.payload import (
+    BOOTSTRAP_SOURCE,
+    SITECUSTOMIZE,
+    PayloadTooBig,
+    Section,
+    job_sections,
+    payload,
+)
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings, write_site
+from compound.agent.runners.docker.spec import (
     JOB_UID,
     MANAGED_LABEL,
     NODE_LABEL,
@@ -32,20 +45,7 @@ from compound.agent.runners.docker_spec import (
     launcher_boot,
     sandbox_key,
 )
-from compound.agent.runners.sandbox_launch import (
-    HEADER_LENGTH,
-    LAUNCH_FAILED_EXIT,
-    MARSHAL_FORMAT,
-)
-from compound.agent.runners.sandbox_payload import (
-    BOOTSTRAP_SOURCE,
-    SITECUSTOMIZE,
-    PayloadTooBig,
-    Section,
-    job_sections,
-    payload,
-)
-from compound.agent.runners.warm_pool import WarmPool
+from compound.agent.runners.docker.warm_pool import WarmPool
 from compound.desktop.settings import AppSettings, SettingsError, settings_from_dict
 from compound.desktop.sidecar import agent_command
 from compound.protocol import JobStatus

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
-from compound.agent.runners.docker_spec import SITE_DIR, ZYGOTE_SOURCE
-from compound.agent.runners.sandbox_payload import BOOTSTRAP_SOURCE, boot
-from compound.agent.runners.sandbox_prestart import starts_alike
+from compound.agent.runners.docker.in_container.prestart import starts_alike
+from compound.agent.runners.docker.payload import BOOTSTRAP_SOURCE, boot
+from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
+from compound.agent.runners.docker.spec import SITE_DIR, ZYGOTE_SOURCE
 from compound.protocol import JobStatus
 from docker_env import RUNTIMES, run_job
 

@@ -18,7 +18,7 @@ from compound.agent.settings import DEFAULT_IMAGE as DEFAULT_TAG
 # The Docker client is imported only when an image command runs: every other `compound`
 # command starts faster without it.
 if TYPE_CHECKING:
-    from compound.agent.image import ProgressCallback
+    from compound.agent.runners.docker.image import ProgressCallback
 
 image_app = typer.Typer(
     help="Build or check the sandbox image jobs run in (works offline).",
@@ -35,7 +35,7 @@ def _run_with_progress(
     title: str, work: Callable[[ProgressCallback], Coroutine[Any, Any, str]]
 ) -> str:
     """Run ``work`` showing its current step and the elapsed time on stderr."""
-    from compound.agent.docker_engine import EngineError
+    from compound.agent.runners.docker.engine import EngineError
 
     console = Console(stderr=True)
     started = time.monotonic()
@@ -69,7 +69,7 @@ def _run_with_progress(
 @image_app.command("build")
 def build(tag: str = TagOption, docker_url: str | None = DockerUrlOption) -> None:
     """Build the image offline with debootstrap (needs root; about 40 s)."""
-    from compound.agent.image import build_image
+    from compound.agent.runners.docker.image import build_image
 
     started = time.monotonic()
 
@@ -84,7 +84,7 @@ def build(tag: str = TagOption, docker_url: str | None = DockerUrlOption) -> Non
 @image_app.command("ensure")
 def ensure(tag: str = TagOption, docker_url: str | None = DockerUrlOption) -> None:
     """Keep the image if present, else pull it, else build it offline."""
-    from compound.agent.image import ensure_image
+    from compound.agent.runners.docker.image import ensure_image
 
     started = time.monotonic()
 

@@ -13,6 +13,8 @@ import typer
 
 from compound.agent.deps_uv import DEFAULT_INDEX_URL
 from compound.agent.runners.base import Limits
+from compound.agent.runners.docker.runtime import HELP as RUNTIME_HELP
+from compound.agent.runners.docker.runtime import Runtime
 from compound.agent.settings import DEFAULT_IMAGE, MAX_WARM, AgentSettings, default_state_dir
 from compound.cli.client import default_coordinator
 from compound.protocol import MAX_SLOTS
@@ -187,13 +189,7 @@ def agent(
         ),
     ] = "",
     image: Annotated[str, typer.Option(help="Docker image jobs run in.")] = DEFAULT_IMAGE,
-    runtime: Annotated[
-        str,
-        typer.Option(
-            help="Container runtime: auto (gVisor when Docker has it, else runc), runc (Docker's"
-            " default) or runsc (gVisor, stronger isolation)."
-        ),
-    ] = "auto",
+    runtime: Annotated[Runtime, typer.Option(help=RUNTIME_HELP)] = Runtime.AUTO,
     name: Annotated[str, typer.Option(help="Name shown to submitters (default: hostname).")] = "",
     state_dir: Annotated[
         Path | None,
@@ -288,8 +284,6 @@ def agent(
     The agent reconnects for ever; a job keeps running while the coordinator is away.
     SIGTERM or Ctrl-C stops it cleanly (its running job is cancelled and removed).
     """
-    if runtime not in ("auto", "runc", "runsc"):
-        raise typer.BadParameter("runtime must be auto, runc or runsc", param_hint="--runtime")
     if nofile < 16:
         raise typer.BadParameter("a job needs at least 16 open files", param_hint="--nofile")
     if max_file_mib < 1:
@@ -339,17 +333,13 @@ def agent(
 async def _run_agent(settings: AgentSettings) -> int:
     from compound.agent.agent import Agent, SandboxUnavailable, install_stop_signals
     from compound.agent.identity import load_node_id
-    from compound.agent.runners.docker import DockerRunner, DockerRunnerSettings
+    from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 
     node_id = load_node_id(settings.state_dir)
     runner = DockerRunner(
         DockerRunnerSettings(
             image=settings.image,
-            runtime="runc"
-            if settings.runtime == "runc"
-            else "runsc"
-            if settings.runtime == "runsc"
-            else "auto",
+            runtime=Runtime(settings.runtime),
             limits=settings.limits,
             grace_s=settings.grace_s,
             node_id=node_id,

@@ -2,22 +2,16 @@
 
 The agent removes its containers itself when it gets SIGTERM. Only when it had to be
 SIGKILLed (it ignored SIGTERM past the grace period) does the app remove what the agent
-left: containers labelled as managed by Compound *and* as belonging to this node, so other
-agents' containers on the same engine are never touched. Uses the docker CLI, best effort.
+left: it asks the Docker runner's package (``orphans``), which touches only containers
+labelled as managed by Compound *and* as belonging to this node, so other agents'
+containers on the same engine are never touched. Best effort.
 """
 
 from __future__ import annotations
 
-import logging
-import shutil
-import subprocess
 from pathlib import Path
 
-from compound.agent.runners.docker_spec import MANAGED_LABEL, NODE_LABEL
-
-log = logging.getLogger(__name__)
-
-DOCKER_TIMEOUT_S = 30.0
+from compound.agent.runners.docker.orphans import remove_node_containers
 
 
 def node_id_of(state_dir: Path) -> str | None:
@@ -29,38 +23,12 @@ def node_id_of(state_dir: Path) -> str | None:
     return text or None
 
 
-def remove_node_containers(node_id: str) -> list[str]:
-    """Force-remove this node's job containers; returns their ids (empty on any failure)."""
-    docker = shutil.which("docker")
-    if docker is None:
-        log.warning("cannot check for containers left by node %s: docker CLI not found", node_id)
+def remove_left_containers(state_dir: Path) -> list[str]:
+    """Force-remove the containers of the killed agent that kept ``state_dir``; their ids.
+
+    Empty when it never wrote its node id (it started no container) or on any failure.
+    """
+    node_id = node_id_of(state_dir)
+    if node_id is None:
         return []
-    try:
-        listed = subprocess.run(
-            [
-                docker,
-                "ps",
-                "-aq",
-                "--filter",
-                f"label={MANAGED_LABEL}=1",
-                "--filter",
-                f"label={NODE_LABEL}={node_id}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=DOCKER_TIMEOUT_S,
-            check=True,
-        )
-        ids = listed.stdout.split()
-        if ids:
-            subprocess.run(
-                [docker, "rm", "-f", *ids],
-                capture_output=True,
-                timeout=DOCKER_TIMEOUT_S,
-                check=True,
-            )
-            log.warning("removed %d container(s) left by the killed agent", len(ids))
-        return ids
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("could not remove containers left by node %s: %s", node_id, exc)
-        return []
+    return remove_node_containers(node_id)

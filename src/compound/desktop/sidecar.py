@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from compound.desktop.leftovers import node_id_of, remove_node_containers
+from compound.desktop.leftovers import remove_left_containers
 from compound.desktop.settings import AppSettings
 from compound.protocol.events import parse_event
 from compound.tls import default_ca_file
@@ -180,9 +180,8 @@ class AgentSidecar:
         if proc is not None:
             killed = _terminate(proc, grace_s)
             self._exited.wait(KILL_WAIT_S)
-            node_id = node_id_of(self._state_dir)
-            if killed and node_id is not None:
-                remove_node_containers(node_id)
+            if killed:
+                remove_left_containers(self._state_dir)
         elif stopping_elsewhere:
             self._exited.wait(grace_s + 2 * KILL_WAIT_S)
         return self.status()

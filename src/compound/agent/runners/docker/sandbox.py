@@ -21,8 +21,8 @@ import aiohttp
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
-from compound.agent.docker_engine import resolve_url
-from compound.agent.runners.docker_stream import Attachment
+from compound.agent.runners.docker.engine import resolve_url
+from compound.agent.runners.docker.stream import Attachment
 
 # The engine went away mid-run (restart, crash). Not all OSError: the sink may raise those.
 TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)

@@ -18,7 +18,7 @@ the bytes come from the agent only (the job starts after they are read). The job
 ``/job``, is also its working directory: inputs are extracted read-only and
 ``/job/outputs`` is left writable. Stdin is pointed at ``/dev/null`` and the job runs as
 ``python3 -u`` on the script (in the zygote started ahead when its environment allows, see
-sandbox_prestart), a child of this process with the job's arguments and environment (which
+prestart), a child of this process with the job's arguments and environment (which
 never reach tini, PID 1, nor this process) and its output descriptors: not a byte of the
 job's output comes from here.
 
@@ -31,11 +31,11 @@ agent reports the result from it without waiting for the container to end); the 
 goes to stderr too, after the job's last byte there. Then this process exits with the
 job's exit code. See docs/sandbox.md.
 
-The container's ``python3 -u -c BOOTSTRAP_SOURCE`` (see sandbox_payload) reads this program
+The container's ``python3 -u -c BOOTSTRAP_SOURCE`` (see docker.payload) reads this program
 from stdin, forks the zygote, keeps only the standard library on ``sys.path`` and runs it,
 so no dependency directory and no input file changes how the job is put in place. The
 agent imports this module for its constants only. Arguments: the script's path and the
-zygote as ``PID:JOB_WRITE_FD:READY_READ_FD`` (see sandbox_prestart; empty: none, every job
+zygote as ``PID:JOB_WRITE_FD:READY_READ_FD`` (see prestart; empty: none, every job
 starts its own interpreter).
 """
 
@@ -56,17 +56,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 try:
-    from compound.agent.runners.sandbox_files import (
+    from compound.agent.runners.docker.in_container.files import (
         OUTPUTS_DIR_NAME,
         InputRefused,
         extract_inputs,
         refuse_inputs,
         send_outputs,
     )
-    from compound.agent.runners.sandbox_prestart import Zygote
-except (
-    ImportError
-):  # shipped: sandbox_files' and sandbox_prestart's source ran first, its names are ours
+    from compound.agent.runners.docker.in_container.prestart import Zygote
+except ImportError:  # shipped: files' and prestart's source ran first, its names are ours
     pass
 
 HEADER_LENGTH = struct.Struct(">I")
@@ -79,7 +77,7 @@ READ_BYTES = 1024 * 1024
 LAUNCH_FAILED_EXIT = 125
 
 # The files section: inputs tar size, most input files, outputs cap, SIGTERM to SIGKILL,
-# the marker's length; then the marker and the inputs tar. Must match docker_spec.
+# the marker's length; then the marker and the inputs tar. Must match docker.spec.
 CONTROL = struct.Struct(">QQQdH")
 # After the last SIGKILL, how long the job's processes get to disappear.
 _REAP_WAIT_S = 2.0
@@ -301,7 +299,7 @@ def receive(fd: int, placement: Placement) -> tuple[list[str], dict[str, str]]:
 
 def launch(script_path: str, zygote_spec: str) -> int:
     """Receive the job, put its files in place, run it (in the zygote ``zygote_spec``
-    names when it serves the job, see sandbox_prestart), send its outputs; its exit code."""
+    names when it serves the job, see prestart), send its outputs; its exit code."""
     if os.getuid() == 0:
         # kill(-1) as root outside a sandbox would end every process of the machine.
         raise LaunchError("the launcher never runs as root")

@@ -5,10 +5,10 @@ only files and directories with relative paths inside it (no absolute paths, no 
 links, devices or fifos, no names the sandbox uses, a bounded count); anything else refuses
 the whole lot before the job runs. Outputs are what the job left in ``outputs/``: regular
 files only (links and the like are skipped), up to a byte cap, written as a tar in frames
-after the trailer's marker (see sandbox_trailer for the agent's side).
+after the trailer's marker (see docker.trailer for the agent's side).
 
-The agent never imports this module: ``docker_spec`` ships its source in front of the
-launcher's (both run as one program, see sandbox_payload), so it uses the standard library
+The agent never imports this module: ``docker.spec`` ships its source in front of the
+launcher's (both run as one program, see docker.payload), so it uses the standard library
 only and its names are the launcher's. Nothing here runs before the launcher calls it.
 """
 
@@ -30,14 +30,14 @@ OUTPUTS_DIR_NAME = "outputs"
 RESERVED_NAMES = frozenset({"main.py", "site", OUTPUTS_DIR_NAME})
 MAX_INPUT_PATH_BYTES = 1024
 # Trailer frames: kind (1 byte), length (4 bytes, big-endian), data. Must match
-# sandbox_trailer.
+# docker.trailer.
 FRAME_HEADER_FORMAT = ">BI"
 FRAME_TAR = 1
 FRAME_END = 2
 FRAME_DATA_BYTES = 256 * 1024
 # The end frame's data: files, files left out, their bytes, entries skipped, tar bytes, the
 # job's exit code (as a shell reports it), whether a signal ended it, the lengths of the
-# error and input_error texts (UTF-8), then the texts. Must match sandbox_trailer. Not JSON:
+# error and input_error texts (UTF-8), then the texts. Must match docker.trailer. Not JSON:
 # importing json costs every job's start ~15 ms.
 FOOTER_FORMAT = ">QQQQQiBHH"
 _FOOTER_COUNTS = ("files", "left_out", "left_out_bytes", "skipped", "tar_bytes")

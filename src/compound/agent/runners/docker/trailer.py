@@ -1,6 +1,6 @@
 """Splitting the launcher's outputs trailer off a job's stdout.
 
-Pure parser, no I/O. The launcher (see sandbox_launch) ends stdout with a marker the agent
+Pure parser, no I/O. The launcher (see in_container.launcher) ends stdout with a marker the agent
 chose for this job, then frames: kind (1 byte), length (4 bytes, big-endian), data. Kind 1
 carries tar data, kind 2 the footer (see ``parse_footer``) and ends the trailer. The job
 cannot know the marker, so everything before it is the job's and passes through unchanged;
@@ -19,7 +19,7 @@ FRAME_TAR = 1
 FRAME_END = 2
 # The launcher sends at most 256 KiB of tar data a frame and a footer of a few hundred bytes.
 MAX_FRAME_BYTES = 1024 * 1024
-# Must match sandbox_files.FOOTER_FORMAT: five counts, the job's exit code, whether a signal
+# Must match in_container.files.FOOTER_FORMAT: five counts, the job's exit code, whether a signal
 # ended it, then two text lengths.
 FOOTER = struct.Struct(">QQQQQiBHH")
 MAX_FOOTER_TEXT_BYTES = 1000

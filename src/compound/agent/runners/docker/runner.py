@@ -6,7 +6,7 @@ processes, open files and file size, a read-only root and two size-bounded tmpfs
 and ``outputs/``). The job (script, arguments, environment, input files) travels through the
 container's stdin to a launcher that writes it into ``/job`` and runs it; when the job ends,
 the launcher sends what it left in ``outputs/`` after the job's output (see
-docker_outputs) with the job's exit code: the result goes back then, while the container's
+outputs) with the job's exit code: the result goes back then, while the container's
 end and removal happen in the background. All streams are attached before the start, so the
 first byte of output is never missed. Containers are started ahead of demand by a
 ``WarmPool`` and each is still used for exactly one job and removed after it.
@@ -29,10 +29,14 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
-from compound.agent.docker_engine import EngineError, check_engine, connect, describe
 from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
-from compound.agent.runners.docker_outputs import OUTPUTS_TAR_PREFIX, OutputsReceiver
-from compound.agent.runners.docker_sandbox import (
+from compound.agent.runners.docker.engine import EngineError, check_engine, connect, describe
+from compound.agent.runners.docker.env import refused_variable
+from compound.agent.runners.docker.orphans import remove_orphans
+from compound.agent.runners.docker.outputs import OUTPUTS_TAR_PREFIX, OutputsReceiver
+from compound.agent.runners.docker.payload import SITECUSTOMIZE, PayloadTooBig
+from compound.agent.runners.docker.runtime import Chosen, choose_runtime
+from compound.agent.runners.docker.sandbox import (
     SIGKILL_EXIT,
     TRANSPORT_ERRORS,
     FinalState,
@@ -45,16 +49,14 @@ from compound.agent.runners.docker_sandbox import (
     rename,
     start_sandbox,
 )
-from compound.agent.runners.docker_spec import (
+from compound.agent.runners.docker.spec import (
     LAUNCHER_BOOT,
     MANAGED_LABEL,
     NODE_LABEL,
     POOL_LABEL,
     SITECUSTOMIZE_NAME,
     DockerRunnerSettings,
-    Runtime,
     SandboxKey,
-    choose_runtime,
     container_config,
     files_control,
     job_name,
@@ -63,9 +65,7 @@ from compound.agent.runners.docker_spec import (
     script_refusal,
     warm_name,
 )
-from compound.agent.runners.sandbox_env import refused_variable
-from compound.agent.runners.sandbox_payload import SITECUSTOMIZE, PayloadTooBig
-from compound.agent.runners.warm_pool import WarmPool
+from compound.agent.runners.docker.warm_pool import WarmPool
 from compound.protocol import JobStatus, Stream
 
 # How long close() waits for finished jobs' containers to be removed.
@@ -90,7 +90,7 @@ class DockerRunner:
     def __init__(self, settings: DockerRunnerSettings) -> None:
         self.settings = settings
         self._docker: aiodocker.Docker | None = None
-        self._runtime: Runtime | None = None
+        self._runtime: Chosen | None = None
         # The engine's machine, known with the runtime (picks the seccomp profile).
         self._architecture: str | None = None
         self._removals: set[asyncio.Task[None]] = set()
@@ -103,9 +103,9 @@ class DockerRunner:
     @property
     def runtime(self) -> str:
         """The runtime jobs run under: the chosen one once known, else the setting."""
-        return self._runtime or self.settings.runtime
+        return str(self._runtime or self.settings.runtime)
 
-    async def _resolve_engine(self, docker: aiodocker.Docker) -> Runtime:
+    async def _resolve_engine(self, docker: aiodocker.Docker) -> Chosen:
         """The runtime to use; the engine's architecture is learnt from the same answer."""
         if self._runtime is None:
             info = await docker.system.info()
@@ -153,11 +153,7 @@ class DockerRunner:
 
         Only for ``prepare()``: no job runs yet and the pool is empty.
         """
-        labels = [f"{MANAGED_LABEL}=1", f"{NODE_LABEL}={self.settings.node_id}"]
-        containers = await self._client().containers.list(all=True, filters={"label": labels})
-        for container in containers:
-            await remove(container)
-        return len(containers)
+        return len(await remove_orphans(self._client(), self.settings.node_id))
 
     async def run(self, spec: RunSpec, on_output: OutputSink, cancel: asyncio.Event) -> RunResult:
         if cancel.is_set():

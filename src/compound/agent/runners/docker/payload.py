@@ -1,9 +1,9 @@
 """What the agent writes to a started container's stdin: the whole job, for the launcher.
 
-Pure data, no I/O. The format is ``sandbox_launch``'s (its docstring and constants are the
+Pure data, no I/O. The format is ``in_container.launcher``'s (its docstring and constants are the
 definition): a length-prefixed ``marshal`` header with the arguments, the environment and the list
 of sections, then the sections' bytes. A new kind of content (input files, a dependency
-directory) is one more ``Section`` here and one more writer in ``sandbox_launch``.
+directory) is one more ``Section`` here and one more writer in ``in_container.launcher``.
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 from types import CodeType
 
-from compound.agent.runners.sandbox_env import container_env
-from compound.agent.runners.sandbox_launch import (
+from compound.agent.runners.docker.env import container_env
+from compound.agent.runners.docker.in_container.launcher import (
     HEADER_LENGTH,
     MARSHAL_FORMAT,
     MAX_HEADER_BYTES,
     SCRIPT_SECTION,
 )
 
-SITECUSTOMIZE = Path(__file__).with_name("sandbox_stdio.py").read_bytes()
+# The in-container modules are shipped as source (read here by path), never imported there.
+IN_CONTAINER = Path(__file__).with_name("in_container")
+SITECUSTOMIZE = (IN_CONTAINER / "stdio.py").read_bytes()
 # The container's program, run as ``python3 -u -c BOOTSTRAP_SOURCE``: the interpreter the
 # job will run in, started with the container. It reads from stdin the programs to run
 # (``boot``), forks, and the child becomes the zygote (the job's interpreter waiting for its
-# job, see sandbox_zygote) while the parent runs the launcher (see sandbox_launch) with
+# job, see in_container.zygote) while the parent runs the launcher (see in_container.launcher) with
 # ``args`` and the zygote's pid and pipes. One interpreter start per container, not two: the
 # zygote is a fork, not a second ``python3``, and it was started exactly as the job's own
 # ``python3 -u`` would be (same flags, environment, site and sitecustomize), before it
@@ -106,14 +108,14 @@ def encode_script(script: str) -> bytes:
 
 def job_sections(script: str) -> list[Section]:
     """The sections of a plain job: the script (our sitecustomize is in the container's
-    command, written before the job's interpreter starts: see sandbox_prestart)."""
+    command, written before the job's interpreter starts: see in_container.prestart)."""
     return [Section(SCRIPT_SECTION, encode_script(script))]
 
 
 def job_env(env: dict[str, str], python_path: list[str]) -> dict[str, str]:
     """The job's environment as its interpreter sees it: the job's variables and ours.
 
-    ``env`` must have passed ``sandbox_env.refused_variable``.
+    ``env`` must have passed ``env.refused_variable``.
     """
     return dict(item.split("=", 1) for item in container_env(env, python_path))
 

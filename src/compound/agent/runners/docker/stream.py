@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from compound.agent.docker_engine import NOT_RUNNING, EngineError
 from compound.agent.runners.base import OutputSink
+from compound.agent.runners.docker.engine import NOT_RUNNING, EngineError
 from compound.protocol import Stream
 
 _HEADER = struct.Struct(">BxxxL")

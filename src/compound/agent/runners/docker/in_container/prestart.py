@@ -1,6 +1,6 @@
 """Shipped into each job container with the launcher: the job's interpreter, started early.
 
-The container's bootstrap (see sandbox_payload) forks a zygote (see sandbox_zygote) as the
+The container's bootstrap (see docker.payload) forks a zygote (see zygote) as the
 container starts, so the job's ``python3 -u`` is up by the time the job arrives, and the
 launcher hands it the job instead of starting one (a ``Zygote`` adopts it). It is the
 launcher's child, as the job's process always is: SIGTERM is forwarded to it and its exit
@@ -12,13 +12,13 @@ started: a ``PYTHON*`` variable, the locale, ``HOME`` (the user site directory) 
 (``time`` is imported at start) that differs from the container's means the zygote is
 discarded and the job runs as ``python3 -u script`` (``JobProcess``), as it always did.
 
-The agent never imports this module: ``docker_spec`` ships its source before the
+The agent never imports this module: ``docker.spec`` ships its source before the
 launcher's (one program), so its names are the launcher's.
 """
 
 from __future__ import annotations
 
-# The C module behind ``signal``: see sandbox_launch.
+# The C module behind ``signal``: see launcher.
 import _signal as signal
 import marshal
 import os
@@ -37,7 +37,7 @@ def starts_alike(env: dict[str, str], started_with: dict[str, str]) -> bool:
 
 
 class Zygote:
-    """A started ``python3 -u`` waiting for one job (see sandbox_zygote)."""
+    """A started ``python3 -u`` waiting for one job (see zygote)."""
 
     def __init__(self, pid: int, job_write: int, ready_read: int) -> None:
         self.pid = pid

@@ -20,7 +20,7 @@ from typing import Literal
 import aiodocker
 from aiodocker.exceptions import DockerError
 
-from compound.agent.docker_engine import EngineError, check_engine, connect, describe
+from compound.agent.runners.docker.engine import EngineError, check_engine, connect, describe
 
 DEFAULT_TAG = "python:3.11-slim"
 SUITE = "bookworm"

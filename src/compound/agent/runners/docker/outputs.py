@@ -1,6 +1,6 @@
 """One run's stdout, split: the job's bytes to the output sink, its outputs to a tar file.
 
-The I/O side of ``sandbox_trailer``: it chooses the marker, writes the tar data to a file on
+The I/O side of ``trailer``: it chooses the marker, writes the tar data to a file on
 the agent's disk and turns the launcher's footer into the run's result fields.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from compound.agent.runners.base import MiB, OutputSink, RunResult
-from compound.agent.runners.docker_spec import TRAILER_MARKER_PREFIX, DockerRunnerSettings
-from compound.agent.runners.sandbox_trailer import Footer, TrailerSplitter
+from compound.agent.runners.docker.spec import TRAILER_MARKER_PREFIX, DockerRunnerSettings
+from compound.agent.runners.docker.trailer import Footer, TrailerSplitter
 from compound.protocol import JobStatus, Stream
 
 OUTPUTS_TAR_PREFIX = "outputs-"
@@ -27,7 +27,7 @@ class OutputsReceiver:
     """An output sink for the attach stream that keeps the trailer off the job's stdout."""
 
     def __init__(self, settings: DockerRunnerSettings, on_output: OutputSink) -> None:
-        # Fresh for each job and never in the job's reach (see sandbox_launch).
+        # Fresh for each job and never in the job's reach (see in_container.launcher).
         self.marker = TRAILER_MARKER_PREFIX + secrets.token_hex(16).encode()
         self._on_output = on_output
         self._dir = settings.outputs_dir

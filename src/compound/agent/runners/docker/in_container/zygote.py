@@ -2,7 +2,7 @@
 
 Starting ``python3 -u`` costs every job ~10 ms under runc and ~30-45 ms under gVisor. The
 container's interpreter (``python3 -u``, with the container's environment and our
-sitecustomize) forks as soon as the container starts (see sandbox_payload's bootstrap); the
+sitecustomize) forks as soon as the container starts (see docker.payload's bootstrap); the
 child runs this program's ``serve(JOB_FD, READY_FD)`` with stdin on ``/dev/null``, so the
 container's start is the job's start (run as ``python3 -u -c SOURCE JOB_FD READY_FD`` it
 does the same). It says it is up with one byte on READY_FD, then blocks on JOB_FD until the
@@ -13,11 +13,11 @@ becomes what ``python3 -u script args`` would have been: ``sys.argv``, ``sys.ori
 ``__file__``, the script run in it; an uncaught exception is printed without our frames and
 the interpreter ends as it would after one (exit 1, or SIGINT for KeyboardInterrupt);
 ``sys.exit`` is left to the interpreter. The launcher uses it only when nothing the job's
-environment sets would have changed the interpreter's start (see sandbox_prestart).
+environment sets would have changed the interpreter's start (see prestart).
 
 It never writes to stdout or stderr before the job runs (an idle container that says
 anything is discarded), and a launcher that goes away leaves it reading EOF: it exits.
-The agent never imports this module: ``docker_spec`` ships it. It must import
+The agent never imports this module: ``docker.spec`` ships it. It must import
 nothing that ``python3 -u`` has not imported already, so the job finds ``sys.modules`` as
 it would.
 """

@@ -1,8 +1,8 @@
 """What a job's container is: the Engine API create body and what goes to its stdin.
 
-Pure data, no I/O: ``choose_runtime``, ``sandbox_key``, ``container_config`` and
-``job_payload`` are all ``DockerRunner`` needs to create a container, start it, and hand it
-one job. The create body depends on the ``SandboxKey`` alone, never on the job, so a
+Pure data, no I/O: with ``runtime.choose_runtime``, ``sandbox_key``, ``container_config``
+and ``job_payload`` are all ``DockerRunner`` needs to create a container, start it, and hand
+it one job. The create body depends on the ``SandboxKey`` alone, never on the job, so a
 container can be started before its job exists (see ``warm_pool``).
 """
 
@@ -14,21 +14,22 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from compound.agent.docker_engine import EngineError
-from compound.agent.image import DEFAULT_TAG
 from compound.agent.runners.base import Limits, MiB, RunSpec
-from compound.agent.runners.sandbox_env import container_env
-from compound.agent.runners.sandbox_payload import (
+from compound.agent.runners.docker.env import container_env
+from compound.agent.runners.docker.image import DEFAULT_TAG
+from compound.agent.runners.docker.payload import (
     BOOTSTRAP_SOURCE,
+    IN_CONTAINER,
     boot,
     encode_script,
     job_env,
     job_sections,
     payload,
 )
-from compound.agent.runners.seccomp import security_options
+from compound.agent.runners.docker.runtime import Chosen, Runtime
+from compound.agent.runners.docker.seccomp import security_options
 
 MANAGED_LABEL = "compound.managed"
 NODE_LABEL = "compound.node_id"
@@ -43,11 +44,11 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 JOB_UID = 65534
 JOB_USER = f"{JOB_UID}:{JOB_UID}"
 # The job's own tmpfs and working directory: the script and the input files, written by the
-# launcher (see sandbox_launch) and made read-only before the script starts, and outputs/,
+# launcher (see in_container.launcher) and made read-only before the script starts, and outputs/,
 # which the job fills.
 SCRIPT_DIR = "/job"
 SCRIPT_PATH = f"{SCRIPT_DIR}/main.py"
-# Our sitecustomize.py (see sandbox_stdio), mounted read-only from the agent's machine: it
+# Our sitecustomize.py (see in_container.stdio), mounted read-only from the agent's machine: it
 # must be in place when the container's interpreter starts, before anything could write it.
 SITE_DIR = "/opt/compound/site"
 SITECUSTOMIZE_NAME = "sitecustomize.py"
@@ -57,20 +58,19 @@ DEPS_DIR = "/opt/compound/deps"
 # __future__ import is only valid at a program's top; there it keeps annotations unevaluated,
 # so the shipped code need not import typing.
 LAUNCHER_SOURCE = "from __future__ import annotations\n" + "".join(
-    Path(__file__)
-    .with_name(name)
+    (IN_CONTAINER / name)
     .read_text(encoding="utf-8")
     .replace("from __future__ import annotations\n", "")
-    for name in ("sandbox_files.py", "sandbox_prestart.py", "sandbox_launch.py")
+    for name in ("files.py", "prestart.py", "launcher.py")
 )
-# The job's interpreter, started before the job arrives (see sandbox_prestart).
-ZYGOTE_SOURCE = Path(__file__).with_name("sandbox_zygote.py").read_text(encoding="utf-8")
+# The job's interpreter, started before the job arrives (see in_container.prestart).
+ZYGOTE_SOURCE = (IN_CONTAINER / "zygote.py").read_text(encoding="utf-8")
 # Room in the job's tmpfs beyond the script: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
-# Must match sandbox_launch.CONTROL: the files section's fixed head.
+# Must match in_container.launcher.CONTROL: the files section's fixed head.
 _FILES_CONTROL = struct.Struct(">QQQdH")
 # The trailer's marker starts with bytes text output rarely ends with: the agent holds back
-# only a chunk's suffix that could be the start of it (see sandbox_trailer).
+# only a chunk's suffix that could be the start of it (see trailer).
 TRAILER_MARKER_PREFIX = b"\x00\xffcompound-outputs:"
 # The launcher SIGKILLs the job this long before the agent's grace period is over, so the
 # outputs are on their way before the agent would kill the container.
@@ -82,14 +82,12 @@ OUTPUTS_MARGIN_S = 2.0
 RUNSC_BASE_HOST_PIDS = 64
 RUNSC_HOST_PIDS_PER_PROCESS = 8
 
-Runtime = Literal["runc", "runsc"]
-
 
 @dataclass(frozen=True)
 class DockerRunnerSettings:
     image: str = DEFAULT_TAG
-    # "auto": runsc (gVisor) when Docker has it registered, else runc; see DockerRunner.
-    runtime: Literal["auto", "runc", "runsc"] = "auto"
+    # AUTO: runsc (gVisor) when Docker has it registered, else runc (see runtime).
+    runtime: Runtime = Runtime.AUTO
     limits: Limits = field(default_factory=Limits)
     # Between SIGTERM and SIGKILL when a job is cancelled or times out.
     grace_s: float = 10.0
@@ -127,7 +125,7 @@ class SandboxKey:
     """
 
     image: str
-    runtime: Runtime
+    runtime: Chosen
     limits: Limits
     tmp_bytes: int
     shm_bytes: int
@@ -139,7 +137,7 @@ class SandboxKey:
 
 def sandbox_key(
     settings: DockerRunnerSettings,
-    runtime: Runtime,
+    runtime: Chosen,
     deps_dir: Path | None,
     architecture: str | None = None,
 ) -> SandboxKey:
@@ -155,20 +153,6 @@ def sandbox_key(
         deps_dir=deps_dir,
         architecture=architecture,
     )
-
-
-def choose_runtime(wanted: str, registered: dict[str, object]) -> Runtime:
-    """The runtime to use: ``wanted``, or for "auto" gVisor when Docker has it, else runc.
-
-    Raises EngineError, saying what to do, when ``wanted`` is not registered.
-    """
-    if wanted == "auto":
-        return "runsc" if "runsc" in registered else "runc"
-    if wanted not in ("runc", "runsc") or wanted not in registered:
-        raise EngineError(
-            f"the {wanted} runtime is not registered with Docker: run scripts/setup-docker.sh"
-        )
-    return "runsc" if wanted == "runsc" else "runc"
 
 
 def container_config(
@@ -200,7 +184,7 @@ def container_config(
         "NetworkDisabled": True,
         "Labels": labels,
         "HostConfig": {
-            "Runtime": key.runtime,
+            "Runtime": str(key.runtime),
             "NetworkMode": "none",
             "Memory": limits.memory_bytes,
             "MemorySwap": limits.memory_bytes,
@@ -230,7 +214,7 @@ def container_config(
 
 
 def launcher_boot(script_path: str, *, zygote: bool = True) -> bytes:
-    """What a container is sent on stdin as it starts (see sandbox_payload.BOOTSTRAP_SOURCE);
+    """What a container is sent on stdin as it starts (see payload.BOOTSTRAP_SOURCE);
     ``zygote`` False: no job is handed to a pre-started interpreter."""
     programs = {"launcher": LAUNCHER_SOURCE}
     if zygote:
@@ -266,8 +250,8 @@ def _mounts(key: SandboxKey, site_source: Path) -> list[dict[str, Any]]:
 def job_payload(spec: RunSpec, key: SandboxKey) -> bytes:
     """What the launcher of a container of ``key`` reads from stdin to become ``spec``.
 
-    ``spec.env`` must have passed ``sandbox_env.refused_variable``; raises
-    ``sandbox_payload.PayloadTooBig`` when arguments and environment are too big.
+    ``spec.env`` must have passed ``env.refused_variable``; raises
+    ``payload.PayloadTooBig`` when arguments and environment are too big.
     """
     env = job_env(spec.env, _python_path(key))
     return payload(spec.args, env, job_sections(spec.script))
@@ -288,7 +272,7 @@ def script_refusal(
 
 
 def files_control(marker: bytes, inputs_bytes: int, settings: DockerRunnerSettings) -> bytes:
-    """The files section's head (see sandbox_launch.FilesControl); the inputs tar of
+    """The files section's head (see in_container.launcher.FilesControl); the inputs tar of
     ``inputs_bytes`` follows it on stdin."""
     kill_after_s = max(settings.grace_s - OUTPUTS_MARGIN_S, settings.grace_s / 2)
     head = _FILES_CONTROL.pack(
@@ -301,12 +285,12 @@ def files_control(marker: bytes, inputs_bytes: int, settings: DockerRunnerSettin
     return head + marker
 
 
-def _process_limits(limits: Limits, runtime: Runtime) -> dict[str, Any]:
+def _process_limits(limits: Limits, runtime: Chosen) -> dict[str, Any]:
     ulimits = [
         {"Name": "nofile", "Soft": limits.nofile, "Hard": limits.nofile},
         {"Name": "fsize", "Soft": limits.file_bytes, "Hard": limits.file_bytes},
     ]
-    if runtime != "runsc":
+    if runtime != Runtime.RUNSC:
         # The pids cgroup counts the job's processes and threads exactly. RLIMIT_NPROC would
         # count every process of uid 65534 on the host, across concurrent jobs.
         return {"PidsLimit": limits.pids, "Ulimits": ulimits}
