@@ -150,9 +150,9 @@ def rule_of(name: str, is_package: bool, all_rules: dict[str, list[str] | str]) 
 
 
 def _stdlib_only_violations(module: Module) -> list[str]:
-    outside = sorted(
-        name for name in module.third_party if name not in sys.stdlib_module_names
-    )
+    # _typeshed exists for type checkers only (imported under TYPE_CHECKING).
+    known = sys.stdlib_module_names | {"_typeshed"}
+    outside = sorted(name for name in module.third_party if name not in known)
     return [f"{module.name}: imports {name} (standard library only)" for name in outside]
 
 
@@ -164,7 +164,9 @@ def violations(modules: dict[str, Module]) -> list[str]:
         if owner is None:
             continue
         rule = all_rules[owner]
-        for target in sorted(module.runtime | module.typing_only):
+        for imported in sorted(module.runtime | module.typing_only):
+            # The root package's own module (``__version__``) is named, not the whole tree.
+            target = f"{ROOT_PACKAGE}.__init__" if imported == ROOT_PACKAGE else imported
             if target == owner or target.startswith(owner + "."):
                 continue
             if isinstance(rule, str) or not any(
@@ -187,6 +189,8 @@ def unruled_packages(modules: dict[str, Module]) -> list[str]:
 
 def coordinator_entries(src: Path) -> list[str]:
     top = src / ROOT_PACKAGE / "coordinator"
+    if not top.is_dir():
+        return []
     entries = [p for p in top.iterdir() if p.name != "__pycache__"]
     if len(entries) <= MAX_COORDINATOR_ENTRIES:
         return []

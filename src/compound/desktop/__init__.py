@@ -5,6 +5,8 @@ process and its typed events), ``leftovers`` (containers of a killed agent), ``g
 local server's token, cookie and Host checks), ``server`` (the local app server), ``bridge``
 (the JS <-> Python window controls), ``window`` (the pywebview window, run and self-check),
 ``display`` (display and Qt environment), ``launcher`` (wiring it all for `compound app`).
+
+Imports: compound.protocol, compound.tls, compound.__init__, compound.agent.settings, compound.agent.runners.docker.orphans
 """
 
 # Here, not in the launcher, so `compound --help` can show it without importing the GUI stack.

@@ -1,1 +1,10 @@
-"""routes."""
+"""The HTTP and WebSocket edge: parsing, roles, close codes, one sentence per refusal.
+
+``api`` (/api/v1 and /healthz), ``files`` (inputs and artifacts), ``seed`` (the seed's
+endpoints), ``submit_route`` and ``follow_route`` (hot routes answered ahead of FastAPI's
+router), ``contributor_socket`` driving the pure ``contributor_protocol``, ``access`` (who is
+asking), ``browser_guard`` (what a web page may do), ``submission`` and ``artifact_tar``
+(bounded parsers of untrusted bodies), ``socket`` (WebSocket helpers).
+
+Imports: compound.protocol, compound.__init__, compound.coordinator.settings, compound.coordinator.state, compound.coordinator.storage, compound.coordinator.scheduling, compound.coordinator.follow
+"""

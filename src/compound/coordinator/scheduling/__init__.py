@@ -1,1 +1,10 @@
-"""scheduling."""
+"""Who runs what: the queue mirror, leases, dispatch, recovery, sessions, presence, quotas.
+
+``scheduler`` routes queued jobs to idle contributors and recovers lost work; ``leases`` owns
+the leases; ``job_queue`` mirrors the queued rows; ``sessions`` the connected contributors;
+``presence`` their heartbeats; ``quotas`` the limits on new work; ``hub`` wakes followers when
+a job or the queue moved; ``random_ids`` draws ids. No network I/O: messages to contributors
+are queued on their sessions.
+
+Imports: compound.protocol, compound.coordinator.settings, compound.coordinator.storage
+"""
