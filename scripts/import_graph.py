@@ -6,6 +6,8 @@ A package's ``__init__.py`` docstring has one line saying what its modules may i
 
     Imports: compound.protocol, compound.coordinator.storage
     Imports: nothing                  (no ``compound`` import; third-party is fine)
+    Imports: compound.protocol,       (a long rule goes on in indented lines)
+        compound.tls
     Imports: standard library only    (code that runs in the sandbox: not even third-party)
 
 A package without such a line is held to its nearest parent's rule. Imports under
@@ -23,7 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RULE = re.compile(r"^\s*Imports:\s*(.+?)\s*$", re.MULTILINE)
+# The rule, with its continuation lines (indented) if it is long.
+RULE = re.compile(r"^Imports:\s*(.+(?:\n[ \t]+.+)*)", re.MULTILINE)
 ROOT_PACKAGE = "compound"
 MAX_COORDINATOR_ENTRIES = 10
 
@@ -129,7 +132,7 @@ def rules(modules: dict[str, Module]) -> dict[str, list[str] | str]:
         match = RULE.search(docstring)
         if match is None:
             continue
-        text = match.group(1).rstrip(".")
+        text = " ".join(match.group(1).split()).rstrip(".")
         if text in ("nothing", "standard library only"):
             found[module.name] = text
         else:

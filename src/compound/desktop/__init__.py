@@ -6,7 +6,8 @@ local server's token, cookie and Host checks), ``server`` (the local app server)
 (the JS <-> Python window controls), ``window`` (the pywebview window, run and self-check),
 ``display`` (display and Qt environment), ``launcher`` (wiring it all for `compound app`).
 
-Imports: compound.protocol, compound.tls, compound.__init__, compound.agent.settings, compound.agent.runners.docker.orphans
+Imports: compound.protocol, compound.tls, compound.__init__, compound.agent.settings,
+    compound.agent.runners.docker.orphans
 """
 
 # Here, not in the launcher, so `compound --help` can show it without importing the GUI stack.

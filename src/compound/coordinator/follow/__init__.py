@@ -3,5 +3,6 @@
 Reads through the stores and the scheduler handed in with the coordinator's state object
 (imported for its type only).
 
-Imports: compound.protocol, compound.coordinator.storage, compound.coordinator.scheduling.hub, compound.coordinator.state
+Imports: compound.protocol, compound.coordinator.storage, compound.coordinator.scheduling.hub,
+    compound.coordinator.state
 """

@@ -6,5 +6,7 @@ router), ``contributor_socket`` driving the pure ``contributor_protocol``, ``acc
 asking), ``browser_guard`` (what a web page may do), ``submission`` and ``artifact_tar``
 (bounded parsers of untrusted bodies), ``socket`` (WebSocket helpers).
 
-Imports: compound.protocol, compound.__init__, compound.coordinator.settings, compound.coordinator.state, compound.coordinator.storage, compound.coordinator.scheduling, compound.coordinator.follow
+Imports: compound.protocol, compound.__init__, compound.coordinator.settings,
+    compound.coordinator.state, compound.coordinator.storage, compound.coordinator.scheduling,
+    compound.coordinator.follow
 """

@@ -75,20 +75,15 @@ class ContributorStore:
 
     async def seen(self, batch: dict[str, Seen]) -> None:
         """Write back heartbeats kept in memory (one statement for all of them)."""
-        if not batch:
-            return
-        async with self._engine.begin() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            await driver.executemany(
-                "UPDATE contributors SET last_seen = ?, cpu_percent = ?, ram_free_bytes = ?,"
-                " ram_total_bytes = ? WHERE id = ?",
-                [
-                    (s.last_seen, s.cpu_percent, s.ram_free_bytes, s.ram_total_bytes, node_id)
-                    for node_id, s in batch.items()
-                ],
-            )
+        await db.execute_many(
+            self._engine,
+            "UPDATE contributors SET last_seen = ?, cpu_percent = ?, ram_free_bytes = ?,"
+            " ram_total_bytes = ? WHERE id = ?",
+            [
+                (s.last_seen, s.cpu_percent, s.ram_free_bytes, s.ram_total_bytes, node_id)
+                for node_id, s in batch.items()
+            ],
+        )
 
     async def set_state(self, contributor_id: str, state: ContributorState) -> None:
         async with self._engine.begin() as conn:

@@ -243,3 +243,15 @@ async def create_schema(engine: AsyncEngine) -> None:
                     await connection.exec_driver_sql(
                         f"ALTER TABLE {table} ADD COLUMN {name} {declaration}"
                     )
+
+
+async def execute_many(engine: AsyncEngine, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """One statement for many rows, in one transaction, through the driver's own
+    executemany: SQLAlchemy's per-row work would cost more than the writes."""
+    if not rows:
+        return
+    async with engine.begin() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.executemany(statement, rows)

@@ -262,13 +262,8 @@ class JobStore:
 
     async def renew_leases(self, expiries: dict[str, float]) -> None:
         """Write back lease expiries renewed in memory (one statement for all)."""
-        if not expiries:
-            return
-        async with self._engine.begin() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            await driver.executemany(
-                "UPDATE leases SET expires_at = ? WHERE job_id = ?",
-                [(expires_at, job_id) for job_id, expires_at in expiries.items()],
-            )
+        await db.execute_many(
+            self._engine,
+            "UPDATE leases SET expires_at = ? WHERE job_id = ?",
+            [(expires_at, job_id) for job_id, expires_at in expiries.items()],
+        )
