@@ -73,9 +73,15 @@ class Agent:
             settings.slots,
         )
         self._stopping = asyncio.Event()
+        # A second stop request: hand running jobs back at once, without draining.
+        self._hurry = asyncio.Event()
         self._ssl: ssl.SSLContext | None = None
 
     def request_stop(self) -> None:
+        """Stop: take no new job, let running ones finish for ``drain_s``, then hand them
+        back. A second request hands them back at once."""
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
 
     async def run(self) -> None:
@@ -178,8 +184,18 @@ class Agent:
         return None
 
     async def _shutdown(self, connection_task: asyncio.Task[None]) -> None:
-        self._events.say("stopping: cancelling running jobs")
-        await self._worker.stop_all(self.settings.grace_s + STOP_FLUSH_S)
+        self._outbox.leaving = "its contributor is stopping"
+        self._outbox.changed.set()
+        running = len(self._worker.executions)
+        if running and not self._hurry.is_set():
+            self._events.say(
+                f"stopping: {running} running job(s) may finish within {self.settings.drain_s:g}"
+                " s, then go back to the queue (stop again to hand them back now)"
+            )
+            await self._drain_unless_hurried()
+        if self._worker.executions:
+            self._events.say("stopping: handing running jobs back to the coordinator")
+        await self._worker.hand_back_all(self._outbox.leaving, self.settings.grace_s + STOP_FLUSH_S)
         # Give the connection a moment to report the endings before it goes.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._outbox.empty.wait(), STOP_FLUSH_S)
@@ -187,6 +203,14 @@ class Agent:
         await asyncio.gather(connection_task, return_exceptions=True)
         await self._runner.close()
         self._events.emit(Stopped(reason="asked to stop"))
+
+    async def _drain_unless_hurried(self) -> None:
+        drained = asyncio.create_task(self._worker.drain(self.settings.drain_s))
+        hurried = asyncio.create_task(self._hurry.wait())
+        await asyncio.wait({drained, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (drained, hurried):
+            task.cancel()
+        await asyncio.gather(drained, hurried, return_exceptions=True)
 
 
 def _auth_headers(token: str | None) -> dict[str, str]:

@@ -22,6 +22,7 @@ from compound.protocol import (
     Heartbeat,
     Hello,
     Job,
+    Leaving,
     Log,
     ProtocolError,
     RunningJob,
@@ -54,6 +55,7 @@ class CoordinatorConnection:
         self._events = events
         self._send_lock = asyncio.Lock()
         self._heartbeat_interval_s = settings.heartbeat_interval_s
+        self._said_leaving = False
 
     async def run(self) -> None:
         """Serve this connection until it closes (returns) or breaks (raises)."""
@@ -150,6 +152,11 @@ class CoordinatorConnection:
     async def _ship_once(self) -> bool:
         """Send one batch per job with something pending; True if anything was sent."""
         sent = False
+        if self._outbox.leaving is not None and not self._said_leaving:
+            # First, so no job is given to an agent that is going.
+            await self._send(Leaving(reason=self._outbox.leaving))
+            self._said_leaving = True
+            sent = True
         for job_log in list(self._outbox.jobs.values()):
             now = asyncio.get_running_loop().time()
             batch = job_log.pending_batch(now)

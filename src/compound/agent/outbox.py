@@ -108,6 +108,8 @@ class Outbox:
         self.empty = asyncio.Event()
         self.empty.set()
         self._wake: asyncio.TimerHandle | None = None
+        # Set when the agent stops: why; every connection tells the coordinator once.
+        self.leaving: str | None = None
 
     def wake_at(self, when: float) -> None:
         """Set ``changed`` at event-loop time ``when`` (a held partial batch is due)."""

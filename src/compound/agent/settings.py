@@ -31,6 +31,8 @@ class AgentSettings:
     limits: Limits = field(default_factory=Limits)
     # SIGTERM, then this long before SIGKILL, when a job is cancelled or times out.
     grace_s: float = 10.0
+    # On SIGTERM: how long running jobs may go on before they are handed back unfinished.
+    drain_s: float = 5.0
     # Output past this many bytes per job is dropped, with one note in the log.
     max_output_bytes: int = 64 * MiB
     # Started, idle containers kept for the next jobs (each used once); 0 turns it off.

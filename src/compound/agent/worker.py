@@ -28,6 +28,8 @@ class Execution:
     job: Job
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     abandoned: bool = False
+    # Why the agent gives this job back unfinished (it is leaving), if it does.
+    handback: str | None = None
     task: asyncio.Task[None] | None = None
 
 
@@ -58,7 +60,13 @@ class Worker:
         if job.job_id in self.executions:
             return  # a repeated assignment after a reconnect: it already runs
         execution = Execution(job)
-        self._outbox.open(job.job_id, job.lease_id, job.first_seq)
+        job_log = self._outbox.open(job.job_id, job.lease_id, job.first_seq)
+        if self._outbox.leaving is not None:
+            # Sent before the coordinator heard we are leaving: given back, never started.
+            self.executions[job.job_id] = execution
+            job_log.ending = _handback(job, self._outbox.leaving, job.first_seq - 1)
+            self._outbox.changed.set()
+            return
         execution.task = asyncio.create_task(self._run(execution), name=f"job-{job.job_id}")
         self.executions[job.job_id] = execution
 
@@ -79,6 +87,23 @@ class Worker:
     def forget(self, job_id: str) -> None:
         self.executions.pop(job_id, None)
         self._outbox.forget(job_id)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the running jobs to end; whether they all did."""
+        tasks = [e.task for e in self.executions.values() if e.task is not None]
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        return not pending
+
+    async def hand_back_all(self, reason: str, timeout_s: float) -> None:
+        """Stop every running job and give it back unfinished (reported as a hand-back,
+        never as cancelled), waiting up to ``timeout_s`` for their containers to go."""
+        for execution in self.executions.values():
+            if execution.task is not None and not execution.task.done():
+                execution.handback = reason
+                execution.cancel.set()
+        await self.drain(timeout_s)
 
     async def stop_all(self, timeout_s: float) -> None:
         for execution in self.executions.values():
@@ -193,7 +218,7 @@ class Worker:
     async def _return_outputs(self, execution: Execution, result: RunResult) -> str | None:
         """Upload the job's output files (then delete the local tar); a note if that failed."""
         tar = result.outputs_tar
-        if tar is None or execution.abandoned:
+        if tar is None or execution.abandoned or execution.handback is not None:
             if tar is not None:
                 tar.unlink(missing_ok=True)
             return None
@@ -249,7 +274,10 @@ class Worker:
         if execution.abandoned:
             return
         job_log = self._outbox.jobs.get(job.job_id)
-        if job_log is not None:
+        if job_log is not None and execution.handback is not None:
+            job_log.ending = _handback(job, execution.handback, last_seq)
+            self._outbox.changed.set()
+        elif job_log is not None:
             job_log.ending = Done(
                 job_id=job.job_id,
                 lease_id=job.lease_id,
@@ -260,6 +288,10 @@ class Worker:
                 last_seq=last_seq,
             )
             self._outbox.changed.set()
+
+
+def _handback(job: Job, reason: str, last_seq: int) -> Done:
+    return Done(job_id=job.job_id, lease_id=job.lease_id, handback=reason, last_seq=last_seq)
 
 
 async def _acquire_unless(slots: asyncio.Semaphore, cancel: asyncio.Event) -> bool:

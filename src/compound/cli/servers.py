@@ -39,6 +39,14 @@ def coordinator(
     heartbeat_interval: Annotated[
         float, typer.Option(help="Seconds between agent heartbeats.")
     ] = 5.0,
+    max_handbacks: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Times a job may be handed back by contributors that left (stopped, or"
+            " restarted without it) before it fails instead of being queued again.",
+        ),
+    ] = 5,
     max_script_kib: Annotated[int, typer.Option(help="Largest script accepted, KiB.")] = 1024,
     header_timeout_s: Annotated[
         float,
@@ -157,6 +165,7 @@ def coordinator(
         port=port,
         lease_timeout_s=lease_timeout,
         heartbeat_interval_s=heartbeat_interval,
+        max_handbacks=max_handbacks,
         sweep_interval_s=min(1.0, lease_timeout / 4),
         max_script_bytes=max_script_kib * 1024,
         header_timeout_s=header_timeout_s,
@@ -213,6 +222,16 @@ def agent(
             help="Seconds between SIGTERM and SIGKILL when a job is cancelled or times out."
         ),
     ] = 10.0,
+    drain_s: Annotated[
+        float,
+        typer.Option(
+            "--drain-s",
+            min=0,
+            help="On SIGTERM or Ctrl-C: seconds running jobs may go on before they are handed"
+            " back to the coordinator unfinished, to run elsewhere (never reported as"
+            " cancelled). A second signal hands them back at once.",
+        ),
+    ] = 5.0,
     max_output_mib: Annotated[
         int, typer.Option(help="Output kept per job, MiB; the rest is dropped with a note.")
     ] = 64,
@@ -313,6 +332,7 @@ def agent(
             file_bytes=max_file_mib * MiB,
         ),
         grace_s=grace,
+        drain_s=drain_s,
         max_output_bytes=max_output_mib * MiB,
         warm=warm,
         slots=slots,

@@ -20,6 +20,8 @@ class CoordinatorSettings:
     sweep_interval_s: float = 1.0
     # A job whose contributor is lost is run this many times in all before it fails.
     max_attempts: int = 2
+    # A job given back by contributors that left more often than this fails (no loop).
+    max_handbacks: int = 5
     max_script_bytes: int = 1 * MiB
     max_args: int = 256
     max_env_vars: int = 256

@@ -12,6 +12,8 @@ MAX_RECORD_CHARS = 64 * 1024
 MAX_INT64 = 2**63 - 1
 # A job's error as reported by an agent; longer reasons are cut by the agent.
 MAX_ERROR_CHARS = 2000
+# A hand-back's reason, and a leaving agent's.
+MAX_HANDBACK_CHARS = 200
 # Jobs one agent may run at once (hello's ``slots``): each in its own container with its own
 # limits, so the contributor lends up to this many times the per-job CPU and memory.
 MAX_SLOTS = 16

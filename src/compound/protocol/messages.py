@@ -22,6 +22,7 @@ from compound.protocol.errors import (
 )
 from compound.protocol.limits import (
     MAX_ERROR_CHARS,
+    MAX_HANDBACK_CHARS,
     MAX_INT64,
     MAX_MESSAGE_BYTES,
     MAX_RECORD_CHARS,
@@ -122,6 +123,17 @@ class Done(_Message):
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     error: str | None = Field(default=None, max_length=MAX_ERROR_CHARS)
     last_seq: int | None = Field(default=None, ge=-1, le=MAX_INT64)
+    # Set: this attempt ends without a result because the contributor is leaving (why, in a
+    # few words); the job is queued again for another contributor, not counted against it.
+    handback: str | None = Field(default=None, min_length=1, max_length=MAX_HANDBACK_CHARS)
+
+
+class Leaving(_Message):
+    """The agent takes no new job from now on (it is stopping); it still reports on those
+    it runs, and hands back what it does not finish."""
+
+    type: Literal["leaving"] = "leaving"
+    reason: str = Field(default="stopping", max_length=MAX_HANDBACK_CHARS)
 
 
 # ---------------------------------------------------------------- coordinator -> agent
@@ -179,7 +191,7 @@ class Abandon(_Message):
     reason: str
 
 
-AgentMessage = Annotated[Hello | Heartbeat | Log | Done, Field(discriminator="type")]
+AgentMessage = Annotated[Hello | Heartbeat | Log | Done | Leaving, Field(discriminator="type")]
 CoordinatorMessage = Annotated[Welcome | Job | Ack | Cancel | Abandon, Field(discriminator="type")]
 
 # ---------------------------------------------------------------- coordinator -> followers
@@ -228,7 +240,7 @@ class FollowEnd(_Message):
 
 FollowMessage = Annotated[FollowRecords | FollowStatus | FollowEnd, Field(discriminator="type")]
 
-_agent_adapter: TypeAdapter[Hello | Heartbeat | Log | Done] = TypeAdapter(AgentMessage)
+_agent_adapter: TypeAdapter[Hello | Heartbeat | Log | Done | Leaving] = TypeAdapter(AgentMessage)
 _coordinator_adapter: TypeAdapter[Welcome | Job | Ack | Cancel | Abandon] = TypeAdapter(
     CoordinatorMessage
 )
@@ -261,9 +273,9 @@ def _protocol_error(exc: ValidationError) -> ProtocolError:
     return ProtocolError(f"invalid message: {where}: {first['msg']}")
 
 
-def parse_agent_message(raw: str | bytes) -> Hello | Heartbeat | Log | Done:
+def parse_agent_message(raw: str | bytes) -> Hello | Heartbeat | Log | Done | Leaving:
     """Parse what an agent sent; raises only ProtocolError."""
-    result: Hello | Heartbeat | Log | Done = _validate(_agent_adapter, raw)
+    result: Hello | Heartbeat | Log | Done | Leaving = _validate(_agent_adapter, raw)
     return result
 
 

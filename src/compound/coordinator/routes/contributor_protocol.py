@@ -30,14 +30,15 @@ from compound.protocol import (
     Heartbeat,
     Hello,
     JobStatus,
+    Leaving,
     Log,
     LogRecord,
     ProtocolError,
     Welcome,
 )
 
-AgentMessage = Hello | Heartbeat | Log | Done
-Report = Heartbeat | Log | Done
+AgentMessage = Hello | Heartbeat | Log | Done | Leaving
+Report = Heartbeat | Log | Done | Leaving
 LEASE_GONE = "lease expired or job ended"
 SEED_NAME = "seed agent"
 

@@ -32,6 +32,7 @@ from compound.protocol import (
     Done,
     Heartbeat,
     Hello,
+    Leaving,
     Log,
     ProtocolError,
     parse_agent_message,
@@ -129,7 +130,7 @@ async def _open_session(
     session.start()
     await state.contributors.connected(hello, principal.name if principal.authenticated else None)
     # Reattach before registering, so the session is never seen idle while it runs a job.
-    kept, abandon = state.scheduler.reattach(session, hello.running)
+    kept, abandon, unlisted = state.scheduler.reattach(session, hello.running)
     replaced = state.sessions.add(session)
     if replaced is not None:
         replaced.close(1000, "replaced by a new connection")
@@ -140,6 +141,7 @@ async def _open_session(
         _send(session, conversation.welcome(session.contributor_id, interval_s, acked))
     for message in abandon:
         _send(session, conversation.abandon(message.job_id, message.reason))
+    await state.scheduler.give_back(unlisted, "its contributor restarted without it")
     log.info(
         "contributor %s (%s) connected%s",
         session.name,
@@ -169,6 +171,9 @@ async def _handle(
         report = await _from_seed(state, session, conversation, report)
     if isinstance(report, Heartbeat):
         state.scheduler.heartbeat(session, report)
+    elif isinstance(report, Leaving):
+        log.info("contributor %s is leaving (%s)", session.name, report.reason)
+        state.scheduler.leaving(session)
     elif isinstance(report, Log):
         await _handle_log(state, session, conversation, report)
     else:
@@ -229,6 +234,17 @@ async def _handle_done(
     job_id, lease_id = message.job_id, message.lease_id
     if job_id is None or lease_id is None:
         _refuse_report(session, conversation, job_id)
+        return
+    if message.handback is not None:
+        handed = await state.scheduler.hand_back(
+            session.contributor_id, job_id, lease_id, message.handback, message.last_seq
+        )
+        if isinstance(handed, Violation):
+            raise ReportRefused(handed.reason, job_id)
+        if handed is None:
+            _refuse_report(session, conversation, job_id)
+            return
+        _send(session, conversation.ack(job_id, handed.last_seq, done=True))
         return
     result = await state.scheduler.finish(
         session.contributor_id,

@@ -165,7 +165,7 @@ class Scheduler:
 
     def _mark_idle_if_free(self, session: ContributorSession | None) -> bool:
         """Put ``session`` at the back of the idle ones if it has a free slot; whether it did."""
-        if session is None or session.closed or self._is_full(session):
+        if session is None or session.closed or session.leaving or self._is_full(session):
             return False
         if session.contributor_id in self._claiming:
             return False
@@ -302,8 +302,10 @@ class Scheduler:
 
     def reattach(
         self, session: ContributorSession, running: list[RunningJob]
-    ) -> tuple[list[str], list[Abandon]]:
-        """A reconnecting agent lists its jobs: keep those it still holds, abandon the rest."""
+    ) -> tuple[list[str], list[Abandon], list[Lease]]:
+        """A (re)connecting agent lists the jobs it runs: the ones it still holds (kept), the
+        ones to tell it to abandon, and the leases it holds on jobs it no longer runs (it
+        restarted, or never got the job), for ``give_back`` once the session is open."""
         kept: list[str] = []
         abandon: list[Abandon] = []
         for item in running:
@@ -311,8 +313,54 @@ class Scheduler:
                 kept.append(item.job_id)
             else:
                 abandon.append(Abandon(job_id=item.job_id, reason="lease expired or job ended"))
+        unlisted = [
+            lease
+            for lease in self._leases.held_by(session.contributor_id)
+            if lease.job_id not in kept
+        ]
         self.renew(session)
-        return kept, abandon
+        return kept, abandon, unlisted
+
+    async def give_back(self, leases: list[Lease], reason: str) -> None:
+        """Requeue at once the jobs of ``leases`` (their holder does not run them): nothing
+        waits for a lease to expire, and the job's attempt is not counted."""
+        for lease in leases:
+            await self._hand_back(lease, reason)
+
+    def leaving(self, session: ContributorSession) -> None:
+        """The agent is stopping: it takes no new job (it reports on those it runs)."""
+        session.leaving = True
+        self._unidle(session.contributor_id)
+
+    async def hand_back(
+        self, holder: str, job_id: str, lease_id: str, reason: str, last_seq: int | None
+    ) -> JobRow | Violation | None:
+        """``holder`` gives up a job it runs under ``lease_id`` (it is leaving): the job is
+        queued again for another contributor; None if that lease is not current."""
+        lease = self._leases.check(job_id, lease_id, holder)
+        if lease is None:
+            return None
+        return await self._hand_back(lease, reason, last_seq)
+
+    async def _hand_back(
+        self, lease: Lease, reason: str, last_seq: int | None = None
+    ) -> JobRow | Violation | None:
+        job = await self._jobs.hand_back(
+            lease.job_id,
+            reason,
+            self._settings.max_handbacks,
+            lease=(lease.lease_id, lease.holder),
+            last_seq=last_seq,
+        )
+        if job is None or isinstance(job, Violation):
+            return job
+        self._release(lease.job_id)
+        if job.status is JobStatus.QUEUED:
+            self._queued(job)
+        log.info("job %s handed back by %s (%s)", job.id, lease.holder, reason)
+        self._hub.notify(job.id, queue_moved=True)
+        await self.dispatch()
+        return job
 
     def leases_of(self, contributor_id: str) -> list[Lease]:
         """The leases ``contributor_id`` holds now, by job id."""

@@ -39,6 +39,8 @@ class ContributorSession:
     deps: bool = False
     # Jobs it runs at once (hello's ``slots``): it stays idle until it holds this many leases.
     slots: int = 1
+    # It said it is leaving (stopping): it gets no new job.
+    leaving: bool = False
     connected_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     closed: bool = False

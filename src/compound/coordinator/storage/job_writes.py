@@ -198,6 +198,54 @@ def requeue_job(
     return Moved(moved, noted)
 
 
+# The reason recorded with a hand-back's move back to the queue: hand-backs are counted by it.
+HANDED_BACK = "handed back"
+_COUNT_HANDBACKS = (
+    "SELECT COUNT(*) FROM job_events WHERE job_id = ? AND status = 'queued' AND reason LIKE ?"
+)
+
+
+def hand_back_job(
+    conn: sqlite3.Connection,
+    job_id: str,
+    reason: str,
+    max_handbacks: int,
+    lease: tuple[str, str] | None = None,
+    last_seq: int | None = None,
+) -> Moved | Violation | None:
+    """Requeue a running job whose contributor gave it up (leaving, or restarted without
+    it): not the job's fault, so its attempt is given back. ``lease``: (lease id, holder)
+    it must still be under, else None; ``last_seq``: records it announced, which must have
+    arrived. Past ``max_handbacks`` hand-backs the job fails instead, so none loops for ever."""
+    if lease is not None and conn.execute(_LEASE_FIRST_SEQ, (job_id, *lease)).fetchone() is None:
+        return None
+    row = select_job(conn, job_id)
+    if row["status"] != JobStatus.RUNNING.value:
+        return None
+    if last_seq is not None and (violation := check_ending(last_seq, row["last_seq"])):
+        return violation
+    handbacks = conn.execute(_COUNT_HANDBACKS, (job_id, f"{HANDED_BACK}%")).fetchone()[0]
+    attempt = row["attempts"]
+    if handbacks >= max_handbacks:
+        error = f"handed back {handbacks + 1} times by contributors that left; not run again"
+        noted = insert_note(conn, job_id, f"[compound] attempt {attempt}: {reason}; {error}")
+        return Moved(move(conn, row, JobStatus.FAILED, error, error=error), noted)
+    noted = insert_note(
+        conn,
+        job_id,
+        f"[compound] attempt {attempt} handed back ({reason}); the job is queued again",
+    )
+    moved = move(
+        conn,
+        row,
+        JobStatus.QUEUED,
+        f"{HANDED_BACK}: {reason}",
+        contributor_id=None,
+        attempts=max(0, attempt - 1),
+    )
+    return Moved(moved, noted)
+
+
 def fail_job(
     conn: sqlite3.Connection, job_id: str, reason: str, error: str, note: str | None
 ) -> Moved | None:

@@ -115,6 +115,34 @@ class JobStore:
         )
         return None if moved is None else self._moved(job_id, moved)
 
+    async def hand_back(
+        self,
+        job_id: str,
+        reason: str,
+        max_handbacks: int,
+        *,
+        lease: tuple[str, str] | None = None,
+        last_seq: int | None = None,
+    ) -> JobRow | Violation | None:
+        """Requeue (or, past ``max_handbacks``, fail) a running job its contributor gave up;
+        None if it is not running (under ``lease``: (lease id, holder), if given)."""
+        moved = await self._writer.run(
+            partial(
+                job_writes.hand_back_job,
+                job_id=job_id,
+                reason=reason,
+                max_handbacks=max_handbacks,
+                lease=lease,
+                last_seq=last_seq,
+            )
+        )
+        if moved is None or isinstance(moved, Violation):
+            return moved
+        job = self._moved(job_id, moved)
+        if job.status.is_terminal:
+            self._logs.ended(job_id)
+        return job
+
     async def finish(
         self,
         job_id: str,
