@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_EVENTS_KEPT = 500
 # A longer stdout line is cut; the rest no longer parses as an event and is dropped.
 MAX_EVENT_LINE_CHARS = 1024 * 1024
-STOP_GRACE_S = 20.0
+STOP_GRACE_S = 30.0  # the agent drains (--drain-s), then hands its jobs back
 KILL_WAIT_S = 5.0
 
 EventDict = dict[str, Any]
