@@ -1,4 +1,5 @@
-"""The wire protocol shared by coordinator, agent, CLI and (mirrored in web/js/api.js) the UI.
+"""The wire protocol shared by coordinator, agent, CLI and the web UI (whose constants are
+generated from it into web/js/wire.js by scripts/gen-wire-js).
 
 Pure data and pure functions: nothing here does I/O.
 

@@ -17,3 +17,10 @@ MAX_HANDBACK_CHARS = 200
 # Jobs one agent may run at once (hello's ``slots``): each in its own container with its own
 # limits, so the contributor lends up to this many times the per-job CPU and memory.
 MAX_SLOTS = 16
+# GET /api/v1/jobs?limit=: how many jobs one answer lists, by default and at most.
+JOB_LIST_DEFAULT = 50
+JOB_LIST_MAX = 1000
+# GET /api/v1/jobs/{id}/logs?limit=: how many records one page holds, by default and at most
+# (a page also stops at about 4 MiB of data).
+LOG_PAGE_RECORDS_DEFAULT = 5000
+LOG_PAGE_RECORDS_MAX = 20000

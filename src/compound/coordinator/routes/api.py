@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, WebSocket
 
@@ -32,6 +32,20 @@ from compound.protocol import (
     serialize,
 )
 from compound.protocol.auth import Role
+from compound.protocol.limits import (
+    JOB_LIST_DEFAULT,
+    JOB_LIST_MAX,
+    LOG_PAGE_RECORDS_DEFAULT,
+    LOG_PAGE_RECORDS_MAX,
+)
+from compound.protocol.responses import (
+    ContributorAdminView,
+    ContributorList,
+    ContributorView,
+    Health,
+    JobList,
+    JobLogs,
+)
 
 log = logging.getLogger("compound.coordinator")
 
@@ -99,12 +113,14 @@ async def create_job_answer(request: Request, state: CoordinatorState) -> Respon
 
 @router.get("/api/v1/jobs")
 async def list_jobs(
-    request: Request, state: State, limit: Annotated[int, Query(ge=1, le=1000)] = 50
-) -> dict[str, Any]:
+    request: Request,
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=JOB_LIST_MAX)] = JOB_LIST_DEFAULT,
+) -> JobList:
     """Recent jobs, newest first: the caller's own (an admin's: everybody's)."""
     principal = require(request, Role.SUBMITTER)
     owner = None if principal.is_admin else principal.name
-    return {"jobs": [view.model_dump() for view in await state.jobs.newest(limit, owner)]}
+    return JobList(jobs=await state.jobs.newest(limit, owner))
 
 
 @router.get("/api/v1/jobs/{job_id}", response_model=JobView)
@@ -118,8 +134,8 @@ async def get_logs(
     request: Request,
     state: State,
     after: Annotated[int, Query(ge=-1, le=MAX_INT64)] = -1,
-    limit: Annotated[int, Query(ge=1, le=20000)] = 5000,
-) -> dict[str, Any]:
+    limit: Annotated[int, Query(ge=1, le=LOG_PAGE_RECORDS_MAX)] = LOG_PAGE_RECORDS_DEFAULT,
+) -> JobLogs:
     """Log records with seq > after, at most ``limit`` and about 4 MiB of data a page.
     ``complete``: the job is over and nothing follows this page."""
     job = await _job_or_404(request, state, job_id)
@@ -127,12 +143,12 @@ async def get_logs(
     records = page.records
     last_seq = records[-1].seq if records else after
     complete = job.status.is_terminal and not page.more
-    return {
-        "records": [record.model_dump() for record in records],
-        "last_seq": last_seq,
-        "complete": complete,
-        "job": state.scheduler.view(job).model_dump(),
-    }
+    return JobLogs(
+        records=records,
+        last_seq=last_seq,
+        complete=complete,
+        job=state.scheduler.view(job),
+    )
 
 
 @router.post("/api/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobView)
@@ -145,55 +161,54 @@ async def cancel_job(job_id: str, request: Request, state: State) -> JobView:
 
 
 @router.get("/api/v1/contributors")
-async def list_contributors(request: Request, state: State) -> dict[str, Any]:
+async def list_contributors(request: Request, state: State) -> ContributorList:
     """The machines: what a submitter needs to know of them; an admin also sees who runs
     what (node ids, current jobs, the registering token)."""
     principal = require(request, Role.SUBMITTER, Role.CONTRIBUTOR)
     rows = await state.contributors.list()
-    return {"contributors": [_contributor_view(state, row, principal) for row in rows]}
-
-
-_PUBLIC_CONTRIBUTOR_FIELDS = (
-    "name",
-    "state",
-    "cores",
-    "memory_bytes",
-    "runtime",
-    "version",
-    "cpu_percent",
-    "ram_free_bytes",
-    "ram_total_bytes",
-    "last_seen",
-)
+    return ContributorList(contributors=[_contributor_view(state, row, principal) for row in rows])
 
 
 def _contributor_view(
     state: CoordinatorState, row: ContributorRow, principal: Principal
-) -> dict[str, Any]:
-    view = dict(row.__dict__)
-    view["state"] = row.state.value
+) -> ContributorView:
     held = [lease.job_id for lease in state.scheduler.leases_of(row.id)]
-    view["busy"] = bool(held)
+    public = ContributorView(
+        name=row.name,
+        state=row.state,
+        cores=row.cores,
+        memory_bytes=row.memory_bytes,
+        runtime=row.runtime,
+        version=row.version,
+        cpu_percent=row.cpu_percent,
+        ram_free_bytes=row.ram_free_bytes,
+        ram_total_bytes=row.ram_total_bytes,
+        last_seen=row.last_seen,
+        busy=bool(held),
+    )
     if not principal.is_admin:
-        return {key: view[key] for key in (*_PUBLIC_CONTRIBUTOR_FIELDS, "busy")}
-    view["current_job_id"] = held[0] if held else None
-    return view
+        return public
+    return ContributorAdminView(
+        **public.model_dump(),
+        id=row.id,
+        token_name=row.token_name,
+        current_job_id=held[0] if held else None,
+    )
 
 
 @router.get("/healthz")
-async def healthz(state: State) -> dict[str, Any]:
+async def healthz(state: State) -> Health:
     """Liveness, answered from memory: job counts are as of the last lease sweep (≤ 1 s)."""
     counts = state.scheduler.job_counts
-    return {
-        "status": "ok",
-        "version": __version__,
-        "queued": counts.get(JobStatus.QUEUED.value, 0),
-        "running": counts.get(JobStatus.RUNNING.value, 0),
-        "contributors_online": len(state.sessions),
-        "followers": state.followers.open,
-        # Clients check their input files against it before they upload.
-        "max_input_bytes": state.settings.max_input_bytes,
-    }
+    return Health(
+        status="ok",
+        version=__version__,
+        queued=counts.get(JobStatus.QUEUED.value, 0),
+        running=counts.get(JobStatus.RUNNING.value, 0),
+        contributors_online=len(state.sessions),
+        followers=state.followers.open,
+        max_input_bytes=state.settings.max_input_bytes,
+    )
 
 
 @router.websocket("/api/v1/jobs/{job_id}/follow")

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -26,6 +26,7 @@ from compound.coordinator.storage.job_rows import JobRow
 from compound.coordinator.storage.tokens import Principal
 from compound.protocol import Artifact, InputsRef
 from compound.protocol.auth import Role
+from compound.protocol.responses import ArtifactList, ArtifactsStored
 
 log = logging.getLogger("compound.coordinator")
 
@@ -147,7 +148,7 @@ async def _leased_job(request: Request, state: CoordinatorState, job_id: str) ->
 
 
 @router.put("/api/v1/jobs/{job_id}/artifacts", status_code=201, openapi_extra=_TAR_BODY)
-async def upload_artifacts(job_id: str, request: Request, state: State) -> dict[str, Any]:
+async def upload_artifacts(job_id: str, request: Request, state: State) -> ArtifactsStored:
     """The job's output files as one tar, from the contributor holding its lease."""
     await _leased_job(request, state, job_id)
     settings = state.settings
@@ -169,18 +170,15 @@ async def upload_artifacts(job_id: str, request: Request, state: State) -> dict[
             state.blobs.keep(item.blob)
         await state.files.replace_artifacts(job_id, artifacts)
     log.info("job %s: %d output file(s) stored", job_id, len(artifacts))
-    return {"artifacts": [artifact.model_dump() for artifact in artifacts]}
+    return ArtifactsStored(artifacts=artifacts)
 
 
 @router.get("/api/v1/jobs/{job_id}/artifacts")
-async def list_artifacts(job_id: str, request: Request, state: State) -> dict[str, Any]:
+async def list_artifacts(job_id: str, request: Request, state: State) -> ArtifactList:
     """The job's output files (path, size, sha256), path order."""
     job = await _visible(request, state, job_id)
     artifacts = await state.files.artifacts(job.id)
-    return {
-        "artifacts": [artifact.model_dump() for artifact in artifacts],
-        "files_removed_at": job.files_removed_at,
-    }
+    return ArtifactList(artifacts=artifacts, files_removed_at=job.files_removed_at)
 
 
 @router.get("/api/v1/jobs/{job_id}/artifacts/{path:path}")

@@ -18,6 +18,7 @@ from compound.coordinator.routes.contributor_socket import contributor_endpoint
 from compound.coordinator.state import CoordinatorState, get_state, state_of
 from compound.coordinator.storage.log_tail import LogPage
 from compound.protocol import FollowEnd, LogRecord
+from compound.protocol.responses import SeedSubmitted
 
 router = APIRouter()
 # JSON escaping can grow text up to 6x: this keeps a seed line message under 4 MiB.
@@ -27,10 +28,10 @@ MAX_SEED_LINE_CHARS = 512 * 1024
 @router.post("/submit-job")
 async def submit_job(
     request: Request, state: CoordinatorState = Depends(get_state)
-) -> dict[str, str]:
+) -> SeedSubmitted:
     """Seed form of job submission: ``{"script": "..."}`` -> ``{"job_id": "..."}``."""
     job = await submit(request, state)
-    return {"job_id": job.id}
+    return SeedSubmitted(job_id=job.id)
 
 
 @router.websocket("/ws/contributor")

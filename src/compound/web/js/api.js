@@ -1,27 +1,17 @@
-// The one module that knows the coordinator's URLs and message shapes.
-// Mirror of src/compound/protocol/ (status.py, messages.py) and docs/api.md; keep in step.
+// The one module that knows the coordinator's URLs and how to call them (docs/api.md).
+// Statuses, message types, close codes and limits come from wire.js, generated from
+// src/compound/protocol/ by scripts/gen-wire-js: never copy them here by hand.
 
-export const JobStatus = Object.freeze({
-  QUEUED: "queued",
-  RUNNING: "running",
-  SUCCEEDED: "succeeded",
-  FAILED: "failed",
-  CANCELLED: "cancelled",
-  TIMED_OUT: "timed_out",
-});
+import {
+  BEARER_SUBPROTOCOL_PREFIX, CLOSE_FORBIDDEN, CLOSE_NORMAL, CLOSE_UNAUTHORIZED, CLOSE_UNKNOWN_JOB,
+  FollowMessageType, JOB_LIST_DEFAULT, JobStatus, LOG_PAGE_RECORDS_DEFAULT, SUBPROTOCOL,
+  TERMINAL_STATUSES,
+} from "./wire.js";
 
-export const TERMINAL_STATUSES = new Set([
-  JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT,
-]);
-
-export const Stream = Object.freeze({ STDOUT: "stdout", STDERR: "stderr", SYSTEM: "system" });
-export const ContributorState = Object.freeze({ ONLINE: "online", OFFLINE: "offline" });
-
-/** Close code of a follow socket for an unknown job (protocol/messages.py CLOSE_UNKNOWN_JOB). */
-export const CLOSE_UNKNOWN_JOB = 4404;
+const TERMINAL = new Set(TERMINAL_STATUSES);
 
 export function isTerminal(status) {
-  return TERMINAL_STATUSES.has(status);
+  return TERMINAL.has(status);
 }
 
 /** The badge text and tone for a job: "Queued (#2)", "Failed (exit 3)", ... */
@@ -154,21 +144,15 @@ export function pageUrl(page, params = {}) {
 
 // ------------------------------------------------------------------ access tokens
 //
-// A coordinator with tokens answers 401 (HTTP) or closes 4401 (sockets) without a valid one.
-// Then the page asks for a token (tokenprompt.js), checks it, remembers it per coordinator
+// A coordinator with tokens answers 401 (HTTP) or closes CLOSE_UNAUTHORIZED (sockets) without
+// a valid one. Then the page asks for a token (tokenprompt.js), checks it, remembers it per coordinator
 // and retries. A browser keeps it in localStorage under the coordinator's URL and sends it
 // itself (Authorization header; the subprotocol pair on sockets, as browsers cannot set
 // socket headers). The desktop app keeps it in its settings file; its local server adds it.
 
 const TOKEN_KEY_PREFIX = "compound.token:";
-const SUBPROTOCOL = "compound";
-const BEARER_SUBPROTOCOL = "compound.bearer.";
 // RFC 7230 token characters: what a header value and a WebSocket subprotocol can carry.
 const TOKEN_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,512}$/;
-
-/** Close codes of the coordinator's sockets (protocol/__init__.py CLOSE_*). */
-export const CLOSE_UNAUTHORIZED = 4401;
-export const CLOSE_FORBIDDEN = 4403;
 
 const auth = {
   generation: 0,     // bumped whenever the token in use changes
@@ -382,12 +366,12 @@ export function getJob(id) {
   return request("GET", `/api/v1/jobs/${encodeURIComponent(id)}`);
 }
 
-export async function listJobs(limit = 50) {
+export async function listJobs(limit = JOB_LIST_DEFAULT) {
   return (await request("GET", `/api/v1/jobs?limit=${limit}`)).jobs;
 }
 
 /** GET /api/v1/jobs/{id}/logs → {records, last_seq, complete, job}. */
-export function getLogs(id, after = -1, limit = 5000) {
+export function getLogs(id, after = -1, limit = LOG_PAGE_RECORDS_DEFAULT) {
   return request("GET", `/api/v1/jobs/${encodeURIComponent(id)}/logs?after=${after}&limit=${limit}`);
 }
 
@@ -494,8 +478,9 @@ export function backoffMs(attempt, { baseMs = 250, maxMs = 8000, jitter = Math.r
  * it are dropped. Callbacks: onRecords(records), onStatus(job) (live statuses only: the
  * final one comes with onEnd, after every record), onEnd(job),
  * onConnection(state) with state in "connecting" | "open" | "retrying" | "closed",
- * onError(ApiError) for an unknown job (404) or a refused token (401, 403); a 4401 close
- * first asks for a token and, given one, reconnects. Returns {stop(), lastSeq()}.
+ * onError(ApiError) for an unknown job (404) or a refused token (401, 403); a
+ * CLOSE_UNAUTHORIZED close first asks for a token and, given one, reconnects.
+ * Returns {stop(), lastSeq()}.
  */
 export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnection, onError } = {}) {
   let lastSeq = after;
@@ -508,7 +493,7 @@ export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnec
   const connection = (state, detail) => onConnection && onConnection(state, detail);
 
   function handle(message) {
-    if (message.type === "records") {
+    if (message.type === FollowMessageType.RECORDS) {
       const fresh = [];
       for (const record of message.records || []) {
         if (record.seq > lastSeq) {
@@ -517,12 +502,12 @@ export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnec
         }
       }
       if (fresh.length && onRecords) onRecords(fresh);
-    } else if (message.type === "status") {
+    } else if (message.type === FollowMessageType.STATUS) {
       // A final status can come before the job's last records (always before the end,
       // which carries the final job too): shown at once, "Complete" would sit above output
       // still on its way.
       if (onStatus && !isTerminal(message.job && message.job.status)) onStatus(message.job);
-    } else if (message.type === "end") {
+    } else if (message.type === FollowMessageType.END) {
       ended = true;
       if (onEnd) onEnd(message.job);
     }
@@ -536,13 +521,13 @@ export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnec
     try {
       const url = await wsUrl(`/api/v1/jobs/${encodeURIComponent(id)}/follow?after=${lastSeq}`);
       const token = browserToken(await endpoint());
-      // Always offer "compound": the coordinator names it when it refuses a token (4401),
+      // Always offer "compound": the coordinator names it when it refuses a token,
       // and a browser drops a socket whose answer names a subprotocol it did not offer.
-      ws = new WebSocket(url, token ? [SUBPROTOCOL, BEARER_SUBPROTOCOL + token] : [SUBPROTOCOL]);
+      ws = new WebSocket(url, token ? [SUBPROTOCOL, BEARER_SUBPROTOCOL_PREFIX + token] : [SUBPROTOCOL]);
     } catch {
       return retry();
     }
-    if (stopped) { ws.close(1000); return; }
+    if (stopped) { ws.close(CLOSE_NORMAL); return; }
     socket = ws;
     ws.onopen = () => connection("open");
     ws.onmessage = (event) => {
@@ -586,7 +571,7 @@ export function followJob(id, { after = -1, onRecords, onStatus, onEnd, onConnec
     stop() {
       stopped = true;
       clearTimeout(timer);
-      if (socket) socket.close(1000);
+      if (socket) socket.close(CLOSE_NORMAL);
     },
     lastSeq: () => lastSeq,
   };

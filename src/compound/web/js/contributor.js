@@ -11,6 +11,7 @@ import {
   backoffMs, getLocalSettings, isCoordinatorUrl, saveLocalSettings, setCoordinatorBase,
 } from "./api.js";
 import { formatBytes, formatDuration } from "./format.js";
+import { AgentEventType, Stream } from "./wire.js";
 
 const MAX_LOG_LINES = 500;
 const LOCAL_API = "/local/api";
@@ -73,26 +74,27 @@ export function initialView() {
 export function reduce(view, event) {
   const at = event.received_at || Date.now() / 1000;
   switch (event.type) {
-    case "starting":
+    case AgentEventType.STARTING:
       return [{ ...view, running: true, connection: "connecting", nodeId: event.node_id || view.nodeId, name: event.name,
         agentCoordinatorUrl: event.coordinator_url || view.agentCoordinatorUrl },
         note(`Agent starting for ${event.coordinator_url}`)];
-    case "connecting":
+    case AgentEventType.CONNECTING:
       return [{ ...view, running: true, connection: "connecting" }, null];
-    case "connected":
+    case AgentEventType.CONNECTED:
       return [{ ...view, running: true, connection: "connected", nodeId: event.node_id, contributorId: event.contributor_id, runtime: event.runtime || null }, null];
-    case "disconnected":
+    case AgentEventType.DISCONNECTED:
       return [{ ...view, connection: "disconnected", retryInS: event.retry_in_s }, null];
-    case "stats":
+    case AgentEventType.STATS:
       return [{ ...view, cpuPercent: event.cpu_percent, ramFreeBytes: event.ram_free_bytes, ramTotalBytes: event.ram_total_bytes }, null];
-    case "job_started":
+    case AgentEventType.JOB_STARTED:
       return [{ ...view, job: { id: event.job_id, startedAt: at } }, null];
-    case "job_finished":
+    case AgentEventType.JOB_FINISHED:
       return [{ ...view, job: view.job && view.job.id === event.job_id ? null : view.job }, null];
-    case "log":
-      return [view, { stream: event.level === "info" ? "stdout" : "stderr", text: event.message }];
-    case "stopped":
+    case AgentEventType.LOG:
+      return [view, { stream: event.level === "info" ? Stream.STDOUT : Stream.STDERR, text: event.message }];
+    case AgentEventType.STOPPED:
       return [{ ...view, connection: "stopped", job: null }, note(`Agent stopped${event.reason ? `: ${event.reason}` : ""}`)];
+    // The desktop app's own event (desktop/sidecar.py), not the agent's.
     case "agent_exited":
       return [{ ...view, running: false, connection: "stopped", job: null }, note(`Agent exited (code ${event.code})`)];
     default:
@@ -100,7 +102,7 @@ export function reduce(view, event) {
   }
 }
 
-function note(text, stream = "system") {
+function note(text, stream = Stream.SYSTEM) {
   return { stream, text };
 }
 
@@ -164,7 +166,7 @@ class AgentLog {
   add({ stream, text }) {
     this.empty.remove();
     const line = document.createElement("div");
-    line.className = stream === "stdout" ? "log-line" : `log-line log-line--${stream}`;
+    line.className = stream === Stream.STDOUT ? "log-line" : `log-line log-line--${stream}`;
     line.textContent = text;
     this.el.append(line);
     while (this.el.childElementCount > MAX_LOG_LINES) this.el.firstElementChild.remove();

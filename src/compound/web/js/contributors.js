@@ -1,8 +1,9 @@
 // Contributors page: every contributor the coordinator knows, refreshed every few seconds.
 
-import { ContributorState, listContributors, pageUrl } from "./api.js";
+import { listContributors, pageUrl } from "./api.js";
 import { escapeHtml, formatBytes } from "./format.js";
 import { autoRefresh } from "./refresh.js";
+import { ContributorState } from "./wire.js";
 
 const body = document.getElementById("contributors-body");
 const error = document.getElementById("error");

@@ -15,6 +15,7 @@
 // region (announcing every line would drown a screen reader); status belongs to the badge.
 
 import { TerminalCursor, paintStyle } from "./ansi.js";
+import { Stream } from "./wire.js";
 
 const BOTTOM_SLACK_PX = 32;
 const BLOCK_LINES = 64;
@@ -82,7 +83,7 @@ export class LogPanel {
   append(records) {
     for (const record of records) {
       this.records += 1;
-      this.addChunk(record.stream || "stdout", record.data);
+      this.addChunk(record.stream || Stream.STDOUT, record.data);
     }
     this.schedule();
   }
@@ -90,7 +91,7 @@ export class LogPanel {
   /** Add a note from the UI itself, drawn like a system line. */
   appendSystem(text) {
     this.closeOpen();
-    this.lines.push({ stream: "system", text, runs: null, closed: true, block: null });
+    this.lines.push({ stream: Stream.SYSTEM, text, runs: null, closed: true, block: null });
     this.schedule();
   }
 
@@ -206,7 +207,7 @@ export class LogPanel {
     let block = this.blocks[this.blocks.length - 1];
     if (!block || block.stream !== line.stream || block.to !== index || block.to - block.from >= BLOCK_LINES) {
       const el = document.createElement("div");
-      el.className = line.stream === "stdout" ? "log-block" : `log-block log-block--${line.stream}`;
+      el.className = line.stream === Stream.STDOUT ? "log-block" : `log-block log-block--${line.stream}`;
       block = { el, stream: line.stream, from: index, to: index };
       this.blocks.push(block);
       fragment.append(el);

@@ -4,12 +4,12 @@
 // follows the job again from the start (after = -1) and shows its whole log exactly once.
 
 import {
-  cancelJob, coordinatorBase, followJob, getLogs, isTerminal, JobStatus, pageUrl, statusLabel,
-  submitJob,
+  cancelJob, coordinatorBase, followJob, getLogs, isTerminal, pageUrl, statusLabel, submitJob,
 } from "./api.js";
 import { showArtifacts } from "./artifacts.js";
 import { escapeHtml, formatBytes, formatDuration, jobDuration } from "./format.js";
 import { LogPanel } from "./logpanel.js";
+import { JobStatus } from "./wire.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {

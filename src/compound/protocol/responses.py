@@ -1,0 +1,104 @@
+"""The JSON answers of the coordinator's HTTP API, one model per answer (docs/api.md).
+
+The routes return these models, so each answer's shape is written once, checked by
+pydantic and published in /openapi.json; clients may parse them with the same models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from compound.protocol.messages import Artifact, JobView, LogRecord
+from compound.protocol.status import ContributorState
+
+
+class _Answer(BaseModel):
+    # As the wire messages: a string is never taken for a number; unknown keys are ignored
+    # so that an older client reads a newer coordinator's answer.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class JobList(_Answer):
+    """GET /api/v1/jobs: recent jobs, newest first."""
+
+    jobs: list[JobView]
+
+
+class JobLogs(_Answer):
+    """GET /api/v1/jobs/{id}/logs: one page of a job's log records.
+
+    ``last_seq`` is the last record's seq (``after`` when the page is empty); ``complete``
+    says the job is over and nothing follows this page.
+    """
+
+    records: list[LogRecord]
+    last_seq: int
+    complete: bool
+    job: JobView
+
+
+class ContributorView(_Answer):
+    """A machine as any token sees it: what it offers, not who runs what on it."""
+
+    name: str
+    state: ContributorState
+    cores: int
+    memory_bytes: int
+    runtime: str
+    version: str
+    cpu_percent: float | None
+    ram_free_bytes: int | None
+    ram_total_bytes: int | None
+    last_seen: float | None
+    busy: bool
+
+
+class ContributorAdminView(ContributorView):
+    """A machine as an admin sees it: also its id, the token that registered it and the
+    job it runs (the first, by id, when it runs several)."""
+
+    id: str
+    token_name: str | None
+    current_job_id: str | None
+
+
+class ContributorList(_Answer):
+    """GET /api/v1/contributors: every machine the coordinator has seen."""
+
+    # The admin view first: an admin's rows must not be narrowed to the public view.
+    contributors: list[ContributorAdminView | ContributorView]
+
+
+class Health(_Answer):
+    """GET /healthz: liveness, with job counts as of the last lease sweep."""
+
+    status: Literal["ok"]
+    version: str
+    queued: int
+    running: int
+    contributors_online: int
+    followers: int
+    # Clients check their input files against it before they upload.
+    max_input_bytes: int
+
+
+class ArtifactList(_Answer):
+    """GET /api/v1/jobs/{id}/artifacts: a job's output files, path order, and when
+    retention removed them (null while they are kept)."""
+
+    artifacts: list[Artifact]
+    files_removed_at: float | None
+
+
+class ArtifactsStored(_Answer):
+    """PUT /api/v1/jobs/{id}/artifacts: the output files just stored."""
+
+    artifacts: list[Artifact]
+
+
+class SeedSubmitted(_Answer):
+    """POST /submit-job (the seed's form): the new job's id."""
+
+    job_id: str
