@@ -92,3 +92,37 @@ class FakeAgent:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def job_with_output(coordinator: Coordinator, records: list[tuple[str, str]]) -> str:
+    """A job a FakeAgent ran and finished (exit 0) whose stored output is `records`, given as
+    (stream, data) pairs of at most MAX_RECORD_CHARS each; its id. No Docker involved."""
+    agent = FakeAgent(coordinator)
+    try:
+        job_id = coordinator.submit("print('output reported by a fake agent')")
+        job = agent.recv_type("job")
+        assert job["job_id"] == job_id, job
+        seq = job["first_seq"]
+        batch: list[dict[str, Any]] = []
+        batch_chars = 0
+        for index, (stream, data) in enumerate(records):
+            batch.append({"seq": seq, "stream": stream, "data": data})
+            batch_chars += len(data)
+            seq += 1
+            # Escapes grow sixfold in JSON (\u001b): batches stay far below MAX_MESSAGE_BYTES.
+            if batch_chars >= 256 * 1024 or index == len(records) - 1:
+                agent.send(
+                    {
+                        "type": "log",
+                        "job_id": job_id,
+                        "lease_id": job["lease_id"],
+                        "records": batch,
+                    }
+                )
+                assert agent.recv_type("ack")["seq"] == seq - 1
+                batch, batch_chars = [], 0
+        agent.done(job, last_seq=seq - 1)
+        coordinator.wait_for_status(job_id, {"succeeded"}, timeout_s=30)
+    finally:
+        agent.close()
+    return job_id
