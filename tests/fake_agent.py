@@ -80,6 +80,36 @@ class FakeAgent:
             }
         )
 
+    def report(self, job: dict[str, Any], records: list[tuple[str, str]], first_seq: int) -> int:
+        """Report `records` ((stream, data) pairs) as one log batch numbered from
+        `first_seq`, and wait for its ack; the next seq."""
+        self.send(
+            {
+                "type": "log",
+                "job_id": job["job_id"],
+                "lease_id": job["lease_id"],
+                "records": [
+                    {"seq": first_seq + i, "stream": stream, "data": data}
+                    for i, (stream, data) in enumerate(records)
+                ],
+            }
+        )
+        last_seq = first_seq + len(records) - 1
+        assert self.recv_type("ack")["seq"] == last_seq
+        return last_seq + 1
+
+    def run(self, job: dict[str, Any], records: list[tuple[str, str]]) -> None:
+        """Report `records` as the job's output, in batches of up to 256 K characters (escapes
+        grow sixfold in JSON: far below MAX_MESSAGE_BYTES), then its success."""
+        seq = job["first_seq"]
+        batch: list[tuple[str, str]] = []
+        for index, record in enumerate(records):
+            batch.append(record)
+            if sum(len(data) for _, data in batch) >= 256 * 1024 or index == len(records) - 1:
+                seq = self.report(job, batch, seq)
+                batch = []
+        self.done(job, last_seq=seq - 1)
+
     def close_code(self, timeout_s: float = 30) -> int | None:
         """Read until the coordinator closes the socket; its close code."""
         from websockets.exceptions import ConnectionClosed
@@ -92,3 +122,18 @@ class FakeAgent:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def job_with_output(coordinator: Coordinator, records: list[tuple[str, str]]) -> str:
+    """A job a FakeAgent ran and finished (exit 0) whose stored output is `records`, given as
+    (stream, data) pairs of at most MAX_RECORD_CHARS each; its id. No Docker involved."""
+    agent = FakeAgent(coordinator)
+    try:
+        job_id = coordinator.submit("print('output reported by a fake agent')")
+        job = agent.recv_type("job")
+        assert job["job_id"] == job_id, job
+        agent.run(job, records)
+        coordinator.wait_for_status(job_id, {"succeeded"}, timeout_s=30)
+    finally:
+        agent.close()
+    return job_id

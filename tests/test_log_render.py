@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from fake_agent import job_with_output
 from support import Agent, Coordinator, run_cli
 
 ESC = "\x1b"
@@ -259,3 +260,128 @@ def test_a_multi_line_record_renders_like_one_record_per_line(
     assert result["perLine"]["text"] == "red one\nplain\n100%\nXY\n<b>not html</b>\n\ntail\n"
     assert result["perLine"]["lines"] == 7 and len(result["perLine"]["blocks"]) >= 1
     assert result["mixed"]["err"] == "err 1\nerr 2\n"
+
+
+# ~260 KB of progress-bar output that froze a page for 13 s (security review, finding 10): a
+# long line of many colours (one run per character), then thousands of carriage-return
+# updates of a coloured counter over its start. Each update used to re-slice every run of the
+# line; a write must cost its own length.
+HEADER_CELLS = 12_000
+HEADER = "".join(chr(ord("a") + i % 26) for i in range(HEADER_CELLS))
+UPDATES = 9_000
+UPDATES_PER_RECORD = 16
+
+
+def carriage_return_heavy_records() -> list[tuple[str, str]]:
+    """(stream, data) records as an agent would report the bar's flushes."""
+    header = "".join(f"{ESC}[3{1 + i % 2}m{char}" for i, char in enumerate(HEADER)) + f"{ESC}[0m"
+    updates = [f"\r{ESC}[36m{i:5d}{ESC}[0m/{UPDATES}" for i in range(1, UPDATES + 1)]
+    pieces = [header[: len(header) // 2], header[len(header) // 2 :]]
+    for start in range(0, UPDATES, UPDATES_PER_RECORD):
+        pieces.append("".join(updates[start : start + UPDATES_PER_RECORD]))
+    pieces.append("\ndone\n")
+    return [("stdout", piece) for piece in pieces]
+
+
+FINAL_LINE = f"{UPDATES:5d}/{UPDATES}" + HEADER[len(f"{UPDATES:5d}/{UPDATES}") :]
+RENDERED_HEAVY = f"{FINAL_LINE}\ndone\n"
+
+RENDER_TIMED = r"""
+async (records) => {
+  const { LogPanel } = await import("./js/logpanel.js");
+  const el = document.createElement("div");
+  el.className = "log";
+  document.body.append(el);
+  const panel = new LogPanel(el, {});
+  const started = performance.now();
+  panel.append(records.map(([stream, data], seq) => ({ seq, stream, data })));
+  panel.finish();
+  panel.flushNow();
+  const ms = performance.now() - started;
+  const drawn = [...el.querySelectorAll(".log-block")]
+    .flatMap((block) => block.textContent.split("\n").slice(0, Number(block.dataset.lines)));
+  const spans = [...el.querySelectorAll(".log-block span")]
+    .map((span) => [span.textContent, span.className]);
+  el.remove();
+  return { ms, text: panel.text(), drawn, spans };
+}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_carriage_return_heavy_output_renders_in_linear_time(
+    coordinator: Coordinator, page: Page
+) -> None:
+    """~260 KB of carriage-return updates over a long many-coloured line render in well under
+    a second (they took 13 s), with the text and colours a terminal would show."""
+    records = carriage_return_heavy_records()
+    assert 250_000 <= sum(len(data) for _, data in records) <= 270_000
+    page.goto(coordinator.url + "/submitter.html")
+    result = page.evaluate(RENDER_TIMED, records)
+    assert result["text"] == RENDERED_HEAVY
+    assert result["drawn"] == [FINAL_LINE, "done"]
+    # The counter, then a span per header character it left, up to the panel's bound on
+    # elements per block (the rest of the line is drawn unstyled).
+    spans = result["spans"]
+    assert spans[:3] == [[f"{UPDATES:5d}", "ansi-fg-6"], ["k", "ansi-fg-1"], ["l", "ansi-fg-2"]]
+    assert len(spans) == 2000
+    assert result["ms"] < 1000, result["ms"]
+
+
+# Time the page's main thread spent in tasks over 50 ms (what a user feels as a frozen page).
+LONG_TASKS = """
+window.__longTaskMs = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) window.__longTaskMs += entry.duration;
+}).observe({ type: "longtask", buffered: true });
+"""
+
+
+@pytest.mark.timeout(120)
+def test_carriage_return_heavy_job_does_not_freeze_the_page(
+    coordinator: Coordinator, page: Page
+) -> None:
+    """A job whose stored output is that ~260 KB shows its final text on the submitter page
+    while the page's main thread is blocked for under three seconds in all (it froze)."""
+    job_id = job_with_output(coordinator, carriage_return_heavy_records())
+    page.add_init_script(LONG_TASKS)
+    page.goto(f"{coordinator.url}/submitter.html?job={job_id}")
+    expect(page.get_by_test_id("status-badge")).to_have_text("Complete ✓", timeout=60_000)
+    page.evaluate("window.compoundLog.flushNow()")
+    assert page.evaluate("window.compoundLog.text('stdout')") == RENDERED_HEAVY
+    blocked_ms = page.evaluate("window.__longTaskMs")
+    assert blocked_ms < 3000, blocked_ms
+
+
+LINE_EDITS = {
+    # name: (records, rendered text)
+    "erase to the start, again and again": (
+        ["y" * 100_000, f"{ESC}[1K" * 40_000, "\n"],
+        " " * 100_000 + "\n",
+    ),
+    "erase the line, write past its end": (
+        ["y" * 100_000, f"{ESC}[2KZ" * 40_000, "\n"],
+        " " * 139_999 + "Z\n",
+    ),
+    "backspace, erase to the end": (
+        [f"{ESC}[31m" + "ab" * 50_000, f"\b{ESC}[K" * 40_000, "\n"],
+        "ab" * 30_000 + "\n",
+    ),
+    "up to a long line, write, down": (
+        ["z" * 100_000 + "\n", f"{ESC}[AQ\n" * 40_000],
+        "Q" + "z" * 99_999 + "\n",
+    ),
+}
+
+
+@pytest.mark.timeout(120)
+def test_line_edits_on_long_lines_cost_their_own_length(
+    coordinator: Coordinator, page: Page
+) -> None:
+    """Erase-line, backspace, padding and cursor-up, repeated tens of thousands of times on
+    a 100,000-character line, each render in well under a second with a terminal's text."""
+    page.goto(coordinator.url + "/submitter.html")
+    for name, (pieces, rendered) in LINE_EDITS.items():
+        result = page.evaluate(RENDER_TIMED, [("stdout", piece) for piece in pieces])
+        assert result["text"] == rendered, name
+        assert result["ms"] < 1000, (name, result["ms"])

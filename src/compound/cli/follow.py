@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from compound.cli.client import NEEDS_TOKEN, ClientError, CoordinatorClient
 from compound.cli.exit_codes import ending_sentence, exit_code_for
 from compound.cli.follow_socket import Closed, FollowSocket, FrameError, HandshakeError
+from compound.cli.job_output import JobOutput
 from compound.protocol.errors import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -40,7 +41,8 @@ CANCEL_JOIN_S = 5.0
 
 
 class TerminalFollower:
-    """Writes stdout records to stdout and stderr/system records to stderr, byte-exact."""
+    """Writes stdout records to stdout and stderr/system records to stderr: byte-exact to a
+    pipe or file, sanitised to a terminal (``job_output.py``)."""
 
     def __init__(
         self,
@@ -48,11 +50,13 @@ class TerminalFollower:
         job_id: str,
         cancel_on_interrupt: bool,
         stderr: TextIO = sys.stderr,
+        output: JobOutput | None = None,
     ) -> None:
         self._client = client
         self._job_id = job_id
         self._cancel_on_interrupt = cancel_on_interrupt
         self._stderr = stderr
+        self._output = output or JobOutput.of_process()
         self._last_seq = -1
         self._status_line_shown = False
         self._cancel: threading.Thread | None = None
@@ -143,10 +147,8 @@ class TerminalFollower:
         self._last_seq = fresh[-1].seq
         # One write per run of the same stream, flushed per batch: output appears live even
         # when stdout is a pipe, and 100,000 lines are not 100,000 system calls.
-        for stream, run in groupby(fresh, key=lambda r: r.stream is Stream.STDOUT):
-            target = sys.stdout.buffer if stream else sys.stderr.buffer
-            target.write("".join(r.data for r in run).encode("utf-8"))
-            target.flush()
+        for to_stdout, run in groupby(fresh, key=lambda r: r.stream is Stream.STDOUT):
+            self._output.write(to_stdout, "".join(r.data for r in run), flush=True)
 
     def _show_status(self, job: WireJob) -> None:
         if not self._stderr.isatty():
@@ -169,11 +171,13 @@ class TerminalFollower:
             self._status_line_shown = False
 
     def _note(self, text: str) -> None:
+        self._output.end_styles()
         self._clear_status()
         self._stderr.write(f"compound: {text}\n")
         self._stderr.flush()
 
     def _end(self, job: WireJob) -> int:
+        self._output.end_styles()
         self._clear_status()
         sentence = ending_sentence(job)
         if sentence:

@@ -117,17 +117,18 @@ def follow(client: CoordinatorClient, job_id: str, cancel_on_interrupt: bool) ->
 def logs(client: CoordinatorClient, job_id: str, follow_on: bool) -> int:
     if follow_on:
         return follow(client, job_id, cancel_on_interrupt=False)
+    from compound.cli.job_output import JobOutput
+
+    output = JobOutput.of_process()  # byte-exact to a pipe, sanitised to a terminal
     after = -1
     while True:
         page = client.logs(job_id, after)
         for record in page["records"]:
-            target = sys.stdout if record["stream"] == STDOUT else sys.stderr
-            target.buffer.write(record["data"].encode("utf-8"))
+            output.write(record["stream"] == STDOUT, record["data"])
         after = page["last_seq"]
         if not page["records"]:
             break
-    sys.stdout.flush()
-    sys.stderr.flush()
+    output.end_styles()
     return 0
 
 

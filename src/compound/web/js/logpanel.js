@@ -1,7 +1,7 @@
 // A log panel that stays smooth at 100,000+ lines.
 //
 // Records ({seq, stream, data}) are joined into lines per stream (a chunk need not end at a
-// newline) and kept in memory. Each stream's text goes through a terminal cursor (ansi.js):
+// newline) and kept in memory. Each stream's text goes through a terminal cursor (terminal.js):
 // ANSI colours become styled runs, a carriage return rewrites the line in place (a progress
 // bar stays one line), other escape sequences are dropped; the text held and drawn is the
 // rendered text, never raw escapes, and it only ever enters the DOM as text nodes. Drawing happens at most once per animation frame, and only
@@ -14,11 +14,13 @@
 // user scrolls up and resumes once they are back at the bottom. The panel is not a live
 // region (announcing every line would drown a screen reader); status belongs to the badge.
 
-import { TerminalCursor, paintStyle } from "./ansi.js";
+import { paintStyle } from "./ansi.js";
+import { Line, TerminalCursor } from "./terminal.js";
 import { Stream } from "./wire.js";
 
 const BOTTOM_SLACK_PX = 32;
 const BLOCK_LINES = 64;
+const MAX_BLOCK_SPANS = 2000; // styled runs drawn per block; the rest shows unstyled
 const NUMBER = new Intl.NumberFormat("en");
 
 export class LogPanel {
@@ -48,7 +50,7 @@ export class LogPanel {
   /** Forget everything and show the empty placeholder. */
   reset(emptyText = this.emptyText) {
     this.emptyText = emptyText;
-    this.lines = [];          // {stream, text, runs, closed, block}; line i is lines[i - base]
+    this.lines = [];          // Line objects (terminal.js); line i is lines[i - base]
     this.base = 0;            // lines forgotten to bound memory (all long out of the DOM)
     this.cursors = new Map(); // stream -> its TerminalCursor (parser state, open line)
     this.blocks = [];         // {el, stream, from, to}: lines [from, to) drawn in one element
@@ -91,7 +93,7 @@ export class LogPanel {
   /** Add a note from the UI itself, drawn like a system line. */
   appendSystem(text) {
     this.closeOpen();
-    this.lines.push({ stream: Stream.SYSTEM, text, runs: null, closed: true, block: null });
+    this.lines.push(new Line(Stream.SYSTEM, text, true));
     this.schedule();
   }
 
@@ -145,7 +147,7 @@ export class LogPanel {
     let cursor = this.cursors.get(stream);
     if (!cursor) {
       cursor = new TerminalCursor(() => {
-        const line = { stream, text: "", runs: null, closed: false, block: null };
+        const line = new Line(stream);
         this.lines.push(line);
         return line;
       }, (line) => this.touch(line));
@@ -238,22 +240,29 @@ export class LogPanel {
     block.el.classList.toggle("log-block--open", !last.closed);
   }
 
-  /** A block's lines as text nodes and one span per styled run (text is never parsed as HTML). */
+  /**
+   * A block's lines as text nodes and one span per styled run (text is never parsed as HTML).
+   * Past MAX_BLOCK_SPANS styled runs the rest of the block is drawn unstyled: a block is
+   * redrawn whole on every frame it changes in, and output with a colour per character
+   * (hostile, or a gradient gone wild) must not cost tens of thousands of elements a frame.
+   */
   styledText(block) {
     const fragment = document.createDocumentFragment();
     let plain = "";
+    let spans = 0;
     for (let i = block.from; i < block.to; i += 1) {
       const line = this.line(i);
       if (i > block.from) plain += "\n";
-      if (line.runs === null) {
+      if (line.runs === null || spans >= MAX_BLOCK_SPANS) {
         plain += line.text;
         continue;
       }
       for (const run of line.runs) {
-        if (run.style === null) {
+        if (run.style === null || spans >= MAX_BLOCK_SPANS) {
           plain += run.text;
           continue;
         }
+        spans += 1;
         if (plain) fragment.append(plain);
         plain = "";
         const span = document.createElement("span");
