@@ -39,6 +39,17 @@ def coordinator(
     heartbeat_interval: Annotated[
         float, typer.Option(help="Seconds between agent heartbeats.")
     ] = 5.0,
+    deadline_grace_s: Annotated[
+        float,
+        typer.Option(
+            "--deadline-grace-s",
+            min=0,
+            help="Seconds a contributor has to report the end of a job after its timeout "
+            "(counted from when it was handed out) or after a cancel; past it the coordinator "
+            "ends the job itself (timed_out or cancelled) and tells the contributor to "
+            "abandon it. Keep it above the agents' --grace.",
+        ),
+    ] = 30.0,
     max_script_kib: Annotated[int, typer.Option(help="Largest script accepted, KiB.")] = 1024,
     header_timeout_s: Annotated[
         float,
@@ -158,6 +169,7 @@ def coordinator(
         lease_timeout_s=lease_timeout,
         heartbeat_interval_s=heartbeat_interval,
         sweep_interval_s=min(1.0, lease_timeout / 4),
+        deadline_grace_s=deadline_grace_s,
         max_script_bytes=max_script_kib * 1024,
         header_timeout_s=header_timeout_s,
         body_timeout_s=body_timeout_s,
