@@ -289,6 +289,14 @@ def agent(
         float,
         typer.Option(help="Disk kept for installed package sets, GiB; least recently used go."),
     ] = 5.0,
+    max_deps_download_mib: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="What the packages of one job may take downloaded and unpacked, MiB; a job"
+            " asking for more fails with a sentence saying so.",
+        ),
+    ] = 1024,
 ) -> None:
     """Contribute this machine: run jobs from the coordinator in sandboxed containers.
 
@@ -337,6 +345,7 @@ def agent(
         deps=deps,
         index_url=index_url,
         deps_cache_gib=deps_cache_gib,
+        max_deps_download_bytes=max_deps_download_mib * MiB,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     raise typer.Exit(asyncio.run(_run_agent(settings)))
