@@ -85,8 +85,7 @@ def test_deadlines_come_due_in_time_order_once() -> None:
     assert deadlines.due(5.0) == []
     assert [d.job_id for d in deadlines.due(20.0)] == ["j1", "j2"]
     assert deadlines.due(20.0) == []
-    assert not deadlines.has("j1", DeadlineKind.TIMEOUT)
-    assert deadlines.has("j3", DeadlineKind.TIMEOUT)
+    assert not deadlines.cancel_pending("j2")
 
 
 def test_a_dropped_deadline_never_comes_due_and_the_heap_stays_small() -> None:
@@ -111,6 +110,28 @@ def test_the_earlier_of_two_deadlines_of_one_lease_stands() -> None:
     deadlines.set(Deadline(40.0, "j1", "another-lease", DeadlineKind.TIMEOUT))
     assert deadlines.due(20.0) == []
     assert deadlines.due(40.0)[0].lease_id == "another-lease"
+
+
+def test_restored_deadlines_give_the_agent_its_lease_time_first() -> None:
+    """At a restart, a timeout that passed while the coordinator was down waits until the
+    agent could have come back; a cancel asked for before gets the grace after that; a job
+    without a timeout gets no timeout deadline."""
+    deadlines = Deadlines(grace_s=2.0)
+    deadlines.started("untimed", "l0", None, at=0.0)
+    deadlines.restored(
+        "j1", "l1", timeout_s=5.0, granted_at=0.0, cancel_requested=True, back_by=100.0
+    )
+    deadlines.restored(
+        "j2", "l2", timeout_s=500.0, granted_at=0.0, cancel_requested=False, back_by=100.0
+    )
+    assert deadlines.cancel_pending("j1") and not deadlines.cancel_pending("j2")
+    assert deadlines.due(100.0) == [Deadline(100.0, "j1", "l1", DeadlineKind.TIMEOUT)]
+    assert deadlines.due(102.0) == [Deadline(102.0, "j1", "l1", DeadlineKind.CANCEL)]
+    assert deadlines.due(501.0) == []
+    assert deadlines.due(502.0)[0].job_id == "j2"
+    assert len(deadlines) == 0
+    status, error = Deadline(1.0, "j", "l", DeadlineKind.TIMEOUT).ending(2.0)
+    assert status == "timed_out" and "within 2 s after it ran past its timeout" in error
 
 
 # ---------------------------------------------------------------- a real coordinator

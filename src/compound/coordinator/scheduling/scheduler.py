@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
-from compound.coordinator.scheduling.deadlines import Deadline, DeadlineKind, Deadlines
+from compound.coordinator.scheduling.deadlines import Deadline, Deadlines
 from compound.coordinator.scheduling.hub import ChangeHub
 from compound.coordinator.scheduling.job_queue import JobQueue, QueuedJob
 from compound.coordinator.scheduling.leases import Lease, Leases
@@ -70,7 +71,7 @@ class Scheduler:
         self._hub = hub
         self._leases = Leases()
         # When the coordinator ends a running job its contributor has not ended.
-        self._deadlines = Deadlines()
+        self._deadlines = Deadlines(settings.deadline_grace_s)
         # The jobs waiting, oldest first, mirrored from their rows (see job_queue.py).
         self._queue = JobQueue()
         self._lease_ids = RandomIds(32)
@@ -105,7 +106,14 @@ class Scheduler:
             if lease is None:  # a database from before leases had a table
                 await self._requeue(job.id, "lease record missing", count_attempt=False)
             else:
-                self._restore_deadlines(job, lease, granted_at[job.id])
+                self._deadlines.restored(
+                    job.id,
+                    lease.lease_id,
+                    timeout_s=job.timeout_s,
+                    granted_at=granted_at[job.id],
+                    cancel_requested=job.cancel_requested,
+                    back_by=self._expiry(),
+                )
         self.job_counts = await self._jobs.count_by_status()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="lease-sweeper")
         await self.dispatch()
@@ -278,7 +286,7 @@ class Scheduler:
         job = claimed.job
         lease = Lease(job.id, lease_id, session.contributor_id, claimed.first_seq, expires_at)
         self._leases.grant(lease)
-        self._set_timeout(job, lease, time.time())
+        self._deadlines.started(job.id, lease_id, job.timeout_s, time.time())
         self._hub.notify(job.id, queue_moved=True)
         try:
             message = _job_message(job, lease)
@@ -384,10 +392,7 @@ class Scheduler:
         lease = self._leases.of(job.id)
         session = self._sessions.get(lease.holder if lease else None)
         if lease is not None and session is not None and session.send(Cancel(job_id=job.id)):
-            grace_s = self._settings.deadline_grace_s
-            self._deadlines.set(
-                Deadline(time.time() + grace_s, job.id, lease.lease_id, DeadlineKind.CANCEL)
-            )
+            self._deadlines.cancel_sent(job.id, lease.lease_id, time.time())
             return job
         self._release(job.id)
         cancelled = await self._cancel(
@@ -418,46 +423,17 @@ class Scheduler:
 
     # ------------------------------------------------------------------ deadlines
 
-    def _set_timeout(self, job: JobRow, lease: Lease, started_at: float) -> None:
-        """The job ends timed out ``timeout_s`` plus the grace after ``started_at``."""
-        if job.timeout_s is not None:
-            at = started_at + job.timeout_s + self._settings.deadline_grace_s
-            self._deadlines.set(Deadline(at, job.id, lease.lease_id, DeadlineKind.TIMEOUT))
-
-    def _restore_deadlines(self, job: JobRow, lease: Lease, granted_at: float) -> None:
-        """At start, from the rows: a job's timeout from its claim, a cancel asked for before
-        the restart. Neither passes before its agent had its lease's time to come back and
-        report (it may have ended the job while the coordinator was away)."""
-        grace_s = self._settings.deadline_grace_s
-        back_by = time.time() + self._settings.lease_timeout_s
-        if job.timeout_s is not None:
-            at = max(granted_at + job.timeout_s + grace_s, back_by)
-            self._deadlines.set(Deadline(at, job.id, lease.lease_id, DeadlineKind.TIMEOUT))
-        if job.cancel_requested:
-            at = back_by + grace_s
-            self._deadlines.set(Deadline(at, job.id, lease.lease_id, DeadlineKind.CANCEL))
-
     def cancels_for(self, job_ids: list[str]) -> list[Cancel]:
         """Cancels to send again to a contributor resuming ``job_ids``: those asked for (and
         not yet answered) before it reconnected, or before the coordinator restarted."""
         return [
-            Cancel(job_id=job_id)
-            for job_id in job_ids
-            if self._deadlines.has(job_id, DeadlineKind.CANCEL)
+            Cancel(job_id=job_id) for job_id in job_ids if self._deadlines.cancel_pending(job_id)
         ]
 
     async def _overdue(self, deadline: Deadline) -> None:
         """``deadline`` passed and its job's contributor did not end the job: end it here,
         release its lease (the holder's reports on it are refused) and tell it to abandon."""
-        grace_s = self._settings.deadline_grace_s
-        if deadline.kind is DeadlineKind.TIMEOUT:
-            status, what = JobStatus.TIMED_OUT, "ran past its timeout"
-        else:
-            status, what = JobStatus.CANCELLED, "was cancelled"
-        error = (
-            f"{status.value.replace('_', ' ')} by the coordinator: its contributor did not "
-            f"end the job within {grace_s:g} s after it {what}"
-        )
+        status, error = deadline.ending(self._deadlines.grace_s)
         ended = await self._jobs.end_overdue(
             deadline.job_id, deadline.lease_id, status, error=error, note=f"[compound] {error}"
         )
@@ -489,7 +465,11 @@ class Scheduler:
         for lease in self._leases.expired():
             await self._lease_lost(lease, "lease expired")
         for deadline in self._deadlines.due(time.time()):
-            await self._overdue(deadline)
+            try:
+                await self._overdue(deadline)
+            except Exception:  # the database failed: tried again at the next sweep
+                log.exception("ending overdue job %s failed", deadline.job_id)
+                self._deadlines.set(replace(deadline, at=time.time()))
         await self._write_back()
         self.job_counts = await self._jobs.count_by_status()
         in_memory = len(self._queue) + len(self._claiming)
