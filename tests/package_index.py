@@ -93,12 +93,16 @@ def numpy_wheel() -> Path:
 
 
 class PackageIndex:
-    """PEP 503 simple index of ``files`` on 127.0.0.1, in a thread; counts its requests."""
+    """PEP 503 simple index of ``files`` on 127.0.0.1, in a thread; counts its requests.
 
-    def __init__(self, files: list[Path]) -> None:
+    ``stall_s``: every answer waits this long first (a slow index), or until ``stop()``."""
+
+    def __init__(self, files: list[Path], stall_s: float = 0.0) -> None:
         self.files = {path.name: path for path in files}
         self._hashes = {path.name: _hex(path) for path in files}
         self.requests = 0
+        self._stall_s = stall_s
+        self._stopped = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -119,6 +123,7 @@ class PackageIndex:
 
     def stop(self) -> None:
         """Stop answering: the port refuses connections from now on."""
+        self._stopped.set()  # stalled answers go now: closing waits for their threads
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
@@ -161,6 +166,8 @@ class PackageIndex:
 
             def _answer(self, with_body: bool) -> None:
                 index.requests += 1
+                if index._stall_s:
+                    index._stopped.wait(index._stall_s)
                 status, kind, body = index._page(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", kind)

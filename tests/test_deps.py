@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from docker_env import RUNTIMES
 from package_index import PackageIndex, build_sdist, build_wheel, numpy_wheel
-from support import Agent, Coordinator, run_cli, stream_text
+from support import Agent, Coordinator, run_cli, stream_text, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -142,6 +142,49 @@ def test_second_job_with_the_same_requirements_hits_the_cache_without_the_index(
     assert "packages ready (cached, 1 packages)" in system_text(coordinator, second)
     sets = list((agent.state_dir / "deps" / "sets").iterdir())
     assert len(sets) == 1
+
+
+def test_preparing_packages_counts_against_the_jobs_timeout(
+    coordinator: Coordinator, start_agent: Callable[..., Agent], wheels: list[Path]
+) -> None:
+    """A job whose packages come from an index that answers after 60 s, with timeout_s=3,
+    ends timed_out by its agent soon after 3 s, saying it was preparing its packages; its
+    script never runs and the agent takes the next job."""
+    with PackageIndex(wheels, stall_s=60) as slow:
+        start_agent(extra_args=["--index-url", slow.url])
+        job_id = coordinator.submit("print('never')", requirements=["greeter"], timeout_s=3)
+        job = coordinator.wait_for_status(job_id, {"succeeded", "failed", "timed_out"}, 40)
+        assert job["status"] == "timed_out", job
+        assert job["finished_at"] - job["started_at"] < 3 + 10
+        assert job["error"].startswith("timed out after 3 s while preparing its packages")
+        assert "by the coordinator" not in job["error"]  # its agent ended it, not the deadline
+        assert "while preparing its packages" in system_text(coordinator, job_id)
+        assert "never" not in stream_text(coordinator.logs(job_id))
+        after = coordinator.submit("print('next')")
+        assert coordinator.wait_for_status(after, {"succeeded"}, 60)
+
+
+def test_packages_over_the_download_cap_are_refused(
+    coordinator: Coordinator, start_agent: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """A package of 3 MiB on an agent that lets a job download 1 MiB fails the job with a
+    sentence naming the cap; nothing of it stays in the agent's package cache."""
+    directory = tmp_path / "big-wheels"
+    directory.mkdir()
+    big = build_wheel(directory, "bigpkg", "1.0", {"bigpkg/__init__.py": "#" * (3 << 20)})
+    with PackageIndex([big]) as index:
+        agent = start_agent(extra_args=["--index-url", index.url, "--max-deps-download-mib", "1"])
+        job_id = coordinator.submit("print('never')", requirements=["bigpkg"])
+        job = coordinator.wait_for_status(job_id, {"succeeded", "failed"}, 60)
+    assert job["status"] == "failed", job
+    assert job["error"] == (
+        "the packages take more than 1 MiB downloaded and unpacked, "
+        "the most this contributor downloads for one job"
+    )
+    assert "never" not in stream_text(coordinator.logs(job_id))
+    deps = agent.state_dir / "deps"
+    assert list((deps / "sets").iterdir()) == []
+    wait_until(lambda: not list((deps / "tmp").iterdir()), 10, "the workspace to go")
 
 
 def test_unknown_requirement_fails_the_job_with_the_resolvers_reason(

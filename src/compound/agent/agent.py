@@ -49,7 +49,8 @@ PARENT_CHECK_INTERVAL_S = 1.0
 
 def _packages(settings: AgentSettings) -> Packages:
     cache = DepsCache(settings.state_dir / "deps", int(settings.deps_cache_gib * GiB))
-    return Packages(cache, UvSettings(index_url=settings.index_url))
+    uv = UvSettings(index_url=settings.index_url)
+    return Packages(cache, uv, settings.max_deps_download_bytes)
 
 
 class SandboxUnavailable(Exception):

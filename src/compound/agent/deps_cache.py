@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from compound.agent.deps_download import tree_bytes
+
 log = logging.getLogger("compound.agent")
 
 GiB = 1024**3
@@ -110,7 +112,7 @@ class DepsCache:
     def add(self, target: Path, key: str, packages: int) -> InstalledSet:
         """Move the installed ``target`` (made in a ``new_workspace``) into the cache;
         SetTooBig when it alone is over the cap (it is left for the workspace's removal)."""
-        size_bytes = _size_bytes(target)
+        size_bytes = tree_bytes(target)
         if size_bytes > self.cap_bytes:
             raise SetTooBig(
                 f"the packages take {size_bytes / GiB:.2f} GiB installed, more than this "
@@ -177,12 +179,3 @@ def _make_readable(root: Path) -> None:
             if not os.path.islink(path):
                 mode = os.stat(path).st_mode
                 os.chmod(path, 0o755 if mode & 0o111 else 0o644)
-
-
-def _size_bytes(root: Path) -> int:
-    total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(directory, name)).st_size
-    return total

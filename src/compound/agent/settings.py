@@ -57,6 +57,8 @@ class AgentSettings:
     index_url: str = DEFAULT_INDEX_URL
     # Installed package sets kept under state_dir/deps, least recently used evicted first.
     deps_cache_gib: float = 5.0
+    # What uv may download and unpack for one job's packages; past it the job fails.
+    max_deps_download_bytes: int = 1024 * MiB
 
     @property
     def contributor_ws_url(self) -> str:

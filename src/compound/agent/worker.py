@@ -1,13 +1,20 @@
-"""Runs the jobs the coordinator hands this agent, one execution per job."""
+"""Runs the jobs the coordinator hands this agent, one execution per job.
+
+A job's timeout counts from when it arrives, as the coordinator's does from its claim:
+fetching its input files and preparing its packages use up its time, and the script gets
+what is left. A job whose time runs out before its script starts ends ``timed_out`` saying
+so.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from compound.agent.deps import DepsCancelled, DepsError, Packages
+from compound.agent.deps import DepsCancelled, DepsError, DepsTimedOut, Packages
 from compound.agent.events import EventSink
 from compound.agent.job_files import FilesError, JobFiles
 from compound.agent.outbox import Outbox
@@ -23,6 +30,10 @@ class _CancelledEarly(Exception):
     """The job was cancelled while its input files were being fetched."""
 
 
+class _OutOfTime(Exception):
+    """The job's timeout ran out before its script could start; ``str()`` says during what."""
+
+
 @dataclass(eq=False)
 class Execution:
     job: Job
@@ -31,6 +42,21 @@ class Execution:
     # Why the agent gives this job back unfinished (it is leaving), if it does.
     handback: str | None = None
     task: asyncio.Task[None] | None = None
+    # time.monotonic() when the job arrived: its timeout counts from here.
+    received_at: float = field(default_factory=time.monotonic)
+
+    def time_left_s(self) -> float | None:
+        """Seconds of the job's timeout still left (None: it has no timeout)."""
+        if self.job.timeout_s is None:
+            return None
+        return self.job.timeout_s - (time.monotonic() - self.received_at)
+
+    def out_of_time(self, during: str) -> _OutOfTime:
+        timeout_s = self.job.timeout_s or 0.0
+        return _OutOfTime(
+            f"timed out after {timeout_s:g} s while {during}, before the script started "
+            "(the job's timeout counts its preparation)"
+        )
 
 
 class Worker:
@@ -165,6 +191,8 @@ class Worker:
             return RunResult(JobStatus.FAILED, None, str(exc))
         except _CancelledEarly:
             return RunResult(JobStatus.CANCELLED, None, "cancelled before it started")
+        except _OutOfTime as out:
+            return _timed_out_early(out, collector)
         try:
             return await self._execute(execution, inputs_tar, on_output, collector)
         finally:
@@ -193,6 +221,10 @@ class Worker:
             return RunResult(JobStatus.FAILED, None, str(exc))
         except DepsCancelled:
             return RunResult(JobStatus.CANCELLED, None, "cancelled while preparing packages")
+        except DepsTimedOut:
+            return _timed_out_early(execution.out_of_time("preparing its packages"), collector)
+        except _OutOfTime as out:
+            return _timed_out_early(out, collector)
         except Exception as exc:
             log.exception("job %s: the runner failed", job.job_id)
             return RunResult(JobStatus.FAILED, None, f"the contributor could not run it: {exc}")
@@ -207,12 +239,19 @@ class Worker:
             raise FilesError("this contributor cannot fetch input files")
         fetch = asyncio.create_task(self._files.fetch_inputs(job.job_id, job.lease_id, job.inputs))
         cancelled = asyncio.create_task(execution.cancel.wait())
-        await asyncio.wait({fetch, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        time_left_s = execution.time_left_s()
+        await asyncio.wait(
+            {fetch, cancelled},
+            timeout=None if time_left_s is None else max(0.0, time_left_s),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         cancelled.cancel()
         if not fetch.done():
             fetch.cancel()
             await asyncio.gather(fetch, return_exceptions=True)
-            raise _CancelledEarly
+            if execution.cancel.is_set():
+                raise _CancelledEarly
+            raise execution.out_of_time("fetching its input files")
         return fetch.result()
 
     async def _return_outputs(self, execution: Execution, result: RunResult) -> str | None:
@@ -247,15 +286,29 @@ class Worker:
         """Run the job, its packages (if any) prepared first and mounted while it runs."""
         requirements = list(execution.job.requirements)
         if not requirements:
-            return await self._runner.run(spec, on_output, execution.cancel)
+            return await self._run_script(execution, spec, on_output)
         if self._packages is None:
             raise DepsError("this contributor does not install packages (it runs with --no-deps)")
         async with self._packages.prepared(
-            requirements, collector.note, execution.cancel
+            requirements, collector.note, execution.cancel, execution.time_left_s()
         ) as deps_dir:
-            return await self._runner.run(
-                replace(spec, deps_dir=deps_dir), on_output, execution.cancel
-            )
+            return await self._run_script(execution, replace(spec, deps_dir=deps_dir), on_output)
+
+    async def _run_script(
+        self, execution: Execution, spec: RunSpec, on_output: OutputSink
+    ) -> RunResult:
+        """Run the script for the time its job has left; a timeout names the job's own."""
+        time_left_s = execution.time_left_s()
+        if time_left_s is None:
+            return await self._runner.run(spec, on_output, execution.cancel)
+        if time_left_s <= 0:
+            raise execution.out_of_time("getting ready")
+        result = await self._runner.run(
+            replace(spec, timeout_s=time_left_s), on_output, execution.cancel
+        )
+        if result.status is JobStatus.TIMED_OUT:
+            result = replace(result, error=f"timed out after {execution.job.timeout_s:g} s")
+        return result
 
     def _finish(self, execution: Execution, result: RunResult, last_seq: int) -> None:
         job = execution.job
@@ -292,6 +345,11 @@ class Worker:
 
 def _handback(job: Job, reason: str, last_seq: int) -> Done:
     return Done(job_id=job.job_id, lease_id=job.lease_id, handback=reason, last_seq=last_seq)
+
+
+def _timed_out_early(out: _OutOfTime, collector: OutputCollector) -> RunResult:
+    collector.note(f"[compound] {out}")
+    return RunResult(JobStatus.TIMED_OUT, None, str(out))
 
 
 async def _acquire_unless(slots: asyncio.Semaphore, cancel: asyncio.Event) -> bool:

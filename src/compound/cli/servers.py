@@ -47,6 +47,17 @@ def coordinator(
             " restarted without it) before it fails instead of being queued again.",
         ),
     ] = 5,
+    deadline_grace_s: Annotated[
+        float,
+        typer.Option(
+            "--deadline-grace-s",
+            min=0,
+            help="Seconds a contributor has to report the end of a job after its timeout "
+            "(counted from when it was handed out) or after a cancel; past it the coordinator "
+            "ends the job itself (timed_out or cancelled) and tells the contributor to "
+            "abandon it. Keep it above the agents' --grace.",
+        ),
+    ] = 30.0,
     max_script_kib: Annotated[int, typer.Option(help="Largest script accepted, KiB.")] = 1024,
     header_timeout_s: Annotated[
         float,
@@ -167,6 +178,7 @@ def coordinator(
         heartbeat_interval_s=heartbeat_interval,
         max_handbacks=max_handbacks,
         sweep_interval_s=min(1.0, lease_timeout / 4),
+        deadline_grace_s=deadline_grace_s,
         max_script_bytes=max_script_kib * 1024,
         header_timeout_s=header_timeout_s,
         body_timeout_s=body_timeout_s,
@@ -296,6 +308,14 @@ def agent(
         float,
         typer.Option(help="Disk kept for installed package sets, GiB; least recently used go."),
     ] = 5.0,
+    max_deps_download_mib: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="What the packages of one job may take downloaded and unpacked, MiB; a job"
+            " asking for more fails with a sentence saying so.",
+        ),
+    ] = 1024,
 ) -> None:
     """Contribute this machine: run jobs from the coordinator in sandboxed containers.
 
@@ -345,6 +365,7 @@ def agent(
         deps=deps,
         index_url=index_url,
         deps_cache_gib=deps_cache_gib,
+        max_deps_download_bytes=max_deps_download_mib * MiB,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     raise typer.Exit(asyncio.run(_run_agent(settings)))

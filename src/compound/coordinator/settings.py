@@ -16,8 +16,13 @@ class CoordinatorSettings:
     # A contributor silent for this long is offline and its running job's lease expires.
     lease_timeout_s: float = 15.0
     heartbeat_interval_s: float = 5.0
-    # How often leases and contributor health are checked.
+    # How often leases, deadlines and contributor health are checked.
     sweep_interval_s: float = 1.0
+    # The coordinator ends a running job itself this long after its timeout (counted from
+    # its claim) or after a cancel was sent, if its contributor has not reported the end by
+    # then. More than the agents' own stop grace (SIGTERM to SIGKILL, 10 s by default) plus
+    # the time to return outputs, so an honest agent's report always comes first.
+    deadline_grace_s: float = 30.0
     # A job whose contributor is lost is run this many times in all before it fails.
     max_attempts: int = 2
     # A job given back by contributors that left more often than this fails (no loop).

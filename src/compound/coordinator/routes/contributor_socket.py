@@ -139,6 +139,8 @@ async def _open_session(
         acked = {job_id: await state.logs.last_seq(job_id) for job_id in kept}
         interval_s = state.settings.heartbeat_interval_s
         _send(session, conversation.welcome(session.contributor_id, interval_s, acked))
+        for cancel in state.scheduler.cancels_for(kept):
+            _send(session, cancel)  # asked for while it was away: it may not have heard
     for message in abandon:
         _send(session, conversation.abandon(message.job_id, message.reason))
     await state.scheduler.give_back(unlisted, "its contributor restarted without it")

@@ -1,10 +1,11 @@
-"""Who runs what: the queue mirror, leases, dispatch, recovery, sessions, presence, quotas.
+"""Who runs what: queue mirror, leases, deadlines, dispatch, recovery, sessions, presence, quotas.
 
 ``scheduler`` routes queued jobs to idle contributors and recovers lost work; ``leases`` owns
-the leases; ``job_queue`` mirrors the queued rows; ``sessions`` the connected contributors;
-``presence`` their heartbeats; ``quotas`` the limits on new work; ``hub`` wakes followers when
-a job or the queue moved; ``random_ids`` draws ids. No network I/O: messages to contributors
-are queued on their sessions.
+the leases; ``deadlines`` the timeouts and cancels the coordinator enforces itself;
+``job_queue`` mirrors the queued rows; ``sessions`` the connected contributors; ``presence``
+their heartbeats; ``quotas`` the limits on new work; ``hub`` wakes followers when a job or
+the queue moved; ``random_ids`` draws ids. No network I/O: messages to contributors are
+queued on their sessions.
 
 Imports: compound.protocol, compound.coordinator.settings, compound.coordinator.storage
 """

@@ -6,6 +6,12 @@ expired lease means the contributor is lost: the job is requeued (once) or faile
 reason "contributor lost". Reports about a job whose lease is gone are refused, so no job
 runs to completion twice. A contributor that breaks the reporting rules is treated as lost.
 
+A lease that is renewed is not enough to keep a job: the scheduler enforces the job's
+timeout and a cancel itself (``deadlines.py``). When its contributor has not reported the
+end ``deadline_grace_s`` after the timeout (counted from the claim) or after the cancel was
+sent, the job ends ``timed_out`` or ``cancelled`` with a note, its lease is released (so the
+holder's reports on it are refused) and the holder is told to abandon it.
+
 No network I/O happens here: messages to contributors are queued on their sessions.
 """
 
@@ -14,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
+from compound.coordinator.scheduling.deadlines import Deadline, Deadlines
 from compound.coordinator.scheduling.hub import ChangeHub
 from compound.coordinator.scheduling.job_queue import JobQueue, QueuedJob
 from compound.coordinator.scheduling.leases import Lease, Leases
@@ -62,6 +70,8 @@ class Scheduler:
         self._sessions = sessions
         self._hub = hub
         self._leases = Leases()
+        # When the coordinator ends a running job its contributor has not ended.
+        self._deadlines = Deadlines(settings.deadline_grace_s)
         # The jobs waiting, oldest first, mirrored from their rows (see job_queue.py).
         self._queue = JobQueue()
         self._lease_ids = RandomIds(32)
@@ -85,13 +95,25 @@ class Scheduler:
         """Adopt the running jobs of a previous life: their agents get one lease to return."""
         await self._contributors.mark_all_offline()
         await self._load_queue()
+        granted_at: dict[str, float] = {}
         for row in await self._jobs.leases():
             self._leases.grant(
                 Lease(row.job_id, row.lease_id, row.holder, row.first_seq, self._expiry())
             )
+            granted_at[row.job_id] = row.granted_at
         for job in await self._jobs.with_status(JobStatus.RUNNING):
-            if self._leases.of(job.id) is None:  # a database from before leases had a table
+            lease = self._leases.of(job.id)
+            if lease is None:  # a database from before leases had a table
                 await self._requeue(job.id, "lease record missing", count_attempt=False)
+            else:
+                self._deadlines.restored(
+                    job.id,
+                    lease.lease_id,
+                    timeout_s=job.timeout_s,
+                    granted_at=granted_at[job.id],
+                    cancel_requested=job.cancel_requested,
+                    back_by=self._expiry(),
+                )
         self.job_counts = await self._jobs.count_by_status()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="lease-sweeper")
         await self.dispatch()
@@ -264,6 +286,7 @@ class Scheduler:
         job = claimed.job
         lease = Lease(job.id, lease_id, session.contributor_id, claimed.first_seq, expires_at)
         self._leases.grant(lease)
+        self._deadlines.started(job.id, lease_id, job.timeout_s, time.time())
         self._hub.notify(job.id, queue_moved=True)
         try:
             message = _job_message(job, lease)
@@ -296,6 +319,7 @@ class Scheduler:
     def _release(self, job_id: str) -> Lease | None:
         """Drop ``job_id``'s lease; its holder, if still connected and free, is idle again."""
         lease = self._leases.release(job_id)
+        self._deadlines.drop(job_id)
         if lease is not None:
             self._mark_idle_if_free(self._sessions.get(lease.holder))
         return lease
@@ -415,7 +439,8 @@ class Scheduler:
         job = await self._jobs.request_cancel(job.id)
         lease = self._leases.of(job.id)
         session = self._sessions.get(lease.holder if lease else None)
-        if session is not None and session.send(Cancel(job_id=job.id)):
+        if lease is not None and session is not None and session.send(Cancel(job_id=job.id)):
+            self._deadlines.cancel_sent(job.id, lease.lease_id, time.time())
             return job
         self._release(job.id)
         cancelled = await self._cancel(
@@ -444,6 +469,32 @@ class Scheduler:
         self._queue.discard(job_id)
         self._hub.notify(job_id, queue_moved=True)  # it may have been queued
 
+    # ------------------------------------------------------------------ deadlines
+
+    def cancels_for(self, job_ids: list[str]) -> list[Cancel]:
+        """Cancels to send again to a contributor resuming ``job_ids``: those asked for (and
+        not yet answered) before it reconnected, or before the coordinator restarted."""
+        return [
+            Cancel(job_id=job_id) for job_id in job_ids if self._deadlines.cancel_pending(job_id)
+        ]
+
+    async def _overdue(self, deadline: Deadline) -> None:
+        """``deadline`` passed and its job's contributor did not end the job: end it here,
+        release its lease (the holder's reports on it are refused) and tell it to abandon."""
+        status, error = deadline.ending(self._deadlines.grace_s)
+        ended = await self._jobs.end_overdue(
+            deadline.job_id, deadline.lease_id, status, error=error, note=f"[compound] {error}"
+        )
+        if ended is None:
+            return  # its agent's report came first, or the lease was already lost
+        lease = self._release(deadline.job_id)
+        holder = self._sessions.get(lease.holder if lease else None)
+        if holder is not None:
+            holder.send(Abandon(job_id=deadline.job_id, reason=error))
+        log.warning("job %s: %s (%s)", deadline.job_id, error, lease.holder if lease else "?")
+        self._hub.notify(deadline.job_id)
+        await self.offer_idle()
+
     # ------------------------------------------------------------------ sweeping
 
     async def _sweep_forever(self) -> None:
@@ -461,6 +512,12 @@ class Scheduler:
             session.close(CLOSE_GOING_AWAY, "silent for too long")
         for lease in self._leases.expired():
             await self._lease_lost(lease, "lease expired")
+        for deadline in self._deadlines.due(time.time()):
+            try:
+                await self._overdue(deadline)
+            except Exception:  # the database failed: tried again at the next sweep
+                log.exception("ending overdue job %s failed", deadline.job_id)
+                self._deadlines.set(replace(deadline, at=time.time()))
         await self._write_back()
         self.job_counts = await self._jobs.count_by_status()
         in_memory = len(self._queue) + len(self._claiming)

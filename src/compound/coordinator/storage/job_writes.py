@@ -1,6 +1,7 @@
 """Every write of a job's lifecycle, as plain functions of a SQLite connection: the one path.
 
-Create, claim, requeue, finish, fail, cancel, a cancel request, a note and a log batch: each
+Create, claim, requeue, finish, fail, cancel, a cancel request, the end of an overdue job, a
+note and a log batch: each
 runs inside the group writer's transaction (``writer.py``) with statements SQLite prepares
 once and caches. They keep the lifecycle's rules in one place: legal moves only
 (``protocol.status``), the status in the WHERE clause so a concurrent move loses cleanly, an
@@ -33,6 +34,7 @@ _INSERT_LEASE = (
     "INSERT INTO leases (job_id, lease_id, holder, first_seq, granted_at, expires_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+_LEASE_HELD = "SELECT 1 FROM leases WHERE job_id = ? AND lease_id = ?"
 _LEASE_FIRST_SEQ = "SELECT first_seq FROM leases WHERE job_id = ? AND lease_id = ? AND holder = ?"
 INSERT_RECORD = (
     "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
@@ -265,6 +267,25 @@ def cancel_job(
     if JobStatus(row["status"]).is_terminal:
         return None
     return move(conn, row, JobStatus.CANCELLED, reason, error=error)
+
+
+def end_overdue(
+    conn: sqlite3.Connection,
+    job_id: str,
+    lease_id: str,
+    status: JobStatus,
+    reason: str,
+    error: str,
+    note: str,
+) -> Moved | None:
+    """End a running job whose deadline passed without its agent reporting (``status``
+    timed out or cancelled), with a note saying so; None if ``lease_id`` no longer holds it
+    (its agent's report came first, or it was requeued)."""
+    if conn.execute(_LEASE_HELD, (job_id, lease_id)).fetchone() is None:
+        return None
+    row = select_job(conn, job_id)
+    noted = insert_note(conn, job_id, note)
+    return Moved(move(conn, row, status, reason, error=error), noted)
 
 
 def request_cancel(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:

@@ -1,9 +1,10 @@
 """Jobs: their rows and status history, their lease rows, and every move of their lifecycle.
 
 Each move is one verb named for its intent (``create``, ``claim``, ``requeue``, ``finish``,
-``fail``, ``cancel``, ``request_cancel``, ``note``) and one function of ``job_writes`` run by
-the group writer: legal moves only, an event per move, the lease row created and deleted in
-the same transaction as the move, so a job is RUNNING exactly while it has a lease.
+``fail``, ``cancel``, ``request_cancel``, ``end_overdue``, ``note``) and one function of
+``job_writes`` run by the group writer: legal moves only, an event per move, the lease row
+created and deleted in the same transaction as the move, so a job is RUNNING exactly while
+it has a lease.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class LeaseRow:
     holder: str
     first_seq: int
     expires_at: float
+    granted_at: float  # when the claim that started this attempt was committed
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,28 @@ class JobStore:
         self._logs.ended(job_id)
         return JobRow.from_mapping(row)
 
+    async def end_overdue(
+        self, job_id: str, lease_id: str, status: JobStatus, *, error: str, note: str
+    ) -> JobRow | None:
+        """End a running job its agent did not end in time (timed out, or cancelled), if
+        ``lease_id`` still holds it; None if it does not."""
+        moved = await self._writer.run(
+            partial(
+                job_writes.end_overdue,
+                job_id=job_id,
+                lease_id=lease_id,
+                status=status,
+                reason=error,
+                error=error,
+                note=note,
+            )
+        )
+        if moved is None:
+            return None
+        job = self._moved(job_id, moved)
+        self._logs.ended(job_id)
+        return job
+
     async def request_cancel(self, job_id: str) -> JobRow:
         row = await self._writer.run(partial(job_writes.request_cancel, job_id=job_id))
         return JobRow.from_mapping(row)
@@ -284,7 +308,14 @@ class JobStore:
         async with self._reader.connect() as conn:
             result = await conn.execute(select(db.leases))
             return [
-                LeaseRow(row.job_id, row.lease_id, row.holder, row.first_seq, row.expires_at)
+                LeaseRow(
+                    row.job_id,
+                    row.lease_id,
+                    row.holder,
+                    row.first_seq,
+                    row.expires_at,
+                    row.granted_at,
+                )
                 for row in result
             ]
 
