@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from compound.agent.deps_budget import DiskBudget, OverBudget
 from compound.agent.deps_cache import DepsCache, InstalledSet, SetTooBig, digest
 from compound.agent.deps_uv import PYTHON_PLATFORM, PYTHON_VERSION, UvError, UvSettings
 from compound.agent.deps_uv import install as uv_install
@@ -96,8 +97,10 @@ class Packages:
         try:
             note(f"[compound] resolving {len(wanted)} requirement(s): {', '.join(wanted)}"[:2000])
             uv_cache = workspace / "uv-cache"
+            # Everything uv writes is in the workspace, held to the cap as it is written.
+            budget = DiskBudget(workspace, self._cache.cap_bytes)
             try:
-                pinned = await uv_resolve(wanted, self._uv, uv_cache)
+                pinned = await uv_resolve(wanted, self._uv, uv_cache, budget)
                 key = digest([*_TARGET, *pinned])
                 installed = self._cache.get(key)
                 if installed is not None:
@@ -105,7 +108,9 @@ class Packages:
                     return installed
                 note(f"[compound] downloading and installing {len(pinned)} package(s)")
                 target = workspace / "target"
-                await uv_install(pinned, target, self._uv, uv_cache)
+                await uv_install(pinned, target, self._uv, uv_cache, budget)
+            except OverBudget as exc:
+                raise DepsError(str(exc)) from None
             except UvError as exc:
                 raise DepsError(f"the requirements could not be installed: {exc}") from None
             try:
