@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from compound.agent.runners.docker.in_container.files import name_problem
 from compound.coordinator.routes.artifact_tar import ArtifactLimits, BadArtifacts, extract
 from compound.coordinator.storage.blobs import BlobStore
+from compound.protocol.output_names import output_name_problem
 from fake_agent import FakeAgent
 from files_support import blob_files, sha256, start_secured, tar_of, tar_with
 from support import Coordinator, wait_until
@@ -298,6 +300,26 @@ def test_names_that_cannot_be_kept_are_skipped_and_the_rest_stored(tmp_path: Pat
         agent.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *UNKEEPABLE,
+        "ok.txt",
+        "sub/ok",
+        "é/ü",
+        "tab\tx",
+        "del\x7f",
+        "c1\x85",
+        "bad\udcff",
+        "p" * 1024,
+    ],
+)
+def test_the_launcher_and_the_coordinator_keep_the_same_names(name: str) -> None:
+    """The launcher's copy of the name rule (standard library only) agrees with the
+    protocol's, so nothing the launcher sends is skipped again at the coordinator."""
+    assert name_problem(name) == output_name_problem(name)
 
 
 HEADER_BYTES = 32 * MiB
