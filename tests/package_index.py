@@ -48,6 +48,19 @@ def build_wheel(directory: Path, name: str, version: str, modules: dict[str, str
     return path
 
 
+def build_bomb_wheel(directory: Path, name: str, files: int, file_bytes: int) -> Path:
+    """A wheel of a few MB whose ``files`` members of zeros unpack to ``file_bytes`` each; its
+    central directory tells the truth (a lying one is no harder for the agent)."""
+    path = build_wheel(directory, name, "1.0", {f"{name}/__init__.py": ""})
+    zeros = bytes(1024 * 1024)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as wheel:
+        for number in range(files):
+            with wheel.open(f"{name}/zeros-{number}.bin", "w", force_zip64=True) as member:
+                for _ in range(file_bytes // len(zeros)):
+                    member.write(zeros)
+    return path
+
+
 def build_sdist(directory: Path, name: str, version: str) -> Path:
     """A source distribution only: a binary-only installer must refuse it."""
     import io

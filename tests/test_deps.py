@@ -4,14 +4,16 @@ package index served by the test on loopback (wheels built here, numpy's from th
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from compound.agent.deps_budget import usage_bytes
 from docker_env import RUNTIMES
-from package_index import PackageIndex, build_sdist, build_wheel, numpy_wheel
+from package_index import PackageIndex, build_bomb_wheel, build_sdist, build_wheel, numpy_wheel
 from support import Agent, Coordinator, run_cli, stream_text, wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -224,6 +226,53 @@ def test_agent_without_deps_gets_no_job_with_requirements(
     plain = coordinator.submit("print('plain')")
     assert coordinator.wait_for_status(plain, {"succeeded"}, 60)
     assert coordinator.job(waiting)["status"] == "queued"
+
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize(("files", "file_mib"), [(1, 768), (24, 32)], ids=["one", "many"])
+def test_zip_bomb_wheel_is_stopped_at_the_cache_cap(
+    coordinator: Coordinator,
+    start_agent: Callable[..., Agent],
+    tmp_path: Path,
+    files: int,
+    file_mib: int,
+) -> None:
+    """A wheel of a few MB that unpacks to 768 MiB (one file, or many) is stopped while uv
+    unpacks it: the package cache never grows past its 128 MiB cap plus a small margin,
+    nothing of the installation is left, and the job fails saying why."""
+    cap_bytes, margin_bytes = 128 * MiB, 64 * MiB
+    bomb = build_bomb_wheel(tmp_path, "bomb", files, file_mib * MiB)
+    assert bomb.stat().st_size < 4 * MiB
+    with PackageIndex([bomb]) as index:
+        agent = start_agent(
+            extra_args=["--index-url", index.url, "--deps-cache-gib", str(cap_bytes / 1024**3)]
+        )
+        deps = agent.state_dir / "deps"
+        peak_bytes = 0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak_bytes
+            while not done.is_set():
+                peak_bytes = max(peak_bytes, usage_bytes(deps))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            job_id = coordinator.submit("print('never')", requirements=["bomb==1.0"])
+            job = coordinator.wait_for_status(job_id, {"succeeded", "failed"}, 120)
+        finally:
+            done.set()
+            watcher.join()
+    assert peak_bytes <= cap_bytes + margin_bytes, f"peaked at {peak_bytes / MiB:.0f} MiB"
+    assert job["status"] == "failed"
+    assert "more than this contributor's package cache of 0.12 GiB" in job["error"], job
+    assert "stopped" in job["error"]
+    assert usage_bytes(deps) < MiB
+    assert list((deps / "sets").iterdir()) == []
+    assert list((deps / "tmp").iterdir()) == []
 
 
 BAD_REQUIREMENTS = [

@@ -116,6 +116,27 @@ def test_artifacts_command_downloads_into_the_chosen_folder(
     assert "no job" in unknown.stderr.decode()
 
 
+def test_artifacts_command_downloads_every_listed_file_past_unkeepable_names(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    """Outputs returned with a backslash name and a newline name: those two are skipped, the
+    files before and after them are kept, and `compound artifacts` downloads every one."""
+    job_id = coordinator.submit("print(1)")
+    agent = FakeAgent(coordinator)
+    job = agent.recv_type("job")
+    returned = {"a.txt": b"1", "b\\c.txt": b"x", "m\nn.txt": b"y", "z/last.txt": b"2"}
+    return_outputs(coordinator, job, returned)
+    agent.done(job, -1)
+    agent.close()
+    coordinator.wait_for_status(job_id, {"succeeded"})
+    target = tmp_path / "out"
+    result = run_cli("artifacts", job_id, "-o", str(target), coordinator=coordinator)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "2 output file(s)" in result.stderr.decode()
+    assert (target / "a.txt").read_bytes() == b"1"
+    assert (target / "z" / "last.txt").read_bytes() == b"2"
+
+
 def test_inputs_the_cli_cannot_send_are_refused_before_anything_is_sent(
     coordinator: Coordinator, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Agent, Coordinator, product_env, stream_text
+from support import Agent, Coordinator, product_env, run_cli, stream_text
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,6 +103,52 @@ def test_outputs_over_the_cap_return_what_fits_and_one_note(
     assert 1 <= len(listed) < 2
     notes = stream_text(coordinator.logs(job_id), "system")
     assert notes.count("[compound]") == 1, notes
+
+
+def test_outputs_with_names_that_cannot_be_kept_return_the_others(
+    coordinator: Coordinator, agent: Agent, tmp_path: Path
+) -> None:
+    """Outputs named with a backslash and with a newline are skipped with a note naming
+    them; the other files come back and `compound artifacts` downloads every listed one."""
+    job_id = coordinator.submit(
+        "import pathlib\n"
+        "p = pathlib.Path('outputs'); (p / 'sub').mkdir(parents=True, exist_ok=True)\n"
+        "(p / 'a.txt').write_text('first')\n"
+        "(p / 'back\\\\slash.txt').write_text('lost')\n"
+        "(p / 'new\\nline.txt').write_text('lost')\n"
+        "(p / 'sub' / 'z.txt').write_text('last')\n"
+    )
+    coordinator.wait_for_status(job_id, {"succeeded"})
+    listed = coordinator.api("GET", f"/api/v1/jobs/{job_id}/artifacts").json()["artifacts"]
+    assert [a["path"] for a in listed] == ["a.txt", "sub/z.txt"]
+    notes = stream_text(coordinator.logs(job_id), "system")
+    assert "2 file(s) in outputs/ were skipped because their names cannot be kept" in notes
+    assert "'back\\\\slash.txt' holds a backslash" in notes, notes
+    assert "'new\\nline.txt' holds a control character" in notes, notes
+    target = tmp_path / "got"
+    result = run_cli("artifacts", job_id, "-o", str(target), coordinator=coordinator)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (target / "a.txt").read_text() == "first"
+    assert (target / "sub" / "z.txt").read_text() == "last"
+
+
+def test_outputs_past_the_file_count_cap_say_so(coordinator: Coordinator, agent: Agent) -> None:
+    """10,001 small output files: 10,000 come back and the note names the count cap, not
+    the byte cap."""
+    job_id = coordinator.submit(
+        "import pathlib\n"
+        "p = pathlib.Path('outputs'); p.mkdir(exist_ok=True)\n"
+        "for n in range(10_001):\n"
+        "    (p / f'{n:05}.txt').write_text('x')\n"
+    )
+    coordinator.wait_for_status(job_id, {"succeeded"}, 100)
+    notes = stream_text(coordinator.logs(job_id), "system")
+    assert "outputs are capped at 10000 files: 1 file(s) were left out" in notes, notes
+    assert "MiB" not in notes, notes
+    assert (
+        len(coordinator.api("GET", f"/api/v1/jobs/{job_id}/artifacts").json()["artifacts"])
+        == 10_000
+    )
 
 
 def test_inputs_damaged_on_the_way_fail_the_job_before_it_runs(

@@ -299,7 +299,7 @@ def test_trailer_split_anywhere() -> None:
     """Job bytes, then the trailer, cut at every point: job bytes exact, tar data exact."""
     marker = TRAILER_MARKER_PREFIX + b"a" * 32
     job = b"line\n\x00\xffcomp\x00" + TRAILER_MARKER_PREFIX + b"b" * 32 + b"\x00"
-    footer = FOOTER.pack(1, 0, 0, 0, 6, 3, 0, 0, 0)
+    footer = FOOTER.pack(1, 0, 0, 0, 6, 3, 0, 0, 0, 0, 0, 0)
     trailer = (
         marker
         + FRAME.pack(FRAME_TAR, 4)
@@ -332,13 +332,27 @@ def test_trailer_from_a_broken_launcher_is_bounded() -> None:
         (FRAME.pack(FRAME_TAR, 1 << 30), "garbled"),
         (FRAME.pack(FRAME_END, 4) + b"null", "garbled"),
         (
-            FRAME.pack(FRAME_END, FOOTER.size + 1) + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 2, 0) + b"x",
+            FRAME.pack(FRAME_END, FOOTER.size + 1)
+            + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0)
+            + b"x",
             "garbled",
         ),
-        (FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 5000, 0), "garbled"),
-        (FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, -1, 0, 0, 0), "garbled"),
-        (FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 256, 0, 0, 0), "garbled"),
-        (FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 2, 0, 0), "garbled"),
+        (
+            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 5000, 0, 0, 0, 0),
+            "garbled",
+        ),
+        (
+            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0),
+            "garbled",
+        ),
+        (
+            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 256, 0, 0, 0, 0, 0, 0),
+            "garbled",
+        ),
+        (
+            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0),
+            "garbled",
+        ),
         (b"".join(FRAME.pack(FRAME_TAR, 1 << 20) + b"x" * (1 << 20) for _ in range(2)), "cap"),
     ]:
         splitter = TrailerSplitter(marker, 1000, lambda _: None)

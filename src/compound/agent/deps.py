@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from compound.agent.deps_budget import DiskBudget, OverBudget
 from compound.agent.deps_cache import DepsCache, InstalledSet, SetTooBig, digest
 from compound.agent.deps_download import DownloadTooBig, within_cap
 from compound.agent.deps_uv import PYTHON_PLATFORM, PYTHON_VERSION, UvError, UvSettings
@@ -121,8 +122,12 @@ class Packages:
             note(f"[compound] resolving {len(wanted)} requirement(s): {', '.join(wanted)}"[:2000])
             uv_cache = workspace / "uv-cache"
             cap = self._max_download_bytes
+            # Everything uv writes is in the workspace, held to the cache cap as it is written.
+            budget = DiskBudget(workspace, self._cache.cap_bytes)
             try:
-                pinned = await within_cap(uv_resolve(wanted, self._uv, uv_cache), uv_cache, cap)
+                pinned = await within_cap(
+                    uv_resolve(wanted, self._uv, uv_cache, budget), uv_cache, cap
+                )
                 key = digest([*_TARGET, *pinned])
                 installed = self._cache.get(key)
                 if installed is not None:
@@ -130,7 +135,11 @@ class Packages:
                     return installed
                 note(f"[compound] downloading and installing {len(pinned)} package(s)")
                 target = workspace / "target"
-                await within_cap(uv_install(pinned, target, self._uv, uv_cache), uv_cache, cap)
+                await within_cap(
+                    uv_install(pinned, target, self._uv, uv_cache, budget), uv_cache, cap
+                )
+            except OverBudget as exc:
+                raise DepsError(str(exc)) from None
             except UvError as exc:
                 raise DepsError(f"the requirements could not be installed: {exc}") from None
             except DownloadTooBig as exc:

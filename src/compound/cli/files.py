@@ -5,7 +5,8 @@ Inputs appear in the job's working directory under their base names, so two with
 base name are an error here, as are symbolic links (inputs hold files and folders only) and
 a total past the cap: each with one sentence, before anything is sent. Downloads are checked
 against the SHA-256 the coordinator lists, written next to their target and renamed into
-place, and never written outside the chosen folder, whatever path the coordinator names.
+place, and never written outside the chosen folder, whatever path the coordinator names;
+one that fails does not stop the others.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from compound.cli.client import ClientError, CoordinatorClient
+from compound.protocol.output_names import output_name_problem
 
 MiB = 1024 * 1024
 # The default cap, for a coordinator that does not say its own.
@@ -131,30 +133,51 @@ def upload_inputs(client: CoordinatorClient, paths: list[Path]) -> dict[str, Any
 
 
 def _local_path(directory: Path, path: str) -> Path:
-    """Where output file ``path`` goes under ``directory``; ClientError if it would leave."""
+    """Where output file ``path`` goes under ``directory``; ClientError if it would leave
+    or is a name no output may have (see compound.protocol.output_names)."""
     pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts or "\\" in path or "\x00" in path:
+    problem = output_name_problem(path)
+    if pure.is_absolute() or ".." in pure.parts or problem is not None:
         raise ClientError(f"the coordinator named an unsafe output path {path[:80]!r}")
     return directory.joinpath(*[part for part in pure.parts if part not in ("", ".")])
 
 
 def download_artifacts(client: CoordinatorClient, job_id: str, directory: Path) -> int:
-    """Download every output file of the job into ``directory``; how many there were."""
+    """Download every output file of the job into ``directory``; how many there were.
+
+    One file that cannot be had does not stop the others: all are tried, then ClientError
+    names the ones that failed.
+    """
     artifacts = client.artifacts(job_id)
+    failed: list[str] = []
     for artifact in artifacts:
-        target = _local_path(directory, str(artifact["path"]))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".compound-")
-        temp = Path(temp_name)
         try:
-            with os.fdopen(fd, "w+b") as sink:
-                client.download_artifact(job_id, str(artifact["path"]), sink)
-                sink.seek(0)
-                digest = hashlib.file_digest(sink, "sha256").hexdigest()
-            if digest != artifact["sha256"]:
-                raise ClientError(f"{artifact['path']} arrived damaged (SHA-256 mismatch)")
-            temp.chmod(0o644)  # mkstemp's 0600 is for the partial file only
-            os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
+            _download_one(client, job_id, directory, artifact)
+        except ClientError as exc:
+            failed.append(str(exc))
+    if failed:
+        raise ClientError(
+            f"{len(failed)} of {len(artifacts)} output file(s) could not be downloaded "
+            f"(the others are in {directory}): " + "; ".join(failed[:5])
+        )
     return len(artifacts)
+
+
+def _download_one(
+    client: CoordinatorClient, job_id: str, directory: Path, artifact: dict[str, Any]
+) -> None:
+    target = _local_path(directory, str(artifact["path"]))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".compound-")
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "w+b") as sink:
+            client.download_artifact(job_id, str(artifact["path"]), sink)
+            sink.seek(0)
+            digest = hashlib.file_digest(sink, "sha256").hexdigest()
+        if digest != artifact["sha256"]:
+            raise ClientError(f"{artifact['path']} arrived damaged (SHA-256 mismatch)")
+        temp.chmod(0o644)  # mkstemp's 0600 is for the partial file only
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from compound.protocol.messages import Artifact, JobView, LogRecord
 from compound.protocol.status import ContributorState
@@ -96,6 +96,10 @@ class ArtifactsStored(_Answer):
     """PUT /api/v1/jobs/{id}/artifacts: the output files just stored."""
 
     artifacts: list[Artifact]
+    # Files left out because their names cannot be kept (backslash, control characters, too
+    # long): a few of their names (escaped), and how many in all.
+    skipped: list[str] = Field(default_factory=list)
+    skipped_count: int = 0
 
 
 class SeedSubmitted(_Answer):

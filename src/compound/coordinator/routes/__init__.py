@@ -3,8 +3,8 @@
 ``api`` (/api/v1 and /healthz), ``files`` (inputs and artifacts), ``seed`` (the seed's
 endpoints), ``submit_route`` and ``follow_route`` (hot routes answered ahead of FastAPI's
 router), ``contributor_socket`` driving the pure ``contributor_protocol``, ``access`` (who is
-asking), ``browser_guard`` (what a web page may do), ``submission`` and ``artifact_tar``
-(bounded parsers of untrusted bodies), ``socket`` (WebSocket helpers).
+asking), ``browser_guard`` (what a web page may do), ``submission``, ``artifact_tar`` and
+``tar_reader`` (bounded parsers of untrusted bodies), ``socket`` (WebSocket helpers).
 
 Imports: compound.protocol, compound.__init__, compound.coordinator.settings,
     compound.coordinator.state, compound.coordinator.storage, compound.coordinator.scheduling,

@@ -158,19 +158,29 @@ async def upload_artifacts(job_id: str, request: Request, state: State) -> Artif
     limit = limits.max_bytes + limits.max_files * _TAR_OVERHEAD_PER_FILE + _TAR_OVERHEAD
     received = await _receive(request, state, limit, "output files")
     try:
-        files = await asyncio.to_thread(extract, received.path, state.blobs, limits)
+        extraction = await asyncio.to_thread(extract, received.path, state.blobs, limits)
     except BadArtifacts as exc:
         log.warning("job %s: outputs refused: %s", job_id, exc)
         raise HTTPException(422, str(exc)) from None
     finally:
         received.path.unlink(missing_ok=True)
+    files = extraction.files
     artifacts = [Artifact(path=f.path, size=f.blob.size, sha256=f.blob.sha256) for f in files]
     async with state.blobs.lock:
         for item in files:
             state.blobs.keep(item.blob)
         await state.files.replace_artifacts(job_id, artifacts)
+    if extraction.skipped_count:
+        log.warning(
+            "job %s: %d output file(s) skipped for their names: %s",
+            job_id,
+            extraction.skipped_count,
+            "; ".join(extraction.skipped),
+        )
     log.info("job %s: %d output file(s) stored", job_id, len(artifacts))
-    return ArtifactsStored(artifacts=artifacts)
+    return ArtifactsStored(
+        artifacts=artifacts, skipped=extraction.skipped, skipped_count=extraction.skipped_count
+    )
 
 
 @router.get("/api/v1/jobs/{job_id}/artifacts")

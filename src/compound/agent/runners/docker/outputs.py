@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from compound.agent.runners.base import MiB, OutputSink, RunResult
 from compound.agent.runners.docker.spec import TRAILER_MARKER_PREFIX, DockerRunnerSettings
-from compound.agent.runners.docker.trailer import Footer, TrailerSplitter
+from compound.agent.runners.docker.trailer import MAX_OUTPUT_FILES, Footer, TrailerSplitter
 from compound.protocol import JobStatus, Stream
 
 OUTPUTS_TAR_PREFIX = "outputs-"
@@ -119,6 +119,16 @@ class OutputsReceiver:
             sentences.append(
                 f"outputs are capped at {self._cap_bytes / MiB:g} MiB: {footer.left_out} "
                 f"file(s) ({footer.left_out_bytes / MiB:.1f} MiB) were left out"
+            )
+        if footer.over_count:
+            sentences.append(
+                f"outputs are capped at {MAX_OUTPUT_FILES} files: {footer.over_count} "
+                "file(s) were left out"
+            )
+        if footer.unkept:
+            sentences.append(
+                f"{footer.unkept} file(s) in outputs/ were skipped because their names cannot "
+                f"be kept: {footer.unkept_names}"
             )
         if footer.skipped:
             sentences.append(

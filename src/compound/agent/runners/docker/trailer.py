@@ -20,8 +20,10 @@ FRAME_END = 2
 # The launcher sends at most 256 KiB of tar data a frame and a footer of a few hundred bytes.
 MAX_FRAME_BYTES = 1024 * 1024
 # Must match in_container.files.FOOTER_FORMAT: five counts, the job's exit code, whether a signal
-# ended it, then two text lengths.
-FOOTER = struct.Struct(">QQQQQiBHH")
+# ended it, two text lengths, two more counts, a third text length.
+FOOTER = struct.Struct(">QQQQQiBHHQQH")
+# Must match in_container.files.MAX_OUTPUT_FILES.
+MAX_OUTPUT_FILES = 10_000
 MAX_FOOTER_TEXT_BYTES = 1000
 # The launcher's estimate of a tar's size may be off by its last record.
 _TAR_SLACK_BYTES = 64 * 1024
@@ -44,23 +46,32 @@ class Footer:
     signalled: bool = False
     error: str | None = None
     input_error: str | None = None
+    # Files left out for the count cap (``left_out`` is for the byte cap).
+    over_count: int = 0
+    # Files skipped because their names cannot be kept, and the text naming them.
+    unkept: int = 0
+    unkept_names: str | None = None
 
 
 def parse_footer(data: bytes) -> Footer | None:
     """The footer in ``data``, or None when it is not one."""
     if len(data) < FOOTER.size:
         return None
-    *counts, exit_code, signalled, error_bytes, input_error_bytes = FOOTER.unpack_from(data)
+    fields = FOOTER.unpack_from(data)
+    files, left_out, left_out_bytes, skipped, tar_bytes, exit_code, signalled = fields[:7]
+    error_bytes, input_error_bytes, over_count, unkept, unkept_bytes = fields[7:]
+    lengths = (error_bytes, input_error_bytes, unkept_bytes)
     texts = data[FOOTER.size :]
-    if max(error_bytes, input_error_bytes) > MAX_FOOTER_TEXT_BYTES:
+    if max(lengths) > MAX_FOOTER_TEXT_BYTES or len(texts) != sum(lengths):
         return None
-    if len(texts) != error_bytes + input_error_bytes:
-        return None
-    error = texts[:error_bytes].decode("utf-8", "replace") or None
-    input_error = texts[error_bytes:].decode("utf-8", "replace") or None
     if not 0 <= exit_code <= 255 or signalled > 1:
         return None
-    files, left_out, left_out_bytes, skipped, tar_bytes = counts
+    error, input_error, unkept_names = (
+        texts[start : start + length].decode("utf-8", "replace") or None
+        for start, length in zip(
+            (0, error_bytes, error_bytes + input_error_bytes), lengths, strict=True
+        )
+    )
     return Footer(
         files,
         left_out,
@@ -71,6 +82,9 @@ def parse_footer(data: bytes) -> Footer | None:
         bool(signalled),
         error,
         input_error,
+        over_count,
+        unkept,
+        unkept_names,
     )
 
 

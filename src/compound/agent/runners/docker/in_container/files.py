@@ -4,8 +4,9 @@ Inputs arrive as one tar on stdin and are extracted into the job's directory, re
 only files and directories with relative paths inside it (no absolute paths, no ``..``, no
 links, devices or fifos, no names the sandbox uses, a bounded count); anything else refuses
 the whole lot before the job runs. Outputs are what the job left in ``outputs/``: regular
-files only (links and the like are skipped), up to a byte cap, written as a tar in frames
-after the trailer's marker (see docker.trailer for the agent's side).
+files only (links and the like are skipped, and files whose names cannot be kept, see
+``name_problem``), up to a byte cap and a count cap, written as a tar in frames after the
+trailer's marker (see docker.trailer for the agent's side).
 
 The agent never imports this module: ``docker.spec`` ships its source in front of the
 launcher's (both run as one program, see docker.payload), so it uses the standard library
@@ -35,15 +36,22 @@ FRAME_HEADER_FORMAT = ">BI"
 FRAME_TAR = 1
 FRAME_END = 2
 FRAME_DATA_BYTES = 256 * 1024
-# The end frame's data: files, files left out, their bytes, entries skipped, tar bytes, the
-# job's exit code (as a shell reports it), whether a signal ended it, the lengths of the
-# error and input_error texts (UTF-8), then the texts. Must match docker.trailer. Not JSON:
-# importing json costs every job's start ~15 ms.
-FOOTER_FORMAT = ">QQQQQiBHH"
+# The end frame's data: files, files left out for the byte cap, their bytes, entries
+# skipped (not regular files), tar bytes, the job's exit code (as a shell reports it),
+# whether a signal ended it, the lengths of the error and input_error texts (UTF-8), files
+# left out for the count cap, files skipped for their names, the length of the text naming
+# those, then the three texts. Must match docker.trailer. Not JSON: importing json costs
+# every job's start ~15 ms.
+FOOTER_FORMAT = ">QQQQQiBHHQQH"
 _FOOTER_COUNTS = ("files", "left_out", "left_out_bytes", "skipped", "tar_bytes")
 _FOOTER_ENDING = ("exit_code", "signalled")
+_FOOTER_NAMES = ("over_count", "unkept")
+_FOOTER_TEXTS = ("error", "input_error", "unkept_names")
 MAX_FOOTER_TEXT_BYTES = 1000
+# Must match docker.trailer.MAX_OUTPUT_FILES.
 MAX_OUTPUT_FILES = 10_000
+# Must match compound.protocol.output_names.MAX_OUTPUT_PATH_CHARS.
+MAX_OUTPUT_PATH_CHARS = 1024
 # What a tar entry costs beyond its data at most: its header, a pax header and its data.
 _TAR_ENTRY_OVERHEAD_BYTES = 3 * 512
 # The end-of-archive blocks and the padding to a whole record.
@@ -208,10 +216,26 @@ class FrameWriter:
 def footer_bytes(footer: dict[str, Any]) -> bytes:
     texts = [
         str(footer.get(name) or "").encode("utf-8", "replace")[:MAX_FOOTER_TEXT_BYTES]
-        for name in ("error", "input_error")
+        for name in _FOOTER_TEXTS
     ]
     counts = [footer.get(name, 0) for name in (*_FOOTER_COUNTS, *_FOOTER_ENDING)]
-    return struct.pack(FOOTER_FORMAT, *counts, *map(len, texts)) + b"".join(texts)
+    names = [footer.get(name, 0) for name in _FOOTER_NAMES]
+    fields = (*counts, len(texts[0]), len(texts[1]), *names, len(texts[2]))
+    return struct.pack(FOOTER_FORMAT, *fields) + b"".join(texts)
+
+
+def name_problem(name: str) -> str | None:
+    """Why the output ``name`` cannot be kept, or None. Must match
+    compound.protocol.output_names.output_name_problem (a test checks that they agree)."""
+    if "\\" in name:
+        return "holds a backslash"
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in name):
+        return "holds a control character"
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in name):
+        return "is not valid UTF-8"
+    if len(name) > MAX_OUTPUT_PATH_CHARS:
+        return f"is longer than {MAX_OUTPUT_PATH_CHARS} characters"
+    return None
 
 
 def write_all(fd: int, data: bytes | bytearray) -> None:
@@ -264,13 +288,20 @@ def collect_outputs(writer: FrameWriter, outputs_dir: str, max_bytes: int) -> di
     found: list[tuple[str, str]] = []
     skipped: list[str] = []
     _output_files(outputs_dir, found, skipped)
-    files, left_out, left_out_bytes = 0, 0, 0
+    files, left_out, left_out_bytes, over_count = 0, 0, 0, 0
+    unkept: list[str] = []
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for path, name in found:
+            problem = name_problem(name)
+            if problem is not None:
+                unkept.append(f"{name[:100]!r} {problem}")
+                continue
+            if files >= MAX_OUTPUT_FILES:
+                over_count += 1
+                continue
             size = os.lstat(path).st_size
             cost = size + _TAR_ENTRY_OVERHEAD_BYTES + len(name.encode("utf-8", "surrogateescape"))
-            over = writer.tar_bytes + cost + _TAR_END_BYTES > max_bytes
-            if over or files >= MAX_OUTPUT_FILES:
+            if writer.tar_bytes + cost + _TAR_END_BYTES > max_bytes:
                 left_out, left_out_bytes = left_out + 1, left_out_bytes + size
                 continue
             try:
@@ -285,7 +316,10 @@ def collect_outputs(writer: FrameWriter, outputs_dir: str, max_bytes: int) -> di
         "files": files,
         "left_out": left_out,
         "left_out_bytes": left_out_bytes,
+        "over_count": over_count,
         "skipped": len(skipped),
+        "unkept": len(unkept),
+        "unkept_names": "; ".join(unkept),
     }
 
 
