@@ -37,6 +37,7 @@ from compound.coordinator.submission import describe_error
 from compound.coordinator.submit_route import SubmitRouteMiddleware
 from compound.coordinator.tokens import REFRESH_S, TokenBook
 from compound.coordinator.writer import GroupWriter
+from compound.page_headers import PageHeaders
 from compound.protocol import CLOSE_UNAUTHORIZED
 
 log = logging.getLogger("compound.coordinator")
@@ -123,7 +124,8 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     app.include_router(files_api.router)
     web = web_directory()
     if web.is_dir():
-        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+        # The pages and their files carry a strict CSP (compound.page_headers).
+        app.mount("/", PageHeaders(StaticFiles(directory=web, html=True)), name="web")
     return app
 
 
