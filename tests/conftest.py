@@ -12,7 +12,16 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from docker_env import check_docker_ready
-from support import CHROMIUM, CHROMIUM_ARGS, TEST_IMAGE, VIEWPORT, Agent, Coordinator, containers_of
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TEST_IMAGE,
+    VIEWPORT,
+    Agent,
+    Coordinator,
+    containers_of,
+    csp_violations,
+)
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +94,15 @@ def browser(docker_engine: str) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh page at the screenshots' size; an uncaught error in it fails the test."""
+    """A fresh page at the screenshots' size; an uncaught error or a CSP violation in it fails
+    the test."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(30_000)
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    violations = csp_violations(opened)
     yield opened
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not violations, f"Content-Security-Policy violations in the page: {violations}"

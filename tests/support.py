@@ -43,6 +43,22 @@ CHROMIUM_ARGS = [
 ]
 
 
+def csp_violations(page: Any) -> list[str]:
+    """The Content-Security-Policy violations ``page`` reports from now on (a live list).
+
+    Chromium reports each refusal as a console error ("Refused to ... because it violates
+    the following Content Security Policy directive ...").
+    """
+    found: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            found.append(message.text)
+
+    page.on("console", on_console)
+    return found
+
+
 def product_env(**extra: str) -> dict[str, str]:
     """The environment of a user's machine: in particular, no PYTHONUNBUFFERED."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}

@@ -23,6 +23,7 @@ from support import (
     TEST_IMAGE,
     Coordinator,
     OutputLines,
+    csp_violations,
     product_env,
     run_cli,
     wait_until,
@@ -94,9 +95,13 @@ def browser(docker_engine: str) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page; a Content-Security-Policy violation in it fails the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
-    yield context.new_page()
+    opened = context.new_page()
+    violations = csp_violations(opened)
+    yield opened
     context.close()
+    assert not violations, f"Content-Security-Policy violations in the page: {violations}"
 
 
 def agent_pids(config_dir: Path) -> list[int]:

@@ -19,7 +19,15 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from support import CHROMIUM, CHROMIUM_ARGS, TEST_IMAGE, Agent, Coordinator, containers_of
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TEST_IMAGE,
+    Agent,
+    Coordinator,
+    containers_of,
+    csp_violations,
+)
 from test_contributor_page import serve_app
 from test_desktop import app_env, display  # noqa: F401  (the Xvfb fixture)
 from test_tls import Certs, certs  # noqa: F401  (the certificates fixture)
@@ -80,6 +88,7 @@ def test_web_ui_submits_over_tls_with_a_token(
     # The test CA is not in Chromium's store; the page's behaviour over https is the point.
     context = browser.new_context(ignore_https_errors=True)
     page = context.new_page()
+    violations = csp_violations(page)
     try:
         page.goto(coordinator.url + "/submitter.html")
         page.get_by_test_id("script-input").set_input_files(script)
@@ -92,6 +101,7 @@ def test_web_ui_submits_over_tls_with_a_token(
         # "Complete" shows with the end, which comes after every record (even when the job
         # ended before the page followed it, and the ended status came first).
         assert page.evaluate("window.compoundLog.text()") == "over tls, with a token\n"
+        assert violations == [], violations
     finally:
         context.close()
 

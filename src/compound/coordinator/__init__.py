@@ -12,5 +12,5 @@ The composition root sits at this level: ``settings`` (one explicit settings obj
 - ``routes``: the HTTP/WS edge (parsing, roles, close codes, the contributor protocol);
 - ``serving``: connection bounds, open sockets, graceful shutdown (no knowledge of jobs).
 
-Imports: compound.protocol, compound.tls, compound.__init__
+Imports: compound.protocol, compound.tls, compound.page_headers, compound.__init__
 """

@@ -41,6 +41,7 @@ from compound.coordinator.storage.jobs import JobStore
 from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.retention import Retention
 from compound.coordinator.storage.tokens import REFRESH_S, TokenBook
+from compound.page_headers import PageHeaders
 from compound.protocol import CLOSE_UNAUTHORIZED
 
 log = logging.getLogger("compound.coordinator")
@@ -140,7 +141,8 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     app.include_router(files_api.router)
     web = web_directory()
     if web.is_dir():
-        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+        # The pages and their files carry a strict CSP (compound.page_headers).
+        app.mount("/", PageHeaders(StaticFiles(directory=web, html=True)), name="web")
     return app
 
 

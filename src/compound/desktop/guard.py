@@ -6,6 +6,15 @@ from then on every HTTP request and WebSocket handshake needs that cookie (else 
 Host header must name this server exactly (127.0.0.1:PORT or localhost:PORT, else 400), so
 a DNS-rebound hostname cannot reach the API from a web page, and a WebSocket must come from
 one of those origins.
+
+The cookie alone does not stop cross-site request forgery here: a site ignores ports, so a
+page on any other 127.0.0.1 port is "same-site" and its requests carry a SameSite=Strict
+cookie. So every state-changing request (POST, PUT, PATCH, DELETE) must also come from this
+server's own origin when the browser says where it comes from (``Origin``; ``Sec-Fetch-Site``
+must then be ``same-origin``), else 403; and it may not have a content type a page can send
+without a CORS preflight (``text/plain``, form encodings), else 415: the pages send JSON or
+bytes with a type of their own. A client that is not a browser sends neither header and
+still needs the cookie.
 """
 
 from __future__ import annotations
@@ -21,6 +30,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 COOKIE_NAME = "compound_session"
 TOKEN_PARAM = "token"
 CLOSE_POLICY_VIOLATION = 1008
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What an HTML form or a no-cors fetch may send without a preflight (the CORS "simple" types).
+SIMPLE_CONTENT_TYPES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
 
 
 class LocalAccessGuard:
@@ -59,11 +73,28 @@ class LocalAccessGuard:
             origin = headers.get("origin")
             if origin is not None and origin not in self.allowed_origins():
                 return PlainTextResponse("Forbidden origin.", status_code=403)
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            refusal = self._write_refusal(headers)
+            if refusal is not None:
+                return refusal
         if self._has_cookie(headers):
             return None
         if scope["type"] == "http" and self._has_token(scope):
             return self._grant(scope)
         return PlainTextResponse("Forbidden: open the app from its own window.", status_code=403)
+
+    def _write_refusal(self, headers: Headers) -> Response | None:
+        """Refuse a state-changing request another origin (another port included) could send."""
+        origin = headers.get("origin")
+        if origin is not None and origin not in self.allowed_origins():
+            return PlainTextResponse("Forbidden origin.", status_code=403)
+        fetch_site = headers.get("sec-fetch-site")
+        if fetch_site is not None and fetch_site != "same-origin":
+            return PlainTextResponse("Forbidden: not from this app's pages.", status_code=403)
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type in SIMPLE_CONTENT_TYPES:
+            return PlainTextResponse("Send JSON (application/json).", status_code=415)
+        return None
 
     def _has_cookie(self, headers: Headers) -> bool:
         cookie = SimpleCookie()

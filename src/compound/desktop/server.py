@@ -35,6 +35,7 @@ from compound.desktop.settings import (
     validate_token,
 )
 from compound.desktop.sidecar import AgentSidecar, EventDict, SidecarError
+from compound.page_headers import PageHeaders
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,9 @@ def create_app(state: LocalAppState, web_dir: Path = WEB_DIR) -> FastAPI:
     app.state.local = state
     app.include_router(router)
     app.router.routes.extend(proxy_routes())
-    app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    # The pages' strict CSP, with the eval pywebview's window bridge needs (page_headers).
+    pages = PageHeaders(StaticFiles(directory=web_dir, html=True), window_bridge=True)
+    app.mount("/", pages, name="web")
     return app
 
 

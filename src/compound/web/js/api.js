@@ -40,12 +40,13 @@ export function statusLabel(job) {
 
 // ------------------------------------------------------------------ where requests go
 //
-// In a browser the pages call the coordinator directly: the one that served them, or a
-// ?coordinator= override (which that coordinator must allow with --allow-origin). In the
-// desktop app they call their own origin: the app's local server forwards the API and the
-// sockets to the coordinator in its settings and adds the stored token itself.
+// The pages call their own origin only, never a server named in a link: in a browser that
+// is the coordinator that served them; in the desktop app it is the app's local server,
+// which forwards the API and the sockets to the coordinator in its settings (changed on the
+// contributor page, by the user) and adds the stored token itself. The pages' CSP
+// (connect-src 'self') holds them to it as well. To use another coordinator, open the pages
+// it serves, or point the desktop app at it.
 
-const STORAGE_KEY = "compound.coordinator";
 let endpointPromise = null;
 
 function cleanBase(url) {
@@ -57,41 +58,19 @@ function cleanBase(url) {
   }
 }
 
-function storedBase() {
-  const fromQuery = new URLSearchParams(window.location.search).get("coordinator");
-  if (fromQuery && cleanBase(fromQuery)) {
-    // Per tab, so it survives navigation between pages and reloads without pinning it forever.
-    try { sessionStorage.setItem(STORAGE_KEY, fromQuery); } catch { /* storage off */ }
-    return cleanBase(fromQuery);
-  }
-  for (const store of [() => sessionStorage, () => localStorage]) {
-    try {
-      const value = store().getItem(STORAGE_KEY);
-      if (value && cleanBase(value)) return cleanBase(value);
-    } catch { /* storage off */ }
-  }
-  return null;
-}
-
 /**
  * Resolved once per page: {base, coordinator, desktop, hasToken}. `base` is where requests
- * go, `coordinator` the coordinator's URL (shown to the user, and the key of its token).
+ * go (always this page's origin), `coordinator` the coordinator's URL (shown to the user,
+ * and the key of its token).
  */
 function endpoint() {
   if (!endpointPromise) {
     endpointPromise = (async () => {
-      if (window.location.protocol === "file:") {
-        const base = storedBase() || "http://127.0.0.1:8000";
-        return { base, coordinator: base, desktop: false, hasToken: false };
-      }
+      const base = window.location.origin;
       const local = await getLocalSettings();
       if (local) {
-        return {
-          base: window.location.origin, coordinator: cleanBase(local.coordinator_url),
-          desktop: true, hasToken: Boolean(local.has_token),
-        };
+        return { base, coordinator: cleanBase(local.coordinator_url), desktop: true, hasToken: Boolean(local.has_token) };
       }
-      const base = storedBase() || window.location.origin;
       return { base, coordinator: base, desktop: false, hasToken: false };
     })();
   }
@@ -109,19 +88,17 @@ export async function inDesktopApp() {
 }
 
 /**
- * The coordinator is now `url` (after the desktop app saved it): its token, if the app
- * holds one, is whatever the saved settings say. A per-tab ?coordinator= override is dropped.
+ * The desktop app's coordinator is now `url` (the user saved it on the contributor page):
+ * its token, if the app holds one, is whatever the saved settings say. Requests still go to
+ * this page's origin, which forwards them. Does nothing outside the desktop app.
  */
 export function setCoordinatorBase(url, settings = null) {
   const base = cleanBase(url);
   if (!base) return;
-  try { sessionStorage.removeItem(STORAGE_KEY); } catch { /* storage off */ }
   endpointPromise = (async () => {
     const previous = await endpoint();
-    const hasToken = Boolean(settings && settings.has_token);
-    return previous.desktop
-      ? { ...previous, coordinator: base, hasToken }
-      : { base, coordinator: base, desktop: false, hasToken: false };
+    if (!previous.desktop) return previous;
+    return { ...previous, coordinator: base, hasToken: Boolean(settings && settings.has_token) };
   })();
   auth.dismissed = false;
   changed();
@@ -133,11 +110,9 @@ async function wsUrl(path) {
   return url.toString();
 }
 
-/** A page URL that carries the ?coordinator= override along. */
+/** A link to another page of the UI, with query parameters (e.g. {job: id}). */
 export function pageUrl(page, params = {}) {
   const url = new URL(page, window.location.href);
-  const coordinator = new URLSearchParams(window.location.search).get("coordinator");
-  if (coordinator) url.searchParams.set("coordinator", coordinator);
   for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
   return url.pathname.split("/").pop() + url.search;
 }
@@ -420,7 +395,6 @@ export function isCoordinatorUrl(text) {
 
 /** GET /local/api/settings → {coordinator_url, ...}, or null when not in the desktop app. */
 export async function getLocalSettings() {
-  if (window.location.protocol === "file:") return null;
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(), LOCAL_PROBE_TIMEOUT_MS);
   try {

@@ -5,7 +5,8 @@
 // file as an attachment, so nothing a job wrote ever renders on the coordinator's origin.
 
 import { downloadArtifact, listArtifacts } from "./api.js";
-import { escapeHtml, formatBytes } from "./format.js";
+import { h } from "./dom.js";
+import { formatBytes } from "./format.js";
 
 /** Fill `section` (with its `list` and `note`) with the job's output files, if it has any. */
 export async function showArtifacts(job, { section, list, note }) {
@@ -33,13 +34,14 @@ export async function showArtifacts(job, { section, list, note }) {
 }
 
 function artifactRow(jobId, artifact, note) {
-  const row = document.createElement("li");
-  row.innerHTML = `<span class="mono artifact-path">${escapeHtml(artifact.path)}</span>
-    <span class="muted">${formatBytes(artifact.size)}</span>
-    <span class="spacer"></span>
-    <button class="btn btn--sm" type="button" data-testid="artifact-download">Download</button>`;
-  const button = row.querySelector("button");
-  button.dataset.path = artifact.path;
+  const button = h("button", {
+    class: "btn btn--sm", type: "button", "data-testid": "artifact-download", dataset: { path: artifact.path },
+  }, "Download");
+  const row = h("li", {},
+    h("span", { class: "mono artifact-path" }, artifact.path), " ",
+    h("span", { class: "muted" }, formatBytes(artifact.size)), " ",
+    h("span", { class: "spacer" }), " ",
+    button);
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {

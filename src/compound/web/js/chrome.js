@@ -9,12 +9,20 @@
 // forget it.
 
 import { manageToken, pageUrl, tokenStatus } from "./api.js";
+import { h, svg } from "./dom.js";
 
+const STROKE = { stroke: "currentColor", "stroke-width": "1.2", "stroke-linecap": "round" };
 const ICONS = {
-  close: '<path d="M2.5 2.5l4 4m0-4l-4 4" stroke="currentColor" stroke-width="1.2" stroke-linecap="round"/>',
-  minimize: '<path d="M1.8 4.5h5.4" stroke="currentColor" stroke-width="1.2" stroke-linecap="round"/>',
-  maximize: '<path d="M2.2 5.6V2.2h3.4zM6.8 3.4v3.4H3.4z" fill="currentColor"/>',
-  key: '<circle cx="5" cy="9" r="3" fill="none" stroke="currentColor" stroke-width="1.4"/><path d="M7.2 6.8L13 1m-2.4 2.4l1.8 1.8M9 5.2l1.4 1.4" fill="none" stroke="currentColor" stroke-width="1.4" stroke-linecap="round"/>',
+  close: () => svg("svg", { viewBox: "0 0 9 9", "aria-hidden": "true" }, svg("path", { d: "M2.5 2.5l4 4m0-4l-4 4", ...STROKE })),
+  minimize: () => svg("svg", { viewBox: "0 0 9 9", "aria-hidden": "true" }, svg("path", { d: "M1.8 4.5h5.4", ...STROKE })),
+  maximize: () => svg("svg", { viewBox: "0 0 9 9", "aria-hidden": "true" },
+    svg("path", { d: "M2.2 5.6V2.2h3.4zM6.8 3.4v3.4H3.4z", fill: "currentColor" })),
+  key: () => svg("svg", { viewBox: "0 0 14 14", "aria-hidden": "true" },
+    svg("circle", { cx: "5", cy: "9", r: "3", fill: "none", stroke: "currentColor", "stroke-width": "1.4" }),
+    svg("path", {
+      d: "M7.2 6.8L13 1m-2.4 2.4l1.8 1.8M9 5.2l1.4 1.4", fill: "none", stroke: "currentColor",
+      "stroke-width": "1.4", "stroke-linecap": "round",
+    })),
 };
 
 const NAV = [
@@ -33,7 +41,7 @@ function trafficButton(kind, label) {
   button.dataset.testid = `window-${kind}`;
   button.setAttribute("aria-label", label);
   button.title = label;
-  button.innerHTML = `<svg viewBox="0 0 9 9" aria-hidden="true">${ICONS[kind]}</svg>`;
+  button.append(ICONS[kind]());
   return button;
 }
 
@@ -65,7 +73,7 @@ function buildBack(target) {
   back.className = "back";
   back.dataset.testid = "back-button";
   back.href = pageUrl(target);
-  back.innerHTML = '<span aria-hidden="true">←</span> Back';
+  back.append(h("span", { "aria-hidden": "true" }, "←"), " Back");
   back.addEventListener("click", (event) => {
     // Go back in the app's own history when we came from another of its pages.
     let from = null;
@@ -100,7 +108,7 @@ function buildTokenChip() {
   button.className = "token-chip";
   button.dataset.testid = "token-button";
   button.hidden = true;
-  button.innerHTML = `<svg viewBox="0 0 14 14" aria-hidden="true">${ICONS.key}</svg><span>Token</span>`;
+  button.append(ICONS.key(), h("span", {}, "Token"));
   button.addEventListener("click", () => manageToken());
   const update = async () => {
     const status = await tokenStatus();
@@ -133,7 +141,7 @@ export function mountTitlebar(bar) {
   const brand = document.createElement("a");
   brand.className = "brand-mini";
   brand.href = pageUrl("index.html");
-  brand.innerHTML = 'Compound<span class="dot-gold">.</span>';
+  brand.append("Compound", h("span", { class: "dot-gold" }, "."));
   const parts = [buildTraffic()];
   if (bar.dataset.back) parts.push(buildBack(bar.dataset.back));
   parts.push(brand, buildNav(), buildTokenChip());

@@ -1,7 +1,8 @@
 // Contributors page: every contributor the coordinator knows, refreshed every few seconds.
 
 import { listContributors, pageUrl } from "./api.js";
-import { escapeHtml, formatBytes } from "./format.js";
+import { h, missing } from "./dom.js";
+import { formatBytes } from "./format.js";
 import { autoRefresh } from "./refresh.js";
 import { ContributorState } from "./wire.js";
 
@@ -9,33 +10,55 @@ const body = document.getElementById("contributors-body");
 const error = document.getElementById("error");
 const refreshed = document.getElementById("refreshed");
 
+function cpuCell(c) {
+  if (c.cpu_percent === null || c.cpu_percent === undefined) return missing();
+  const percent = Number(c.cpu_percent);
+  const fill = h("span");
+  // A CSSOM property, not a style attribute: the pages' CSP allows the one, not the other.
+  fill.style.width = `${Math.min(100, Math.max(0, percent)).toFixed(0)}%`;
+  return [h("span", { class: "meter", "aria-hidden": "true" }, fill), `${percent.toFixed(0)}%`];
+}
+
+function ramCell(c) {
+  if (!c.ram_free_bytes) return missing();
+  return [formatBytes(c.ram_free_bytes), h("span", { class: "sub" }, `of ${formatBytes(c.ram_total_bytes || c.memory_bytes)}`)];
+}
+
+function jobCell(c) {
+  // Admins see ids and the job in hand; other tokens see only whether the machine is busy.
+  if (c.current_job_id) {
+    return h("a", { class: "mono", href: pageUrl("submitter.html", { job: c.current_job_id }) }, c.current_job_id);
+  }
+  if (c.busy) return h("span", { class: "badge badge--sm badge--running" }, "Busy");
+  return missing("Idle");
+}
+
 function row(c) {
   const online = c.state === ContributorState.ONLINE;
-  const cpu = online && c.cpu_percent !== null && c.cpu_percent !== undefined
-    ? `<span class="meter" aria-hidden="true"><span style="width:${Math.min(100, Math.max(0, c.cpu_percent)).toFixed(0)}%"></span></span>${c.cpu_percent.toFixed(0)}%`
-    : '<span class="muted">—</span>';
-  const ram = online && c.ram_free_bytes
-    ? `${formatBytes(c.ram_free_bytes)}<span class="sub">of ${formatBytes(c.ram_total_bytes || c.memory_bytes)}</span>`
-    : '<span class="muted">—</span>';
-  // Admins see ids and the job in hand; other tokens see only whether the machine is busy.
-  let job = '<span class="muted">Idle</span>';
-  if (c.current_job_id) {
-    job = `<a class="mono" href="${escapeHtml(pageUrl("submitter.html", { job: c.current_job_id }))}">${escapeHtml(c.current_job_id)}</a>`;
-  } else if (c.busy) {
-    job = '<span class="badge badge--sm badge--running">Busy</span>';
-  }
-  const sub = [c.id ? `<span class="mono">${escapeHtml(c.id)}</span>` : "", c.runtime ? escapeHtml(c.runtime) : "",
-    c.version && !c.id ? `v${escapeHtml(c.version)}` : ""].filter(Boolean).join(" · ");
-  const key = c.id ? ` data-contributor-id="${escapeHtml(c.id)}"` : "";
-  return `<tr${key} data-contributor-name="${escapeHtml(c.name || "")}">
-    <td><span style="font-weight:500">${escapeHtml(c.name || c.id || "Unnamed")}</span>
-      ${sub ? `<span class="sub">${sub}</span>` : ""}</td>
-    <td><span class="badge badge--sm badge--${online ? "online" : "offline"}" data-testid="contributor-state">${online ? "Online" : "Offline"}</span></td>
-    <td class="num" data-testid="contributor-cpu">${cpu}</td>
-    <td class="num" data-testid="contributor-ram">${ram}</td>
-    <td class="num">${c.cores || "—"}</td>
-    <td data-testid="contributor-job">${job}</td>
-  </tr>`;
+  const details = [
+    c.id ? h("span", { class: "mono" }, c.id) : null,
+    c.runtime ? String(c.runtime) : null,
+    c.version && !c.id ? `v${c.version}` : null,
+  ].filter(Boolean);
+  const sub = details.flatMap((detail, i) => (i ? [" · ", detail] : [detail]));
+  return h("tr", { dataset: { contributorName: c.name || "", ...(c.id ? { contributorId: c.id } : {}) } },
+    h("td", {},
+      h("span", { class: "strong" }, c.name || c.id || "Unnamed"),
+      sub.length ? [" ", h("span", { class: "sub" }, sub)] : null),
+    h("td", {},
+      h("span", { class: `badge badge--sm badge--${online ? "online" : "offline"}`, "data-testid": "contributor-state" },
+        online ? "Online" : "Offline")),
+    h("td", { class: "num", "data-testid": "contributor-cpu" }, online ? cpuCell(c) : missing()),
+    h("td", { class: "num", "data-testid": "contributor-ram" }, online ? ramCell(c) : missing()),
+    h("td", { class: "num" }, c.cores || "—"),
+    h("td", { "data-testid": "contributor-job" }, jobCell(c)));
+}
+
+function emptyRow() {
+  return h("tr", {},
+    h("td", { colspan: 6, class: "table-empty" },
+      "No contributors yet. Open ", h("a", { href: pageUrl("contributor.html") }, "Contribute Compute"),
+      " on a machine with Docker to add one."));
 }
 
 async function load() {
@@ -57,9 +80,7 @@ async function load() {
     : "—";
   // Online first, then by name.
   contributors.sort((a, b) => (a.state === b.state ? String(a.name).localeCompare(String(b.name)) : a.state === ContributorState.ONLINE ? -1 : 1));
-  body.innerHTML = contributors.length
-    ? contributors.map(row).join("")
-    : `<tr><td colspan="6" class="table-empty">No contributors yet. Open <a href="${pageUrl("contributor.html")}">Contribute Compute</a> on a machine with Docker to add one.</td></tr>`;
+  body.replaceChildren(...(contributors.length ? contributors.map(row) : [emptyRow()]));
   refreshed.textContent = `Updated ${new Date().toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;
 }
 

@@ -1,9 +1,5 @@
 // Small, pure formatting helpers shared by the pages.
 
-export function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 export function formatBytes(bytes) {
   if (bytes === null || bytes === undefined) return "—";
   const units = ["B", "KB", "MB", "GB", "TB"];

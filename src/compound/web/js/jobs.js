@@ -1,7 +1,8 @@
 // Jobs page: the recent jobs, refreshed every few seconds; a row opens the job's full log.
 
 import { health, listContributors, listJobs, pageUrl, statusLabel } from "./api.js";
-import { escapeHtml, formatAgo, formatDuration, jobDuration } from "./format.js";
+import { h, missing } from "./dom.js";
+import { formatAgo, formatDuration, jobDuration } from "./format.js";
 import { autoRefresh } from "./refresh.js";
 
 const body = document.getElementById("jobs-body");
@@ -11,19 +12,23 @@ const refreshed = document.getElementById("refreshed");
 function row(job, names) {
   const { text, tone } = statusLabel(job);
   const href = pageUrl("submitter.html", { job: job.id });
-  const contributor = job.contributor_id
-    ? `${escapeHtml(names.get(job.contributor_id) || job.contributor_id)}`
-    : '<span class="muted">—</span>';
-  const exit = job.exit_code === null || job.exit_code === undefined ? '<span class="muted">—</span>' : job.exit_code;
-  return `<tr class="is-link" data-job-id="${escapeHtml(job.id)}" data-href="${escapeHtml(href)}">
-    <td><a class="row-link" href="${escapeHtml(href)}">${escapeHtml(job.name || "Untitled script")}</a>
-      <span class="sub mono">${escapeHtml(job.id)}</span></td>
-    <td><span class="badge badge--sm badge--${tone}" data-testid="job-status">${escapeHtml(text)}</span></td>
-    <td class="num mono">${exit}</td>
-    <td class="num">${formatDuration(jobDuration(job))}</td>
-    <td>${contributor}</td>
-    <td class="muted" title="${new Date(job.created_at * 1000).toLocaleString()}">${formatAgo(job.created_at)}</td>
-  </tr>`;
+  const contributor = job.contributor_id ? names.get(job.contributor_id) || job.contributor_id : missing();
+  const exit = job.exit_code === null || job.exit_code === undefined ? missing() : job.exit_code;
+  return h("tr", { class: "is-link", dataset: { jobId: job.id, href } },
+    h("td", {},
+      h("a", { class: "row-link", href }, job.name || "Untitled script"),
+      h("span", { class: "sub mono" }, job.id)),
+    h("td", {}, h("span", { class: `badge badge--sm badge--${tone}`, "data-testid": "job-status" }, text)),
+    h("td", { class: "num mono" }, exit),
+    h("td", { class: "num" }, formatDuration(jobDuration(job))),
+    h("td", {}, contributor),
+    h("td", { class: "muted", title: new Date(job.created_at * 1000).toLocaleString() }, formatAgo(job.created_at)));
+}
+
+function emptyRow() {
+  return h("tr", {},
+    h("td", { colspan: 6, class: "table-empty" },
+      "No jobs yet. ", h("a", { href: pageUrl("submitter.html") }, "Submit the first one"), "."));
 }
 
 async function loadHealth() {
@@ -59,9 +64,7 @@ async function load() {
 
   const focused = document.activeElement && document.activeElement.closest("tr[data-job-id]");
   const focusedId = focused ? focused.dataset.jobId : null;
-  body.innerHTML = jobs.length
-    ? jobs.map((job) => row(job, names)).join("")
-    : `<tr><td colspan="6" class="table-empty">No jobs yet. <a href="${pageUrl("submitter.html")}">Submit the first one</a>.</td></tr>`;
+  body.replaceChildren(...(jobs.length ? jobs.map((job) => row(job, names)) : [emptyRow()]));
   if (focusedId) {
     const again = body.querySelector(`tr[data-job-id="${CSS.escape(focusedId)}"] a`);
     if (again) again.focus();

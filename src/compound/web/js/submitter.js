@@ -7,7 +7,8 @@ import {
   cancelJob, coordinatorBase, followJob, getLogs, isTerminal, pageUrl, statusLabel, submitJob,
 } from "./api.js";
 import { showArtifacts } from "./artifacts.js";
-import { escapeHtml, formatBytes, formatDuration, jobDuration } from "./format.js";
+import { h } from "./dom.js";
+import { formatBytes, formatDuration, jobDuration } from "./format.js";
 import { LogPanel } from "./logpanel.js";
 import { JobStatus } from "./wire.js";
 
@@ -67,14 +68,14 @@ function renderMeta() {
   const job = state.job;
   const parts = [];
   if (job) {
-    if (job.name) parts.push(`<span><b>${escapeHtml(job.name)}</b></span>`);
-    if (job.contributor_id) parts.push(`<span>on <b class="mono">${escapeHtml(job.contributor_id)}</b></span>`);
-    if (job.started_at) parts.push(`<span>${formatDuration(jobDuration(job))}</span>`);
-    if (job.attempts > 1) parts.push(`<span>attempt ${job.attempts}</span>`);
-    if (job.error && isTerminal(job.status)) parts.push(`<span>${escapeHtml(job.error)}</span>`);
+    if (job.name) parts.push(h("span", {}, h("b", {}, job.name)));
+    if (job.contributor_id) parts.push(h("span", {}, "on ", h("b", { class: "mono" }, job.contributor_id)));
+    if (job.started_at) parts.push(h("span", {}, formatDuration(jobDuration(job))));
+    if (job.attempts > 1) parts.push(h("span", {}, `attempt ${job.attempts}`));
+    if (job.error && isTerminal(job.status)) parts.push(h("span", {}, job.error));
   }
-  if (state.connection === "retrying") parts.push("<span>Reconnecting to the coordinator…</span>");
-  els.meta.innerHTML = parts.join("");
+  if (state.connection === "retrying") parts.push(h("span", {}, "Reconnecting to the coordinator…"));
+  els.meta.replaceChildren(...parts);
   const count = panel.lineCount;
   els.lineCount.textContent = count ? `${count.toLocaleString("en")} line${count === 1 ? "" : "s"}` : "";
 }
@@ -169,7 +170,7 @@ function chooseFile(file) {
   }
   state.file = file || null;
   if (state.file) {
-    els.fileName.innerHTML = `<span class="mono">${escapeHtml(state.file.name)}</span> · ${formatBytes(state.file.size)}`;
+    els.fileName.replaceChildren(h("span", { class: "mono" }, state.file.name), ` · ${formatBytes(state.file.size)}`);
     els.fileName.classList.add("has-file");
   } else {
     els.fileName.textContent = "No file chosen — or drop one here";

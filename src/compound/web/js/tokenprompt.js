@@ -4,53 +4,59 @@
 // forgets (`forgetToken`) a token. A <dialog> opened with showModal() keeps focus inside,
 // closes on Escape, and the browser restores focus to where it was when it closes.
 
-import { escapeHtml } from "./format.js";
+import { h } from "./dom.js";
+
+const mono = (text) => h("span", { class: "mono" }, text);
 
 const COPY = {
   needed: {
     title: "Enter your access token",
-    lede: (url) => `The coordinator at <span class="mono">${url}</span> asks for a token. Paste the one you were given (<span class="mono">compound token create</span> prints it).`,
+    lede: (url) => ["The coordinator at ", mono(url), " asks for a token. Paste the one you were given (",
+      mono("compound token create"), " prints it)."],
   },
   rejected: {
     title: "Your token was not accepted",
-    lede: (url) => `The token saved for <span class="mono">${url}</span> no longer works (it may have been revoked). Paste a new one.`,
+    lede: (url) => ["The token saved for ", mono(url), " no longer works (it may have been revoked). Paste a new one."],
   },
   manage: {
     title: "Access token",
-    lede: (url) => `Change the token used for <span class="mono">${url}</span>, or forget it on this device.`,
+    lede: (url) => ["Change the token used for ", mono(url), ", or forget it on this device."],
   },
 };
 
 function build({ coordinator, desktop, reason, stored }) {
   const copy = COPY[reason] || COPY.needed;
-  const dialog = document.createElement("dialog");
-  dialog.className = "token-dialog";
-  dialog.dataset.testid = "token-dialog";
-  dialog.setAttribute("aria-labelledby", "token-title");
-  dialog.setAttribute("aria-describedby", "token-lede");
   const where = desktop
     ? "The app keeps it on this computer and sends it only to this coordinator."
     : "This browser keeps it for this coordinator only.";
-  dialog.innerHTML = `
-    <form class="token-form" novalidate>
-      <p class="eyebrow">Access</p>
-      <h2 id="token-title" class="token-title">${copy.title}</h2>
-      <p id="token-lede" class="token-lede">${copy.lede(escapeHtml(coordinator || ""))}</p>
-      <label for="token-input" class="setting-label">Token</label>
-      <input id="token-input" data-testid="token-input" class="field mono token-field" type="password"
-             autocomplete="off" autocapitalize="off" spellcheck="false" placeholder="cct_…"
-             aria-describedby="token-error token-note">
-      <p id="token-error" class="token-error" data-testid="token-error" role="alert" aria-live="assertive"></p>
-      <p id="token-note" class="token-note">${where}</p>
-      <div class="token-actions">
-        <button type="button" class="btn btn--ghost btn--sm" data-testid="token-forget" data-action="forget"
-                ${stored ? "" : "hidden"}>Forget token</button>
-        <span class="spacer"></span>
-        <button type="button" class="btn btn--ghost btn--sm" data-testid="token-cancel" data-action="cancel">Not now</button>
-        <button type="submit" class="btn btn--primary btn--sm" data-testid="token-save">Save token</button>
-      </div>
-    </form>`;
-  return dialog;
+  const form = h("form", { class: "token-form", novalidate: true },
+    h("p", { class: "eyebrow" }, "Access"),
+    h("h2", { id: "token-title", class: "token-title" }, copy.title),
+    h("p", { id: "token-lede", class: "token-lede" }, copy.lede(coordinator || "")),
+    h("label", { for: "token-input", class: "setting-label" }, "Token"),
+    h("input", {
+      id: "token-input", "data-testid": "token-input", class: "field mono token-field", type: "password",
+      autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "cct_…",
+      "aria-describedby": "token-error token-note",
+    }),
+    h("p", {
+      id: "token-error", class: "token-error", "data-testid": "token-error", role: "alert", "aria-live": "assertive",
+    }),
+    h("p", { id: "token-note", class: "token-note" }, where),
+    h("div", { class: "token-actions" },
+      h("button", {
+        type: "button", class: "btn btn--ghost btn--sm", "data-testid": "token-forget",
+        dataset: { action: "forget" }, hidden: !stored,
+      }, "Forget token"),
+      h("span", { class: "spacer" }),
+      h("button", {
+        type: "button", class: "btn btn--ghost btn--sm", "data-testid": "token-cancel", dataset: { action: "cancel" },
+      }, "Not now"),
+      h("button", { type: "submit", class: "btn btn--primary btn--sm", "data-testid": "token-save" }, "Save token")));
+  return h("dialog", {
+    class: "token-dialog", "data-testid": "token-dialog",
+    "aria-labelledby": "token-title", "aria-describedby": "token-lede",
+  }, form);
 }
 
 /**
