@@ -91,9 +91,9 @@ def test_sigterm_lets_a_short_job_finish_within_the_drain(
 
 
 def test_a_leaving_contributor_is_given_no_new_job(patient: Coordinator) -> None:
-    """After `leaving`, a queued job waits for another contributor."""
+    """A contributor that said it is draining gets no job: another one does."""
     leaving = FakeAgent(patient)
-    leaving.send({"type": "leaving", "reason": "stopping"})
+    leaving.send({"type": "availability", "lending": "draining", "reason": "stopping"})
     job_id = patient.submit("print(1)")
     other = FakeAgent(patient)
     given = other.recv_type("job")
@@ -114,7 +114,7 @@ def test_hand_backs_are_bounded(tmp_path: Path) -> None:
         for _ in range(3):
             agent = FakeAgent(coordinator)
             given = agent.recv_type("job")
-            agent.send({"type": "leaving", "reason": "stopping"})
+            agent.send({"type": "availability", "lending": "draining", "reason": "stopping"})
             agent.send(
                 {
                     "type": "done",

@@ -29,6 +29,7 @@ from compound.protocol import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
     MAX_MESSAGE_BYTES,
+    Lending,
     ProtocolError,
 )
 from compound.protocol.events import Connecting, Disconnected, Starting, Stopped
@@ -185,8 +186,8 @@ class Agent:
         return None
 
     async def _shutdown(self, connection_task: asyncio.Task[None]) -> None:
-        self._outbox.leaving = "its contributor is stopping"
-        self._outbox.changed.set()
+        leaving = "its contributor is stopping"
+        self._outbox.lend(Lending.DRAINING, leaving)
         running = len(self._worker.executions)
         if running and not self._hurry.is_set():
             self._events.say(
@@ -196,7 +197,7 @@ class Agent:
             await self._drain_unless_hurried()
         if self._worker.executions:
             self._events.say("stopping: handing running jobs back to the coordinator")
-        await self._worker.hand_back_all(self._outbox.leaving, self.settings.grace_s + STOP_FLUSH_S)
+        await self._worker.hand_back_all(leaving, self.settings.grace_s + STOP_FLUSH_S)
         # Give the connection a moment to report the endings before it goes.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._outbox.empty.wait(), STOP_FLUSH_S)

@@ -18,11 +18,11 @@ from compound.protocol import (
     PROTOCOL_VERSION,
     Abandon,
     Ack,
+    Availability,
     Cancel,
     Heartbeat,
     Hello,
     Job,
-    Leaving,
     Log,
     ProtocolError,
     RunningJob,
@@ -55,7 +55,7 @@ class CoordinatorConnection:
         self._events = events
         self._send_lock = asyncio.Lock()
         self._heartbeat_interval_s = settings.heartbeat_interval_s
-        self._said_leaving = False
+        self._lending_said = 0  # the outbox's lending_changes this connection has said
 
     async def run(self) -> None:
         """Serve this connection until it closes (returns) or breaks (raises)."""
@@ -95,8 +95,11 @@ class CoordinatorConnection:
                 running=running,
                 deps=self._settings.deps,
                 slots=self._settings.slots,
+                lending=self._outbox.lending,
+                lending_reason=self._outbox.lending_reason,
             )
         )
+        self._lending_said = self._outbox.lending_changes
         raw = await asyncio.wait_for(self._ws.recv(), WELCOME_TIMEOUT_S)
         welcome = parse_coordinator_message(raw)
         if not isinstance(welcome, Welcome):
@@ -152,10 +155,12 @@ class CoordinatorConnection:
     async def _ship_once(self) -> bool:
         """Send one batch per job with something pending; True if anything was sent."""
         sent = False
-        if self._outbox.leaving is not None and not self._said_leaving:
-            # First, so no job is given to an agent that is going.
-            await self._send(Leaving(reason=self._outbox.leaving))
-            self._said_leaving = True
+        if self._outbox.lending_changes != self._lending_said:
+            # First, so no job is given to an agent that is pausing or going.
+            self._lending_said = self._outbox.lending_changes
+            await self._send(
+                Availability(lending=self._outbox.lending, reason=self._outbox.lending_reason)
+            )
             sent = True
         for job_log in list(self._outbox.jobs.values()):
             now = asyncio.get_running_loop().time()

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from compound.protocol import Done, LogRecord
+from compound.protocol import Done, Lending, LogRecord
 
 MAX_BATCH_RECORDS = 2000
 MAX_BATCH_CHARS = 1024 * 1024
@@ -108,8 +108,23 @@ class Outbox:
         self.empty = asyncio.Event()
         self.empty.set()
         self._wake: asyncio.TimerHandle | None = None
-        # Set when the agent stops: why; every connection tells the coordinator once.
-        self.leaving: str | None = None
+        # What the agent lends now, and why; every connection says it (hello, then changes).
+        self.lending: Lending = Lending.ACTIVE
+        self.lending_reason: str | None = None
+        self.lending_changes = 0  # how many times it changed: a connection sends each change
+
+    def lend(self, lending: Lending, reason: str | None = None) -> None:
+        """What the agent lends changed: the connection tells the coordinator."""
+        if (lending, reason) == (self.lending, self.lending_reason):
+            return
+        self.lending, self.lending_reason = lending, reason
+        self.lending_changes += 1
+        self.changed.set()
+
+    @property
+    def handing_back(self) -> str | None:
+        """Why a job given now goes straight back (the agent is stopping), if it does."""
+        return self.lending_reason if self.lending is Lending.DRAINING else None
 
     def wake_at(self, when: float) -> None:
         """Set ``changed`` at event-loop time ``when`` (a held partial batch is due)."""

@@ -87,10 +87,10 @@ class Worker:
             return  # a repeated assignment after a reconnect: it already runs
         execution = Execution(job)
         job_log = self._outbox.open(job.job_id, job.lease_id, job.first_seq)
-        if self._outbox.leaving is not None:
+        if self._outbox.handing_back is not None:
             # Sent before the coordinator heard we are leaving: given back, never started.
             self.executions[job.job_id] = execution
-            job_log.ending = _handback(job, self._outbox.leaving, job.first_seq - 1)
+            job_log.ending = _handback(job, self._outbox.handing_back, job.first_seq - 1)
             self._outbox.changed.set()
             return
         execution.task = asyncio.create_task(self._run(execution), name=f"job-{job.job_id}")

@@ -30,7 +30,7 @@ from compound.protocol.limits import (
     PROTOCOL_VERSION,
 )
 from compound.protocol.requirements import MAX_REQUIREMENT_CHARS, MAX_REQUIREMENTS
-from compound.protocol.status import JobStatus, Stream
+from compound.protocol.status import JobStatus, Lending, Stream
 
 _ID = 64  # longest job, lease or node id accepted
 
@@ -92,6 +92,9 @@ class Hello(_Message):
     # Jobs it runs at once, each in its own container: the coordinator keeps up to this many
     # leased to it. Absent (seed and older agents): one.
     slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
+    # What it lends as it connects (a paused or stopping agent that reconnects says so).
+    lending: Lending = Lending.ACTIVE
+    lending_reason: str | None = Field(default=None, max_length=MAX_HANDBACK_CHARS)
 
 
 class Heartbeat(_Message):
@@ -128,12 +131,13 @@ class Done(_Message):
     handback: str | None = Field(default=None, min_length=1, max_length=MAX_HANDBACK_CHARS)
 
 
-class Leaving(_Message):
-    """The agent takes no new job from now on (it is stopping); it still reports on those
-    it runs, and hands back what it does not finish."""
+class Availability(_Message):
+    """What the agent lends from now on (``Lending``): while not ``active`` it is given no
+    new job; it still reports on the jobs it holds (and hands back what it gives up)."""
 
-    type: Literal["leaving"] = "leaving"
-    reason: str = Field(default="stopping", max_length=MAX_HANDBACK_CHARS)
+    type: Literal["availability"] = "availability"
+    lending: Lending
+    reason: str | None = Field(default=None, max_length=MAX_HANDBACK_CHARS)
 
 
 # ---------------------------------------------------------------- coordinator -> agent
@@ -191,7 +195,7 @@ class Abandon(_Message):
     reason: str
 
 
-AgentMessage = Annotated[Hello | Heartbeat | Log | Done | Leaving, Field(discriminator="type")]
+AgentMessage = Annotated[Hello | Heartbeat | Log | Done | Availability, Field(discriminator="type")]
 CoordinatorMessage = Annotated[Welcome | Job | Ack | Cancel | Abandon, Field(discriminator="type")]
 
 # ---------------------------------------------------------------- coordinator -> followers
@@ -240,7 +244,9 @@ class FollowEnd(_Message):
 
 FollowMessage = Annotated[FollowRecords | FollowStatus | FollowEnd, Field(discriminator="type")]
 
-_agent_adapter: TypeAdapter[Hello | Heartbeat | Log | Done | Leaving] = TypeAdapter(AgentMessage)
+_agent_adapter: TypeAdapter[Hello | Heartbeat | Log | Done | Availability] = TypeAdapter(
+    AgentMessage
+)
 _coordinator_adapter: TypeAdapter[Welcome | Job | Ack | Cancel | Abandon] = TypeAdapter(
     CoordinatorMessage
 )
@@ -273,9 +279,9 @@ def _protocol_error(exc: ValidationError) -> ProtocolError:
     return ProtocolError(f"invalid message: {where}: {first['msg']}")
 
 
-def parse_agent_message(raw: str | bytes) -> Hello | Heartbeat | Log | Done | Leaving:
+def parse_agent_message(raw: str | bytes) -> Hello | Heartbeat | Log | Done | Availability:
     """Parse what an agent sent; raises only ProtocolError."""
-    result: Hello | Heartbeat | Log | Done | Leaving = _validate(_agent_adapter, raw)
+    result: Hello | Heartbeat | Log | Done | Availability = _validate(_agent_adapter, raw)
     return result
 
 

@@ -65,6 +65,14 @@ class ContributorState(StrEnum):
     OFFLINE = "offline"
 
 
+class Lending(StrEnum):
+    """What a connected contributor lends now, as its agent says."""
+
+    ACTIVE = "active"  # takes jobs
+    PAUSED = "paused"  # takes none; the jobs it runs are frozen (its donor's choice)
+    DRAINING = "draining"  # takes none; it is stopping and hands back what it does not finish
+
+
 class Stream(StrEnum):
     STDOUT = "stdout"
     STDERR = "stderr"

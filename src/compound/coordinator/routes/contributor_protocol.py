@@ -26,19 +26,19 @@ from compound.protocol import (
     PROTOCOL_VERSION,
     Abandon,
     Ack,
+    Availability,
     Done,
     Heartbeat,
     Hello,
     JobStatus,
-    Leaving,
     Log,
     LogRecord,
     ProtocolError,
     Welcome,
 )
 
-AgentMessage = Hello | Heartbeat | Log | Done | Leaving
-Report = Heartbeat | Log | Done | Leaving
+AgentMessage = Hello | Heartbeat | Log | Done | Availability
+Report = Heartbeat | Log | Done | Availability
 LEASE_GONE = "lease expired or job ended"
 SEED_NAME = "seed agent"
 

@@ -29,10 +29,10 @@ from compound.coordinator.storage.reports import Violation
 from compound.coordinator.storage.tokens import Principal
 from compound.protocol import (
     CLOSE_FORBIDDEN,
+    Availability,
     Done,
     Heartbeat,
     Hello,
-    Leaving,
     Log,
     ProtocolError,
     parse_agent_message,
@@ -126,6 +126,8 @@ async def _open_session(
         legacy=conversation.legacy,
         deps=hello.deps,
         slots=hello.slots,
+        lending=hello.lending,
+        lending_reason=hello.lending_reason,
     )
     session.start()
     await state.contributors.connected(hello, principal.name if principal.authenticated else None)
@@ -173,9 +175,9 @@ async def _handle(
         report = await _from_seed(state, session, conversation, report)
     if isinstance(report, Heartbeat):
         state.scheduler.heartbeat(session, report)
-    elif isinstance(report, Leaving):
-        log.info("contributor %s is leaving (%s)", session.name, report.reason)
-        state.scheduler.leaving(session)
+    elif isinstance(report, Availability):
+        log.info("contributor %s: %s (%s)", session.name, report.lending, report.reason or "-")
+        await state.scheduler.set_lending(session, report.lending, report.reason)
     elif isinstance(report, Log):
         await _handle_log(state, session, conversation, report)
     else:

@@ -44,6 +44,7 @@ from compound.protocol import (
     Job,
     JobStatus,
     JobView,
+    Lending,
     LogRecord,
     RunningJob,
 )
@@ -187,7 +188,9 @@ class Scheduler:
 
     def _mark_idle_if_free(self, session: ContributorSession | None) -> bool:
         """Put ``session`` at the back of the idle ones if it has a free slot; whether it did."""
-        if session is None or session.closed or session.leaving or self._is_full(session):
+        if session is None or session.closed or self._is_full(session):
+            return False
+        if session.lending is not Lending.ACTIVE:
             return False
         if session.contributor_id in self._claiming:
             return False
@@ -351,10 +354,17 @@ class Scheduler:
         for lease in leases:
             await self._hand_back(lease, reason)
 
-    def leaving(self, session: ContributorSession) -> None:
-        """The agent is stopping: it takes no new job (it reports on those it runs)."""
-        session.leaving = True
-        self._unidle(session.contributor_id)
+    async def set_lending(
+        self, session: ContributorSession, lending: Lending, reason: str | None
+    ) -> None:
+        """What the agent lends changed: paused or draining, it gets no new job (it still
+        reports on those it holds); active again, it is offered work."""
+        session.lending, session.lending_reason = lending, reason
+        if lending is Lending.ACTIVE:
+            self._mark_idle_if_free(session)
+            await self.offer_idle()
+        else:
+            self._unidle(session.contributor_id)
 
     async def hand_back(
         self, holder: str, job_id: str, lease_id: str, reason: str, last_seq: int | None

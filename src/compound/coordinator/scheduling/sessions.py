@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
-from compound.protocol import CLOSE_POLICY, serialize
+from compound.protocol import CLOSE_POLICY, Lending, serialize
 
 log = logging.getLogger("compound.coordinator")
 
@@ -39,8 +39,9 @@ class ContributorSession:
     deps: bool = False
     # Jobs it runs at once (hello's ``slots``): it stays idle until it holds this many leases.
     slots: int = 1
-    # It said it is leaving (stopping): it gets no new job.
-    leaving: bool = False
+    # What it lends now (its hello, then availability messages): only an active one gets jobs.
+    lending: Lending = Lending.ACTIVE
+    lending_reason: str | None = None
     connected_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     closed: bool = False
