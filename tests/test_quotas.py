@@ -6,12 +6,14 @@ retention gives the database's space back. Small caps set by flags keep each tes
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from compound.coordinator.storage import usage
 from fake_agent import FakeAgent
 from files_support import sha256, start_secured, tar_of
 from support import Coordinator, wait_until
@@ -229,3 +231,22 @@ def put_outputs(
             "X-Compound-SHA256": sha256(data),
         },
     )
+
+
+# ---------------------------------------------------------------- the rule alone
+
+
+def test_the_fair_share_rule() -> None:
+    """Under the cap an owner is bounded by its own quota; past it, by its share of the cap
+    among the owners storing something, so the heaviest is refused and a newcomer is not."""
+    rule = partial(usage.room, own_limit=10 * MiB, cap=8 * MiB, what="x", store="database")
+    assert rule(held_bytes=0, total_bytes=0, holders=1).bytes == 8 * MiB
+    assert rule(held_bytes=2 * MiB, total_bytes=2 * MiB, holders=1).bytes == 6 * MiB
+    # The cap reached by one owner: it is refused, a newcomer gets half the cap.
+    heavy = rule(held_bytes=8 * MiB, total_bytes=8 * MiB, holders=2)
+    assert heavy.bytes <= 0 and "your share being 4 MiB" in heavy.reason
+    assert rule(held_bytes=0, total_bytes=8 * MiB, holders=2).bytes == 4 * MiB
+    own = usage.room(
+        held_bytes=MiB, own_limit=MiB, total_bytes=MiB, cap=8 * MiB, holders=1, what="x", store="y"
+    )
+    assert own.bytes == 0 and "of your 1 MiB quota" in own.reason

@@ -135,13 +135,19 @@ def room(
 
 
 def db_room(
-    conn: sqlite3.Connection, owner: str | None, limits: StoreLimits, database_bytes: int = 0
+    conn: sqlite3.Connection,
+    owner: str | None,
+    limits: StoreLimits,
+    database_bytes: int = 0,
+    mine: Held | None = None,
 ) -> Room:
-    """Room in the database for ``owner``; ``database_bytes`` is its size on disk, taken as
-    the fill level when larger than the bytes charged."""
+    """Room in the database for ``owner`` (whose counts are ``mine`` if already read);
+    ``database_bytes`` is its size on disk, the fill level when larger than the bytes
+    charged."""
     if owner is None:
         return Room(_NO_LIMIT, "")
-    mine, total = held(conn, owner), held(conn, TOTAL)
+    mine = mine or held(conn, owner)
+    total = held(conn, TOTAL)
     level = max(total.db_bytes, database_bytes)
     holders = 0
     if level + limits.max_db_bytes_per_owner - mine.db_bytes > limits.max_db_bytes:
@@ -193,12 +199,13 @@ def job_refusal(
     """Why ``owner`` may not store one more job of ``db_bytes``, if it may not."""
     if owner is None:
         return None
-    jobs = held(conn, owner).jobs
-    if jobs >= limits.max_jobs_per_owner:
+    mine = held(conn, owner)
+    if mine.jobs >= limits.max_jobs_per_owner:
         return (
-            f"you have {jobs} jobs stored, your limit; wait for retention to remove old jobs' files"
+            f"you have {mine.jobs} jobs stored, your limit; "
+            "wait for retention to remove old jobs' files"
         )
-    available = db_room(conn, owner, limits, database_bytes)
+    available = db_room(conn, owner, limits, database_bytes, mine)
     return available.reason if db_bytes > available.bytes else None
 
 
