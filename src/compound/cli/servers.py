@@ -102,8 +102,42 @@ def coordinator(
     ] = 256,
     max_db_mib: Annotated[
         int,
-        typer.Option(min=1, help="No new jobs are accepted while the database is this large."),
+        typer.Option(
+            min=1,
+            help="The database's size limit, shared: past it a submitter may still fill its "
+            "fair share (this divided by the submitters storing something); the heaviest get "
+            "429 first.",
+        ),
     ] = 20 * 1024,
+    max_db_mib_per_submitter: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Database MiB one submitter's kept jobs may take (scripts, arguments, "
+            "environments, logs); past it new jobs get 429 and running ones' logs are cut.",
+        ),
+    ] = 4 * 1024,
+    max_jobs_per_submitter: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Jobs one submitter may keep until retention clears them; more get 429."
+        ),
+    ] = 100_000,
+    max_files_mib: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Input and output files stored in all, MiB, shared as --max-db-mib is; "
+            "past a submitter's share its uploads get 413.",
+        ),
+    ] = 100 * 1024,
+    max_files_mib_per_submitter: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Input and output file MiB one submitter may store; more get 413.",
+        ),
+    ] = 10 * 1024,
     max_followers_per_job: Annotated[
         int, typer.Option(min=1, help="Open log followers per job; more are refused (1013).")
     ] = 1000,
@@ -187,6 +221,10 @@ def coordinator(
         max_queued_total=max_queued,
         max_log_bytes_per_job=max_log_mib_per_job * MiB,
         max_database_bytes=max_db_mib * MiB,
+        max_database_bytes_per_submitter=max_db_mib_per_submitter * MiB,
+        max_jobs_per_submitter=max_jobs_per_submitter,
+        max_file_bytes=max_files_mib * MiB,
+        max_file_bytes_per_submitter=max_files_mib_per_submitter * MiB,
         max_followers_per_job=max_followers_per_job,
         max_followers_total=max_followers,
         allowed_origins=frozenset(allow_origin or ()),

@@ -26,7 +26,7 @@ from compound.coordinator.routes.follow_route import FollowRouteMiddleware
 from compound.coordinator.routes.submission import describe_error
 from compound.coordinator.routes.submit_route import SubmitRouteMiddleware
 from compound.coordinator.scheduling.hub import ChangeHub
-from compound.coordinator.scheduling.quotas import DatabaseSize, Quotas
+from compound.coordinator.scheduling.quotas import Quotas, store_limits
 from compound.coordinator.scheduling.scheduler import Scheduler
 from compound.coordinator.scheduling.sessions import SessionRegistry
 from compound.coordinator.serving.open_sockets import OpenSockets, OpenSocketsMiddleware
@@ -41,6 +41,7 @@ from compound.coordinator.storage.jobs import JobStore
 from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.retention import Retention
 from compound.coordinator.storage.tokens import REFRESH_S, TokenBook
+from compound.coordinator.storage.usage import DatabaseSize
 from compound.page_headers import PageHeaders
 from compound.protocol import CLOSE_UNAUTHORIZED
 
@@ -58,20 +59,32 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = await Database.open(settings.database_path)
-        logs = LogStore(database.reader, database.writer)
+        limits = store_limits(settings)
+        logs = LogStore(database.reader, database.writer, limits)
         jobs = JobStore(
-            database.engine, database.reader, database.writer, logs, settings.retention_s
+            database.engine,
+            database.reader,
+            database.writer,
+            logs,
+            settings.retention_s,
+            limits,
+            DatabaseSize(settings.database_path).bytes,
         )
         contributors = ContributorStore(database.engine, database.reader)
         blobs = BlobStore(settings.blobs_dir)
-        files = FileStore(database.engine, database.reader)
+        files = FileStore(database.reader, database.writer, limits)
         retention = Retention(
-            settings.retention_s, settings.retention_sweep_interval_s, logs, files, blobs
+            settings.retention_s,
+            settings.retention_sweep_interval_s,
+            logs,
+            files,
+            blobs,
+            settings.database_path,
         )
         sessions = SessionRegistry()
         hub = ChangeHub()
         scheduler = Scheduler(settings, jobs, logs, contributors, sessions, hub)
-        quotas = Quotas(settings, scheduler.count_queued, DatabaseSize(settings.database_path))
+        quotas = Quotas(settings, scheduler.count_queued)
         followers = FollowerLimits(settings.max_followers_per_job, settings.max_followers_total)
         tokens = TokenBook(create_reader(settings.database_path, connections=1))
         await tokens.refresh()

@@ -35,8 +35,15 @@ class CoordinatorSettings:
     max_queued_total: int = 10_000
     # Log bytes stored per job; past it one note, and the rest is dropped.
     max_log_bytes_per_job: int = 256 * MiB
-    # No new job is accepted while the database is larger than this.
+    # What one submitter may store (see storage/usage.py): jobs not yet swept by retention,
+    # database bytes (scripts, arguments, environments, logs), file bytes (inputs, outputs).
+    max_jobs_per_submitter: int = 100_000
+    max_database_bytes_per_submitter: int = 4 * 1024 * MiB
+    max_file_bytes_per_submitter: int = 10 * 1024 * MiB
+    # The global caps, shared: past one, a submitter may still fill its fair share of it
+    # (the cap divided by the submitters storing something), the heaviest refused first.
     max_database_bytes: int = 20 * 1024 * MiB
+    max_file_bytes: int = 100 * 1024 * MiB
     max_followers_per_job: int = 1000
     # A follower of a queued job is sent its new position at most this often (its job's own
     # changes, such as starting to run, are sent at once). Twice a second still reads as

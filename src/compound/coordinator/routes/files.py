@@ -5,6 +5,9 @@ counted size past the limit is answered with 413 before anything is stored. Inpu
 fetched, and outputs returned, only by the contributor holding the job's lease (its token
 and the lease id in ``X-Compound-Lease``). Output files are always served as attachments
 of type application/octet-stream: a user's HTML never renders on the coordinator's origin.
+Both count against the submitter's file quota (``storage.usage``): past it, 413 and a
+sentence, checked before the body is read (against the declared size) and again in the
+transaction that records the files.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from compound.coordinator.state import CoordinatorState, get_state
 from compound.coordinator.storage.blobs import SHA256, Received, TooBig
 from compound.coordinator.storage.job_rows import JobRow
 from compound.coordinator.storage.tokens import Principal
+from compound.coordinator.storage.usage import QuotaExceeded
 from compound.protocol import Artifact, InputsRef
 from compound.protocol.auth import Role
 from compound.protocol.responses import ArtifactList, ArtifactsStored
@@ -56,10 +60,17 @@ def _declared_too_big(request: Request, limit: int) -> bool:
     return declared.isdigit() and int(declared) > limit
 
 
-async def _receive(request: Request, state: CoordinatorState, limit: int, what: str) -> Received:
+async def _receive(
+    request: Request,
+    state: CoordinatorState,
+    limit: int,
+    what: str,
+    too_big: HTTPException | None = None,
+) -> Received:
     """The request body as a temporary blob, its hash checked against X-Compound-SHA256
-    when given; 413 past ``limit`` (declared or counted), 422 on a mismatch."""
-    too_big = HTTPException(413, f"the {what} are larger than the {_mib(limit)} limit")
+    when given; 413 past ``limit`` (declared or counted; ``too_big`` says why, if not the
+    limit itself), 422 on a mismatch."""
+    too_big = too_big or HTTPException(413, f"the {what} are larger than the {_mib(limit)} limit")
     if _declared_too_big(request, limit):
         raise too_big
     expected = request.headers.get(SHA256_HEADER)
@@ -94,12 +105,34 @@ def _mib(size: int) -> str:
 async def upload_inputs(request: Request, state: State) -> InputsRef:
     """Store a job's input files (one tar) once by content; name it in a submission."""
     principal = require(request, Role.SUBMITTER)
-    received = await _receive(request, state, state.settings.max_input_bytes, "input files")
+    limit = state.settings.max_input_bytes
+    over_quota = None
+    room = await state.files.file_room(principal.name)
+    if room.bytes < limit and not await _uploaded_before(request, state, principal):
+        limit = max(0, room.bytes)
+        over_quota = HTTPException(
+            413,
+            f"the input files are larger than the {_mib(limit)} you may still store: {room.reason}",
+        )
+    received = await _receive(request, state, limit, "input files", over_quota)
     async with state.blobs.lock:
+        try:
+            await state.files.record_upload(received.sha256, principal.name, received.size)
+        except QuotaExceeded as exc:
+            received.path.unlink(missing_ok=True)
+            raise HTTPException(413, str(exc)) from None
         state.blobs.keep(received)
-        await state.files.record_upload(received.sha256, principal.name, received.size)
     log.info("inputs %s (%d bytes) from %s", received.sha256[:12], received.size, principal.name)
     return InputsRef(sha256=received.sha256, size=received.size)
+
+
+async def _uploaded_before(request: Request, state: CoordinatorState, principal: Principal) -> bool:
+    """Whether the announced bytes (X-Compound-SHA256) are an upload of this submitter's
+    already: sending them again costs no quota."""
+    expected = request.headers.get(SHA256_HEADER)
+    if expected is None or not SHA256.fullmatch(expected):
+        return False
+    return await state.files.uploaded_by(expected, principal.name) is not None
 
 
 async def check_inputs(state: CoordinatorState, principal: Principal, inputs: InputsRef) -> None:
@@ -167,9 +200,15 @@ async def upload_artifacts(job_id: str, request: Request, state: State) -> Artif
     files = extraction.files
     artifacts = [Artifact(path=f.path, size=f.blob.size, sha256=f.blob.sha256) for f in files]
     async with state.blobs.lock:
+        try:
+            await state.files.replace_artifacts(job_id, artifacts)
+        except QuotaExceeded as exc:
+            for item in files:
+                item.blob.path.unlink(missing_ok=True)
+            log.warning("job %s: outputs refused: %s", job_id, exc)
+            raise HTTPException(413, f"the output files do not fit: {exc}") from None
         for item in files:
             state.blobs.keep(item.blob)
-        await state.files.replace_artifacts(job_id, artifacts)
     if extraction.skipped_count:
         log.warning(
             "job %s: %d output file(s) skipped for their names: %s",

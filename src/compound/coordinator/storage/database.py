@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from compound.coordinator.storage import compaction, usage
 from compound.coordinator.storage.db import (
     WriteTurns,
     create_engine,
@@ -25,11 +27,15 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        """Open (creating the schema if new) the database at ``path``."""
+        """Open (creating the schema if new) the database at ``path``, set to give freed
+        space back, its usage counts rebuilt from the data."""
+        await asyncio.to_thread(compaction.prepare, path)
         turns = WriteTurns()
         engine = create_engine(path, turns)
         await create_schema(engine)
-        return cls(path, engine, create_reader(path), GroupWriter(path, turns))
+        writer = GroupWriter(path, turns)
+        await writer.run(usage.rebuild)
+        return cls(path, engine, create_reader(path), writer)
 
     async def close(self) -> None:
         await self.writer.close()

@@ -22,6 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
+# The write-ahead log is cut back to this size each time a checkpoint resets it: without a
+# limit it keeps the size of its largest burst for good (313 MB seen under a flood).
+JOURNAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 
 jobs = Table(
     "jobs",
@@ -57,6 +60,9 @@ jobs = Table(
     Column("inputs_size", Integer),
     # When retention removed its logs, inputs and artifacts (the row stays).
     Column("files_removed_at", Float),
+    # Bytes charged to its owner's database quota (usage.py): its script, args and env,
+    # then every log record stored; given back when retention clears them.
+    Column("db_bytes", Integer, nullable=False, default=0),
 )
 
 # Who uploaded which input tar: a submitter may name only inputs it uploaded itself.
@@ -67,6 +73,16 @@ uploads = Table(
     Column("owner", String(128), primary_key=True),
     Column("size", Integer, nullable=False),
     Column("uploaded_at", Float, nullable=False),
+)
+
+# What each owner stores, kept in step by every write (usage.py); owner "" holds the sums.
+usage = Table(
+    "usage",
+    metadata,
+    Column("owner", String(128), primary_key=True),
+    Column("jobs", Integer, nullable=False, default=0),
+    Column("db_bytes", Integer, nullable=False, default=0),
+    Column("file_bytes", Integer, nullable=False, default=0),
 )
 
 # A job's output files; their bytes are blobs, shared by content hash.
@@ -156,6 +172,7 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL + NORMAL: a committed transaction survives the process being killed (not a power
     # cut), which is the promise we make; FULL would cost an fsync per log batch.
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT_BYTES}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -226,9 +243,18 @@ _ADDED_COLUMNS = {
         "inputs_sha256": "VARCHAR(64)",
         "inputs_size": "INTEGER",
         "files_removed_at": "FLOAT",
+        "db_bytes": "INTEGER NOT NULL DEFAULT 0",
     },
     "log_records": {"size": "INTEGER NOT NULL DEFAULT 0"},
     "contributors": {"token_name": "VARCHAR(128)"},
+}
+
+
+# How an added column is filled for the rows already there.
+_FILL_ADDED = {
+    ("jobs", "db_bytes"): "UPDATE jobs SET db_bytes = length(CAST(script AS BLOB))"
+    " + length(CAST(args AS BLOB)) + length(CAST(env AS BLOB)) + log_bytes"
+    " WHERE files_removed_at IS NULL",
 }
 
 
@@ -243,6 +269,8 @@ async def create_schema(engine: AsyncEngine) -> None:
                     await connection.exec_driver_sql(
                         f"ALTER TABLE {table} ADD COLUMN {name} {declaration}"
                     )
+                    if (table, name) in _FILL_ADDED:
+                        await connection.exec_driver_sql(_FILL_ADDED[table, name])
 
 
 async def execute_many(engine: AsyncEngine, statement: str, rows: list[tuple[Any, ...]]) -> None:

@@ -1,34 +1,72 @@
 """The database side of jobs' files: who uploaded which inputs, each job's artifacts, and
 what retention removes. The bytes live in the blob store; a blob is kept while any kept job,
-artifact or recent upload refers to it.
+artifact or recent upload refers to it. Writes go through the group writer
+(``file_writes``), each charged to its owner's file quota in its own transaction.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from functools import partial
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import db
-from compound.protocol import TERMINAL_STATUSES, Artifact
+from compound.coordinator.storage import db, file_writes, usage
+from compound.coordinator.storage.usage import QuotaExceeded
+from compound.coordinator.storage.writer import GroupWriter
+from compound.protocol import Artifact
+
+# Jobs cleared per retention transaction: bounds how long it holds the write lock.
+EXPIRE_BATCH = 200
 
 
 class FileStore:
-    def __init__(self, engine: AsyncEngine, reader: AsyncEngine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine
+    def __init__(
+        self,
+        reader: AsyncEngine,
+        writer: GroupWriter,
+        limits: usage.StoreLimits | None = None,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.limits = limits or usage.StoreLimits()
 
     # ------------------------------------------------------------------ inputs
 
     async def record_upload(self, sha256: str, owner: str, size: int) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(db.uploads)
-                .prefix_with("OR REPLACE")
-                .values(sha256=sha256, owner=owner, size=size, uploaded_at=time.time())
+        """QuotaExceeded (nothing recorded) past ``owner``'s file quota."""
+        refused = await self._writer.run(
+            partial(
+                file_writes.record_upload,
+                sha256=sha256,
+                owner=owner,
+                size=size,
+                limits=self.limits,
             )
+        )
+        if refused is not None:
+            raise QuotaExceeded(refused)
+
+    async def file_room(self, owner: str) -> usage.Room:
+        """What ``owner`` may still store as files, read now (the write checks again)."""
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    db.usage.c.owner, db.usage.c.jobs, db.usage.c.db_bytes, db.usage.c.file_bytes
+                ).where(db.usage.c.owner.in_([owner, usage.TOTAL]))
+            )
+            counts = {
+                name: usage.Held(jobs, db_bytes, files) for name, jobs, db_bytes, files in rows
+            }
+            holders = await conn.scalar(
+                select(func.count())
+                .select_from(db.usage)
+                .where(db.usage.c.owner != usage.TOTAL)
+                .where(db.usage.c.file_bytes > 0)
+            )
+        mine, total = counts.get(owner, usage.Held()), counts.get(usage.TOTAL, usage.Held())
+        return usage.files_room(mine, total, int(holders or 0), self.limits)
 
     async def uploaded_by(self, sha256: str, owner: str) -> int | None:
         """The size of the input tar ``sha256`` if ``owner`` uploaded it (and it is kept)."""
@@ -44,14 +82,17 @@ class FileStore:
 
     async def replace_artifacts(self, job_id: str, artifacts: Sequence[Artifact]) -> None:
         """The job's artifacts are now exactly these (a retried job's upload replaces the
-        earlier attempt's)."""
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(db.artifacts).where(db.artifacts.c.job_id == job_id))
-            if artifacts:
-                await conn.execute(
-                    insert(db.artifacts),
-                    [{"job_id": job_id, **artifact.model_dump()} for artifact in artifacts],
-                )
+        earlier attempt's); QuotaExceeded (nothing changed) past its owner's file quota."""
+        refused = await self._writer.run(
+            partial(
+                file_writes.replace_artifacts,
+                job_id=job_id,
+                artifacts=artifacts,
+                limits=self.limits,
+            )
+        )
+        if refused is not None:
+            raise QuotaExceeded(refused)
 
     async def artifacts(self, job_id: str) -> list[Artifact]:
         async with self._reader.connect() as conn:
@@ -76,40 +117,19 @@ class FileStore:
     # ------------------------------------------------------------------ retention
 
     async def expire(self, cutoff: float) -> tuple[list[str], set[str]]:
-        """Remove the logs and artifacts of jobs that ended before ``cutoff`` and uploads
-        older than it; the ids of those jobs, and the blobs they referred to."""
-        terminal = [status.value for status in TERMINAL_STATUSES]
-        async with self._engine.begin() as conn:
-            expired = await conn.execute(
-                select(db.jobs.c.id, db.jobs.c.inputs_sha256)
-                .where(db.jobs.c.status.in_(terminal))
-                .where(db.jobs.c.finished_at < cutoff)
-                .where(db.jobs.c.files_removed_at.is_(None))
+        """Clear the jobs that ended before ``cutoff`` (logs, output files, script) and the
+        uploads older than it, a batch per transaction; the ids of those jobs, and the blobs
+        they referred to."""
+        job_ids: list[str] = []
+        blobs: set[str] = set()
+        while True:
+            expired = await self._writer.run(
+                partial(file_writes.expire, cutoff=cutoff, max_jobs=EXPIRE_BATCH)
             )
-            rows = list(expired)
-            job_ids = [job_id for job_id, _ in rows]
-            blobs = {sha for _, sha in rows if sha}
-            blobs |= await self._drop_files(conn, job_ids)
-            old = await conn.execute(
-                select(db.uploads.c.sha256).where(db.uploads.c.uploaded_at < cutoff)
-            )
-            blobs |= set(old.scalars())
-            await conn.execute(delete(db.uploads).where(db.uploads.c.uploaded_at < cutoff))
-        return job_ids, blobs
-
-    async def _drop_files(self, conn: AsyncConnection, job_ids: list[str]) -> set[str]:
-        if not job_ids:
-            return set()
-        shas = await conn.execute(
-            select(db.artifacts.c.sha256).where(db.artifacts.c.job_id.in_(job_ids))
-        )
-        blobs = set(shas.scalars())
-        await conn.execute(delete(db.artifacts).where(db.artifacts.c.job_id.in_(job_ids)))
-        await conn.execute(delete(db.log_records).where(db.log_records.c.job_id.in_(job_ids)))
-        await conn.execute(
-            update(db.jobs).where(db.jobs.c.id.in_(job_ids)).values(files_removed_at=time.time())
-        )
-        return blobs
+            job_ids += expired.job_ids
+            blobs |= expired.blobs
+            if not expired.more:
+                return job_ids, blobs
 
     async def in_use(self, sha256: str) -> bool:
         """Whether a kept job, artifact or upload still refers to blob ``sha256``."""

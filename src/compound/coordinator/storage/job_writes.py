@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from compound.coordinator.storage import usage
 from compound.coordinator.storage.job_rows import DAMAGED
 from compound.coordinator.storage.log_tail import record_size
 from compound.coordinator.storage.reports import Violation, check_batch, check_ending
@@ -25,8 +26,8 @@ from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, c
 
 _INSERT_JOB = (
     "INSERT INTO jobs (id, status, script, args, env, timeout_s, name, created_at, attempts,"
-    " cancel_requested, last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?) RETURNING *"
+    " cancel_requested, last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size,"
+    " db_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?, ?) RETURNING *"
 )
 _INSERT_EVENT = "INSERT INTO job_events (job_id, status, at, reason) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
@@ -56,8 +57,25 @@ class JobValues:
     inputs_sha256: str | None
     inputs_size: int | None
 
+    @property
+    def db_bytes(self) -> int:
+        """What the row charges its owner: its free-form columns, which retention clears."""
+        return sum(len(text.encode()) for text in (self.script, self.args, self.env))
 
-def insert_job(conn: sqlite3.Connection, job: JobValues) -> sqlite3.Row:
+
+def insert_job(
+    conn: sqlite3.Connection,
+    job: JobValues,
+    limits: usage.StoreLimits | None = None,
+    database_bytes: int = 0,
+) -> sqlite3.Row | str:
+    """Queue a new job, charged to its owner; the reason instead if a quota refuses it
+    (``usage.job_refusal``, checked in the transaction that would store it)."""
+    db_bytes = job.db_bytes
+    if limits is not None:
+        refusal = usage.job_refusal(conn, job.owner, limits, db_bytes, database_bytes)
+        if refusal is not None:
+            return refusal
     now = time.time()
     # RETURNING: the stored row without a SELECT after it (fetchall ends the statement).
     rows: list[sqlite3.Row] = conn.execute(
@@ -75,9 +93,11 @@ def insert_job(conn: sqlite3.Connection, job: JobValues) -> sqlite3.Row:
             job.requirements,
             job.inputs_sha256,
             job.inputs_size,
+            db_bytes,
         ),
     ).fetchall()
     conn.execute(_INSERT_EVENT, (job.id, JobStatus.QUEUED.value, now, "submitted"))
+    usage.charge(conn, job.owner, jobs=1, db_bytes=db_bytes)
     return rows[0]
 
 
@@ -325,13 +345,17 @@ def append_records(
     holder: str,
     records: Sequence[LogRecord],
     max_log_bytes: int,
+    limits: usage.StoreLimits | None = None,
 ) -> Appended | Violation | None:
     """Store a batch of records ``holder`` reported under ``lease_id`` (see
-    ``LogStore.append``); None if that lease is not current."""
+    ``LogStore.append``); None if that lease is not current. The bytes stored are charged
+    to the job's owner; past the owner's room (``usage.db_room``) the job stores no more."""
     first_seq = conn.execute(_LEASE_FIRST_SEQ, (job_id, lease_id, holder)).fetchone()
     if first_seq is None:
         return None
-    row = conn.execute("SELECT last_seq, log_bytes FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(
+        "SELECT last_seq, log_bytes, owner FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
     verdict = check_batch(records, row["last_seq"], first_seq[0])
     if isinstance(verdict, Violation):
         return verdict
@@ -339,7 +363,14 @@ def append_records(
     if not fresh:
         return Appended(int(row["last_seq"]), [], [])
     sizes = [record_size(record) for record in fresh]
-    kept, kept_sizes, added = within_quota(fresh, sizes, row["log_bytes"], max_log_bytes)
+    stored = int(row["log_bytes"])
+    limit, note = max_log_bytes, _job_log_note(max_log_bytes)
+    if limits is not None and stored <= max_log_bytes:
+        owner_room = usage.db_room(conn, row["owner"], limits)
+        if stored + owner_room.bytes < max_log_bytes:
+            limit = stored + max(0, owner_room.bytes)
+            note = f"[compound] {owner_room.reason}; this job's further output is dropped\n"
+    kept, kept_sizes, capped = within_quota(fresh, sizes, stored, limit, note)
     conn.executemany(
         INSERT_RECORD,
         [
@@ -348,39 +379,49 @@ def append_records(
         ],
     )
     last_seq = fresh[-1].seq
+    added = sum(kept_sizes)
+    # Past a limit, log_bytes is max_log_bytes + 1 for good: nothing more is stored.
+    log_bytes = max_log_bytes + 1 if capped else stored + added
     conn.execute(
-        "UPDATE jobs SET last_seq = ?, log_bytes = ? WHERE id = ?",
-        (last_seq, row["log_bytes"] + added, job_id),
+        "UPDATE jobs SET last_seq = ?, log_bytes = ?, db_bytes = db_bytes + ? WHERE id = ?",
+        (last_seq, log_bytes, added, job_id),
     )
+    usage.charge(conn, row["owner"], db_bytes=added)
     return Appended(last_seq, kept, kept_sizes)
 
 
-def within_quota(
-    records: Sequence[LogRecord], sizes: Sequence[int], stored_bytes: int, max_bytes: int
-) -> tuple[list[LogRecord], list[int], int]:
-    """The records to store under the per-job quota, their sizes, and the bytes they add.
+def _job_log_note(max_bytes: int) -> str:
+    return (
+        f"[compound] this job's log reached the coordinator's limit of "
+        f"{max_bytes // (1024 * 1024)} MiB; further output is dropped\n"
+    )
 
-    The first record over the quota is replaced by one note; ``stored_bytes`` past
-    ``max_bytes`` means that note was written already and nothing more is stored.
+
+def within_quota(
+    records: Sequence[LogRecord],
+    sizes: Sequence[int],
+    stored_bytes: int,
+    max_bytes: int,
+    note_text: str,
+) -> tuple[list[LogRecord], list[int], bool]:
+    """The records to store under a job's log limit, their sizes, and whether the limit was
+    reached (nothing is stored for the job after this batch).
+
+    The first record over the limit is replaced by one note (``note_text``); ``stored_bytes``
+    past ``max_bytes`` means that note was written already and nothing more is stored.
     """
     if stored_bytes > max_bytes:
-        return [], [], 0
+        return [], [], True
     kept: list[LogRecord] = []
     kept_sizes: list[int] = []
     total = stored_bytes
     for record, size in zip(records, sizes, strict=True):
         if total + size > max_bytes:
-            note = LogRecord(
-                seq=record.seq,
-                stream=Stream.SYSTEM,
-                data=f"[compound] this job's log reached the coordinator's limit of "
-                f"{max_bytes // (1024 * 1024)} MiB; further output is dropped\n",
-            )
+            note = LogRecord(seq=record.seq, stream=Stream.SYSTEM, data=note_text)
             kept.append(note)
             kept_sizes.append(record_size(note))
-            # Past the limit from now on, whatever the note's own size.
-            return kept, kept_sizes, max_bytes + 1 - stored_bytes
+            return kept, kept_sizes, True
         kept.append(record)
         kept_sizes.append(size)
         total += size
-    return kept, kept_sizes, total - stored_bytes
+    return kept, kept_sizes, False

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import db, job_writes
+from compound.coordinator.storage import db, job_writes, usage
 from compound.coordinator.storage.job_rows import JOB_COLUMNS, JobRow, NewJob
 from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.reports import Violation
@@ -53,8 +54,12 @@ class JobStore:
         writer: GroupWriter,
         logs: LogStore,
         retention_s: float | None = None,
+        limits: usage.StoreLimits | None = None,
+        database_bytes: Callable[[], int] = lambda: 0,
     ) -> None:
         self._engine = engine
+        self._limits = limits
+        self._database_bytes = database_bytes
         self._reader = reader
         self._writer = writer
         self._logs = logs
@@ -64,7 +69,8 @@ class JobStore:
     # ------------------------------------------------------------------ moves
 
     async def create(self, job_id: str, new: NewJob, owner: str | None = None) -> JobRow:
-        """Queue a new job; returns once its row is committed (durable)."""
+        """Queue a new job; returns once its row is committed (durable). QuotaExceeded,
+        nothing stored, if its owner's quotas refuse it (checked in that transaction)."""
         values = job_writes.JobValues(
             id=job_id,
             script=new.script,
@@ -77,9 +83,17 @@ class JobStore:
             inputs_sha256=new.inputs.sha256 if new.inputs else None,
             inputs_size=new.inputs.size if new.inputs else None,
         )
-        return JobRow.from_mapping(
-            await self._writer.run(partial(job_writes.insert_job, job=values))
+        row = await self._writer.run(
+            partial(
+                job_writes.insert_job,
+                job=values,
+                limits=self._limits,
+                database_bytes=self._database_bytes(),
+            )
         )
+        if isinstance(row, str):
+            raise usage.QuotaExceeded(row)
+        return JobRow.from_mapping(row)
 
     async def claim(
         self, job_id: str, holder: str, lease_id: str, expires_at: float

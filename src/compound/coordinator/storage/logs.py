@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import db, job_writes
+from compound.coordinator.storage import db, job_writes, usage
 from compound.coordinator.storage.log_tail import LogPage, LogTails
 from compound.coordinator.storage.page_cache import PageCache, PageKey
 from compound.coordinator.storage.reports import Violation
@@ -27,9 +27,12 @@ _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
 
 
 class LogStore:
-    def __init__(self, reader: AsyncEngine, writer: GroupWriter) -> None:
+    def __init__(
+        self, reader: AsyncEngine, writer: GroupWriter, limits: usage.StoreLimits | None = None
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._limits = limits
         self._tails = LogTails()
         self._pages = PageCache()
         # Page reads in flight: followers that start together ask for the same pages at the
@@ -49,8 +52,9 @@ class LogStore:
         """Store a batch ``holder`` reported under ``lease_id``; the job's last_seq to ack.
 
         A Violation stores nothing; None means the lease is not current. Past
-        ``max_log_bytes`` for the job, records are accounted for but not stored, and one
-        SYSTEM note takes the place of the first record dropped.
+        ``max_log_bytes`` for the job, or past its owner's database quota, records are
+        accounted for but not stored, and one SYSTEM note takes the place of the first
+        record dropped.
         """
         appended = await self._writer.run(
             partial(
@@ -60,6 +64,7 @@ class LogStore:
                 holder=holder,
                 records=records,
                 max_log_bytes=max_log_bytes,
+                limits=self._limits,
             )
         )
         if appended is None or isinstance(appended, Violation):

@@ -1,7 +1,10 @@
-"""Retention: a finished job's logs, inputs and artifacts go ``retention_s`` after it ended.
+"""Retention: a finished job's logs, inputs, artifacts and script go ``retention_s`` after it
+ended, and the database gives the space back.
 
-The job's row stays (its status, exit code and ``files_removed_at``); a blob is removed only
-once nothing kept refers to it, since jobs share blobs by content. ``sweep()`` does one pass
+The job's row stays (its status, exit code and ``files_removed_at``; its script, arguments
+and environment emptied); a blob is removed only once nothing kept refers to it, since jobs
+share blobs by content. Their owners are refunded in the same transactions (``usage``), then
+the database file and its WAL are compacted (``compaction``). ``sweep()`` does one pass
 and can be called directly; the loop runs it every ``retention_sweep_interval_s``, and
 ``swept`` is set after each pass so a caller can wait on it instead of sleeping.
 """
@@ -12,7 +15,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from compound.coordinator.storage import compaction
 from compound.coordinator.storage.blobs import BlobStore
 from compound.coordinator.storage.files import FileStore
 from compound.coordinator.storage.logs import LogStore
@@ -24,6 +29,7 @@ log = logging.getLogger("compound.coordinator")
 class SweepResult:
     jobs: int
     blobs_removed: int
+    pages_freed: int = 0
 
 
 @dataclass(eq=False)
@@ -33,6 +39,8 @@ class Retention:
     logs: LogStore
     files: FileStore
     blobs: BlobStore
+    # The database to compact after a pass that removed something (None: never).
+    database_path: Path | None = None
     swept: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -62,9 +70,13 @@ class Retention:
                 if not await self.files.in_use(sha256):
                     self.blobs.remove(sha256)
                     removed += 1
-        if job_ids or removed:
+        pages_freed = 0
+        if job_ids or candidates:
             log.info(
                 "retention: removed the files of %d job(s) and %d blob(s)", len(job_ids), removed
             )
+            if self.database_path is not None:
+                compacted = await asyncio.to_thread(compaction.compact, self.database_path)
+                pages_freed = compacted.pages_freed
         self.swept.set()
-        return SweepResult(len(job_ids), removed)
+        return SweepResult(len(job_ids), removed, pages_freed)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from compound.coordinator.storage.db import WriteTurns
+from compound.coordinator.storage.db import JOURNAL_SIZE_LIMIT_BYTES, WriteTurns
 
 log = logging.getLogger("compound.coordinator")
 
@@ -114,6 +114,7 @@ class GroupWriter:
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT_BYTES}")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
