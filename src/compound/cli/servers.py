@@ -91,6 +91,23 @@ def coordinator(
     max_followers: Annotated[
         int, typer.Option(min=1, help="Open log followers in all; more are refused (1013).")
     ] = 4000,
+    follower_send_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--follower-send-timeout-s",
+            min=0.1,
+            help="Seconds a log follower has to take one message; one that does not is "
+            "dropped and its connection aborted (it reconnects and loses nothing).",
+        ),
+    ] = 30.0,
+    max_nodes_per_token: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Node ids one contributor token may register; past it a new node id is "
+            "refused (4429). Admin tokens are not limited.",
+        ),
+    ] = 64,
     allow_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -168,6 +185,8 @@ def coordinator(
         max_database_bytes=max_db_mib * MiB,
         max_followers_per_job=max_followers_per_job,
         max_followers_total=max_followers,
+        follower_send_timeout_s=follower_send_timeout_s,
+        max_nodes_per_token=max_nodes_per_token,
         allowed_origins=frozenset(allow_origin or ()),
         insecure_open=insecure_open,
         tls_cert_file=tls_cert,

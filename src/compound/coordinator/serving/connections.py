@@ -40,6 +40,9 @@ log = logging.getLogger("compound.coordinator")
 AT_CAPACITY = "The coordinator is at its connection limit; try again shortly."
 HEADERS_TOO_SLOW = "The request headers did not arrive in time."
 BODY_TOO_SLOW = "The request body did not arrive in time."
+# Once a WebSocket's handler is done, its peer gets this long to take what is still buffered
+# (a close frame, the last page) before the connection is aborted.
+CLOSE_LINGER_S = 2.0
 # A request body slower than this on average, past its first `body_timeout_s`, is dropped.
 BODY_MIN_BYTES_PER_S = 500
 
@@ -218,8 +221,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets protocol, giving its slot back to the guard when it closes, and
-    sending no keepalive pings on `unpinged_paths`."""
+    """uvicorn's websockets protocol, giving its slot back to the guard when it closes,
+    sending no keepalive pings on `unpinged_paths`, and aborting a connection whose peer
+    does not read once its handler is done."""
 
     guard: ClassVar[ConnectionGuard]
     # Sockets whose peers prove they are alive on their own (contributors heartbeat, and
@@ -227,12 +231,39 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     # timer each is 500 timers, pings and pongs a second at 10,000 contributors for nothing.
     unpinged_paths: ClassVar[frozenset[str]] = frozenset()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._linger_timer: asyncio.TimerHandle | None = None
+
     def start_keepalive(self) -> None:
         if self.scope["path"] in self.unpinged_paths:
             return
         super().start_keepalive()
 
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # The handler is done (a follower dropped for not reading, say). A transport's
+        # close waits for its buffered bytes to go out: a peer that never reads would keep
+        # the descriptor for ever.
+        if not self.disconnected:
+            self._linger_timer = self.loop.call_later(CLOSE_LINGER_S, self._abort_if_stuck)
+
+    def _abort_if_stuck(self, final: bool = False) -> None:
+        self._linger_timer = None
+        if self.disconnected:
+            return
+        if final or self.transport.get_write_buffer_size() > 0:
+            log.info("WebSocket peer not reading after its handler ended; aborted")
+            self.transport.abort()
+            return
+        # Nothing buffered here (a TLS transport may hold it below, though): the peer's
+        # close reply has uvicorn's close timeout to come, and then this is over anyway.
+        self._linger_timer = self.loop.call_later(self.close_timeout, self._abort_if_stuck, True)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self.guard.release(self.transport)
         super().connection_lost(exc)
 
