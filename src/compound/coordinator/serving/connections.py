@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import socket
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -47,6 +47,15 @@ CLOSE_LINGER_S = 2.0
 BODY_MIN_BYTES_PER_S = 500
 
 
+class Waiting(Protocol):
+    """A connection the guard counts and may drop: an HTTP one, or one in its TLS handshake."""
+
+    @property
+    def transport(self) -> asyncio.Transport: ...
+
+    def refuse(self, status: int, detail: str) -> None: ...
+
+
 class ConnectionGuard:
     """The set of open connections and the rules for admitting new ones."""
 
@@ -59,14 +68,14 @@ class ConnectionGuard:
         self.reserved_for_http = max(1, min(64, max_connections // 16))
         self._open: set[asyncio.BaseTransport] = set()
         self._websockets: set[asyncio.BaseTransport] = set()
-        # Connections waiting for request headers, oldest first.
-        self._waiting: dict[GuardedHttpProtocol, None] = {}
+        # Connections waiting for request headers (or a TLS handshake), oldest first.
+        self._waiting: dict[Waiting, None] = {}
 
     @property
     def open_count(self) -> int:
         return len(self._open)
 
-    def admit(self, protocol: GuardedHttpProtocol) -> bool:
+    def admit(self, protocol: Waiting) -> bool:
         """Count a new connection in; False if it must be refused."""
         if len(self._open) >= self.max_connections:
             if not self._waiting:
@@ -82,10 +91,10 @@ class ConnectionGuard:
         self._open.add(protocol.transport)
         return True
 
-    def waiting(self, protocol: GuardedHttpProtocol) -> None:
+    def waiting(self, protocol: Waiting) -> None:
         self._waiting[protocol] = None
 
-    def done_waiting(self, protocol: GuardedHttpProtocol) -> None:
+    def done_waiting(self, protocol: Waiting) -> None:
         self._waiting.pop(protocol, None)
 
     def may_upgrade(self) -> bool:
