@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,6 +64,10 @@ def start_agent(
     yield start
     for agent in started:
         agent.stop()
+    for agent in started:  # the directory its containers mounted from (see mount_dir)
+        with contextlib.suppress(OSError):
+            record = (agent.state_dir / "mount-dir").read_text().strip()
+            shutil.rmtree(record, ignore_errors=True)
     for agent in started:
         if (agent.state_dir / "node_id").exists():
             leftovers = containers_of(agent.node_id)

@@ -352,6 +352,7 @@ def agent(
 async def _run_agent(settings: AgentSettings) -> int:
     from compound.agent.agent import Agent, SandboxUnavailable, install_stop_signals
     from compound.agent.identity import load_node_id
+    from compound.agent.mount_dir import mount_dir
     from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 
     node_id = load_node_id(settings.state_dir)
@@ -365,7 +366,7 @@ async def _run_agent(settings: AgentSettings) -> int:
             warm=settings.warm,
             max_outputs_bytes=settings.max_output_files_bytes,
             outputs_dir=settings.state_dir / "outputs",
-            site_dir=settings.state_dir / "sandbox-site",
+            site_dir=mount_dir(settings.state_dir) / "site",
         )
     )
     agent = Agent(settings, node_id, runner)
