@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +12,16 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from docker_env import check_docker_ready
-from support import CHROMIUM, CHROMIUM_ARGS, TEST_IMAGE, VIEWPORT, Agent, Coordinator, containers_of
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TEST_IMAGE,
+    VIEWPORT,
+    Agent,
+    Coordinator,
+    containers_of,
+    remove_mount_dir,
+)
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +71,8 @@ def start_agent(
     yield start
     for agent in started:
         agent.stop()
-    for agent in started:  # the directory its containers mounted from (see mount_dir)
-        with contextlib.suppress(OSError):
-            record = (agent.state_dir / "mount-dir").read_text().strip()
-            shutil.rmtree(record, ignore_errors=True)
+    for agent in started:
+        remove_mount_dir(agent)
     for agent in started:
         if (agent.state_dir / "node_id").exists():
             leftovers = containers_of(agent.node_id)

@@ -19,7 +19,15 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from support import CHROMIUM, CHROMIUM_ARGS, TEST_IMAGE, Agent, Coordinator, containers_of
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TEST_IMAGE,
+    Agent,
+    Coordinator,
+    containers_of,
+    remove_mount_dir,
+)
 from test_contributor_page import serve_app
 from test_desktop import app_env, display  # noqa: F401  (the Xvfb fixture)
 from test_tls import Certs, certs  # noqa: F401  (the certificates fixture)
@@ -56,6 +64,7 @@ def stack(
         yield coordinator, tokens
     finally:
         agent.stop()
+        remove_mount_dir(agent)
         coordinator.stop()
         if (agent.state_dir / "node_id").exists() and (leftovers := containers_of(agent.node_id)):
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
