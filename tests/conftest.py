@@ -21,6 +21,7 @@ from support import (
     Coordinator,
     containers_of,
     csp_violations,
+    remove_mount_dir,
 )
 
 
@@ -71,6 +72,8 @@ def start_agent(
     yield start
     for agent in started:
         agent.stop()
+    for agent in started:
+        remove_mount_dir(agent)
     for agent in started:
         if (agent.state_dir / "node_id").exists():
             leftovers = containers_of(agent.node_id)

@@ -8,8 +8,10 @@ sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -320,6 +322,14 @@ class Agent(ManagedProcess):
         line = self.output.wait_for(matches, timeout_s, f"agent event {kind} {fields}", start)
         result: dict[str, Any] = json.loads(line)
         return result
+
+
+def remove_mount_dir(agent: Agent) -> None:
+    """Remove the directory a stopped agent's containers mounted from (see agent.mount_dir):
+    it lives under /var/tmp, not under the test's own directory."""
+    with contextlib.suppress(OSError):
+        recorded = (agent.state_dir / "mount-dir").read_text().strip()
+        shutil.rmtree(recorded, ignore_errors=True)
 
 
 def containers_of(node_id: str) -> list[str]:

@@ -249,6 +249,43 @@ def test_tokens_take_effect_and_revocation_closes_sockets(
     agent.close()
 
 
+def test_an_upload_whose_token_is_revoked_meanwhile_is_refused(
+    secured: tuple[Coordinator, dict],
+) -> None:
+    """An input upload still streaming when its token is revoked gets 401 and leaves
+    nothing stored, not even its partial data."""
+    coordinator, _tokens = secured
+    carol = make_token(coordinator.data_dir, "submitter", "carol")
+    wait_until(
+        lambda: coordinator.api("GET", "/api/v1/jobs", headers=bearer(carol)).status_code == 200,
+        TOKEN_EFFECT_S,
+        "the new token to work",
+    )
+
+    def body() -> Iterator[bytes]:
+        yield b"a" * 65536
+        revoked = run_cli("token", "revoke", "--data-dir", str(coordinator.data_dir), "carol")
+        assert revoked.returncode == 0
+        wait_until(
+            lambda: (
+                coordinator.api("GET", "/api/v1/jobs", headers=bearer(carol)).status_code == 401
+            ),
+            TOKEN_EFFECT_S,
+            "the revocation to take effect",
+        )
+        for _ in range(4):
+            yield b"b" * 65536
+
+    response = httpx.put(
+        coordinator.url + "/api/v1/inputs", content=body(), headers=bearer(carol), timeout=30
+    )
+    assert response.status_code == 401, response.text
+    assert "revoked" in response.json()["detail"]
+    blobs = coordinator.data_dir / "blobs"
+    assert list((blobs / "incoming").iterdir()) == []
+    assert [path for path in blobs.iterdir() if path.name != "incoming"] == []
+
+
 def test_cli_and_agent_use_the_token(secured: tuple[Coordinator, dict], tmp_path: Path) -> None:
     """`compound submit` reads COMPOUND_TOKEN or --token; without one: a sentence, exit 3."""
     coordinator, tokens = secured

@@ -142,7 +142,8 @@ def test_second_job_with_the_same_requirements_hits_the_cache_without_the_index(
     job = coordinator.wait_for_status(second, {"succeeded", "failed"}, 60)
     assert job["status"] == "succeeded", system_text(coordinator, second)
     assert "packages ready (cached, 1 packages)" in system_text(coordinator, second)
-    sets = list((agent.state_dir / "deps" / "sets").iterdir())
+    mounted_from = Path((agent.state_dir / "mount-dir").read_text().strip())
+    sets = list((mounted_from / "deps" / "sets").iterdir())
     assert len(sets) == 1
 
 
@@ -187,6 +188,35 @@ def test_packages_over_the_download_cap_are_refused(
     deps = agent.state_dir / "deps"
     assert list((deps / "sets").iterdir()) == []
     wait_until(lambda: not list((deps / "tmp").iterdir()), 10, "the workspace to go")
+
+
+MOUNTINFO_SCRIPT = """\
+# /// script
+# dependencies = ["greeter==1.0"]
+# ///
+import greeter
+print(open("/proc/self/mountinfo").read())
+"""
+
+
+def test_mount_sources_name_neither_the_state_dir_nor_the_home(
+    coordinator: Coordinator, start_agent: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """Under runc a job reads its bind mounts' source paths in /proc/self/mountinfo: our
+    sitecustomize and its packages are mounted from a directory that names neither the
+    agent's state directory nor the contributor's home."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with PackageIndex([build_wheel(wheels, "greeter", "1.0", GREETER)]) as index:
+        agent = start_agent(runtime="runc", extra_args=["--index-url", index.url])
+        job_id = coordinator.submit(MOUNTINFO_SCRIPT)
+        job = coordinator.wait_for_status(job_id, {"succeeded", "failed"}, timeout_s=120)
+    mountinfo = stream_text(coordinator.logs(job_id))
+    assert job["status"] == "succeeded", (job, mountinfo, system_text(coordinator, job_id))
+    assert " /opt/compound/site " in mountinfo and " /opt/compound/deps " in mountinfo
+    assert str(agent.state_dir) not in mountinfo
+    home = str(Path.home())
+    assert f"{home}/" not in mountinfo and f" {home} " not in mountinfo
 
 
 def test_unknown_requirement_fails_the_job_with_the_resolvers_reason(

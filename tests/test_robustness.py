@@ -436,3 +436,43 @@ def test_records_of_many_lines_are_bounded_like_any_record(tmp_path: Path) -> No
         assert hostile.close_code() == 1002  # a malformed message, like any oversized record
     finally:
         server.stop()
+
+
+def _holds_connection_to(pid: int, client_port: int) -> bool:
+    """Whether process ``pid`` has an open socket whose peer is 127.0.0.1:``client_port``."""
+    return any(
+        conn.raddr and conn.raddr.port == client_port
+        for conn in psutil.Process(pid).net_connections(kind="tcp")
+    )
+
+
+def test_a_dropped_follower_that_never_reads_loses_its_socket(tmp_path: Path) -> None:
+    """A follower dropped for not reading is aborted: the coordinator holds no socket for it
+    within seconds, although the peer still never reads (a plain close would wait for it)."""
+    server = Coordinator(
+        data_dir=tmp_path / "c", extra_args=["--follower-send-timeout-s", "1"]
+    ).start()
+    try:
+        agent = FakeAgent(server)
+        job = dispatched(server, agent)
+        seq = 0
+        for _ in range(4):  # ~4 MiB of log: far more than the socket buffers hold
+            batch = list(range(seq, seq + 15))
+            agent.log(job, batch, data="q" * (CHUNK - 1) + "\n")
+            assert agent.recv_type("ack")["seq"] == batch[-1]
+            seq += 15
+        follower = raw_websocket(server, f"/api/v1/jobs/{job['job_id']}/follow")
+        client_port = follower.getsockname()[1]
+        assert server.proc is not None
+        pid = server.proc.pid
+        try:
+            assert _holds_connection_to(pid, client_port)
+            wait_until(
+                lambda: not _holds_connection_to(pid, client_port),
+                15,
+                "the coordinator to let go of the non-reading follower's socket",
+            )
+        finally:
+            follower.close()
+    finally:
+        server.stop()

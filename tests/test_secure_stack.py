@@ -27,6 +27,7 @@ from support import (
     Coordinator,
     containers_of,
     csp_violations,
+    remove_mount_dir,
 )
 from test_contributor_page import serve_app
 from test_desktop import app_env, display  # noqa: F401  (the Xvfb fixture)
@@ -64,6 +65,7 @@ def stack(
         yield coordinator, tokens
     finally:
         agent.stop()
+        remove_mount_dir(agent)
         coordinator.stop()
         if (agent.state_dir / "node_id").exists() and (leftovers := containers_of(agent.node_id)):
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)

@@ -7,8 +7,10 @@ every connection goes over loopback.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +250,49 @@ def test_desktop_sidecar_passes_the_ca_file(
     monkeypatch.setenv("COMPOUND_CA_FILE", "/etc/compound/ca.pem")
     argv = agent_command(AppSettings(), tmp_path)
     assert argv[argv.index("--ca-file") + 1] == "/etc/compound/ca.pem"
+
+
+def _closed_within(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the coordinator closes ``sock`` (EOF or reset) within ``timeout_s``."""
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_a_stalled_tls_handshake_is_bounded_and_counted(tmp_path: Path, certs: Certs) -> None:
+    """A client that connects over TLS and sends nothing, or a few bytes of a handshake, is
+    closed after --header-timeout-s; and while it waits it holds a place under the
+    connection cap, so a newcomer at the cap pushes the oldest such client out."""
+    server = Coordinator(
+        data_dir=tmp_path / "coordinator",
+        extra_args=[
+            "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
+            "--header-timeout-s", "3", "--max-connections", "16",
+        ],
+        ca_file=certs.ca,
+    ).start()  # fmt: skip
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.port))
+        partial = socket.create_connection(("127.0.0.1", server.port))
+        partial.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello
+        started = time.monotonic()
+        assert _closed_within(silent, 10) and _closed_within(partial, 10)
+        assert time.monotonic() - started < 6
+        silent.close()
+        partial.close()
+
+        stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(16)]
+        try:
+            assert server.api("GET", "/healthz").status_code == 200
+            assert _closed_within(stalled[0], 1.5), "the oldest stalled handshake stayed open"
+        finally:
+            for sock in stalled:
+                sock.close()
+    finally:
+        server.stop()

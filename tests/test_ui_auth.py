@@ -24,7 +24,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from support import Agent, Coordinator, containers_of, wait_until
+from support import Agent, Coordinator, containers_of, remove_mount_dir, wait_until
 from test_contributor_page import serve_app
 
 UI_TIMEOUT_MS = 30_000
@@ -95,6 +95,7 @@ def token_agent(docker_engine: str, secured: Secured, tmp_path: Path) -> Iterato
     agent.start()
     yield agent
     agent.stop()
+    remove_mount_dir(agent)
     if (agent.state_dir / "node_id").exists() and (leftovers := containers_of(agent.node_id)):
         subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
 

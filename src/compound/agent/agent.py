@@ -21,6 +21,7 @@ from compound.agent.deps_cache import DepsCache, GiB
 from compound.agent.deps_uv import UvSettings
 from compound.agent.events import EventSink
 from compound.agent.job_files import JobFiles
+from compound.agent.mount_dir import mount_dir
 from compound.agent.outbox import Outbox
 from compound.agent.runners.base import Runner
 from compound.agent.settings import AgentSettings
@@ -49,7 +50,8 @@ PARENT_CHECK_INTERVAL_S = 1.0
 
 
 def _packages(settings: AgentSettings) -> Packages:
-    cache = DepsCache(settings.state_dir / "deps", int(settings.deps_cache_gib * GiB))
+    # Not under the state directory: a job would read its path (see mount_dir).
+    cache = DepsCache(mount_dir(settings.state_dir) / "deps", int(settings.deps_cache_gib * GiB))
     uv = UvSettings(index_url=settings.index_url)
     return Packages(cache, uv, settings.max_deps_download_bytes)
 

@@ -1,6 +1,6 @@
 """Installed package sets on disk: one directory per resolved set, least recently used first out.
 
-Layout under the agent's ``STATE_DIR/deps``::
+Layout under the agent's ``MOUNT_DIR/deps`` (see ``mount_dir``)::
 
     sets/<key>/         the installed set (what a job's container mounts read-only)
     meta/<key>.json     its size and packages; the file's mtime is the set's last use

@@ -45,6 +45,10 @@ class UnknownJobError(ClientError):
     pass
 
 
+# Contributors asked for per request (the coordinator's most).
+CONTRIBUTORS_PAGE = 1000
+
+
 class CoordinatorClient:
     def __init__(
         self,
@@ -255,7 +259,18 @@ class CoordinatorClient:
         return result
 
     def contributors(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request("GET", "/api/v1/contributors")["contributors"]
+        """Every contributor, page after page (the coordinator answers a page at a time)."""
+        result: list[dict[str, Any]] = []
+        after: int | None = 0
+        while after is not None:
+            page = self._request(
+                "GET", "/api/v1/contributors", params={"after": after, "limit": CONTRIBUTORS_PAGE}
+            )
+            result.extend(page["contributors"])
+            # An older coordinator answers everything at once, with no "next"; a position
+            # that does not move on would never end.
+            following = page.get("next")
+            after = following if isinstance(following, int) and following > after else None
         return result
 
     def follow_address(self, job_id: str, after: int) -> tuple[str, int, str]:

@@ -302,7 +302,8 @@ def contributors(
     code = quick.with_client(coordinator, token, ca_file, work)
     if code:
         raise typer.Exit(code)
-    rows = found
+    # Most recently seen first, as the coordinator once answered.
+    rows = sorted(found, key=lambda row: -(row.get("last_seen") or 0.0))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

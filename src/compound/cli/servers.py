@@ -144,6 +144,23 @@ def coordinator(
     max_followers: Annotated[
         int, typer.Option(min=1, help="Open log followers in all; more are refused (1013).")
     ] = 4000,
+    follower_send_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--follower-send-timeout-s",
+            min=0.1,
+            help="Seconds a log follower has to take one message; one that does not is "
+            "dropped and its connection aborted (it reconnects and loses nothing).",
+        ),
+    ] = 30.0,
+    max_nodes_per_token: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Node ids one contributor token may register; past it a new node id is "
+            "refused (4429). Admin tokens are not limited.",
+        ),
+    ] = 64,
     allow_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -227,6 +244,8 @@ def coordinator(
         max_file_bytes_per_submitter=max_files_mib_per_submitter * MiB,
         max_followers_per_job=max_followers_per_job,
         max_followers_total=max_followers,
+        follower_send_timeout_s=follower_send_timeout_s,
+        max_nodes_per_token=max_nodes_per_token,
         allowed_origins=frozenset(allow_origin or ()),
         insecure_open=insecure_open,
         tls_cert_file=tls_cert,
@@ -412,6 +431,7 @@ def agent(
 async def _run_agent(settings: AgentSettings) -> int:
     from compound.agent.agent import Agent, SandboxUnavailable, install_stop_signals
     from compound.agent.identity import load_node_id
+    from compound.agent.mount_dir import mount_dir
     from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 
     node_id = load_node_id(settings.state_dir)
@@ -425,7 +445,7 @@ async def _run_agent(settings: AgentSettings) -> int:
             warm=settings.warm,
             max_outputs_bytes=settings.max_output_files_bytes,
             outputs_dir=settings.state_dir / "outputs",
-            site_dir=settings.state_dir / "sandbox-site",
+            site_dir=mount_dir(settings.state_dir) / "site",
         )
     )
     agent = Agent(settings, node_id, runner)

@@ -21,6 +21,7 @@ from compound.coordinator.serving.connections import ConnectionGuard, protocol_c
 from compound.coordinator.serving.fd_limit import connections_within_fd_limit, raise_fd_limit
 from compound.coordinator.serving.open_sockets import OpenSockets
 from compound.coordinator.serving.shutdown import ShutdownBudget, ShutdownServer
+from compound.coordinator.serving.tls_accept import tls_protocol_class
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.storage.data_dir import DataDirError, prepare_data_dir
 from compound.coordinator.storage.tokens import tokens_exist
@@ -61,16 +62,17 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
         return 1
     open_sockets = OpenSockets()
     budget = ShutdownBudget()
-    http, ws = protocol_classes(
-        ConnectionGuard(
-            settings.max_connections, settings.header_timeout_s, settings.body_timeout_s
-        ),
-        UNPINGED_PATHS,
+    guard = ConnectionGuard(
+        settings.max_connections, settings.header_timeout_s, settings.body_timeout_s
     )
+    http, ws = protocol_classes(guard, UNPINGED_PATHS)
     config = uvicorn.Config(
         create_app(settings, open_sockets),
         log_level=log_level,
-        http=http,
+        # TLS is ours, not the event loop's: the handshake is counted and bounded (see
+        # tls_accept); the context was built (and checked) above, so a bad certificate or
+        # key is one sentence before anything listens.
+        http=http if tls is None else tls_protocol_class(http, guard, tls),
         ws=ws,
         ws_max_size=MAX_MESSAGE_BYTES,
         ws_ping_interval=20,
@@ -84,9 +86,6 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
         backlog=LISTEN_BACKLOG,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=budget.graceful_s,
-        # uvicorn wraps our own listener with this context; built (and checked) above so
-        # a bad certificate or key is one sentence before anything listens.
-        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
     # uvicorn.Config has configured its loggers by now.
     log_repeats.install(log_repeats.RepeatFilter(), FILTERED_LOGGERS)

@@ -52,6 +52,9 @@ class CoordinatorSettings:
     # second, not one of each per claim.
     position_update_interval_s: float = 0.5
     max_followers_total: int = 4000
+    # A follower that does not take one message in this long is dropped (and its connection
+    # aborted: what it did not read is not kept).
+    follower_send_timeout_s: float = 30.0
     # A connection whose request headers are not complete this long after it opened (or
     # after its next request began) is closed: half-open clients must not pile up.
     header_timeout_s: float = 10.0
@@ -59,6 +62,9 @@ class CoordinatorSettings:
     body_timeout_s: float = 20.0
     # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
     max_connections: int = 8192
+    # Node ids one contributor token may register (admin tokens: no limit); past it a new
+    # node id is refused, so one token cannot fill the contributors table.
+    max_nodes_per_token: int = 64
     # Web origins (scheme://host:port) whose pages may call this coordinator.
     allowed_origins: frozenset[str] = frozenset()
     # Serve without tokens on a non-loopback address (warned about at every start).

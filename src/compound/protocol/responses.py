@@ -65,10 +65,13 @@ class ContributorAdminView(ContributorView):
 
 
 class ContributorList(_Answer):
-    """GET /api/v1/contributors: every machine the coordinator has seen."""
+    """GET /api/v1/contributors: a page of the machines the coordinator has seen, in
+    registration order."""
 
     # The admin view first: an admin's rows must not be narrowed to the public view.
     contributors: list[ContributorAdminView | ContributorView]
+    # The ``after`` of the next page; None on the last.
+    next: int | None = None
 
 
 class Health(_Answer):

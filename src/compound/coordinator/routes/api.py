@@ -161,12 +161,20 @@ async def cancel_job(job_id: str, request: Request, state: State) -> JobView:
 
 
 @router.get("/api/v1/contributors")
-async def list_contributors(request: Request, state: State) -> ContributorList:
-    """The machines: what a submitter needs to know of them; an admin also sees who runs
-    what (node ids, current jobs, the registering token)."""
+async def list_contributors(
+    request: Request,
+    state: State,
+    after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ContributorList:
+    """The machines, a page at a time in registration order: what a submitter needs to know
+    of them; an admin also sees who runs what (node ids, current jobs, the registering
+    token). ``next``: the ``after`` of the next page, null on the last."""
     principal = require(request, Role.SUBMITTER, Role.CONTRIBUTOR)
-    rows = await state.contributors.list()
-    return ContributorList(contributors=[_contributor_view(state, row, principal) for row in rows])
+    rows, following = await state.contributors.page(after, limit)
+    return ContributorList(
+        contributors=[_contributor_view(state, row, principal) for row in rows], next=following
+    )
 
 
 def _contributor_view(
@@ -263,7 +271,10 @@ async def serve_follower(
             return
         try:
             with state.followers.admit(job_id):
-                if await send_until_disconnect(websocket, messages(following)):
+                sent = await send_until_disconnect(
+                    websocket, messages(following), state.settings.follower_send_timeout_s
+                )
+                if sent:
                     await close_quietly(websocket, CLOSE_NORMAL)
         except TooManyFollowers as exc:
             await close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, exc.reason)

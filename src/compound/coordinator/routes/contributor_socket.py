@@ -117,8 +117,7 @@ async def _open_session(
     hello: Hello,
     principal: Principal,
 ) -> ContributorSession:
-    if not conversation.legacy:
-        await _check_identity(state, hello.node_id, principal)
+    await _register(state, hello, principal)
     session = ContributorSession(
         hello.node_id,
         hello.name,
@@ -130,7 +129,6 @@ async def _open_session(
         lending_reason=hello.lending_reason,
     )
     session.start()
-    await state.contributors.connected(hello, principal.name if principal.authenticated else None)
     # Reattach before registering, so the session is never seen idle while it runs a job.
     kept, abandon, unlisted = state.scheduler.reattach(session, hello.running)
     replaced = state.sessions.add(session)
@@ -156,13 +154,14 @@ async def _open_session(
     return session
 
 
-async def _check_identity(state: CoordinatorState, node_id: str, principal: Principal) -> None:
-    """A node id belongs to the token that first registered it: no takeover by another."""
-    if not principal.authenticated:
-        return
-    owner = await state.contributors.token_of(node_id)
-    if owner is not None and owner != principal.name:
-        raise ProtocolError("this node id is registered to another token", CLOSE_FORBIDDEN)
+async def _register(state: CoordinatorState, hello: Hello, principal: Principal) -> None:
+    """A node id belongs to the token that first registered it: no takeover by another; and
+    a contributor token registers at most ``max_nodes_per_token`` of them (admins: any)."""
+    token_name = principal.name if principal.authenticated else None
+    limit = None if principal.is_admin else state.settings.max_nodes_per_token
+    refusal = await state.contributors.connected(hello, token_name, limit)
+    if refusal is not None:
+        raise ProtocolError(refusal, CLOSE_FORBIDDEN)
 
 
 async def _handle(

@@ -63,13 +63,15 @@ def _declared_too_big(request: Request, limit: int) -> bool:
 async def _receive(
     request: Request,
     state: CoordinatorState,
+    principal: Principal,
     limit: int,
     what: str,
     too_big: HTTPException | None = None,
 ) -> Received:
     """The request body as a temporary blob, its hash checked against X-Compound-SHA256
     when given; 413 past ``limit`` (declared or counted; ``too_big`` says why, if not the
-    limit itself), 422 on a mismatch."""
+    limit itself), 422 on a mismatch, 401 (nothing kept) when ``principal``'s token is
+    revoked while the body streams."""
     too_big = too_big or HTTPException(413, f"the {what} are larger than the {_mib(limit)} limit")
     if _declared_too_big(request, limit):
         raise too_big
@@ -77,19 +79,35 @@ async def _receive(
     if expected is not None and not SHA256.fullmatch(expected):
         raise HTTPException(400, f"{SHA256_HEADER} must be 64 lowercase hex digits")
     try:
-        received = await state.blobs.receive(_body(request), limit)
+        received = await state.blobs.receive(_body(request, state, principal), limit)
     except TooBig:
         raise too_big from None
+    try:
+        _check_not_revoked(state, principal)
+    except HTTPException:
+        received.path.unlink(missing_ok=True)
+        raise
     if expected is not None and not hmac.compare_digest(expected, received.sha256):
         received.path.unlink(missing_ok=True)
         raise HTTPException(422, f"the {what} do not match their SHA-256 (damaged in transit?)")
     return received
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
+async def _body(
+    request: Request, state: CoordinatorState, principal: Principal
+) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
+        # An upload may outlast its token: a revocation ends it (the blob store then
+        # removes what came), as it closes the token's sockets.
+        _check_not_revoked(state, principal)
         if chunk:
             yield chunk
+
+
+def _check_not_revoked(state: CoordinatorState, principal: Principal) -> None:
+    if principal.authenticated and principal.name in state.tokens.revoked:
+        log.warning("an upload by %s stopped: its token was revoked", principal.name)
+        raise HTTPException(401, "the token was revoked during the upload")
 
 
 def _mib(size: int) -> str:
@@ -114,7 +132,7 @@ async def upload_inputs(request: Request, state: State) -> InputsRef:
             413,
             f"the input files are larger than the {_mib(limit)} you may still store: {room.reason}",
         )
-    received = await _receive(request, state, limit, "input files", over_quota)
+    received = await _receive(request, state, principal, limit, "input files", over_quota)
     async with state.blobs.lock:
         try:
             await state.files.record_upload(received.sha256, principal.name, received.size)
@@ -148,7 +166,7 @@ async def check_inputs(state: CoordinatorState, principal: Principal, inputs: In
 @router.get("/api/v1/jobs/{job_id}/inputs")
 async def download_inputs(job_id: str, request: Request, state: State) -> FileResponse:
     """The job's input tar, for the contributor that holds its lease."""
-    job = await _leased_job(request, state, job_id)
+    _principal, job = await _leased_job(request, state, job_id)
     if job.inputs_sha256 is None or not state.blobs.has(job.inputs_sha256):
         raise HTTPException(404, f"job {job_id} has no input files")
     return FileResponse(
@@ -158,8 +176,10 @@ async def download_inputs(job_id: str, request: Request, state: State) -> FileRe
     )
 
 
-async def _leased_job(request: Request, state: CoordinatorState, job_id: str) -> JobRow:
-    """The running job whose current lease the caller presents, with the token that
+async def _leased_job(
+    request: Request, state: CoordinatorState, job_id: str
+) -> tuple[Principal, JobRow]:
+    """The caller and the running job whose current lease it presents, with the token that
     registered the lease holder; else 403."""
     principal = require(request, Role.CONTRIBUTOR)
     refused = HTTPException(403, "only the contributor running this job may do this")
@@ -174,7 +194,7 @@ async def _leased_job(request: Request, state: CoordinatorState, job_id: str) ->
     job = await state.jobs.get(job_id)
     if job is None:
         raise refused
-    return job
+    return principal, job
 
 
 # ------------------------------------------------------------------ artifacts
@@ -183,13 +203,13 @@ async def _leased_job(request: Request, state: CoordinatorState, job_id: str) ->
 @router.put("/api/v1/jobs/{job_id}/artifacts", status_code=201, openapi_extra=_TAR_BODY)
 async def upload_artifacts(job_id: str, request: Request, state: State) -> ArtifactsStored:
     """The job's output files as one tar, from the contributor holding its lease."""
-    await _leased_job(request, state, job_id)
+    principal, _job = await _leased_job(request, state, job_id)
     settings = state.settings
     limits = ArtifactLimits(
         settings.max_artifact_files, settings.max_artifact_bytes, settings.max_artifact_path_chars
     )
     limit = limits.max_bytes + limits.max_files * _TAR_OVERHEAD_PER_FILE + _TAR_OVERHEAD
-    received = await _receive(request, state, limit, "output files")
+    received = await _receive(request, state, principal, limit, "output files")
     try:
         extraction = await asyncio.to_thread(extract, received.path, state.blobs, limits)
     except BadArtifacts as exc:

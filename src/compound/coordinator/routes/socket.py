@@ -16,7 +16,8 @@ from starlette.websockets import WebSocket
 log = logging.getLogger("compound.coordinator")
 
 # A follower that cannot take one message (at most a page, ~256 KiB) in this long is
-# dropped; it reconnects with after=<last seq> and loses nothing.
+# dropped (the default; the coordinator's --follower-send-timeout-s); it reconnects with
+# after=<last seq> and loses nothing.
 SEND_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
 
@@ -44,9 +45,14 @@ async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> No
         log.debug("close failed: %s", exc)
 
 
-async def send_until_disconnect(websocket: WebSocket, messages: AsyncGenerator[str, None]) -> bool:
-    """Send every message; stop as soon as the peer goes away. True if all were sent."""
-    sender = asyncio.create_task(_send_all(websocket, messages))
+async def send_until_disconnect(
+    websocket: WebSocket,
+    messages: AsyncGenerator[str, None],
+    send_timeout_s: float = SEND_TIMEOUT_S,
+) -> bool:
+    """Send every message; stop as soon as the peer goes away, or when one message is not
+    taken within ``send_timeout_s``. True if all were sent."""
+    sender = asyncio.create_task(_send_all(websocket, messages, send_timeout_s))
     watcher = asyncio.create_task(_wait_for_disconnect(websocket))
     try:
         await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -61,15 +67,18 @@ async def send_until_disconnect(websocket: WebSocket, messages: AsyncGenerator[s
     return False
 
 
-async def _send_all(websocket: WebSocket, messages: AsyncGenerator[str, None]) -> bool:
+async def _send_all(
+    websocket: WebSocket, messages: AsyncGenerator[str, None], send_timeout_s: float
+) -> bool:
     try:
         async for text in messages:
             # A timeout scope, not wait_for: on Python 3.11 wait_for runs each send as a
             # task of its own, and every follower sends several messages.
-            async with asyncio.timeout(SEND_TIMEOUT_S):
+            async with asyncio.timeout(send_timeout_s):
                 await websocket.send_text(text)
     except TimeoutError:
-        log.info("follower not reading for %.0f s; dropped", SEND_TIMEOUT_S)
+        # The handler returns; the server aborts the connection (serving.connections).
+        log.info("follower not reading for %.0f s; dropped", send_timeout_s)
         return False
     except Exception as exc:  # a send on a socket the peer just closed
         log.debug("follower gone: %s", exc)

@@ -1,6 +1,7 @@
 """The server process's plumbing: connection bounds, open sockets, graceful shutdown, limits.
 
-``connections`` (deadlines for headers and bodies, a cap on connections), ``open_sockets``
+``connections`` (deadlines for headers and bodies, a cap on connections), ``tls_accept``
+(TLS handshakes counted and bounded as connections), ``open_sockets``
 (every WebSocket, for shutdown and revocation), ``shutdown`` (a bounded SIGTERM),
 ``fd_limit``, ``collector`` (GC pauses), ``log_repeats`` (a log filter). Knows nothing of jobs.
 

@@ -30,7 +30,7 @@ import contextlib
 import json
 import logging
 import socket
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -40,8 +40,20 @@ log = logging.getLogger("compound.coordinator")
 AT_CAPACITY = "The coordinator is at its connection limit; try again shortly."
 HEADERS_TOO_SLOW = "The request headers did not arrive in time."
 BODY_TOO_SLOW = "The request body did not arrive in time."
+# Once a WebSocket's handler is done, its peer gets this long to take what is still buffered
+# (a close frame, the last page) before the connection is aborted.
+CLOSE_LINGER_S = 2.0
 # A request body slower than this on average, past its first `body_timeout_s`, is dropped.
 BODY_MIN_BYTES_PER_S = 500
+
+
+class Waiting(Protocol):
+    """A connection the guard counts and may drop: an HTTP one, or one in its TLS handshake."""
+
+    @property
+    def transport(self) -> asyncio.Transport: ...
+
+    def refuse(self, status: int, detail: str) -> None: ...
 
 
 class ConnectionGuard:
@@ -56,14 +68,14 @@ class ConnectionGuard:
         self.reserved_for_http = max(1, min(64, max_connections // 16))
         self._open: set[asyncio.BaseTransport] = set()
         self._websockets: set[asyncio.BaseTransport] = set()
-        # Connections waiting for request headers, oldest first.
-        self._waiting: dict[GuardedHttpProtocol, None] = {}
+        # Connections waiting for request headers (or a TLS handshake), oldest first.
+        self._waiting: dict[Waiting, None] = {}
 
     @property
     def open_count(self) -> int:
         return len(self._open)
 
-    def admit(self, protocol: GuardedHttpProtocol) -> bool:
+    def admit(self, protocol: Waiting) -> bool:
         """Count a new connection in; False if it must be refused."""
         if len(self._open) >= self.max_connections:
             if not self._waiting:
@@ -79,10 +91,10 @@ class ConnectionGuard:
         self._open.add(protocol.transport)
         return True
 
-    def waiting(self, protocol: GuardedHttpProtocol) -> None:
+    def waiting(self, protocol: Waiting) -> None:
         self._waiting[protocol] = None
 
-    def done_waiting(self, protocol: GuardedHttpProtocol) -> None:
+    def done_waiting(self, protocol: Waiting) -> None:
         self._waiting.pop(protocol, None)
 
     def may_upgrade(self) -> bool:
@@ -218,8 +230,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets protocol, giving its slot back to the guard when it closes, and
-    sending no keepalive pings on `unpinged_paths`."""
+    """uvicorn's websockets protocol, giving its slot back to the guard when it closes,
+    sending no keepalive pings on `unpinged_paths`, and aborting a connection whose peer
+    does not read once its handler is done."""
 
     guard: ClassVar[ConnectionGuard]
     # Sockets whose peers prove they are alive on their own (contributors heartbeat, and
@@ -227,12 +240,39 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     # timer each is 500 timers, pings and pongs a second at 10,000 contributors for nothing.
     unpinged_paths: ClassVar[frozenset[str]] = frozenset()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._linger_timer: asyncio.TimerHandle | None = None
+
     def start_keepalive(self) -> None:
         if self.scope["path"] in self.unpinged_paths:
             return
         super().start_keepalive()
 
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # The handler is done (a follower dropped for not reading, say). A transport's
+        # close waits for its buffered bytes to go out: a peer that never reads would keep
+        # the descriptor for ever.
+        if not self.disconnected:
+            self._linger_timer = self.loop.call_later(CLOSE_LINGER_S, self._abort_if_stuck)
+
+    def _abort_if_stuck(self, final: bool = False) -> None:
+        self._linger_timer = None
+        if self.disconnected:
+            return
+        if final or self.transport.get_write_buffer_size() > 0:
+            log.info("WebSocket peer not reading after its handler ended; aborted")
+            self.transport.abort()
+            return
+        # Nothing buffered here (a TLS transport may hold it below, though): the peer's
+        # close reply has uvicorn's close timeout to come, and then this is over anyway.
+        self._linger_timer = self.loop.call_later(self.close_timeout, self._abort_if_stuck, True)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self.guard.release(self.transport)
         super().connection_lost(exc)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnClause, Integer, func, literal_column, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from compound.coordinator.storage import db
 from compound.protocol import ContributorState, Hello
@@ -44,8 +44,14 @@ class ContributorStore:
         self._engine = engine
         self._reader = reader or engine
 
-    async def connected(self, hello: Hello, token_name: str | None = None) -> None:
-        """Record a connection; the first token to register a node id keeps it."""
+    async def connected(
+        self, hello: Hello, token_name: str | None = None, max_nodes: int | None = None
+    ) -> str | None:
+        """Record a connection; the first token to register a node id keeps it.
+
+        Returns a sentence instead, recording nothing, when the node id is another token's,
+        or new while ``token_name`` has registered ``max_nodes`` already (None: no limit).
+        Checked and written in one transaction, so concurrent hellos cannot overshoot."""
         values = {
             "name": hello.name,
             "state": ContributorState.ONLINE.value,
@@ -59,12 +65,17 @@ class ContributorStore:
             id=hello.node_id, token_name=token_name, **values
         )
         async with self._engine.begin() as conn:
+            if token_name is not None:
+                refusal = await _refusal(conn, hello.node_id, token_name, max_nodes)
+                if refusal is not None:
+                    return refusal
             keep_owner = func.coalesce(db.contributors.c.token_name, token_name)
             await conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=["id"], set_={**values, "token_name": keep_owner}
                 )
             )
+        return None
 
     async def token_of(self, node_id: str) -> str | None:
         """The token that registered ``node_id`` (None: unknown, or registered in open mode)."""
@@ -97,12 +108,51 @@ class ContributorStore:
         async with self._engine.begin() as conn:
             await conn.execute(update(db.contributors).values(state=ContributorState.OFFLINE.value))
 
-    async def list(self) -> list[ContributorRow]:
+    async def page(self, after: int, limit: int) -> tuple[list[ContributorRow], int | None]:
+        """Up to ``limit`` contributors in registration order, after the position ``after``
+        (0: from the start), and the position to ask for next (None: that was the last).
+
+        A position is SQLite's rowid: stable while rows are updated, and it says nothing
+        of a node id (which only admins see)."""
+        rowid: ColumnClause[int] = literal_column("rowid", Integer)
         async with self._reader.connect() as conn:
             result = await conn.execute(
-                select(db.contributors).order_by(db.contributors.c.last_seen.desc())
+                select(rowid.label("position"), db.contributors)
+                .where(rowid > after)
+                .order_by(rowid)
+                .limit(limit + 1)
             )
             rows = [dict(row) for row in result.mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        positions = [row.pop("position") for row in rows]
         for row in rows:
             row["state"] = ContributorState(row["state"])
-        return [ContributorRow(**row) for row in rows]
+        return [ContributorRow(**row) for row in rows], (positions[-1] if more else None)
+
+
+async def _refusal(
+    conn: AsyncConnection, node_id: str, token_name: str, max_nodes: int | None
+) -> str | None:
+    owner = (
+        await conn.execute(
+            select(db.contributors.c.token_name).where(db.contributors.c.id == node_id)
+        )
+    ).first()
+    if owner is not None:
+        if owner.token_name is not None and owner.token_name != token_name:
+            return "this node id is registered to another token"
+        return None
+    if max_nodes is None:
+        return None
+    registered = await conn.scalar(
+        select(func.count())
+        .select_from(db.contributors)
+        .where(db.contributors.c.token_name == token_name)
+    )
+    if (registered or 0) >= max_nodes:
+        return (
+            f"this token has registered its limit of {max_nodes} node ids: reuse one "
+            "or ask the operator"
+        )
+    return None

@@ -373,7 +373,15 @@ export function downloadArtifact(id, path) {
  * `current_job_id`, only `busy` (see docs/api.md ContributorView).
  */
 export async function listContributors() {
-  return (await request("GET", "/api/v1/contributors")).contributors;
+  // A page at a time (`next` is the following page's `after`, null on the last).
+  const all = [];
+  let after = 0;
+  for (;;) {
+    const page = await request("GET", `/api/v1/contributors?after=${after}&limit=1000`);
+    all.push(...page.contributors);
+    if (!Number.isInteger(page.next) || page.next <= after) return all;
+    after = page.next;
+  }
 }
 
 export function health() {
