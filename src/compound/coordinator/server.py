@@ -45,8 +45,9 @@ class StartupError(Exception):
     """A sentence for the operator: why the coordinator cannot start."""
 
 
-def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
-    """Serve until stopped; returns the process exit code."""
+def serve(settings: CoordinatorSettings, log_level: str = "info", json_logs: bool = False) -> int:
+    """Serve until stopped; returns the process exit code. ``json_logs``: uvicorn's loggers
+    keep the root's handler (the caller's JSON lines) instead of their own text ones."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     # Whatever this process creates (the database, its -wal and -shm) is for us alone.
     os.umask(0o077)
@@ -61,15 +62,16 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
         return 1
     open_sockets = OpenSockets()
     budget = ShutdownBudget()
-    http, ws = protocol_classes(
-        ConnectionGuard(
-            settings.max_connections, settings.header_timeout_s, settings.body_timeout_s
-        ),
-        UNPINGED_PATHS,
+    guard = ConnectionGuard(
+        settings.max_connections, settings.header_timeout_s, settings.body_timeout_s
     )
+    http, ws = protocol_classes(guard, UNPINGED_PATHS)
+    app = create_app(settings, open_sockets)
+    app.state.connections = guard  # counted by /metrics
     config = uvicorn.Config(
-        create_app(settings, open_sockets),
+        app,
         log_level=log_level,
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         http=http,
         ws=ws,
         ws_max_size=MAX_MESSAGE_BYTES,
