@@ -267,7 +267,7 @@ class Worker:
                 raise FilesError("this contributor cannot return output files")
             count = await self._files.return_outputs(job.job_id, job.lease_id, tar)
         except FilesError as exc:
-            log.warning("job %s: %s", job.job_id, exc)
+            log.warning("job %s: %s", job.job_id, exc, extra={"job_id": job.job_id})
             return f"output files not returned: {exc}"
         except OSError as exc:
             return f"output files not returned: {exc.strerror or exc}"

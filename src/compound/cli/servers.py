@@ -17,10 +17,19 @@ from compound.agent.runners.docker.runtime import HELP as RUNTIME_HELP
 from compound.agent.runners.docker.runtime import Runtime
 from compound.agent.settings import DEFAULT_IMAGE, MAX_WARM, AgentSettings, default_state_dir
 from compound.cli.client import default_coordinator
+from compound.cli.log_format import FORMATS as LOG_FORMATS
+from compound.cli.log_format import configure as configure_logging
 from compound.protocol import MAX_SLOTS
 from compound.tls import TlsConfigError, default_ca_file
 
 MiB = 1024 * 1024
+LOG_FORMAT_HELP = "text: readable lines; json: one JSON object a line (ids as fields), on stderr."
+
+
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise typer.BadParameter("must be text or json", param_hint="--log-format")
+    return value
 
 
 def coordinator(
@@ -212,6 +221,7 @@ def coordinator(
         typer.Option(min=0.01, help="Seconds between looks for expired jobs' files."),
     ] = 3600,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help=LOG_FORMAT_HELP)] = "text",
 ) -> None:
     """Run the coordinator: queues jobs, routes them to contributors, relays their logs.
 
@@ -256,7 +266,8 @@ def coordinator(
         retention_s=retention_days * 24 * 3600,
         retention_sweep_interval_s=retention_sweep_s,
     )
-    raise typer.Exit(serve(settings, log_level))
+    configure_logging(log_level, _log_format(log_format))
+    raise typer.Exit(serve(settings, log_level, json_logs=log_format == "json"))
 
 
 def agent(
@@ -329,6 +340,7 @@ def agent(
         typer.Option(help="text: readable log lines on stderr; json: also typed events on stdout."),
     ] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help=LOG_FORMAT_HELP)] = "text",
     parent_pid: Annotated[
         int | None,
         typer.Option(hidden=True, help="Stop when this process (the desktop app) is gone."),
@@ -424,7 +436,7 @@ def agent(
         deps_cache_gib=deps_cache_gib,
         max_deps_download_bytes=max_deps_download_mib * MiB,
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(log_level, _log_format(log_format))
     raise typer.Exit(asyncio.run(_run_agent(settings)))
 
 

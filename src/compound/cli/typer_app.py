@@ -13,6 +13,7 @@ import typer
 from compound import __version__
 from compound.cli import jobs as job_commands
 from compound.cli import servers
+from compound.cli.admin import admin_app
 from compound.cli.exit_codes import HELP as EXIT_CODES_HELP
 from compound.cli.tokens import token_app
 
@@ -36,6 +37,7 @@ app.command("artifacts")(job_commands.artifacts)
 app.command("jobs")(job_commands.jobs)
 app.command("contributors")(job_commands.contributors)
 app.add_typer(token_app, name="token")
+app.add_typer(admin_app, name="admin")
 
 
 def _register_optional() -> None:

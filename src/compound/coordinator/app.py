@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from compound import __version__
 from compound.coordinator.follow.followers import FollowerLimits
-from compound.coordinator.routes import api, seed
+from compound.coordinator.routes import api, audit_route, metrics_route, seed
 from compound.coordinator.routes import files as files_api
 from compound.coordinator.routes.access import AccessMiddleware
 from compound.coordinator.routes.api import INTERNAL_ERROR
@@ -29,9 +29,11 @@ from compound.coordinator.scheduling.hub import ChangeHub
 from compound.coordinator.scheduling.quotas import Quotas, store_limits
 from compound.coordinator.scheduling.scheduler import Scheduler
 from compound.coordinator.scheduling.sessions import SessionRegistry
+from compound.coordinator.serving.metrics import Metrics, MetricsMiddleware
 from compound.coordinator.serving.open_sockets import OpenSockets, OpenSocketsMiddleware
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
+from compound.coordinator.storage.audit import AuditLog
 from compound.coordinator.storage.blobs import BlobStore
 from compound.coordinator.storage.contributors import ContributorStore
 from compound.coordinator.storage.database import Database
@@ -60,7 +62,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = await Database.open(settings.database_path)
         limits = store_limits(settings)
-        logs = LogStore(database.reader, database.writer, limits)
+        logs = LogStore(database.reader, database.writer, limits, observer=metrics)
         jobs = JobStore(
             database.engine,
             database.reader,
@@ -69,6 +71,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             settings.retention_s,
             limits,
             DatabaseSize(settings.database_path).bytes,
+            observer=metrics,
         )
         contributors = ContributorStore(database.engine, database.reader)
         blobs = BlobStore(settings.blobs_dir)
@@ -102,6 +105,8 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             files,
             retention,
             quotas,
+            metrics,
+            AuditLog(database.engine, database.reader),
         )
         await scheduler.start()
         retention.start()
@@ -116,6 +121,8 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             await scheduler.stop()
             await database.close()
 
+    # Built before the lifespan: the outermost middleware counts every request with it.
+    metrics = Metrics()
     app = FastAPI(
         title="Compound coordinator",
         version=__version__,
@@ -139,6 +146,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     # Every WebSocket, whichever endpoint serves it, is known to the shutdown (and, by its
     # token, to a revocation).
     sockets = OpenSockets() if open_sockets is None else open_sockets
+    app.state.open_sockets = sockets  # counted by /metrics
     app.add_middleware(OpenSocketsMiddleware, sockets=sockets)
     # Outermost last: the browser guard first, then who is asking.
     app.add_middleware(AccessMiddleware)
@@ -147,11 +155,15 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         allowed_origins=settings.allowed_origins,
         check_host=not settings.insecure_open,
     )
+    # Outermost of all: refusals by the guards below are counted too.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(seed.router)
     app.include_router(api.router)
     app.include_router(files_api.router)
+    app.include_router(metrics_route.router)
+    app.include_router(audit_route.router)
     web = web_directory()
     if web.is_dir():
         # The pages and their files carry a strict CSP (compound.page_headers).

@@ -46,8 +46,9 @@ class StartupError(Exception):
     """A sentence for the operator: why the coordinator cannot start."""
 
 
-def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
-    """Serve until stopped; returns the process exit code."""
+def serve(settings: CoordinatorSettings, log_level: str = "info", json_logs: bool = False) -> int:
+    """Serve until stopped; returns the process exit code. ``json_logs``: uvicorn's loggers
+    keep the root's handler (the caller's JSON lines) instead of their own text ones."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     # Whatever this process creates (the database, its -wal and -shm) is for us alone.
     os.umask(0o077)
@@ -66,9 +67,12 @@ def serve(settings: CoordinatorSettings, log_level: str = "info") -> int:
         settings.max_connections, settings.header_timeout_s, settings.body_timeout_s
     )
     http, ws = protocol_classes(guard, UNPINGED_PATHS)
+    app = create_app(settings, open_sockets)
+    app.state.connections = guard  # counted by /metrics
     config = uvicorn.Config(
-        create_app(settings, open_sockets),
+        app,
         log_level=log_level,
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         # TLS is ours, not the event loop's: the handshake is counted and bounded (see
         # tls_accept); the context was built (and checked) above, so a bad certificate or
         # key is one sentence before anything listens.

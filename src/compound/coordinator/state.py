@@ -12,7 +12,9 @@ from compound.coordinator.scheduling.quotas import Quotas
 from compound.coordinator.scheduling.random_ids import RandomIds
 from compound.coordinator.scheduling.scheduler import Scheduler
 from compound.coordinator.scheduling.sessions import SessionRegistry
+from compound.coordinator.serving.metrics import Metrics
 from compound.coordinator.settings import CoordinatorSettings
+from compound.coordinator.storage.audit import AuditLog
 from compound.coordinator.storage.blobs import BlobStore
 from compound.coordinator.storage.contributors import ContributorStore
 from compound.coordinator.storage.files import FileStore
@@ -37,6 +39,8 @@ class CoordinatorState:
     files: FileStore
     retention: Retention
     quotas: Quotas
+    metrics: Metrics
+    audit: AuditLog
     # 16 hex characters, as job ids always were.
     job_ids: RandomIds = field(default_factory=lambda: RandomIds(16))
 

@@ -12,6 +12,7 @@ from compound import __version__
 from compound.coordinator.follow.follower import Following, follow_job
 from compound.coordinator.follow.followers import TooManyFollowers
 from compound.coordinator.routes.access import may_see, require, require_on_socket
+from compound.coordinator.routes.audit_route import note_cancel
 from compound.coordinator.routes.files import check_inputs
 from compound.coordinator.routes.socket import close_quietly, send_until_disconnect
 from compound.coordinator.routes.submission import JobSubmission, read_submission
@@ -157,6 +158,7 @@ async def cancel_job(job_id: str, request: Request, state: State) -> JobView:
     job = await _job_or_404(request, state, job_id)
     if job.status.is_terminal:
         raise HTTPException(409, f"job {job_id} already ended ({job.status.value})")
+    await note_cancel(request, state, job)
     return state.scheduler.view(await state.scheduler.cancel(job))
 
 

@@ -76,7 +76,11 @@ async def contributor_endpoint(websocket: WebSocket, state: CoordinatorState) ->
             await state.scheduler.contributor_gone(session)
             session.closed = True
             await session.wait_closed()
-            log.info("contributor %s disconnected", session.name)
+            log.info(
+                "contributor %s disconnected",
+                session.name,
+                extra={"contributor_id": session.contributor_id},
+            )
 
 
 async def _refuse(
@@ -149,6 +153,7 @@ async def _open_session(
         session.name,
         session.contributor_id,
         f", resuming {sorted(kept)}" if kept else "",
+        extra={"contributor_id": session.contributor_id},
     )
     await state.scheduler.offer_idle()
     return session

@@ -213,7 +213,7 @@ async def upload_artifacts(job_id: str, request: Request, state: State) -> Artif
     try:
         extraction = await asyncio.to_thread(extract, received.path, state.blobs, limits)
     except BadArtifacts as exc:
-        log.warning("job %s: outputs refused: %s", job_id, exc)
+        log.warning("job %s: outputs refused: %s", job_id, exc, extra={"job_id": job_id})
         raise HTTPException(422, str(exc)) from None
     finally:
         received.path.unlink(missing_ok=True)
@@ -225,7 +225,7 @@ async def upload_artifacts(job_id: str, request: Request, state: State) -> Artif
         except QuotaExceeded as exc:
             for item in files:
                 item.blob.path.unlink(missing_ok=True)
-            log.warning("job %s: outputs refused: %s", job_id, exc)
+            log.warning("job %s: outputs refused: %s", job_id, exc, extra={"job_id": job_id})
             raise HTTPException(413, f"the output files do not fit: {exc}") from None
         for item in files:
             state.blobs.keep(item.blob)
@@ -236,7 +236,7 @@ async def upload_artifacts(job_id: str, request: Request, state: State) -> Artif
             extraction.skipped_count,
             "; ".join(extraction.skipped),
         )
-    log.info("job %s: %d output file(s) stored", job_id, len(artifacts))
+    log.info("job %s: %d output file(s) stored", job_id, len(artifacts), extra={"job_id": job_id})
     return ArtifactsStored(
         artifacts=artifacts, skipped=extraction.skipped, skipped_count=extraction.skipped_count
     )

@@ -76,6 +76,10 @@ class JobQueue:
             return None
         return self.discard(self._jobs[numbers[0]].id)
 
+    def oldest(self) -> QueuedJob | None:
+        """The job queued first (by number), left in place."""
+        return self._jobs[self._numbers[0]] if self._numbers else None
+
     def has(self, plain_only: bool) -> bool:
         return bool(self._plain if plain_only else self._numbers)
 

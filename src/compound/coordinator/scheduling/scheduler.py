@@ -155,6 +155,11 @@ class Scheduler:
             return self._queue.count(owner, of_owner=True)
         return self._queue.count()
 
+    def oldest_queued(self) -> str | None:
+        """The id of the job queued first (in memory, no query), or None."""
+        oldest = self._queue.oldest()
+        return None if oldest is None else oldest.id
+
     def queue_position(self, job_id: str) -> int | None:
         return self._queue.position_of(job_id)
 
@@ -391,7 +396,7 @@ class Scheduler:
         self._release(lease.job_id)
         if job.status is JobStatus.QUEUED:
             self._queued(job)
-        log.info("job %s handed back by %s (%s)", job.id, lease.holder, reason)
+        log.info("job %s handed back by %s (%s)", job.id, lease.holder, reason, extra=_ids(lease))
         self._hub.notify(job.id, queue_moved=True)
         await self.dispatch()
         return job
@@ -552,7 +557,9 @@ class Scheduler:
         if job is None or job.status is not JobStatus.RUNNING:
             return
         await self._recover(job)
-        log.warning("job %s: %s (%s, %s)", job.id, CONTRIBUTOR_LOST, lease.holder, why)
+        log.warning(
+            "job %s: %s (%s, %s)", job.id, CONTRIBUTOR_LOST, lease.holder, why, extra=_ids(lease)
+        )
         self._hub.notify(job.id, queue_moved=True)  # requeued: it may be ahead of others
         await self.dispatch()
 
@@ -589,3 +596,8 @@ def _job_message(job: JobRow, lease: Lease) -> Job:
         first_seq=lease.first_seq,
         inputs=job.inputs,
     )
+
+
+def _ids(lease: Lease) -> dict[str, str]:
+    """A log record's ids as fields (``--log-format json``)."""
+    return {"job_id": lease.job_id, "contributor_id": lease.holder}

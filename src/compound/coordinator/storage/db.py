@@ -164,6 +164,21 @@ tokens = Table(
     Column("revoked_at", Float),
 )
 
+# Who did what to the coordinator's access and to others' work: tokens created and revoked
+# (by the command line), admins' cancels of other submitters' jobs. Only appended to.
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    # A token's name, "command line (USER)", or open mode's client address.
+    Column("actor", String(160), nullable=False),
+    Column("action", String(32), nullable=False),
+    # What it was done to: a token's name, a job id.
+    Column("target", String(160), nullable=False),
+    Column("detail", Text),
+)
+
 Index("ix_jobs_queue", jobs.c.status, jobs.c.number)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from compound.coordinator.storage import db, job_writes, usage
 from compound.coordinator.storage.job_rows import JOB_COLUMNS, JobRow, NewJob
 from compound.coordinator.storage.logs import LogStore
+from compound.coordinator.storage.observer import NoObserver, StoreObserver
 from compound.coordinator.storage.reports import Violation
 from compound.coordinator.storage.writer import GroupWriter
 from compound.protocol import JobStatus, JobView
@@ -56,8 +57,10 @@ class JobStore:
         retention_s: float | None = None,
         limits: usage.StoreLimits | None = None,
         database_bytes: Callable[[], int] = lambda: 0,
+        observer: StoreObserver | None = None,
     ) -> None:
         self._engine = engine
+        self._observer = observer or NoObserver()
         self._limits = limits
         self._database_bytes = database_bytes
         self._reader = reader
@@ -93,6 +96,7 @@ class JobStore:
         )
         if isinstance(row, str):
             raise usage.QuotaExceeded(row)
+        self._observer.job_created()
         return JobRow.from_mapping(row)
 
     async def claim(
@@ -114,7 +118,9 @@ class JobStore:
             return None
         if claimed is None:
             return None
-        return ClaimedJob(JobRow.from_mapping(claimed.row), claimed.first_seq)
+        job = JobRow.from_mapping(claimed.row)
+        self._observer.job_claimed((job.started_at or job.created_at) - job.created_at)
+        return ClaimedJob(job, claimed.first_seq)
 
     async def requeue(
         self, job_id: str, reason: str, *, note: str | None = None, count_attempt: bool = True
@@ -156,7 +162,7 @@ class JobStore:
             return moved
         job = self._moved(job_id, moved)
         if job.status.is_terminal:
-            self._logs.ended(job_id)
+            self._ended(job)
         return job
 
     async def finish(
@@ -186,8 +192,7 @@ class JobStore:
         )
         if ended is None or isinstance(ended, Violation):
             return ended
-        self._logs.ended(job_id)
-        return JobRow.from_mapping(ended)
+        return self._ended(JobRow.from_mapping(ended))
 
     async def fail(
         self, job_id: str, reason: str, *, error: str, note: str | None = None
@@ -198,8 +203,7 @@ class JobStore:
         )
         if moved is None:
             return None
-        self._logs.ended(job_id)
-        return JobRow.from_mapping(moved.row)
+        return self._ended(JobRow.from_mapping(moved.row))
 
     async def cancel(self, job_id: str, reason: str, error: str | None = None) -> JobRow | None:
         """Cancel a queued job, or a running one at once; None if it already ended."""
@@ -208,8 +212,7 @@ class JobStore:
         )
         if row is None:
             return None
-        self._logs.ended(job_id)
-        return JobRow.from_mapping(row)
+        return self._ended(JobRow.from_mapping(row))
 
     async def end_overdue(
         self, job_id: str, lease_id: str, status: JobStatus, *, error: str, note: str
@@ -229,9 +232,7 @@ class JobStore:
         )
         if moved is None:
             return None
-        job = self._moved(job_id, moved)
-        self._logs.ended(job_id)
-        return job
+        return self._ended(self._moved(job_id, moved))
 
     async def request_cancel(self, job_id: str) -> JobRow:
         row = await self._writer.run(partial(job_writes.request_cancel, job_id=job_id))
@@ -242,6 +243,15 @@ class JobStore:
         noted = await self._writer.run(partial(job_writes.insert_note, job_id=job_id, text=text))
         self._logs.noted(job_id, noted)
         return noted.record.seq
+
+    def _ended(self, job: JobRow) -> JobRow:
+        """``job`` has just ended: its log tail goes, the observer counts it."""
+        self._logs.ended(job.id)
+        ran_s = None
+        if job.started_at is not None and job.finished_at is not None:
+            ran_s = job.finished_at - job.started_at
+        self._observer.job_ended(job.status.value, ran_s)
+        return job
 
     def _moved(self, job_id: str, moved: job_writes.Moved) -> JobRow:
         if moved.note is not None:

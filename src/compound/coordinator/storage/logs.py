@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from compound.coordinator.storage import db, job_writes, usage
 from compound.coordinator.storage.log_tail import LogPage, LogTails
+from compound.coordinator.storage.observer import NoObserver, StoreObserver
 from compound.coordinator.storage.page_cache import PageCache, PageKey
 from compound.coordinator.storage.reports import Violation
 from compound.coordinator.storage.writer import GroupWriter
@@ -28,8 +29,13 @@ _records: TypeAdapter[list[LogRecord]] = TypeAdapter(list[LogRecord])
 
 class LogStore:
     def __init__(
-        self, reader: AsyncEngine, writer: GroupWriter, limits: usage.StoreLimits | None = None
+        self,
+        reader: AsyncEngine,
+        writer: GroupWriter,
+        limits: usage.StoreLimits | None = None,
+        observer: StoreObserver | None = None,
     ) -> None:
+        self._observer = observer or NoObserver()
         self._reader = reader
         self._writer = writer
         self._limits = limits
@@ -71,6 +77,7 @@ class LogStore:
             return appended
         if appended.kept:
             self._tails.stored(job_id, appended.kept, appended.kept_sizes)
+            self._observer.records_stored(len(appended.kept), sum(appended.kept_sizes))
         return appended.last_seq
 
     def noted(self, job_id: str, note: job_writes.Noted) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import db
+from compound.coordinator.storage import audit, db
 from compound.protocol.auth import Role
 
 REFRESH_S = 2.0
@@ -67,7 +67,7 @@ def _sync_engine(data_dir: Path):  # type: ignore[no-untyped-def]
     database = data_dir / "compound.sqlite3"
     prepare_data_dir(data_dir, database)
     engine = create_sync_engine(f"sqlite:///{database}")
-    db.metadata.create_all(engine, tables=[db.tokens])
+    db.metadata.create_all(engine, tables=[db.tokens, db.audit])
     return engine
 
 
@@ -83,6 +83,9 @@ def create_token(data_dir: Path, name: str, role: Role) -> str:
                 insert(db.tokens).values(
                     name=name, role=role.value, token_hash=hash_token(token), created_at=time.time()
                 )
+            )
+            audit.record(
+                conn, audit.command_line_actor(), audit.AuditAction.TOKEN_CREATED, name, role.value
             )
     finally:
         engine.dispose()
@@ -111,6 +114,7 @@ def revoke_token(data_dir: Path, name: str) -> None:
             )
             if result.rowcount != 1:
                 raise TokenError(f"no active token named {name!r}")
+            audit.record(conn, audit.command_line_actor(), audit.AuditAction.TOKEN_REVOKED, name)
     finally:
         engine.dispose()
 
