@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page, expect
 
 from fake_agent import FakeAgent, job_with_output
 from support import Coordinator, follow, product_env, run_cli, stream_text, wait_until
@@ -168,6 +169,21 @@ def test_submit_says_when_its_job_moved_and_ends_with_the_new_attempts_output(
     assert f"compound: attempt 1 of job {job_id} was handed back" in stderr
     assert stderr.index("warning 1") < stderr.index("waiting for attempt 2")
     assert stderr.index("waiting for attempt 2") < stderr.index("warning 2")
+
+
+def test_the_submitter_page_marks_where_a_new_attempt_starts(
+    coordinator: Coordinator, page: Page
+) -> None:
+    """The submitter page shows both attempts' output with a line naming attempt 2 where it
+    starts, under the strict CSP."""
+    job_id = ran_twice(coordinator)
+    page.goto(f"{coordinator.url}/submitter.html?job={job_id}")
+    expect(page.get_by_test_id("status-badge")).to_have_text("Complete ✓", timeout=30_000)
+    page.evaluate("window.compoundLog.flushNow()")
+    shown = page.evaluate("window.compoundLog.text()")
+    assert "partial output of attempt 1\n" in shown
+    assert shown.index("partial output of attempt 1") < shown.index("── attempt 2 ──")
+    assert shown.index("── attempt 2 ──") < shown.index("attempt two, line 1")
 
 
 def test_a_database_from_before_attempts_opens_and_reads(tmp_path: Path) -> None:
