@@ -52,7 +52,10 @@ def normalized(message: object) -> object:
         return {
             "type": "records",
             "records": [
-                {"seq": r.seq, "stream": r.stream, "data": r.data} for r in message.records
+                # The model leaves an unset attempt out of its dump.
+                {"seq": r.seq, "stream": r.stream, "data": r.data}
+                | ({} if r.attempt is None else {"attempt": r.attempt})
+                for r in message.records
             ],
         }
     assert isinstance(message, WireStatus | WireEnd)
@@ -101,7 +104,10 @@ odd = st.one_of(
 odd_or_surrogate = odd | st.sampled_from(["\ud800", "a\udfff", ["\ud83d"], {"\udc00": 1}])
 record = st.fixed_dictionaries(
     {"seq": st.integers(0, 2**64), "data": st.text(max_size=20)},
-    optional={"stream": st.sampled_from([s.value for s in Stream])},
+    optional={
+        "stream": st.sampled_from([s.value for s in Stream]),
+        "attempt": st.none() | st.integers(1, 2**63 - 1),
+    },
 )
 inputs = st.fixed_dictionaries({"sha256": st.just(SHA), "size": st.integers(0, 2**63 - 1)})
 optional_float = st.none() | finite | st.integers(-(2**70), 2**70)

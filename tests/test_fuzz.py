@@ -63,7 +63,9 @@ def assert_healthy(coordinator: Coordinator) -> None:
 
 
 def stored_log(coordinator: Coordinator, job_id: str, max_pages: int = 100) -> list[JSONDict]:
-    """The job's stored log, paged with ``after``; fails if a page does not move forward."""
+    """The job's stored log, paged with ``after``; fails if a page does not move forward.
+    Each record names an attempt (checked here); it is left out of what is returned, to
+    compare the records with what the agent sent."""
     records: list[JSONDict] = []
     after = -1
     for _ in range(max_pages):
@@ -72,7 +74,8 @@ def stored_log(coordinator: Coordinator, job_id: str, max_pages: int = 100) -> l
         page = response.json()
         if not page["records"]:
             return records
-        records.extend(page["records"])
+        assert all(type(r.get("attempt")) is int and r["attempt"] >= 1 for r in page["records"])
+        records.extend({k: v for k, v in r.items() if k != "attempt"} for r in page["records"])
         assert page["last_seq"] > after, f"paging after seq {after} returns it again"
         after = page["last_seq"]
     raise AssertionError(f"the log of job {job_id} has no end after {max_pages} pages")

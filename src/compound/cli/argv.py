@@ -55,7 +55,12 @@ SUBMIT = (
     Option("name", ("--name",)),
     Option("detach", ("--detach", "-d"), flag=True),
 )
-LOGS = (*CONNECTION, Option("follow", ("--follow", "-f"), flag=True))
+LOGS = (
+    *CONNECTION,
+    Option("follow", ("--follow", "-f"), flag=True),
+    Option("attempt", ("--attempt",), convert=int),
+    Option("all_attempts", ("--all",), flag=True),
+)
 STATUS = (*CONNECTION, Option("as_json", ("--json",), flag=True))
 
 

@@ -60,6 +60,9 @@ class TerminalFollower:
         self._last_seq = -1
         self._status_line_shown = False
         self._cancel: threading.Thread | None = None
+        # The attempt whose records were shown last, and the last one whose end was said.
+        self._attempt: int | None = None
+        self._ended_attempt: int | None = None
 
     def run(self) -> int:
         """Follow to the end; returns the exit code for the job's ending."""
@@ -138,6 +141,8 @@ class TerminalFollower:
 
     def _handle(self, message: WireRecords | WireStatus) -> None:
         if isinstance(message, WireStatus):
+            if message.job.status is JobStatus.QUEUED and self._attempt is not None:
+                self._attempt_ended(self._attempt)  # handed back, or its contributor lost
             self._show_status(message.job)
             return
         self._clear_status()
@@ -145,10 +150,36 @@ class TerminalFollower:
         if not fresh:
             return
         self._last_seq = fresh[-1].seq
-        # One write per run of the same stream, flushed per batch: output appears live even
-        # when stdout is a pipe, and 100,000 lines are not 100,000 system calls.
-        for to_stdout, run in groupby(fresh, key=lambda r: r.stream is Stream.STDOUT):
+        # One write per run of the same stream and attempt, flushed per batch: output
+        # appears live even when stdout is a pipe, and 100,000 lines are not 100,000 calls.
+        for (to_stdout, attempt), run in groupby(
+            fresh, key=lambda r: (r.stream is Stream.STDOUT, r.attempt)
+        ):
+            if attempt is not None:
+                self._attempt_starts(attempt)
             self._output.write(to_stdout, "".join(r.data for r in run), flush=True)
+
+    def _attempt_ended(self, attempt: int) -> None:
+        """Say once that ``attempt`` ended without a result (the coordinator's note above
+        says why) and that another follows."""
+        if self._ended_attempt is not None and self._ended_attempt >= attempt:
+            return
+        self._ended_attempt = attempt
+        self._note(
+            f"attempt {attempt} of job {self._job_id} was handed back or lost;"
+            f" waiting for attempt {attempt + 1}"
+        )
+
+    def _attempt_starts(self, attempt: int) -> None:
+        """Records of ``attempt`` arrive: a later attempt than the one shown replaces its
+        output (in a file, stdout keeps the output of one clean run)."""
+        if self._attempt is not None and attempt > self._attempt:
+            self._attempt_ended(self._attempt)
+            if not self._output.restart_stdout():
+                self._note(
+                    f"attempt {attempt} starts; the output above was attempt {self._attempt}'s"
+                )
+        self._attempt = attempt if self._attempt is None else max(self._attempt, attempt)
 
     def _show_status(self, job: WireJob) -> None:
         if not self._stderr.isatty():

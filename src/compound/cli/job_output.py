@@ -173,6 +173,9 @@ class JobOutput:
             TerminalSanitizer() if stdout_tty else None,
             TerminalSanitizer() if stderr_tty else None,
         )
+        # Where the job's output starts in a regular file: a later attempt's output replaces
+        # an earlier one's there (None: a pipe or terminal, which cannot be taken back).
+        self._stdout_start = _position(stdout)
 
     @classmethod
     def of_process(cls) -> JobOutput:
@@ -191,6 +194,21 @@ class JobOutput:
         if flush:
             stream.flush()
 
+    def restart_stdout(self) -> bool:
+        """Take back what was written to stdout (a job's attempt ended without a result and
+        another starts), so a file holds one clean run; False where it cannot be (a pipe or
+        a terminal: what was shown stays)."""
+        stdout = self._streams[0]
+        stdout.flush()
+        if self._stdout_start is None:
+            return False
+        try:
+            stdout.seek(self._stdout_start)
+            stdout.truncate()
+        except OSError:
+            return False
+        return True
+
     def end_styles(self) -> None:
         """Colours the job left on go back to default (terminals only), and both streams are
         flushed: call before the CLI writes a line of its own and at the end."""
@@ -198,3 +216,11 @@ class JobOutput:
             if sanitizer is not None:
                 stream.write(sanitizer.end_styles().encode("ascii"))
             stream.flush()
+
+
+def _position(stream: BinaryIO) -> int | None:
+    """Where ``stream`` writes next, if it is a file that can be rewound."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (OSError, ValueError):
+        return None

@@ -206,14 +206,34 @@ def logs(
             "--follow", "-f", help="Keep streaming until the job ends; exit with its code."
         ),
     ] = False,
+    attempt: Annotated[
+        int | None,
+        typer.Option(
+            "--attempt",
+            metavar="N",
+            help="The output of attempt N (a job handed back or requeued ran more than once).",
+        ),
+    ] = None,
+    all_attempts: Annotated[
+        bool,
+        typer.Option("--all", help="Every attempt's output, a line on stderr where each starts."),
+    ] = False,
     coordinator: CoordinatorOption = "",
     token: TokenOption = "",
     ca_file: CaFileOption = "",
 ) -> None:
-    """Print a job's output so far (stdout to stdout, stderr to stderr)."""
+    """Print a job's output so far (stdout to stdout, stderr to stderr): that of its latest
+    attempt, exactly as one clean run wrote it; system notes go to stderr."""
+    if follow and (attempt is not None or all_attempts):
+        raise typer.BadParameter(
+            "--follow shows the attempt running now", param_hint="--attempt/--all"
+        )
     raise typer.Exit(
         quick.with_client(
-            coordinator, token, ca_file, lambda client: quick.logs(client, job_id, follow)
+            coordinator,
+            token,
+            ca_file,
+            lambda client: quick.logs(client, job_id, follow, attempt, all_attempts),
         )
     )
 

@@ -111,7 +111,17 @@ def _logs(arguments: list[str]) -> int | None:
     return _on_one_job(
         arguments,
         argv.LOGS,
-        lambda client, job_id, values: quick.logs(client, job_id, values.get("follow", False)),
+        lambda client, job_id, values: quick.logs(
+            client,
+            job_id,
+            values.get("follow", False),
+            values.get("attempt"),
+            values.get("all_attempts", False),
+        ),
+        # Choosing an attempt while following live is refused, with Click's usage message.
+        refuse=lambda values: (
+            values.get("follow", False) and ("attempt" in values or "all_attempts" in values)
+        ),
     )
 
 
@@ -126,13 +136,19 @@ def _status(arguments: list[str]) -> int | None:
 
 
 def _on_one_job(
-    arguments: list[str], spec: Any, action: Callable[[Any, str, dict[str, Any]], int]
+    arguments: list[str],
+    spec: Any,
+    action: Callable[[Any, str, dict[str, Any]], int],
+    refuse: Callable[[dict[str, Any]], bool] | None = None,
 ) -> int | None:
-    """`logs` or `status` of one job id; None hands the command line to Typer."""
+    """`logs` or `status` of one job id; None hands the command line to Typer (which also
+    answers what ``refuse`` says is wrong)."""
     from compound.cli import argv, quick
 
     parsed = argv.parse(arguments, spec)
     if parsed is None or len(parsed.positionals) != 1:
+        return None
+    if refuse is not None and refuse(parsed.values):
         return None
     job_id, values = parsed.positionals[0], parsed.values
     return quick.with_client(

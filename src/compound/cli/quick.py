@@ -114,16 +114,42 @@ def follow(client: CoordinatorClient, job_id: str, cancel_on_interrupt: bool) ->
     return follow_job(client, job_id, cancel_on_interrupt=cancel_on_interrupt)
 
 
-def logs(client: CoordinatorClient, job_id: str, follow_on: bool) -> int:
+def logs(
+    client: CoordinatorClient,
+    job_id: str,
+    follow_on: bool,
+    attempt: int | None = None,
+    all_attempts: bool = False,
+) -> int:
+    """Print the job's output: its latest attempt's, attempt ``attempt``'s, or every
+    attempt's with a line on stderr where each starts (``all_attempts``)."""
     if follow_on:
         return follow(client, job_id, cancel_on_interrupt=False)
     from compound.cli.job_output import JobOutput
 
     output = JobOutput.of_process()  # byte-exact to a pipe, sanitised to a terminal
     after = -1
+    wanted: int | None = None  # None: every record (or a coordinator that does not say)
+    shown: int | None = None
     while True:
         page = client.logs(job_id, after)
+        if after == -1 and "last_attempt" in page and not all_attempts:
+            latest = max(1, int(page["last_attempt"]))
+            wanted = latest if attempt is None else attempt
+            if wanted > latest or wanted < 1:
+                print_error(
+                    f"compound: job {job_id} has no attempt {wanted} (its latest is {latest})"
+                )
+                return USAGE
         for record in page["records"]:
+            number = record.get("attempt")
+            if wanted is not None and number is not None and number != wanted:
+                continue
+            if all_attempts and number is not None and number != shown:
+                output.end_styles()
+                sys.stderr.write(f"compound: --- attempt {number} of job {job_id} ---\n")
+                sys.stderr.flush()
+                shown = number
             output.write(record["stream"] == STDOUT, record["data"])
         after = page["last_seq"]
         if not page["records"]:

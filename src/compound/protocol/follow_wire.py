@@ -34,14 +34,15 @@ _decoder = json.JSONDecoder()
 
 
 class WireRecord:
-    """One log record (``LogRecord``): its sequence number, stream and text."""
+    """One log record (``LogRecord``): its sequence number, stream, text and attempt."""
 
-    __slots__ = ("data", "seq", "stream")
+    __slots__ = ("attempt", "data", "seq", "stream")
 
-    def __init__(self, seq: int, stream: Stream, data: str) -> None:
+    def __init__(self, seq: int, stream: Stream, data: str, attempt: int | None = None) -> None:
         self.seq = seq
         self.stream = stream
         self.data = data
+        self.attempt = attempt
 
 
 class WireInputs:
@@ -203,9 +204,14 @@ def _records(value: Any) -> list[WireRecord]:
         stream = _STREAMS.get(name) if type(name) is str else None
         if stream is None:
             raise _invalid(f"records.records.{index}.stream", "should be a stream name")
-        if len(item) > 2 + ("stream" in item):
-            _check_extras(item, ("seq", "stream", "data"), 3)
-        records.append(WireRecord(seq, stream, data))
+        attempt = item.get("attempt")
+        if attempt is not None and (type(attempt) is not int or not 1 <= attempt <= MAX_INT64):
+            raise _invalid(
+                f"records.records.{index}.attempt", f"should be an integer from 1 to {MAX_INT64}"
+            )
+        if len(item) > 2 + ("stream" in item) + ("attempt" in item):
+            _check_extras(item, ("seq", "stream", "data", "attempt"), 3)
+        records.append(WireRecord(seq, stream, data, attempt))
     return records
 
 

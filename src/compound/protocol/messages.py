@@ -52,6 +52,12 @@ class LogRecord(_Message):
     seq: int = Field(ge=0)
     stream: Stream = Stream.STDOUT
     data: str = Field(max_length=MAX_RECORD_CHARS)
+    # Which attempt of the job wrote it (1, 2, ... : a job handed back or requeued runs
+    # again). Set by the coordinator on the records it sends; an agent leaves it out, and
+    # whatever an agent says is overwritten. Left out of the JSON when unset.
+    attempt: int | None = Field(
+        default=None, ge=1, le=MAX_INT64, exclude_if=lambda value: value is None
+    )
 
 
 class InputsRef(_Message):

@@ -30,13 +30,16 @@ class JobLogs(_Answer):
     """GET /api/v1/jobs/{id}/logs: one page of a job's log records.
 
     ``last_seq`` is the last record's seq (``after`` when the page is empty); ``complete``
-    says the job is over and nothing follows this page.
+    says the job is over and nothing follows this page. Each record names its ``attempt``;
+    ``last_attempt`` is the number of the job's latest one (0 before it first ran): its
+    records alone are the output of one clean run.
     """
 
     records: list[LogRecord]
     last_seq: int
     complete: bool
     job: JobView
+    last_attempt: int = 0
 
 
 class ContributorView(_Answer):

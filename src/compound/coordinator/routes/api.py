@@ -149,6 +149,7 @@ async def get_logs(
         last_seq=last_seq,
         complete=complete,
         job=state.scheduler.view(job),
+        last_attempt=job.last_attempt,
     )
 
 

@@ -580,7 +580,7 @@ class Scheduler:
             await self._requeue(
                 job.id,
                 CONTRIBUTOR_LOST,
-                note=f"[compound] {CONTRIBUTOR_LOST}; job requeued and will start again",
+                note=f"{CONTRIBUTOR_LOST}; job requeued and will start again",
             )
 
 

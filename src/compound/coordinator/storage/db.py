@@ -46,6 +46,9 @@ jobs = Table(
     # The contributor that ran (or runs) it; who holds it *now* is the lease's business.
     Column("contributor_id", String(128)),
     Column("attempts", Integer, nullable=False, default=0),
+    # The number of its latest attempt (0 before its first). Unlike ``attempts``, a
+    # hand-back does not give it back: each start has a number of its own, its records too.
+    Column("last_attempt", Integer, nullable=False, default=0),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     # Highest sequence number accounted for, -1 before any output. Past the per-job log
     # quota records are acknowledged (so counted here) but no longer stored.
@@ -130,6 +133,9 @@ log_records = Table(
     # the overflow pages of large records, so pages can be cut by size cheaply.
     Column("size", Integer, nullable=False, default=0),
     Column("data", Text, nullable=False),
+    # The attempt that wrote it (jobs.last_attempt when it was stored); a note, the attempt
+    # it is about.
+    Column("attempt", Integer, nullable=False, default=1),
 )
 
 contributors = Table(
@@ -259,8 +265,13 @@ _ADDED_COLUMNS = {
         "inputs_size": "INTEGER",
         "files_removed_at": "FLOAT",
         "db_bytes": "INTEGER NOT NULL DEFAULT 0",
+        "last_attempt": "INTEGER NOT NULL DEFAULT 0",
     },
-    "log_records": {"size": "INTEGER NOT NULL DEFAULT 0"},
+    # Records stored before attempts were told apart count as the first attempt's.
+    "log_records": {
+        "size": "INTEGER NOT NULL DEFAULT 0",
+        "attempt": "INTEGER NOT NULL DEFAULT 1",
+    },
     "contributors": {"token_name": "VARCHAR(128)"},
 }
 
@@ -270,6 +281,8 @@ _FILL_ADDED = {
     ("jobs", "db_bytes"): "UPDATE jobs SET db_bytes = length(CAST(script AS BLOB))"
     " + length(CAST(args AS BLOB)) + length(CAST(env AS BLOB)) + log_bytes"
     " WHERE files_removed_at IS NULL",
+    # A job that started is on attempt 1, as its records are.
+    ("jobs", "last_attempt"): "UPDATE jobs SET last_attempt = 1 WHERE started_at IS NOT NULL",
 }
 
 

@@ -48,6 +48,8 @@ class JobRow:
     inputs_sha256: str | None = None
     inputs_size: int | None = None
     files_removed_at: float | None = None
+    # The number of its latest attempt (0 before its first; see db.jobs).
+    last_attempt: int = 0
 
     # Why the stored row cannot be run (unparsable args or env), if it cannot.
     damaged: str | None = None

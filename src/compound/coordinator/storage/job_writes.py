@@ -27,7 +27,8 @@ from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, c
 _INSERT_JOB = (
     "INSERT INTO jobs (id, status, script, args, env, timeout_s, name, created_at, attempts,"
     " cancel_requested, last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size,"
-    " db_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?, ?) RETURNING *"
+    " db_bytes, last_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?, ?, 0)"
+    " RETURNING *"
 )
 _INSERT_EVENT = "INSERT INTO job_events (job_id, status, at, reason) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
@@ -38,7 +39,8 @@ _INSERT_LEASE = (
 _LEASE_HELD = "SELECT 1 FROM leases WHERE job_id = ? AND lease_id = ?"
 _LEASE_FIRST_SEQ = "SELECT first_seq FROM leases WHERE job_id = ? AND lease_id = ? AND holder = ?"
 INSERT_RECORD = (
-    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO log_records (job_id, seq, stream, size, data, attempt)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -143,6 +145,7 @@ def claim_job(
         f"assigned to {holder}",
         contributor_id=holder,
         attempts=row["attempts"] + 1,
+        last_attempt=row["last_attempt"] + 1,
         started_at=row["started_at"] or time.time(),
     )
     conn.execute(_INSERT_LEASE, (job_id, lease_id, holder, first_seq, time.time(), expires_at))
@@ -210,11 +213,14 @@ def requeue_job(
     conn: sqlite3.Connection, job_id: str, reason: str, note: str | None, count_attempt: bool
 ) -> Moved | None:
     """Put a running job back in the queue, its lease gone; None if it is not running. When
-    the job was not at fault (``count_attempt`` false) its attempt is given back."""
+    the job was not at fault (``count_attempt`` false) its attempt is given back. ``note``
+    (why, in a sentence) is written as "[compound] attempt N: note"."""
     row = select_job(conn, job_id)
     if row["status"] != JobStatus.RUNNING.value:
         return None
-    noted = insert_note(conn, job_id, note) if note is not None else None
+    # The note names the attempt that ended: ``note`` says why, after "[compound] ".
+    text = f"[compound] attempt {row['last_attempt']}: {note}" if note is not None else None
+    noted = insert_note(conn, job_id, text) if text is not None else None
     attempts = row["attempts"] if count_attempt else max(0, row["attempts"] - 1)
     moved = move(conn, row, JobStatus.QUEUED, reason, contributor_id=None, attempts=attempts)
     return Moved(moved, noted)
@@ -247,7 +253,7 @@ def hand_back_job(
     if last_seq is not None and (violation := check_ending(last_seq, row["last_seq"])):
         return violation
     handbacks = conn.execute(_COUNT_HANDBACKS, (job_id, f"{HANDED_BACK}%")).fetchone()[0]
-    attempt = row["attempts"]
+    attempt = row["last_attempt"]
     if handbacks >= max_handbacks:
         error = f"handed back {handbacks + 1} times by contributors that left; not run again"
         noted = insert_note(conn, job_id, f"[compound] attempt {attempt}: {reason}; {error}")
@@ -263,7 +269,7 @@ def hand_back_job(
         JobStatus.QUEUED,
         f"{HANDED_BACK}: {reason}",
         contributor_id=None,
-        attempts=max(0, attempt - 1),
+        attempts=max(0, row["attempts"] - 1),
     )
     return Moved(moved, noted)
 
@@ -321,12 +327,14 @@ def request_cancel(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
 def insert_note(conn: sqlite3.Connection, job_id: str, text: str) -> Noted:
     """A SYSTEM record after the job's last one, numbered inside the transaction that stores
     it, so no other record can take its sequence number."""
-    last_seq = conn.execute("SELECT last_seq FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if last_seq is None:
+    row = conn.execute("SELECT last_seq, last_attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
         raise KeyError(job_id)
-    note = LogRecord(seq=last_seq[0] + 1, stream=Stream.SYSTEM, data=text + "\n")
+    # Written before a move: it belongs to the attempt that is ending (the first, if none ran).
+    attempt = max(1, int(row[1]))
+    note = LogRecord(seq=row[0] + 1, stream=Stream.SYSTEM, data=text + "\n", attempt=attempt)
     size = record_size(note)
-    conn.execute(INSERT_RECORD, (job_id, note.seq, note.stream.value, size, note.data))
+    conn.execute(INSERT_RECORD, (job_id, note.seq, note.stream.value, size, note.data, attempt))
     conn.execute("UPDATE jobs SET last_seq = ? WHERE id = ?", (note.seq, job_id))
     return Noted(note, size)
 
@@ -354,7 +362,7 @@ def append_records(
     if first_seq is None:
         return None
     row = conn.execute(
-        "SELECT last_seq, log_bytes, owner FROM jobs WHERE id = ?", (job_id,)
+        "SELECT last_seq, log_bytes, owner, last_attempt FROM jobs WHERE id = ?", (job_id,)
     ).fetchone()
     verdict = check_batch(records, row["last_seq"], first_seq[0])
     if isinstance(verdict, Violation):
@@ -371,10 +379,13 @@ def append_records(
             limit = stored + max(0, owner_room.bytes)
             note = f"[compound] {owner_room.reason}; this job's further output is dropped\n"
     kept, kept_sizes, capped = within_quota(fresh, sizes, stored, limit, note)
+    # The lease is current, so the job's latest attempt is the one reporting.
+    attempt = int(row["last_attempt"])
+    kept = [with_attempt(record, attempt) for record in kept]
     conn.executemany(
         INSERT_RECORD,
         [
-            (job_id, r.seq, r.stream.value, size, r.data)
+            (job_id, r.seq, r.stream.value, size, r.data, attempt)
             for r, size in zip(kept, kept_sizes, strict=True)
         ],
     )
@@ -388,6 +399,16 @@ def append_records(
     )
     usage.charge(conn, row["owner"], db_bytes=added)
     return Appended(last_seq, kept, kept_sizes)
+
+
+def with_attempt(record: LogRecord, attempt: int) -> LogRecord:
+    """``record`` as stored: marked with its attempt (whatever the agent may have said)."""
+    if record.attempt == attempt:
+        return record
+    # model_construct: the fields were validated on the way in; this runs per record.
+    return LogRecord.model_construct(
+        seq=record.seq, stream=record.stream, data=record.data, attempt=attempt
+    )
 
 
 def _job_log_note(max_bytes: int) -> str:

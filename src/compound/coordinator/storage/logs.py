@@ -136,13 +136,21 @@ class LogStore:
             if last is None:
                 return LogPage([], more=False)
             result = await conn.execute(
-                select(db.log_records.c.seq, db.log_records.c.stream, db.log_records.c.data)
+                select(
+                    db.log_records.c.seq,
+                    db.log_records.c.stream,
+                    db.log_records.c.data,
+                    db.log_records.c.attempt,
+                )
                 .where(db.log_records.c.job_id == job_id)
                 .where(db.log_records.c.seq > after)
                 .where(db.log_records.c.seq <= last)
                 .order_by(db.log_records.c.seq)
             )
-            rows = [{"seq": seq, "stream": stream, "data": data} for seq, stream, data in result]
+            rows = [
+                {"seq": seq, "stream": stream, "data": data, "attempt": attempt}
+                for seq, stream, data, attempt in result
+            ]
         # Validated in one call in pydantic-core: several times faster than a model per row.
         page = LogPage(_records.validate_python(rows, strict=False), more=more)
         self._pages.put(key, page, sum(size for seq, size in rows_sizes if seq <= last))

@@ -58,6 +58,7 @@ export class LogPanel {
     this.drawnFrom = 0;       // number of the first line in the DOM
     this.drawnTo = 0;         // index after the last line in the DOM
     this.records = 0;
+    this.attempt = null;      // the attempt of the job whose records came last
     this.scheduled = false;
     this.note = document.createElement("div");
     this.note.className = "log-note";
@@ -85,6 +86,11 @@ export class LogPanel {
   append(records) {
     for (const record of records) {
       this.records += 1;
+      // A job handed back or requeued runs again: a line says where each new attempt starts.
+      if (typeof record.attempt === "number" && record.attempt !== this.attempt) {
+        if (this.attempt !== null) this.appendSystem(`── attempt ${record.attempt} ──`);
+        this.attempt = record.attempt;
+      }
       this.addChunk(record.stream || Stream.STDOUT, record.data);
     }
     this.schedule();
