@@ -3,7 +3,8 @@
 ``agent`` (the process), ``connection`` (the socket and its protocol), ``outbox`` (reports
 kept until acknowledged), ``worker`` (one job), ``output`` (batching a job's output),
 ``deps*`` (a job's packages), ``mount_dir`` (where containers mount from), ``job_files``,
-``settings``, ``identity``, ``backoff``,
+``settings``, ``identity``, ``backoff``, ``donor_controls``, ``donor``, ``policy``,
+``control``, ``control_server`` (what its donor changes live), ``machine_load``, ``capacity``,
 ``events`` (typed events for the desktop app); ``runners`` (where jobs run).
 
 Imports: compound.protocol, compound.tls, compound.__init__

@@ -16,9 +16,12 @@ from websockets.asyncio.client import connect
 
 from compound.agent.backoff import reconnect_delay_s
 from compound.agent.connection import CoordinatorConnection
+from compound.agent.control import socket_path
+from compound.agent.control_server import ControlServer, ControlSocketError
 from compound.agent.deps import Packages
 from compound.agent.deps_cache import DepsCache, GiB
 from compound.agent.deps_uv import UvSettings
+from compound.agent.donor_controls import DonorControls
 from compound.agent.events import EventSink
 from compound.agent.job_files import JobFiles
 from compound.agent.mount_dir import mount_dir
@@ -80,6 +83,11 @@ class Agent:
         # A second stop request: hand running jobs back at once, without draining.
         self._hurry = asyncio.Event()
         self._ssl: ssl.SSLContext | None = None
+        # What its donor changes live, through the control socket in the state directory.
+        self.controls = DonorControls(
+            settings, self._worker, runner, self._outbox, self._events, self.request_stop
+        )
+        self._control = ControlServer(socket_path(settings.state_dir), self.controls.handle)
 
     def request_stop(self) -> None:
         """Stop: take no new job, let running ones finish for ``drain_s``, then hand them
@@ -115,6 +123,14 @@ class Agent:
             self._events.emit(Stopped(reason=f"sandbox unavailable: {exc}"))
             raise SandboxUnavailable(f"cannot run jobs on this machine: {exc}") from exc
         self._adopt_runtime(self._runner.runtime)
+        try:
+            await self._control.start()
+        except ControlSocketError as exc:
+            await self._runner.close()
+            self._events.emit(Stopped(reason=str(exc)))
+            raise
+        await self.controls.start()
+        policies = asyncio.create_task(self.controls.run_policies(), name="policies")
         connection_task = asyncio.create_task(self._connect_forever(), name="connect")
         watcher = None
         if self.settings.parent_pid is not None:
@@ -122,7 +138,11 @@ class Agent:
         await self._stopping.wait()
         if watcher is not None:
             watcher.cancel()
-        await self._shutdown(connection_task)
+        policies.cancel()
+        try:
+            await self._shutdown(connection_task)
+        finally:
+            await self._control.close()
 
     def _adopt_runtime(self, runtime: str) -> None:
         """Report the runtime jobs really run under (hello, contributors list), and say it."""
@@ -189,6 +209,7 @@ class Agent:
 
     async def _shutdown(self, connection_task: asyncio.Task[None]) -> None:
         leaving = "its contributor is stopping"
+        self.controls.draining = True  # no command or policy lends again from here
         self._outbox.lend(Lending.DRAINING, leaving)
         running = len(self._worker.executions)
         if running and not self._hurry.is_set():

@@ -94,7 +94,7 @@ class CoordinatorConnection:
                 version=__version__,
                 running=running,
                 deps=self._settings.deps,
-                slots=self._settings.slots,
+                slots=self._outbox.slots or self._settings.slots,
                 lending=self._outbox.lending,
                 lending_reason=self._outbox.lending_reason,
             )
@@ -159,7 +159,11 @@ class CoordinatorConnection:
             # First, so no job is given to an agent that is pausing or going.
             self._lending_said = self._outbox.lending_changes
             await self._send(
-                Availability(lending=self._outbox.lending, reason=self._outbox.lending_reason)
+                Availability(
+                    lending=self._outbox.lending,
+                    reason=self._outbox.lending_reason,
+                    slots=self._outbox.slots,
+                )
             )
             sent = True
         for job_log in list(self._outbox.jobs.values()):

@@ -112,6 +112,8 @@ class Outbox:
         self.lending: Lending = Lending.ACTIVE
         self.lending_reason: str | None = None
         self.lending_changes = 0  # how many times it changed: a connection sends each change
+        # Jobs it runs at once, once its donor changed it live (None: the agent's setting).
+        self.slots: int | None = None
 
     def lend(self, lending: Lending, reason: str | None = None) -> None:
         """What the agent lends changed: the connection tells the coordinator."""
@@ -120,6 +122,13 @@ class Outbox:
         self.lending, self.lending_reason = lending, reason
         self.lending_changes += 1
         self.changed.set()
+
+    def lend_slots(self, slots: int) -> None:
+        """The donor changed how many jobs run at once: the connection tells the coordinator."""
+        if slots != self.slots:
+            self.slots = slots
+            self.lending_changes += 1
+            self.changed.set()
 
     @property
     def handing_back(self) -> str | None:

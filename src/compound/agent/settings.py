@@ -33,6 +33,12 @@ class AgentSettings:
     grace_s: float = 10.0
     # On SIGTERM: how long running jobs may go on before they are handed back unfinished.
     drain_s: float = 5.0
+    # A job frozen by a pause (its donor's, or a policy's) longer than this is handed back.
+    max_pause_s: float = 600.0
+    # How often the donor's policies (hours, idle-only, on battery) are looked at.
+    policy_interval_s: float = 2.0
+    # Idle-only: the machine's own CPU use stays under the threshold this long to resume.
+    idle_resume_s: float = 30.0
     # Output past this many bytes per job is dropped, with one note in the log.
     max_output_bytes: int = 64 * MiB
     # Started, idle containers kept for the next jobs (each used once); 0 turns it off.

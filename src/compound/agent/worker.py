@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from compound.agent.capacity import Capacity
 from compound.agent.deps import DepsCancelled, DepsError, DepsTimedOut, Packages
 from compound.agent.events import EventSink
 from compound.agent.job_files import FilesError, JobFiles
@@ -73,7 +74,8 @@ class Worker:
         self._runner = runner
         # At most ``slots`` jobs fetch and run at once, whatever the coordinator sends: the
         # contributor lends at most that many times the per-job limits. Others wait here.
-        self._slots = asyncio.Semaphore(slots)
+        # Its donor may change it live (from the next job).
+        self.slots = Capacity(slots)
         # None: this contributor installs no packages (the coordinator sends it no such job).
         self._packages = packages
         self._files = files
@@ -131,6 +133,13 @@ class Worker:
                 execution.cancel.set()
         await self.drain(timeout_s)
 
+    def hand_back(self, job_id: str, reason: str) -> None:
+        """Stop the running job and give it back unfinished (a hand-back, not a cancel)."""
+        execution = self.executions.get(job_id)
+        if execution is not None and execution.task is not None and not execution.task.done():
+            execution.handback = reason
+            execution.cancel.set()
+
     async def stop_all(self, timeout_s: float) -> None:
         for execution in self.executions.values():
             execution.cancel.set()
@@ -174,12 +183,12 @@ class Worker:
         self, execution: Execution, on_output: OutputSink, collector: OutputCollector
     ) -> RunResult:
         """Fetch and run the job once a slot is free; cancelled while waiting, it never runs."""
-        if not await _acquire_unless(self._slots, execution.cancel):
+        if not await self.slots.acquire_unless(execution.cancel):
             return RunResult(JobStatus.CANCELLED, None, "cancelled before it started")
         try:
             return await self._fetch_and_run(execution, on_output, collector)
         finally:
-            self._slots.release()
+            await asyncio.shield(self.slots.release())
 
     async def _fetch_and_run(
         self, execution: Execution, on_output: OutputSink, collector: OutputCollector
@@ -350,22 +359,3 @@ def _handback(job: Job, reason: str, last_seq: int) -> Done:
 def _timed_out_early(out: _OutOfTime, collector: OutputCollector) -> RunResult:
     collector.note(f"[compound] {out}")
     return RunResult(JobStatus.TIMED_OUT, None, str(out))
-
-
-async def _acquire_unless(slots: asyncio.Semaphore, cancel: asyncio.Event) -> bool:
-    """Acquire one of ``slots``; False (holding none) if ``cancel`` is set first."""
-    if cancel.is_set():
-        return False
-    acquire = asyncio.create_task(slots.acquire())
-    cancelled = asyncio.create_task(cancel.wait())
-    await asyncio.wait({acquire, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-    cancelled.cancel()
-    if not acquire.done():
-        acquire.cancel()
-        await asyncio.gather(acquire, return_exceptions=True)
-    if acquire.cancelled():
-        return False
-    if cancel.is_set():
-        slots.release()  # acquired in the same moment as the cancel: give it back
-        return False
-    return True

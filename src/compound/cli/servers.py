@@ -271,6 +271,7 @@ def coordinator(
 
 
 def agent(
+    ctx: typer.Context,
     coordinator: Annotated[
         str,
         typer.Option(
@@ -312,6 +313,33 @@ def agent(
             " cancelled). A second signal hands them back at once.",
         ),
     ] = 5.0,
+    max_pause_s: Annotated[
+        float,
+        typer.Option(
+            "--max-pause-s",
+            min=0,
+            help="A job paused longer than this (by its donor or a policy), seconds, is handed"
+            " back to run elsewhere.",
+        ),
+    ] = 600.0,
+    policy_interval_s: Annotated[
+        float,
+        typer.Option(
+            "--policy-interval-s",
+            min=0.1,
+            help="Seconds between looks at the donor's policies (hours, idle-cpu-percent,"
+            " on-battery; see `compound agent set`).",
+        ),
+    ] = 2.0,
+    idle_resume_s: Annotated[
+        float,
+        typer.Option(
+            "--idle-resume-s",
+            min=0,
+            help="With idle-cpu-percent set: seconds the machine's own CPU use must stay under"
+            " it before paused jobs go on.",
+        ),
+    ] = 30.0,
     max_output_mib: Annotated[
         int, typer.Option(help="Output kept per job, MiB; the rest is dropped with a note.")
     ] = 64,
@@ -390,8 +418,11 @@ def agent(
 
     Each job runs in a fresh container with no network, and memory, CPU and process limits.
     The agent reconnects for ever; a job keeps running while the coordinator is away.
-    SIGTERM or Ctrl-C stops it cleanly (its running job is cancelled and removed).
+    SIGTERM or Ctrl-C stops it cleanly (running jobs get --drain-s, then go back to the queue).
+    While it runs, `compound agent pause|resume|drain|status|set` control it.
     """
+    if ctx.invoked_subcommand is not None:
+        return  # a control command for a running agent, not an agent
     if nofile < 16:
         raise typer.BadParameter("a job needs at least 16 open files", param_hint="--nofile")
     if max_file_mib < 1:
@@ -422,6 +453,9 @@ def agent(
         ),
         grace_s=grace,
         drain_s=drain_s,
+        max_pause_s=max_pause_s,
+        policy_interval_s=policy_interval_s,
+        idle_resume_s=idle_resume_s,
         max_output_bytes=max_output_mib * MiB,
         warm=warm,
         slots=slots,
@@ -442,6 +476,7 @@ def agent(
 
 async def _run_agent(settings: AgentSettings) -> int:
     from compound.agent.agent import Agent, SandboxUnavailable, install_stop_signals
+    from compound.agent.control_server import ControlSocketError
     from compound.agent.identity import load_node_id
     from compound.agent.mount_dir import mount_dir
     from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
@@ -464,7 +499,7 @@ async def _run_agent(settings: AgentSettings) -> int:
     install_stop_signals(agent)
     try:
         await agent.run()
-    except (SandboxUnavailable, TlsConfigError) as exc:
+    except (SandboxUnavailable, TlsConfigError, ControlSocketError) as exc:
         logging.getLogger("compound.agent").error("%s", exc)
         return 1
     return 0

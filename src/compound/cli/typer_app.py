@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from compound import __version__
+from compound.cli import agent_controls, servers
 from compound.cli import jobs as job_commands
-from compound.cli import servers
 from compound.cli.admin import admin_app
 from compound.cli.exit_codes import HELP as EXIT_CODES_HELP
 from compound.cli.tokens import token_app
@@ -28,7 +28,13 @@ app = typer.Typer(
 )
 
 app.command("coordinator")(servers.coordinator)
-app.command("agent")(servers.agent)
+# `compound agent` runs an agent; `compound agent pause|resume|drain|status|set` control one.
+agent_app = typer.Typer(
+    invoke_without_command=True, no_args_is_help=False, add_completion=False, rich_markup_mode=None
+)
+agent_app.callback()(servers.agent)
+agent_controls.register(agent_app)
+app.add_typer(agent_app, name="agent")
 app.command("submit", epilog=EXIT_CODES_HELP)(job_commands.submit)
 app.command("logs", epilog=EXIT_CODES_HELP)(job_commands.logs)
 app.command("status")(job_commands.status)

@@ -144,6 +144,8 @@ class Availability(_Message):
     type: Literal["availability"] = "availability"
     lending: Lending
     reason: str | None = Field(default=None, max_length=MAX_HANDBACK_CHARS)
+    # Jobs it runs at once from now on, when its donor changed that (None: unchanged).
+    slots: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
 
 
 # ---------------------------------------------------------------- coordinator -> agent

@@ -76,5 +76,27 @@ class Runner(Protocol):
         """
         ...
 
+    async def pause_job(self, job_id: str) -> bool:
+        """Freeze the running job (its processes get no CPU until thawed); whether it is
+        frozen now. A stop (cancel, timeout) thaws it first."""
+        ...
+
+    async def unpause_job(self, job_id: str) -> bool:
+        """Thaw a frozen job; whether it was frozen."""
+        ...
+
+    def frozen_jobs(self) -> set[str]:
+        """The ids of the running jobs frozen now."""
+        ...
+
+    async def set_limits(self, limits: Limits) -> int:
+        """Run the next jobs under ``limits``; apply its CPU and memory to the running ones
+        where possible, and say to how many."""
+        ...
+
+    async def jobs_cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds each running job's sandbox used so far, by a key stable for its life."""
+        ...
+
     async def close(self) -> None:
         """Release the connection to the sandbox engine."""

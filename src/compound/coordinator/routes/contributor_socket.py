@@ -181,7 +181,7 @@ async def _handle(
         state.scheduler.heartbeat(session, report)
     elif isinstance(report, Availability):
         log.info("contributor %s: %s (%s)", session.name, report.lending, report.reason or "-")
-        await state.scheduler.set_lending(session, report.lending, report.reason)
+        await state.scheduler.set_lending(session, report.lending, report.reason, report.slots)
     elif isinstance(report, Log):
         await _handle_log(state, session, conversation, report)
     else:

@@ -360,12 +360,19 @@ class Scheduler:
             await self._hand_back(lease, reason)
 
     async def set_lending(
-        self, session: ContributorSession, lending: Lending, reason: str | None
+        self,
+        session: ContributorSession,
+        lending: Lending,
+        reason: str | None,
+        slots: int | None = None,
     ) -> None:
         """What the agent lends changed: paused or draining, it gets no new job (it still
-        reports on those it holds); active again, it is offered work."""
+        reports on those it holds); active again, it is offered work. ``slots``: it runs
+        that many jobs at once from now on."""
         session.lending, session.lending_reason = lending, reason
-        if lending is Lending.ACTIVE:
+        if slots is not None:
+            session.slots = slots
+        if lending is Lending.ACTIVE and not self._is_full(session):
             self._mark_idle_if_free(session)
             await self.offer_idle()
         else:

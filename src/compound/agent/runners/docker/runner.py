@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
 from compound.agent.runners.base import Limits, MiB, OutputSink, RunResult, RunSpec
+from compound.agent.runners.docker import controls
 from compound.agent.runners.docker.engine import EngineError, check_engine, connect, describe
 from compound.agent.runners.docker.env import refused_variable
 from compound.agent.runners.docker.orphans import remove_orphans
@@ -99,6 +100,9 @@ class DockerRunner:
         self.warm_pool: WarmPool[SandboxKey, Sandbox] = WarmPool(
             settings.warm, self._start_warm, Sandbox.usable, self._discard
         )
+        # The container of each job running now, and the ids of those frozen by a pause.
+        self._running: dict[str, DockerContainer] = {}
+        self._frozen: set[str] = set()
 
     @property
     def runtime(self) -> str:
@@ -218,12 +222,16 @@ class DockerRunner:
             sandbox = await self._sandbox_for(key, spec.job_id, warm=warm)
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             return self._failure(exc)
+        self._running[spec.job_id] = sandbox.container
         try:
             result = await self._run_described(sandbox, spec, job, on_output, cancel)
         except BaseException:
             # Shielded: a cancelled run() still removes its container before re-raising.
             await asyncio.shield(remove(sandbox.container))
             raise
+        finally:
+            self._running.pop(spec.job_id, None)
+            self._frozen.discard(sandbox.container.id)
         # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
         # the result; close() and removals_done() wait for it.
         self._in_background(remove_once_ended(sandbox), sandbox)
@@ -389,6 +397,10 @@ class DockerRunner:
         The launcher kills the job before the grace is over; outputs on their way by then
         get up to ``OUTPUTS_WAIT_S`` more.
         """
+        if container.id in self._frozen:
+            # A frozen container takes no signal: thawed first, so it can be stopped.
+            await controls.unpause(container)
+            self._frozen.discard(container.id)
         await _signal(container, "SIGTERM")
         done, _ = await asyncio.wait({pump}, timeout=self.settings.grace_s)
         if not done and outputs_started():
@@ -397,6 +409,50 @@ class DockerRunner:
             await _signal(container, "SIGKILL")
         # The engine closes the attach stream once the container is gone: all output is in.
         await pump
+
+    async def pause_job(self, job_id: str) -> bool:
+        """Freeze the running job's container; whether it is frozen now."""
+        container = self._running.get(job_id)
+        if container is None:
+            return False
+        if container.id not in self._frozen and await controls.pause(container):
+            self._frozen.add(container.id)
+        return container.id in self._frozen
+
+    async def unpause_job(self, job_id: str) -> bool:
+        """Thaw the job's container; whether it was frozen."""
+        container = self._running.get(job_id)
+        if container is None or container.id not in self._frozen:
+            return False
+        self._frozen.discard(container.id)
+        await controls.unpause(container)
+        return True
+
+    def frozen_jobs(self) -> set[str]:
+        return {job for job, c in self._running.items() if c.id in self._frozen}
+
+    async def set_limits(self, limits: Limits) -> int:
+        """New CPU and memory limits: for the next jobs, and (``docker update``) for the
+        running ones where the engine allows; how many running ones took them."""
+        self.settings = replace(self.settings, limits=limits)
+        if self._runtime is not None:
+            # Warm containers of the old limits are discarded as the new ones start.
+            self.warm_pool.refill(
+                sandbox_key(self.settings, self._runtime, None, self._architecture)
+            )
+        applied = 0
+        for container in list(self._running.values()):
+            applied += await controls.update_limits(container, limits)
+        return applied
+
+    async def jobs_cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each running job's container, by container id."""
+        used: dict[str, float] = {}
+        for container in list(self._running.values()):
+            seconds = await controls.cpu_seconds(container)
+            if seconds is not None:
+                used[container.id] = seconds
+        return used
 
     async def close(self) -> None:
         """Remove the warm containers, wait for removals, release the engine connection."""
