@@ -155,6 +155,8 @@ OPERATIONS = [
     ("PUT", "/api/v1/jobs/{job_id}/artifacts"),
     ("GET", "/api/v1/jobs/{job_id}/artifacts"),
     ("GET", "/api/v1/jobs/{job_id}/artifacts/{path}"),
+    ("GET", "/api/v1/audit"),
+    ("GET", "/metrics"),
 ]
 
 
