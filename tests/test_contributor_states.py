@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page, expect
 from websockets.sync.client import connect
 
 from compound.protocol import WaitingReason
@@ -160,3 +161,25 @@ def test_the_cli_shows_states_reasons_and_why_a_job_waits(coordinator: Coordinat
     coordinator.wait_for_contributor(agent.node_id, "offline")
     listing = run_cli("contributors", coordinator=coordinator)
     assert "offline (was paused: on battery)" in listing.stdout.decode()
+
+
+def test_the_pages_show_a_paused_contributor_and_why_a_job_waits(
+    coordinator: Coordinator, page: Page
+) -> None:
+    """In a real browser, the contributors page shows a paused contributor's state and
+    reason, and the submitter page why the followed job is still queued."""
+    agent = FakeAgent(coordinator)
+    pause(agent, "paused", "on battery <b>now</b>")
+    coordinator.wait_for_contributor(agent.node_id, "paused")
+    page.goto(coordinator.url + "/contributors.html")
+    row = page.locator(
+        f"[data-testid=contributors-table] tr[data-contributor-id='{agent.node_id}']"
+    )
+    expect(row.get_by_test_id("contributor-state")).to_have_text("Paused")
+    # The agent's words are text, never markup.
+    expect(row.get_by_test_id("contributor-reason")).to_have_text("on battery <b>now</b>")
+
+    job_id = coordinator.submit("print('x')")
+    page.goto(f"{coordinator.url}/submitter.html?job={job_id}")
+    expect(page.get_by_test_id("job-waiting")).to_have_text(WaitingReason.ALL_PAUSED.value)
+    agent.close()

@@ -205,8 +205,9 @@ class Scheduler:
 
     def _capacity_changed(self) -> None:
         """Contributors came, went or changed what they lend: why queued jobs wait may have
-        changed, so their followers look again (nobody is woken while the queue is empty)."""
-        if len(self._queue):
+        changed, so their followers look again. Nobody is woken while the queue is empty, nor
+        when a dispatch is about to move the queue (its claims wake them, once)."""
+        if len(self._queue) and self._nothing_to_pair():
             self._hub.queue_moved()
 
     def _is_full(self, session: ContributorSession) -> bool:
