@@ -242,12 +242,18 @@ class Coordinator(ManagedProcess):
 
     def wait_for_contributor(
         self, node_id: str, state: str = "online", timeout_s: float = 30
-    ) -> None:
-        wait_until(
-            lambda: any(c["id"] == node_id and c["state"] == state for c in self.contributors()),
-            timeout_s,
-            f"contributor {node_id} to be {state}",
-        )
+    ) -> dict[str, Any]:
+        """Until ``node_id``'s row has ``state`` ("online": any state but offline); the row."""
+
+        def found() -> dict[str, Any] | None:
+            for row in self.contributors():
+                matches = row["state"] != "offline" if state == "online" else row["state"] == state
+                if row["id"] == node_id and matches:
+                    return row
+            return None
+
+        row: dict[str, Any] = wait_until(found, timeout_s, f"contributor {node_id} to be {state}")
+        return row
 
     def logs(self, job_id: str) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []

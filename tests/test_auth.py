@@ -181,7 +181,7 @@ def test_contributors_list_hides_who_runs_what(secured: tuple[Coordinator, dict]
     agent.recv_type("job")
     seen = coordinator.api("GET", "/api/v1/contributors", headers=bearer(tokens["alice"])).json()
     row = seen["contributors"][0]
-    assert row["busy"] is True and row["cores"] == 1 and row["state"] == "online"
+    assert row["busy"] is True and row["cores"] == 1 and row["state"] == "busy"
     assert "id" not in row and "current_job_id" not in row and "token_name" not in row
     admin = coordinator.api("GET", "/api/v1/contributors", headers=bearer(tokens["admin"])).json()
     assert admin["contributors"][0]["id"] == agent.node_id

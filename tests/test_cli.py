@@ -104,7 +104,8 @@ def test_ctrl_c_cancels_the_job(coordinator: Coordinator, agent: Agent, tmp_path
 
 
 def test_queue_position_shown_on_a_terminal(coordinator: Coordinator, tmp_path: Path) -> None:
-    """With stderr on a terminal and no contributor, submit says the job is queued."""
+    """With stderr on a terminal and no contributor, submit says the job is queued, and
+    why it waits."""
     script = write(tmp_path, "print('x')\n")
     controller, terminal = pty.openpty()
     cli = subprocess.Popen(
@@ -116,7 +117,7 @@ def test_queue_position_shown_on_a_terminal(coordinator: Coordinator, tmp_path: 
     os.close(terminal)
     seen = b""
     try:
-        while b"waiting for an idle contributor" not in seen:
+        while b"no contributor online" not in seen:
             seen += os.read(controller, 4096)
         assert b"queued (position 1)" in seen
     finally:

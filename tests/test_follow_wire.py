@@ -8,6 +8,7 @@ field made odd, and broken JSON; a few hostile messages are spelled out.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -132,6 +133,8 @@ job = st.fixed_dictionaries(
         "inputs": st.none() | inputs,
         "files_expire_at": optional_float,
         "files_removed_at": optional_float,
+        "waiting_reason": st.none() | st.text(max_size=8),
+        "estimated_start_s": optional_float,
         "extra": odd,
     },
 )
@@ -146,6 +149,9 @@ message = st.one_of(
 
 def oddify(value: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
     """``value`` with one field, at any depth, replaced by an odd value or removed."""
+    # A copy: the odd values sampled include shared lists and dicts (``[[[]]]``), which an
+    # edit in place would change for every later example (hypothesis calls that flaky).
+    value = copy.deepcopy(value)
     paths: list[tuple[Any, Any]] = []
 
     def walk(node: Any) -> None:

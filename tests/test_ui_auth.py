@@ -209,7 +209,7 @@ def test_lists_show_a_sentence_for_403_and_the_reduced_contributor_view(
     row = page.locator("[data-testid=contributors-table] tr[data-contributor-name='token-agent']")
     expect(row).to_contain_text("token-agent")
     expect(row).to_contain_text("runc")
-    expect(row.get_by_test_id("contributor-state")).to_have_text("Online")
+    expect(row.get_by_test_id("contributor-state")).to_have_text("Idle")
     expect(row.get_by_test_id("contributor-cpu")).to_contain_text("%")
     expect(row.get_by_test_id("contributor-ram")).to_contain_text(re.compile(r"\d [KMGT]?B"))
     expect(row.get_by_test_id("contributor-job")).to_have_text("Idle")

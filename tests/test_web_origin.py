@@ -83,7 +83,7 @@ def _evil_answer(path: str, evil_url: str) -> tuple[int, Any]:
         job = {"id": "evil-1", "status": "failed", "exit_code": markup, "created_at": time.time()}
         return 200, {"jobs": [job]}
     if path == "/api/v1/contributors":
-        return 200, {"contributors": [{"name": "evil", "state": "online", "cores": markup}]}
+        return 200, {"contributors": [{"name": "evil", "state": "idle", "cores": markup}]}
     if path == "/healthz":
         return 200, {"running": 0, "queued": 0, "contributors_online": 1}
     return 404, {"detail": "no"}
@@ -253,7 +253,7 @@ def test_pages_used_normally_report_no_policy_violation(
     page.goto(coordinator.url + "/jobs.html")
     expect(page.get_by_test_id("job-status").first).to_have_text("Complete ✓")
     page.goto(coordinator.url + "/contributors.html")
-    expect(page.get_by_test_id("contributor-state").first).to_have_text("Online")
+    expect(page.get_by_test_id("contributor-state").first).to_have_text("Idle")
     assert violations == []
 
 

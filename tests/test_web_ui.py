@@ -527,7 +527,7 @@ def test_contributors_page_lists_the_agent(
         f"[data-testid=contributors-table] tr[data-contributor-id='{agent.node_id}']"
     )
     expect(row).to_contain_text("test-agent")
-    expect(row.get_by_test_id("contributor-state")).to_have_text("Online")
+    expect(row.get_by_test_id("contributor-state")).to_have_text("Idle")
     expect(row.get_by_test_id("contributor-cpu")).to_contain_text("%")
     expect(row.get_by_test_id("contributor-ram")).to_contain_text(
         re.compile(r"\d+(\.\d)? [KMGT]?B")

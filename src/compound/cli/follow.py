@@ -17,6 +17,7 @@ from compound.cli.client import NEEDS_TOKEN, ClientError, CoordinatorClient
 from compound.cli.exit_codes import ending_sentence, exit_code_for
 from compound.cli.follow_socket import Closed, FollowSocket, FrameError, HandshakeError
 from compound.cli.job_output import JobOutput
+from compound.cli.waiting import waiting_sentence
 from compound.protocol.errors import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -186,10 +187,8 @@ class TerminalFollower:
             return
         if job.status is JobStatus.QUEUED:
             where = f"position {job.queue_position}" if job.queue_position else "waiting"
-            self._stderr.write(
-                f"\r\x1b[2Kcompound: job {job.id} queued ({where}); "
-                "waiting for an idle contributor…"
-            )
+            why = waiting_sentence(job.waiting_reason, job.estimated_start_s)
+            self._stderr.write(f"\r\x1b[2Kcompound: job {job.id} queued ({where}); {why}…")
             self._stderr.flush()
             self._status_line_shown = True
         else:

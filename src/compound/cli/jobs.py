@@ -12,6 +12,7 @@ from rich.table import Table
 
 from compound.cli import quick
 from compound.cli.client import CoordinatorClient
+from compound.cli.waiting import contributor_state
 from compound.protocol import JobView
 
 CoordinatorOption = Annotated[
@@ -295,7 +296,7 @@ def jobs(
         [
             [
                 v.id,
-                v.status.value,
+                f"{v.status.value}: {v.waiting_reason}" if v.waiting_reason else v.status.value,
                 "" if v.exit_code is None else str(v.exit_code),
                 quick.duration(v),
                 v.contributor_id or "",
@@ -312,7 +313,8 @@ def contributors(
     ca_file: CaFileOption = "",
     as_json: JsonOption = False,
 ) -> None:
-    """List contributors: online or offline, CPU, free RAM, current job."""
+    """List contributors: idle, busy, paused (and why), draining or offline; CPU, free RAM,
+    current job."""
     found: list[dict[str, Any]] = []
 
     def work(client: CoordinatorClient) -> int:
@@ -333,7 +335,7 @@ def contributors(
         [
             [
                 r["name"],
-                r["state"],
+                contributor_state(r["state"], r.get("reason"), r.get("last_state")),
                 r.get("runtime") or "",
                 _fmt(r["cpu_percent"], "{:.0f}%"),
                 _fmt(r["ram_free_bytes"], "{:.0f} MiB", 1 / (1024 * 1024)),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from compound.cli.client import ClientError, CoordinatorClient, default_coordinator, default_token
 from compound.cli.exit_codes import UNREACHABLE, USAGE
 from compound.cli.output import print_error
+from compound.cli.waiting import about
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -180,6 +181,10 @@ def job_fields(job: JobView) -> list[tuple[str, str]]:
     fields = [("id", job.id), ("status", job.status.value)]
     if job.queue_position:
         fields.append(("queue position", str(job.queue_position)))
+    if job.waiting_reason:
+        fields.append(("waiting", job.waiting_reason))
+    if job.estimated_start_s is not None:
+        fields.append(("starts in", about(job.estimated_start_s)))
     if job.exit_code is not None:
         fields.append(("exit code", str(job.exit_code)))
     if job.error:

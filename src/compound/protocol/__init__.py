@@ -42,6 +42,7 @@ from compound.protocol.status import (
     JobStatus,
     Lending,
     Stream,
+    WaitingReason,
     can_transition,
     check_transition,
 )
@@ -152,6 +153,7 @@ __all__ = [
     "ProtocolError",
     "RunningJob",
     "Stream",
+    "WaitingReason",
     "Welcome",
     "can_transition",
     "check_transition",

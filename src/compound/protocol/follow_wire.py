@@ -64,6 +64,7 @@ class WireJob:
         "contributor_id",
         "created_at",
         "error",
+        "estimated_start_s",
         "exit_code",
         "files_expire_at",
         "files_removed_at",
@@ -76,6 +77,7 @@ class WireJob:
         "started_at",
         "status",
         "timeout_s",
+        "waiting_reason",
     )
 
     def __init__(self, fields: dict[str, Any]) -> None:
@@ -96,6 +98,8 @@ class WireJob:
         self.inputs: WireInputs | None = fields["inputs"]
         self.files_expire_at: float | None = fields["files_expire_at"]
         self.files_removed_at: float | None = fields["files_removed_at"]
+        self.waiting_reason: str | None = fields["waiting_reason"]
+        self.estimated_start_s: float | None = fields["estimated_start_s"]
 
 
 class WireRecords:
@@ -333,6 +337,8 @@ _JOB: tuple[tuple[str, Reader], ...] = (
     ("inputs", _inputs),
     ("files_expire_at", _optional(_number)),
     ("files_removed_at", _optional(_number)),
+    ("waiting_reason", _optional(_string)),
+    ("estimated_start_s", _optional(_number)),
 )
 _JOB_NAMES = tuple(name for name, _ in _JOB)
 

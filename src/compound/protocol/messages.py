@@ -231,6 +231,10 @@ class JobView(_Message):
     # when it did (the job itself stays listed).
     files_expire_at: float | None = None
     files_removed_at: float | None = None
+    # While queued: why it waits (a sentence, one of WaitingReason's) and when it may start,
+    # in seconds from now, from the recent start rate and its place (null when unknown).
+    waiting_reason: str | None = None
+    estimated_start_s: float | None = None
 
 
 class FollowRecords(_Message):

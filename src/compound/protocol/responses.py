@@ -43,10 +43,17 @@ class JobLogs(_Answer):
 
 
 class ContributorView(_Answer):
-    """A machine as any token sees it: what it offers, not who runs what on it."""
+    """A machine as any token sees it: what it offers, not who runs what on it.
+
+    ``state`` is idle, busy, paused, draining or offline; ``reason`` is why it is paused or
+    draining, as its agent said; an offline one keeps its ``last_state`` (and reason).
+    ``busy`` (it runs at least one job) is kept for older clients.
+    """
 
     name: str
     state: ContributorState
+    reason: str | None = None
+    last_state: ContributorState | None = None
     cores: int
     memory_bytes: int
     runtime: str

@@ -60,17 +60,40 @@ def check_transition(current: JobStatus, target: JobStatus) -> None:
         raise IllegalTransition(current, target)
 
 
-class ContributorState(StrEnum):
-    ONLINE = "online"
-    OFFLINE = "offline"
-
-
 class Lending(StrEnum):
     """What a connected contributor lends now, as its agent says."""
 
     ACTIVE = "active"  # takes jobs
     PAUSED = "paused"  # takes none; the jobs it runs are frozen (its donor's choice)
     DRAINING = "draining"  # takes none; it is stopping and hands back what it does not finish
+
+
+class ContributorState(StrEnum):
+    """What a contributor does now, as the coordinator sees it (GET /api/v1/contributors)."""
+
+    IDLE = "idle"  # connected, lending, running no job
+    BUSY = "busy"  # connected, lending, running at least one job
+    PAUSED = "paused"  # connected, takes no job (its donor paused it; a reason says why)
+    DRAINING = "draining"  # connected, takes no job: it is stopping
+    OFFLINE = "offline"  # not connected; its last known state is kept beside
+
+    @classmethod
+    def of(cls, lending: Lending, jobs_held: int) -> ContributorState:
+        """The state of a connected contributor lending ``lending`` with ``jobs_held`` jobs."""
+        if lending is Lending.PAUSED:
+            return cls.PAUSED
+        if lending is Lending.DRAINING:
+            return cls.DRAINING
+        return cls.BUSY if jobs_held else cls.IDLE
+
+
+class WaitingReason(StrEnum):
+    """Why a queued job is not running yet (JobView.waiting_reason), as a sentence."""
+
+    NO_CONTRIBUTOR = "no contributor online"
+    ALL_BUSY = "all contributors busy"
+    ALL_PAUSED = "all contributors paused or outside their hours"
+    NO_PACKAGES = "none of the online contributors installs packages"
 
 
 class Stream(StrEnum):

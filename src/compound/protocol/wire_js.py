@@ -16,7 +16,13 @@ from pydantic import BaseModel
 from compound.protocol import auth, errors, limits
 from compound.protocol.events import AgentEvent
 from compound.protocol.messages import FollowMessage
-from compound.protocol.status import TERMINAL_STATUSES, ContributorState, JobStatus, Stream
+from compound.protocol.status import (
+    TERMINAL_STATUSES,
+    ContributorState,
+    JobStatus,
+    Stream,
+    WaitingReason,
+)
 
 TARGET = "src/compound/web/js/wire.js"
 COMMAND = "scripts/gen-wire-js"
@@ -73,6 +79,7 @@ def constants() -> dict[str, object]:
         "TERMINAL_STATUSES": terminal,
         "Stream": _enum(Stream),
         "ContributorState": _enum(ContributorState),
+        "WaitingReason": _enum(WaitingReason),
         "FollowMessageType": message_types(FollowMessage),
         "AgentEventType": message_types(AgentEvent),
         **close_codes(),

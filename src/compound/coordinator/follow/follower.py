@@ -148,8 +148,19 @@ async def _until_job_changes(
         position = state.scheduler.queue_position(view.id)
         if position is None:
             return  # no longer waiting in memory (being claimed, or gone): re-read it
-        if position != view.queue_position:
-            view = view.model_copy(update={"queue_position": position})
+        reason, start_s = state.scheduler.waiting(position, bool(view.requirements))
+        if (position, reason, start_s) != (
+            view.queue_position,
+            view.waiting_reason,
+            view.estimated_start_s,
+        ):
+            view = view.model_copy(
+                update={
+                    "queue_position": position,
+                    "waiting_reason": reason,
+                    "estimated_start_s": start_s,
+                }
+            )
             quiet_until = now + state.settings.position_update_interval_s
             yield FollowStatus(job=view)
 
@@ -162,9 +173,16 @@ async def _read_job(state: CoordinatorState, job_id: str) -> JobRow:
 
 
 def _visible_change(before: JobView, after: JobView) -> bool:
-    return (before.status, before.queue_position, before.contributor_id, before.attempts) != (
-        after.status,
-        after.queue_position,
-        after.contributor_id,
-        after.attempts,
+    return _visible(before) != _visible(after)
+
+
+def _visible(view: JobView) -> tuple[object, ...]:
+    """What a follower is told again when it changes."""
+    return (
+        view.status,
+        view.queue_position,
+        view.contributor_id,
+        view.attempts,
+        view.waiting_reason,
+        view.estimated_start_s,
     )

@@ -28,6 +28,7 @@ from compound.protocol import (
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNKNOWN_JOB,
     MAX_INT64,
+    ContributorState,
     JobStatus,
     JobView,
     serialize,
@@ -121,7 +122,16 @@ async def list_jobs(
     """Recent jobs, newest first: the caller's own (an admin's: everybody's)."""
     principal = require(request, Role.SUBMITTER)
     owner = None if principal.is_admin else principal.name
-    return JobList(jobs=await state.jobs.newest(limit, owner))
+    views = await state.jobs.newest(limit, owner)
+    return JobList(jobs=[_with_waiting(state, view) for view in views])
+
+
+def _with_waiting(state: CoordinatorState, view: JobView) -> JobView:
+    """A queued job's view with why it waits and when it may start."""
+    if view.queue_position is None:
+        return view
+    reason, start_s = state.scheduler.waiting(view.queue_position, bool(view.requirements))
+    return view.model_copy(update={"waiting_reason": reason, "estimated_start_s": start_s})
 
 
 @router.get("/api/v1/jobs/{job_id}", response_model=JobView)
@@ -180,13 +190,31 @@ async def list_contributors(
     )
 
 
+_WITH_REASON = frozenset({ContributorState.PAUSED, ContributorState.DRAINING})
+
+
 def _contributor_view(
     state: CoordinatorState, row: ContributorRow, principal: Principal
 ) -> ContributorView:
     held = [lease.job_id for lease in state.scheduler.leases_of(row.id)]
+    # A connected one's state is in memory (busy or idle changes with every job); an
+    # offline one's is its row, with the state it was in when it left.
+    session = state.sessions.get(row.id)
+    if session is not None and not session.closed:
+        now, reason, last_state = (
+            state.scheduler.contributor_state(session),
+            session.lending_reason,
+            None,
+        )
+    else:
+        now, reason, last_state = row.state, row.state_reason, row.last_state
+    if (last_state or now) not in _WITH_REASON:
+        reason = None  # a reason is why it pauses or drains, nothing else
     public = ContributorView(
         name=row.name,
-        state=row.state,
+        state=now,
+        reason=reason,
+        last_state=last_state,
         cores=row.cores,
         memory_bytes=row.memory_bytes,
         runtime=row.runtime,

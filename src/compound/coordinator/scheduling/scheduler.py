@@ -29,6 +29,7 @@ from compound.coordinator.scheduling.leases import Lease, Leases
 from compound.coordinator.scheduling.presence import PresenceBook
 from compound.coordinator.scheduling.random_ids import RandomIds
 from compound.coordinator.scheduling.sessions import ContributorSession, SessionRegistry
+from compound.coordinator.scheduling.waiting import StartRate, estimated_start_s, waiting_reason
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.storage.contributors import ContributorStore
 from compound.coordinator.storage.job_rows import JobRow, NewJob
@@ -47,6 +48,7 @@ from compound.protocol import (
     Lending,
     LogRecord,
     RunningJob,
+    WaitingReason,
 )
 
 log = logging.getLogger("compound.coordinator")
@@ -85,6 +87,8 @@ class Scheduler:
         # Contributors paired with a job whose claim is being committed: neither idle nor
         # holding a lease yet, and never given a second job meanwhile.
         self._claiming: set[str] = set()
+        # Jobs started lately: how long a queued job may wait.
+        self._starts = StartRate()
         self._sweeper: asyncio.Task[None] | None = None
         # Jobs by status as of the last sweep (at most sweep_interval_s old): /healthz
         # answers from here, never queued behind the database.
@@ -164,9 +168,25 @@ class Scheduler:
         return self._queue.position_of(job_id)
 
     def view(self, job: JobRow) -> JobView:
-        """What a submitter sees of ``job``: its row, and its place in the queue if queued."""
-        position = self._queue.position(job.number) if job.status is JobStatus.QUEUED else None
-        return job.view(position, self._jobs.retention_s)
+        """What a submitter sees of ``job``: its row, and if queued its place in the queue,
+        why it waits and when it may start."""
+        if job.status is not JobStatus.QUEUED:
+            return job.view(None, self._jobs.retention_s)
+        position = self._queue.position(job.number)
+        reason, start_s = self.waiting(position, bool(job.requirements))
+        return job.view(position, self._jobs.retention_s, reason, start_s)
+
+    def waiting(self, position: int, needs_packages: bool) -> tuple[str, float | None]:
+        """Why the job at ``position`` waits and when it may start (seconds from now, None
+        when unknown): from counts kept in memory, no scan of the sessions."""
+        reason = waiting_reason(self._sessions.counts, needs_packages)
+        if reason is not WaitingReason.ALL_BUSY:
+            return reason.value, None  # the recent rate says nothing of when they come back
+        return reason.value, estimated_start_s(position, self._starts.per_s())
+
+    def contributor_state(self, session: ContributorSession) -> ContributorState:
+        """What a connected contributor does now (from memory)."""
+        return ContributorState.of(session.lending, self._leases.held_count(session.contributor_id))
 
     async def _requeue(
         self, job_id: str, reason: str, *, note: str | None = None, count_attempt: bool = True
@@ -186,6 +206,14 @@ class Scheduler:
     def joined(self, session: ContributorSession) -> None:
         """A registered session may take work (unless it resumed jobs it still holds)."""
         self._mark_idle_if_free(session)
+        self._capacity_changed()
+
+    def _capacity_changed(self) -> None:
+        """Contributors came, went or changed what they lend: why queued jobs wait may have
+        changed, so their followers look again. Nobody is woken while the queue is empty, nor
+        when a dispatch is about to move the queue (its claims wake them, once)."""
+        if len(self._queue) and self._nothing_to_pair():
+            self._hub.queue_moved()
 
     def _is_full(self, session: ContributorSession) -> bool:
         """It holds as many leases as it has slots (one, unless its hello said more)."""
@@ -294,6 +322,7 @@ class Scheduler:
         job = claimed.job
         lease = Lease(job.id, lease_id, session.contributor_id, claimed.first_seq, expires_at)
         self._leases.grant(lease)
+        self._starts.started()
         self._deadlines.started(job.id, lease_id, job.timeout_s, time.time())
         self._hub.notify(job.id, queue_moved=True)
         try:
@@ -369,9 +398,14 @@ class Scheduler:
         """What the agent lends changed: paused or draining, it gets no new job (it still
         reports on those it holds); active again, it is offered work. ``slots``: it runs
         that many jobs at once from now on."""
-        session.lending, session.lending_reason = lending, reason
+        self._sessions.set_lending(session, lending, reason)
         if slots is not None:
             session.slots = slots
+        if self._sessions.get(session.contributor_id) is session:  # not a replaced one
+            await self._contributors.set_state(
+                session.contributor_id, ContributorState.of(lending, 0), reason
+            )
+            self._capacity_changed()
         if lending is Lending.ACTIVE and not self._is_full(session):
             self._mark_idle_if_free(session)
             await self.offer_idle()
@@ -474,9 +508,11 @@ class Scheduler:
 
     async def contributor_gone(self, session: ContributorSession) -> None:
         """The socket closed. Its jobs keep their leases: the agent may come back in time."""
+        last_state = self.contributor_state(session)
         if self._sessions.remove(session):
             self._unidle(session.contributor_id)
-            await self._contributors.set_state(session.contributor_id, ContributorState.OFFLINE)
+            self._capacity_changed()
+            await self._contributors.went_offline(session.contributor_id, last_state)
 
     async def report_refused(self, holder: str, job_id: str) -> None:
         """A report of ``holder`` on ``job_id`` broke the rules: if it holds the job, the job

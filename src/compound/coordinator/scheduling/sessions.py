@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
+from compound.coordinator.scheduling.waiting import LendingCounts
 from compound.protocol import CLOSE_POLICY, Lending, serialize
 
 log = logging.getLogger("compound.coordinator")
@@ -106,11 +107,14 @@ class SessionRegistry:
     Besides the sessions by contributor id, the registry keeps them in the order they were
     last heard from (``heard`` moves one to the back: a dict delete and insert), so finding
     the silent ones walks only those and stops at the first that is not: the sweep costs
-    what changed, not a pass over 10,000 sessions every second.
+    what changed, not a pass over 10,000 sessions every second. For the same reason it
+    counts the registered sessions by what they lend (``counts``), as they come, go and
+    change (``set_lending``).
     """
 
     def __init__(self) -> None:
         self._sessions: dict[str, ContributorSession] = {}
+        self.counts = LendingCounts()
         # Registered sessions, least recently heard from first; values unused.
         self._by_last_seen: dict[ContributorSession, None] = {}
 
@@ -119,7 +123,9 @@ class SessionRegistry:
         previous = self._sessions.get(session.contributor_id)
         if previous is not None:
             self._by_last_seen.pop(previous, None)
+            self.counts.count(previous.lending, previous.deps, -1)
         self._sessions[session.contributor_id] = session
+        self.counts.count(session.lending, session.deps, 1)
         # Silence counts from registration: a hello that waited on our database for long
         # is not the contributor's silence.
         self.heard(session)
@@ -130,8 +136,20 @@ class SessionRegistry:
         if self._sessions.get(session.contributor_id) is session:
             del self._sessions[session.contributor_id]
             self._by_last_seen.pop(session, None)
+            self.counts.count(session.lending, session.deps, -1)
             return True
         return False
+
+    def set_lending(
+        self, session: ContributorSession, lending: Lending, reason: str | None
+    ) -> None:
+        """``session`` lends ``lending`` from now on (``reason``: why, as its agent said)."""
+        registered = self._sessions.get(session.contributor_id) is session
+        if registered:
+            self.counts.count(session.lending, session.deps, -1)
+        session.lending, session.lending_reason = lending, reason
+        if registered:
+            self.counts.count(session.lending, session.deps, 1)
 
     def heard(self, session: ContributorSession, now: float | None = None) -> None:
         """``session`` said something at ``now`` (time.monotonic()); a session that is not

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnClause, Integer, func, literal_column, select, update
+from sqlalchemy import ColumnClause, Integer, case, func, literal_column, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -37,6 +37,9 @@ class ContributorRow:
     ram_total_bytes: int | None
     last_seen: float | None
     token_name: str | None
+    # Why it is paused or draining; kept, with its last state, while it is offline.
+    state_reason: str | None = None
+    last_state: ContributorState | None = None
 
 
 class ContributorStore:
@@ -54,7 +57,10 @@ class ContributorStore:
         Checked and written in one transaction, so concurrent hellos cannot overshoot."""
         values = {
             "name": hello.name,
-            "state": ContributorState.ONLINE.value,
+            # Busy or not is known in memory (the API answers from there while it is online).
+            "state": ContributorState.of(hello.lending, 0).value,
+            "state_reason": hello.lending_reason,
+            "last_state": None,
             "cores": hello.cores,
             "memory_bytes": hello.memory_bytes,
             "runtime": hello.runtime,
@@ -96,17 +102,39 @@ class ContributorStore:
             ],
         )
 
-    async def set_state(self, contributor_id: str, state: ContributorState) -> None:
+    async def set_state(
+        self, contributor_id: str, state: ContributorState, reason: str | None = None
+    ) -> None:
+        """A connected contributor's lending changed: ``state`` and why (``reason``)."""
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(db.contributors)
                 .where(db.contributors.c.id == contributor_id)
-                .values(state=state.value)
+                .values(state=state.value, state_reason=reason)
+            )
+
+    async def went_offline(self, contributor_id: str, last_state: ContributorState) -> None:
+        """It disconnected in ``last_state``; its reason stays as it was."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(db.contributors)
+                .where(db.contributors.c.id == contributor_id)
+                .values(state=ContributorState.OFFLINE.value, last_state=last_state.value)
             )
 
     async def mark_all_offline(self) -> None:
+        """At start: nobody is connected; what they were doing is kept as their last state."""
+        was = db.contributors.c.state
+        online = [
+            state.value for state in ContributorState if state is not ContributorState.OFFLINE
+        ]
         async with self._engine.begin() as conn:
-            await conn.execute(update(db.contributors).values(state=ContributorState.OFFLINE.value))
+            await conn.execute(
+                update(db.contributors).values(
+                    last_state=case((was.in_(online), was), else_=db.contributors.c.last_state),
+                    state=ContributorState.OFFLINE.value,
+                )
+            )
 
     async def page(self, after: int, limit: int) -> tuple[list[ContributorRow], int | None]:
         """Up to ``limit`` contributors in registration order, after the position ``after``
@@ -127,7 +155,8 @@ class ContributorStore:
         rows = rows[:limit]
         positions = [row.pop("position") for row in rows]
         for row in rows:
-            row["state"] = ContributorState(row["state"])
+            row["state"] = _state(row["state"]) or ContributorState.OFFLINE
+            row["last_state"] = _state(row["last_state"])
         return [ContributorRow(**row) for row in rows], (positions[-1] if more else None)
 
 
@@ -156,3 +185,12 @@ async def _refusal(
             "or ask the operator"
         )
     return None
+
+
+def _state(value: str | None) -> ContributorState | None:
+    """A stored state; None for none, or for one this version does not know (an older
+    database's ``online``)."""
+    try:
+        return ContributorState(value) if value is not None else None
+    except ValueError:
+        return None

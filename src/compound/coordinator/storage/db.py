@@ -154,6 +154,10 @@ contributors = Table(
     Column("last_seen", Float),
     # The token that first registered this node id; no other token can take it over.
     Column("token_name", String(128)),
+    # Why it is paused or draining (its agent's words), and, once offline, the state it
+    # was in when last connected: both kept while it is away.
+    Column("state_reason", String(256)),
+    Column("last_state", String(16)),
 )
 
 # Access tokens. Only a hash of each is stored; the token itself is shown once, at creation.
@@ -272,7 +276,11 @@ _ADDED_COLUMNS = {
         "size": "INTEGER NOT NULL DEFAULT 0",
         "attempt": "INTEGER NOT NULL DEFAULT 1",
     },
-    "contributors": {"token_name": "VARCHAR(128)"},
+    "contributors": {
+        "token_name": "VARCHAR(128)",
+        "state_reason": "VARCHAR(256)",
+        "last_state": "VARCHAR(16)",
+    },
 }
 
 

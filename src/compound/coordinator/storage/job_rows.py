@@ -79,7 +79,13 @@ class JobRow:
             return None
         return self.finished_at + retention_s
 
-    def view(self, queue_position: int | None = None, retention_s: float | None = None) -> JobView:
+    def view(
+        self,
+        queue_position: int | None = None,
+        retention_s: float | None = None,
+        waiting_reason: str | None = None,
+        estimated_start_s: float | None = None,
+    ) -> JobView:
         return JobView(
             id=self.id,
             status=self.status,
@@ -98,6 +104,8 @@ class JobRow:
             inputs=self.inputs,
             files_expire_at=self.files_expire_at(retention_s),
             files_removed_at=self.files_removed_at,
+            waiting_reason=waiting_reason,
+            estimated_start_s=estimated_start_s,
         )
 
 

@@ -33,8 +33,28 @@ function jobCell(c) {
   return missing("Idle");
 }
 
+// The badge of each state: its words and its tone.
+const STATES = {
+  [ContributorState.IDLE]: ["Idle", "online"],
+  [ContributorState.BUSY]: ["Busy", "running"],
+  [ContributorState.PAUSED]: ["Paused", "paused"],
+  [ContributorState.DRAINING]: ["Draining", "paused"],
+  [ContributorState.OFFLINE]: ["Offline", "offline"],
+};
+
+const isOnline = (c) => c.state !== ContributorState.OFFLINE;
+
+function stateCell(c) {
+  const [text, tone] = STATES[c.state] || [String(c.state), "offline"];
+  const badge = h("span", { class: `badge badge--sm badge--${tone}`, "data-testid": "contributor-state" }, text);
+  // Why it is paused or draining; an offline one keeps what it was doing when it left.
+  const was = c.last_state ? `was ${c.last_state}` : null;
+  const why = [was, c.reason].filter(Boolean).join(": ");
+  return why ? [badge, " ", h("span", { class: "sub", "data-testid": "contributor-reason" }, why)] : badge;
+}
+
 function row(c) {
-  const online = c.state === ContributorState.ONLINE;
+  const online = isOnline(c);
   const details = [
     c.id ? h("span", { class: "mono" }, c.id) : null,
     c.runtime ? String(c.runtime) : null,
@@ -45,9 +65,7 @@ function row(c) {
     h("td", {},
       h("span", { class: "strong" }, c.name || c.id || "Unnamed"),
       sub.length ? [" ", h("span", { class: "sub" }, sub)] : null),
-    h("td", {},
-      h("span", { class: `badge badge--sm badge--${online ? "online" : "offline"}`, "data-testid": "contributor-state" },
-        online ? "Online" : "Offline")),
+    h("td", {}, stateCell(c)),
     h("td", { class: "num", "data-testid": "contributor-cpu" }, online ? cpuCell(c) : missing()),
     h("td", { class: "num", "data-testid": "contributor-ram" }, online ? ramCell(c) : missing()),
     h("td", { class: "num" }, c.cores || "—"),
@@ -71,7 +89,7 @@ async function load() {
     return;
   }
   error.hidden = true;
-  const online = contributors.filter((c) => c.state === ContributorState.ONLINE);
+  const online = contributors.filter(isOnline);
   document.getElementById("stat-online").textContent = online.length;
   document.getElementById("stat-offline").textContent = contributors.length - online.length;
   document.getElementById("stat-cores").textContent = online.reduce((sum, c) => sum + (c.cores || 0), 0);
@@ -79,7 +97,7 @@ async function load() {
     ? formatBytes(online.reduce((sum, c) => sum + (c.ram_free_bytes || 0), 0))
     : "—";
   // Online first, then by name.
-  contributors.sort((a, b) => (a.state === b.state ? String(a.name).localeCompare(String(b.name)) : a.state === ContributorState.ONLINE ? -1 : 1));
+  contributors.sort((a, b) => (isOnline(a) === isOnline(b) ? String(a.name).localeCompare(String(b.name)) : isOnline(a) ? -1 : 1));
   body.replaceChildren(...(contributors.length ? contributors.map(row) : [emptyRow()]));
   refreshed.textContent = `Updated ${new Date().toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;
 }

@@ -64,6 +64,15 @@ function setBadge(job) {
   els.badge.className = `badge badge--${tone}`;
 }
 
+/** Why a queued job waits and, once the coordinator knows its recent pace, when it may start. */
+function waitingText(job) {
+  const why = job.waiting_reason || "waiting for a contributor";
+  const s = job.estimated_start_s;
+  if (s === null || s === undefined) return why;
+  const about = s < 90 ? `${Math.max(1, Math.round(s))} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${Math.round(s / 3600)} h`;
+  return `${why}; starts in about ${about}`;
+}
+
 function renderMeta() {
   const job = state.job;
   const parts = [];
@@ -72,6 +81,7 @@ function renderMeta() {
     if (job.contributor_id) parts.push(h("span", {}, "on ", h("b", { class: "mono" }, job.contributor_id)));
     if (job.started_at) parts.push(h("span", {}, formatDuration(jobDuration(job))));
     if (job.attempts > 1) parts.push(h("span", {}, `attempt ${job.attempts}`));
+    if (job.status === JobStatus.QUEUED) parts.push(h("span", { "data-testid": "job-waiting" }, waitingText(job)));
     if (job.error && isTerminal(job.status)) parts.push(h("span", {}, job.error));
   }
   if (state.connection === "retrying") parts.push(h("span", {}, "Reconnecting to the coordinator…"));
@@ -86,7 +96,7 @@ function setJob(job) {
   state.job = job;
   els.jobId.textContent = job.id;
   setBadge(job);
-  if (job.status === JobStatus.QUEUED) panel.setEmptyText("Waiting for a contributor…");
+  if (job.status === JobStatus.QUEUED) panel.setEmptyText(`Waiting: ${waitingText(job)}…`);
   else if (job.status === JobStatus.RUNNING) panel.setEmptyText("Running — no output yet.");
   else panel.setEmptyText("This job wrote no output.");
   clearInterval(state.ticker);

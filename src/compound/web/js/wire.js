@@ -8,7 +8,8 @@
 export const JobStatus = Object.freeze({"QUEUED": "queued", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed", "CANCELLED": "cancelled", "TIMED_OUT": "timed_out"});
 export const TERMINAL_STATUSES = Object.freeze(["succeeded", "failed", "cancelled", "timed_out"]);
 export const Stream = Object.freeze({"STDOUT": "stdout", "STDERR": "stderr", "SYSTEM": "system"});
-export const ContributorState = Object.freeze({"ONLINE": "online", "OFFLINE": "offline"});
+export const ContributorState = Object.freeze({"IDLE": "idle", "BUSY": "busy", "PAUSED": "paused", "DRAINING": "draining", "OFFLINE": "offline"});
+export const WaitingReason = Object.freeze({"NO_CONTRIBUTOR": "no contributor online", "ALL_BUSY": "all contributors busy", "ALL_PAUSED": "all contributors paused or outside their hours", "NO_PACKAGES": "none of the online contributors installs packages"});
 export const FollowMessageType = Object.freeze({"RECORDS": "records", "STATUS": "status", "END": "end"});
 export const AgentEventType = Object.freeze({"STARTING": "starting", "CONNECTING": "connecting", "CONNECTED": "connected", "DISCONNECTED": "disconnected", "STATS": "stats", "JOB_STARTED": "job_started", "JOB_FINISHED": "job_finished", "LOG": "log", "STOPPED": "stopped"});
 export const CLOSE_NORMAL = 1000;
