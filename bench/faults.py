@@ -33,7 +33,9 @@ def summarise(results: list[RunResult], plan: Plan, seeds: str) -> dict[str, obj
     faults: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
+    interrupted: Counter[str] = Counter()
     for result in results:
+        interrupted.update(result.interrupted)
         faults.update(result.faults)
         skipped.update(result.skipped)
         outcomes.update(result.outcomes)
@@ -47,6 +49,7 @@ def summarise(results: list[RunResult], plan: Plan, seeds: str) -> dict[str, obj
         "jobs": sum(r.jobs for r in results),
         "resubmitted": sum(r.resubmitted for r in results),
         "outcomes": dict(sorted(outcomes.items())),
+        "attempts_cut": dict(sorted(interrupted.items())),
         "max_settle_s": max((r.settle_s for r in results), default=0.0),
         "wall_s": round(sum(r.wall_s for r in results), 1),
         "violations": [v for r in results for v in r.violations],
@@ -66,14 +69,19 @@ def main() -> int:
     seeds = str(options.seed) if options.seed is not None else options.seeds
     verbose = options.seed is not None
     results = []
-    for seed in seed_range(seeds):
-        with tempfile.TemporaryDirectory(prefix=f"faults-{seed}-") as work_dir:
-            result = run(seed, plan, Path(work_dir), say=print if verbose else lambda _: None)
-        results.append(result)
-        print(f"[{time.strftime('%H:%M:%S')}] seed {seed}: {summary_line(result)}", flush=True)
-        for violation in result.violations:
-            print(f"    {violation}", flush=True)
-    summary = summarise(results, plan, seeds)
+    try:
+        for seed in seed_range(seeds):
+            with tempfile.TemporaryDirectory(prefix=f"faults-{seed}-") as work_dir:
+                result = run(seed, plan, Path(work_dir), say=print if verbose else lambda _: None)
+            results.append(result)
+            stamp = time.strftime("%H:%M:%S")
+            print(f"[{stamp}] seed {seed}: {summary_line(result)}", flush=True)
+            for violation in result.violations:
+                print(f"    {violation}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C: the seeds run so far are still summarised
+        print("interrupted", flush=True)
+    ran = f"{results[0].seed}-{results[-1].seed}" if results else seeds
+    summary = summarise(results, plan, ran)
     print(json.dumps(summary, indent=2))
     if options.out:
         options.out.write_text(json.dumps(summary, indent=2) + "\n")

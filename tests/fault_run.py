@@ -55,6 +55,8 @@ class RunResult:
     jobs: int = 0
     resubmitted: int = 0  # jobs created twice because an answer was lost with the coordinator
     outcomes: Counter[str] = field(default_factory=Counter)
+    # Attempts cut short by a fault and started again (proof the faults hit running jobs).
+    interrupted: Counter[str] = field(default_factory=Counter)
     settle_s: float = 0.0
     wall_s: float = 0.0
     abandoned_identities: int = 0
@@ -191,10 +193,12 @@ def run(seed: int, plan: Plan, work_dir: Path, say: Callable[[str], None] = prin
     try:
         _drive(steps, world, submitter, result, say)
         _settle(world, watcher, submitter, plan, steps, result)
-    finally:
-        watcher.stop()
-        submitter.pending.put(None)
-        result.abandoned_identities = len(world.stop())
+    finally:  # the processes end even when the harness itself fails (or Ctrl-C)
+        try:
+            watcher.stop()
+            submitter.pending.put(None)
+        finally:
+            result.abandoned_identities = len(world.stop())
         result.violations = [*result.violations, *watcher.violations, *world.violations]
         result.violations.extend(submitter.failures)
         result.wall_s = round(time.monotonic() - began, 1)
@@ -251,13 +255,24 @@ def _settle(
             )
     missing = wanted - {view["name"] for view in watcher.jobs.values()}
     result.violations.extend(f"{name} never appeared" for name in sorted(missing))
-    lines = {step.target: step.lines for step in steps if step.action == "submit"}
     result.jobs = len(watcher.jobs)
     result.resubmitted = len(watcher.jobs) - len(wanted - missing)
+    _judge_outputs(world, watcher, steps, result)
+
+
+def _judge_outputs(world: World, watcher: Watcher, steps: list[Step], result: RunResult) -> None:
+    """Outcomes, attempts cut short, and each succeeded job's output against a clean run."""
+    lines = {step.target: step.lines for step in steps if step.action == "submit"}
     for job_id, view in watcher.final.items():
         result.outcomes[_outcome(view)] += 1
+        records = world.coordinator.logs(job_id)
+        for record in records:
+            if record["stream"] == "system" and "requeued" in record["data"]:
+                result.interrupted["requeued (lease expired)"] += 1
+            elif record["stream"] == "system" and "handed back" in record["data"]:
+                result.interrupted["handed back"] += 1
         if view["status"] == "succeeded":
-            got = final_attempt_stdout(world.coordinator.logs(job_id))
+            got = final_attempt_stdout(records)
             want = expected_stdout(view["name"], lines[view["name"]])
             if got != want:
                 result.violations.append(
@@ -277,7 +292,9 @@ def summary_line(result: RunResult) -> str:
     verdict = (
         f"{len(result.violations)} violation(s)" if result.violations else "all invariants hold"
     )
+    interrupted = ", ".join(f"{k} {n}" for k, n in sorted(result.interrupted.items()))
     return (
-        f"{result.jobs} jobs ({outcomes}); faults: {faults or 'none'}; "
+        f"{result.jobs} jobs ({outcomes}; attempts cut: {interrupted or 'none'}); "
+        f"faults: {faults or 'none'}; "
         f"settled in {result.settle_s} s; {verdict}"
     )

@@ -42,7 +42,7 @@ class Plan:
 
     duration_s: float = 30.0
     agents: int = 2
-    jobs: int = 8
+    jobs: int = 10
     lease_timeout_s: float = 3.0
     # Calm between two episodes on one target, seconds (drawn uniformly).
     gap_s: tuple[float, float] = (3.0, 9.0)
@@ -112,11 +112,11 @@ def _episodes(rng: random.Random, plan: Plan, target: str, kind: str) -> list[St
 
 
 def _submissions(rng: random.Random, plan: Plan) -> list[Step]:
-    """Jobs spread over the run: a few lines each, some sleeping a second or two in all."""
+    """Jobs spread over the run: a few lines each, most sleeping up to a few seconds in all."""
     steps = []
     for index in range(plan.jobs):
         lines = rng.randint(1, 8)
-        pause_s = rng.choice((0.0, 0.0, 0.1, 0.25))
+        pause_s = rng.choice((0.0, 0.1, 0.25, 0.5))
         at = rng.uniform(0.0, plan.duration_s * 0.8)
         steps.append(Step(round(at, 2), "submit", f"job{index}", lines=lines, pause_s=pause_s))
     return steps
