@@ -277,7 +277,8 @@ def _judge_outputs(world: World, watcher: Watcher, steps: list[Step], result: Ru
             if got != want:
                 result.violations.append(
                     f"job {job_id} ({view['name']}) succeeded with stdout {got!r}, "
-                    f"a clean run prints {want!r}"
+                    f"a clean run prints {want!r}; its log: "
+                    + " ".join(f"{r['seq']}:{r['stream']}:{r['data'][:60]!r}" for r in records)
                 )
 
 

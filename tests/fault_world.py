@@ -198,7 +198,23 @@ class World:
     def check_no_containers(self, node_id: str, when: str) -> None:
         leftovers = wait_until_empty(node_id)
         if leftovers:
-            self.violations.append(f"{len(leftovers)} container(s) of {node_id} remain ({when})")
+            described = subprocess.run(
+                [
+                    "docker",
+                    "ps",
+                    "-a",
+                    "--format",
+                    "{{.Names}} {{.Status}}",
+                    "--filter",
+                    f"label=compound.node_id={node_id}",
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout.split("\n")
+            self.violations.append(
+                f"{len(leftovers)} container(s) of {node_id} remain ({when}): "
+                + "; ".join(line for line in described if line)
+            )
 
     def stop(self) -> list[str]:
         """SIGTERM every agent and check each left nothing behind; stop the coordinator.
