@@ -195,6 +195,29 @@ async def test_refill_starts_sandboxes_side_by_side() -> None:
     assert pool.idle_count == 0
 
 
+async def test_closing_lets_a_start_in_flight_finish_and_discards_it() -> None:
+    """A sandbox still starting when the pool closes is waited for and discarded, not
+    cancelled half-way (the engine could keep a container nobody removes: found by the
+    fault harness as an Exited (125) warm container after a clean SIGTERM)."""
+    release = asyncio.Event()
+    discarded: list[int] = []
+    finished: list[int] = []
+
+    async def start(key: str) -> int:
+        await release.wait()
+        finished.append(1)
+        return 1
+
+    pool: WarmPool[str, int] = WarmPool(1, start, lambda _: True, discarded.append)
+    pool.refill("k")
+    closing = asyncio.ensure_future(pool.close())
+    await asyncio.sleep(0)  # close() is waiting on the start now
+    assert not closing.done()
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    assert finished == [1] and discarded == [1] and pool.idle_count == 0
+
+
 async def test_warm_zero_starts_no_container_ahead(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:

@@ -23,6 +23,10 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
+# How long closing the pool waits for sandboxes still starting.
+START_WAIT_S = 10.0
+
+
 class WarmPool(Generic[K, T]):
     """At most ``size`` started, idle sandboxes of one key; ``size`` 0 holds none."""
 
@@ -102,13 +106,18 @@ class WarmPool(Generic[K, T]):
         while self._starting:
             await asyncio.wait(set(self._starting))
 
-    async def close(self) -> None:
-        """Stop refilling and discard every idle sandbox; the pool stays empty after."""
+    async def close(self, start_wait_s: float = START_WAIT_S) -> None:
+        """Stop refilling and discard every idle sandbox; the pool stays empty after.
+
+        A start in flight is let finish (up to ``start_wait_s``) and its sandbox discarded:
+        cancelled half-way, the engine could keep a container that nobody removes."""
         self._closed = True
         starting = set(self._starting)
-        for task in starting:
-            task.cancel()
-        await asyncio.gather(*starting, return_exceptions=True)
+        if starting:
+            _, late = await asyncio.wait(starting, timeout=start_wait_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*starting, return_exceptions=True)
         self._drain_other(None)
 
     def _drain_other(self, key: K | None) -> None:
