@@ -154,6 +154,14 @@ class Outbox:
         self.empty.clear()
         return job
 
+    def add_to(self, job_log: JobLog | None, record: LogRecord) -> None:
+        """Add ``record`` to ``job_log`` while it is still the job's current log: output of
+        an execution the coordinator took away (the job may come back to this agent under a
+        new lease, with a new log) must never land in its successor's."""
+        if job_log is not None and self.jobs.get(job_log.job_id) is job_log:
+            job_log.records.append(record)
+            self.changed.set()
+
     def add(self, job_id: str, record: LogRecord) -> None:
         job = self.jobs.get(job_id)
         if job is not None:

@@ -151,13 +151,14 @@ class Worker:
         job = execution.job
         self._events.emit(JobStarted(job_id=job.job_id))
         self._events.say(f"job {job.job_id} started")
+        # This execution's own log: bound now, so its output never reaches a later one's.
+        job_log = self._outbox.jobs.get(job.job_id)
         collector = OutputCollector(
             job.first_seq,
             self._max_output_bytes,
-            lambda r: self._outbox.add(job.job_id, r),
+            lambda r: self._outbox.add_to(job_log, r),
             on_gathered=self._outbox.changed.set,
         )
-        job_log = self._outbox.jobs.get(job.job_id)
         if job_log is not None:
             job_log.gather = collector.drain
 

@@ -1,0 +1,69 @@
+"""The agent's worker when a job comes back to the same agent under a new lease: the old
+execution's output never lands in the new attempt's log (found by the fault harness, seed
+108: a frozen agent's job was requeued, given back to it, and both executions' lines mixed).
+
+The runner here is a stand-in for Docker that emits output when the test says so: what is
+under test is the worker's bookkeeping, not the sandbox (the Docker runner has its own
+tests)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from compound.agent.events import EventSink
+from compound.agent.outbox import Outbox
+from compound.agent.runners.base import OutputSink, RunResult, RunSpec
+from compound.agent.worker import Worker
+from compound.protocol import Job, JobStatus, Stream
+
+
+class SteppedRunner:
+    """Each run prints what the test feeds it, until it is cancelled."""
+
+    runtime = "test"
+
+    def __init__(self) -> None:
+        self.sinks: list[OutputSink] = []
+        self.started = asyncio.Event()
+
+    async def prepare(self) -> None:
+        return None
+
+    async def run(self, spec: RunSpec, on_output: OutputSink, cancel: asyncio.Event) -> RunResult:
+        self.sinks.append(on_output)
+        self.started.set()
+        await cancel.wait()
+        return RunResult(JobStatus.CANCELLED, None)
+
+
+def _job(lease_id: str, first_seq: int) -> Job:
+    return Job(job_id="j", lease_id=lease_id, script="", first_seq=first_seq)
+
+
+async def test_an_abandoned_execution_writes_nothing_into_the_next_attempts_log() -> None:
+    """Attempt 1 is abandoned (the coordinator took the job away) but its container still
+    prints; the job comes back under a new lease: only attempt 2's output is in its log."""
+    runner = SteppedRunner()
+    outbox = Outbox()
+    events = EventSink(json=False)
+    worker = Worker(runner, outbox, events, max_output_bytes=1 << 20)  # type: ignore[arg-type]
+    worker.start(_job("lease-1", first_seq=0))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    old_sink = runner.sinks[0]
+    await old_sink(Stream.STDOUT, b"old 0\n")
+    worker.abandon("j", "lease expired")
+    runner.started.clear()
+    worker.start(_job("lease-2", first_seq=5))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    new_sink = runner.sinks[1]
+    # The old container is still being stopped and prints on; the new one starts printing.
+    await old_sink(Stream.STDOUT, b"old 1\nold 2\n")
+    await new_sink(Stream.STDOUT, b"new 0\nnew 1\n")
+    job_log = outbox.jobs["j"]
+    assert job_log.lease_id == "lease-2"
+    if job_log.gather is not None:
+        job_log.gather()
+    text = "".join(record.data for record in job_log.records)
+    assert text == "new 0\nnew 1\n", text
+    assert job_log.records[0].seq == 5
+    await worker.stop_all(5)
