@@ -1,9 +1,9 @@
-"""The desktop app for real: the Qt window under Xvfb, its bridge, its local server, its agent.
+"""The desktop app for real: the Qt window under Xvfb, its controls, its local server, its agent.
 
-The window is driven the way a user would: mouse presses on the page's own traffic lights,
-delivered through Qt WebEngine's DevTools port (CDP), which the test enables with
-QTWEBENGINE_REMOTE_DEBUGGING. Everything is real: the local server, the coordinator, the
-agent and Docker are the real ones.
+The window is driven the way a user would: mouse presses on the page's own traffic lights
+and title bar, delivered through Qt WebEngine's DevTools port (CDP), which the test enables
+with QTWEBENGINE_REMOTE_DEBUGGING. Everything is real: the local server, the coordinator,
+the agent and Docker are the real ones.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
+from compound.desktop.bridge import WindowControls
 from compound.desktop.server import LocalAppState, LocalServer
 from compound.desktop.settings import AppSettings, SettingsStore
 from compound.desktop.sidecar import AgentSidecar
@@ -45,6 +46,7 @@ from support import (
 )
 
 X11_DIR = Path("/tmp/.X11-unix")
+JSON = {"Content-Type": "application/json"}
 
 
 # ------------------------------------------------------------------ Xvfb
@@ -105,6 +107,17 @@ def app_env(config_dir: Path, display: str | None, **extra: str) -> dict[str, st
 # ------------------------------------------------------------------ a tiny CDP client
 
 
+# Records every CSP refusal in the page (eval included, whoever asked for it).
+CSP_RECORDER = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`);
+});
+"""
+
+WINDOW_API = "/local/api/window"
+
+
 class DevToolsPage:
     """The app window's page over Chrome DevTools Protocol (evaluate, mouse clicks)."""
 
@@ -143,6 +156,18 @@ class DevToolsPage:
         if "exceptionDetails" in result:
             raise AssertionError(f"page error: {result['exceptionDetails']}")
         return result.get("result", {}).get("value")
+
+    def record_csp_violations(self) -> None:
+        """Reload the page with a recorder of its CSP violations (``window.__cspViolations``)
+        installed before any of its scripts, pywebview's injected ones included."""
+        self.call("Page.enable")
+        self.call("Page.addScriptToEvaluateOnNewDocument", source=CSP_RECORDER)
+        self.call("Page.reload", ignoreCache=True)
+        self.wait_for(
+            "Array.isArray(window.__cspViolations) && document.readyState === 'complete'",
+            30,
+            "the reloaded page",
+        )
 
     def wait_for(self, expression: str, timeout_s: float, what: str) -> Any:
         return wait_until(lambda: self.evaluate(expression), timeout_s, what, interval_s=0.1)
@@ -184,6 +209,16 @@ class DevToolsPage:
         self.call(
             "Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y, button="left", clickCount=1
         )
+
+    def drag(self, start: tuple[float, float], dx: float, dy: float, steps: int = 5) -> None:
+        """Press the left button at ``start``, move by (dx, dy) in ``steps``, release."""
+        x, y = start
+        mouse = "Input.dispatchMouseEvent"
+        self.call(mouse, type="mousePressed", x=x, y=y, button="left", clickCount=1)
+        for step in range(1, steps + 1):
+            at = {"x": x + dx * step / steps, "y": y + dy * step / steps}
+            self.call(mouse, type="mouseMoved", button="left", **at)
+        self.call(mouse, type="mouseReleased", x=x + dx, y=y + dy, button="left", clickCount=1)
 
     def wait_until_true(self, expression: str, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -227,7 +262,18 @@ class WindowApp:
         self.page = DevToolsPage(self.debug_port)
 
     def state(self) -> str:
-        return str(self.page.evaluate("window.pywebview.api.window_state()"))
+        """The window's state as the page learns it from the local server."""
+        expression = f"fetch('{WINDOW_API}').then((r) => r.json()).then((b) => b.state)"
+        return str(self.page.evaluate(expression))
+
+    def post(self, action: str) -> int:
+        """POST /local/api/window/<action> from the page, as the traffic lights do."""
+        return int(
+            self.page.evaluate(
+                f"fetch('{WINDOW_API}/{action}', {{method: 'POST', body: '{{}}',"
+                " headers: {'Content-Type': 'application/json'}}).then((r) => r.status)"
+            )
+        )
 
     def wait_state(self, state: str) -> None:
         wait_until(lambda: self.state() == state, 10, f"the window to be {state}", 0.1)
@@ -275,7 +321,8 @@ def agent_pids(config_dir: Path) -> list[int]:
 
 @pytest.mark.timeout(120)
 def test_self_check_prints_one_line_and_exits_0(display: str, tmp_path: Path) -> None:
-    """`compound app --self-check` renders the landing page, hears the bridge, exits 0."""
+    """`compound app --self-check` renders the landing page, hears it through the local API,
+    exits 0."""
     result = subprocess.run(
         [sys.executable, "-m", "compound", "app", "--self-check"],
         capture_output=True,
@@ -287,7 +334,7 @@ def test_self_check_prints_one_line_and_exits_0(display: str, tmp_path: Path) ->
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(lines) == 1, result.stdout
     assert re.fullmatch(
-        r"compound app self-check ok: window rendered .+, bridge answered in \d+\.\d s", lines[0]
+        r"compound app self-check ok: window rendered .+, local API answered in \d+\.\d s", lines[0]
     ), lines[0]
 
 
@@ -308,18 +355,42 @@ def test_no_display_is_one_clear_line(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.timeout(120)
+SCREEN_XY = "[window.screenX, window.screenY]"
+EVAL_FROM_THE_PAGE = """new Promise((resolve) => setTimeout(() => {
+  try { resolve(new Function("return 'ran'")()); } catch (e) { resolve("refused"); }
+}))"""
+TRAFFIC_SHOWN = (
+    "(() => { const t = document.querySelector('.traffic'); return !!t && !t.hidden; })()"
+)
+
+# A point of the title bar that is the bar itself (no control under it): where a drag starts.
+BAR_POINT = """(() => {
+  const bar = document.querySelector('.titlebar');
+  const r = bar.getBoundingClientRect();
+  const y = r.y + r.height / 2;
+  for (let x = r.x + r.width / 2; x < r.right - 4; x += 8) {
+    if (document.elementFromPoint(x, y) === bar) return [x, y];
+  }
+  return null;
+})()"""
+
+
+@pytest.mark.timeout(150)
 def test_traffic_lights_drive_the_window(
     display: str, tmp_path: Path, window_apps: list[WindowApp]
 ) -> None:
-    """Maximise toggles, minimise minimises, and the red light ends the app process."""
+    """Maximise toggles, minimise minimises, the bar drags the window, the red light ends the
+    app, and all of it under a CSP without 'unsafe-eval' that the page never violates."""
     app = WindowApp(tmp_path / "config", display)
     window_apps.append(app)
-    app.page.wait_for(
-        "(() => { const t = document.querySelector('.traffic'); return !!t && !t.hidden; })()",
-        30,
-        "the traffic lights",
+    page = app.page
+    page.wait_for("document.readyState === 'complete'", 30, "the landing page")
+    page.record_csp_violations()
+    policy = page.evaluate(
+        "fetch(location.href).then((r) => r.headers.get('content-security-policy'))"
     )
+    assert "script-src 'self';" in policy and "unsafe-eval" not in policy, policy
+    page.wait_for(TRAFFIC_SHOWN, 30, "the traffic lights")
     assert app.state() == "normal"
 
     app.page.click("window-maximize")
@@ -328,8 +399,21 @@ def test_traffic_lights_drive_the_window(
     app.wait_state("normal")
     app.page.click("window-minimize")
     app.wait_state("minimized")
-    app.page.evaluate("window.pywebview.api.restore()")
+    assert app.post("restore") == 200
     app.wait_state("normal")
+
+    # pywebview's drag region puts the window's corner at the pointer's screen position less
+    # where the bar was grabbed; CDP's synthetic events carry screen = client coordinates, so
+    # a drag by (dx, dy) lands the window at (dx, dy), wherever it was.
+    assert page.evaluate(SCREEN_XY) != [100, 50]
+    page.drag(page.wait_for(BAR_POINT, 10, "an empty spot of the title bar"), 100, 50)
+    wait_until(lambda: page.evaluate(SCREEN_XY) == [100, 50], 10, "the window to follow the drag")
+
+    assert page.evaluate("window.__cspViolations") == []
+    # The page really runs without eval, and the recorder hears such a refusal. (Run from a
+    # timer: DevTools lifts the page's eval ban for the expressions it evaluates itself.)
+    assert page.evaluate(EVAL_FROM_THE_PAGE) == "refused"
+    assert page.evaluate("window.__cspViolations") == ["script-src eval"]
 
     with contextlib.suppress(Exception):  # the page may vanish before the release is acked
         app.page.click("window-close")
@@ -487,6 +571,34 @@ def test_events_websocket_needs_the_cookie(local_server: LocalServer) -> None:
         connect(url, additional_headers=cookie, origin=Origin("http://evil.example")).close()
     with connect(url, additional_headers=cookie, open_timeout=10) as websocket:
         websocket.ping().wait(5)
+
+
+@pytest.mark.timeout(30)
+def test_window_routes_need_a_window_and_pass_the_guard(
+    local_server: LocalServer, tmp_path: Path
+) -> None:
+    """/local/api/window is 404 without a native window, 409 before it opens, and refuses
+    another origin's POST like the rest of /local/api."""
+    client = _cookie_client(local_server)
+    window_url = local_server.base_url + "/local/api/window"
+    assert client.get(window_url).status_code == 404
+    assert client.post(window_url + "/close", json={}).status_code == 404
+    foreign = client.post(window_url + "/close", json={}, headers={"Origin": "http://127.0.0.1:1"})
+    assert foreign.status_code == 403
+
+    store = SettingsStore(tmp_path / "unopened")
+    sidecar = AgentSidecar(tmp_path / "unopened" / "agent", tmp_path / "unopened" / "agent.log")
+    unopened = LocalServer(LocalAppState(store=store, sidecar=sidecar, window=WindowControls()))
+    unopened.start()
+    try:
+        client = _cookie_client(unopened)
+        url = unopened.base_url + "/local/api/window"
+        assert client.get(url).json() == {"state": "normal"}
+        assert client.post(url + "/minimize", json={}).status_code == 409
+        assert client.post(url + "/fly", json={}).status_code == 404
+        assert client.post(url + "/rendered", content=b"[1]", headers=JSON).status_code == 400
+    finally:
+        unopened.stop()
 
 
 @pytest.mark.timeout(30)

@@ -187,16 +187,14 @@ def _directives(header: str) -> dict[str, list[str]]:
     return parsed
 
 
-def assert_strict_policy(response: httpx.Response, eval_for_the_window: bool = False) -> None:
-    """The answer carries the pages' CSP: self only, nothing inline, no framing; the desktop
-    app's pages allow eval in scripts (pywebview's bridge needs it), nothing else."""
+def assert_strict_policy(response: httpx.Response) -> None:
+    """The answer carries the pages' CSP: self only, nothing inline, no eval, no framing."""
     where = f"{response.request.method} {response.request.url.path}"
     header = response.headers.get("content-security-policy")
     assert header, f"{where} has no Content-Security-Policy"
     policy = _directives(header)
     assert policy["default-src"] == ["'self'"], where
-    script = ["'self'", "'unsafe-eval'"] if eval_for_the_window else ["'self'"]
-    assert policy["script-src"] == script, where
+    assert policy["script-src"] == ["'self'"], where
     for name in ("style-src", "img-src", "font-src"):
         assert policy[name] == ["'self'"], (where, name)
     assert policy["object-src"] == ["'none'"], where
@@ -209,9 +207,7 @@ def assert_strict_policy(response: httpx.Response, eval_for_the_window: bool = F
     assert set(connect[1:]) <= {f"ws://{host}", f"wss://{host}"}, where
     for name, sources in policy.items():
         for source in sources:
-            assert source not in ("'unsafe-inline'", "*", "data:", "blob:"), where
-            if source == "'unsafe-eval'":
-                assert eval_for_the_window and name == "script-src", where
+            assert source not in ("'unsafe-inline'", "'unsafe-eval'", "*", "data:", "blob:"), where
             assert "://" not in source or source.endswith(host), (where, name, source)
     assert response.headers.get("x-content-type-options") == "nosniff", where
 
@@ -289,10 +285,10 @@ def _cookie_client(server: LocalServer) -> Iterator[httpx.Client]:
 
 @pytest.mark.timeout(60)
 def test_the_desktop_pages_have_the_policy(desktop: Desktop) -> None:
-    """The local server's pages and static files answer with the CSP (eval for the bridge)."""
+    """The local server's pages and static files answer with the same CSP, eval refused too."""
     with _cookie_client(desktop.server) as client:
         for path in ["/", "/jobs.html", "/js/api.js", "/css/compound.css", "/no-such-page"]:
-            assert_strict_policy(client.get(path), eval_for_the_window=True)
+            assert_strict_policy(client.get(path))
 
 
 CSRF_PAGE = """<!doctype html><meta charset="utf-8"><title>same site, other port</title>

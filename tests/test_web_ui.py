@@ -7,14 +7,20 @@ screenshots in docs/ are produced here.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from compound.desktop.bridge import WindowControls
+from compound.desktop.server import LocalAppState, LocalServer
+from compound.desktop.settings import SettingsStore
+from compound.desktop.sidecar import AgentSidecar
 from support import Agent, Coordinator, wait_until
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -53,16 +59,6 @@ document.addEventListener("DOMContentLoaded", () => {
   };
   requestAnimationFrame(sample);
 });
-"""
-
-# Stands in for pywebview's injected bridge: records which window methods the page called.
-FAKE_PYWEBVIEW = """
-window.__windowCalls = [];
-window.pywebview = { api: {
-  close: () => { window.__windowCalls.push("close"); },
-  minimize: () => { window.__windowCalls.push("minimize"); },
-  toggle_maximize: () => { window.__windowCalls.push("toggle_maximize"); return "maximized"; },
-} };
 """
 
 
@@ -185,19 +181,88 @@ def test_pages_are_interactive_within_300_ms(coordinator: Coordinator, page: Pag
     assert all(ms < LOAD_BUDGET_MS for ms in timings.values()), timings
 
 
+class _WindowEvent:
+    """pywebview's window event, as far as the controls use it (``+=`` then fired)."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Callable[[], object]] = []
+
+    def __iadd__(self, handler: Callable[[], object]) -> _WindowEvent:
+        self.handlers.append(handler)
+        return self
+
+    def fire(self) -> None:
+        for handler in self.handlers:
+            handler()
+
+
+class RecordingWindow:
+    """Stands in for pywebview's window (test_desktop drives the real one): records calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.events = SimpleNamespace(
+            minimized=_WindowEvent(),
+            maximized=_WindowEvent(),
+            restored=_WindowEvent(),
+            closed=_WindowEvent(),
+        )
+
+    def destroy(self) -> None:
+        self.calls.append("destroy")
+
+    def minimize(self) -> None:
+        self.calls.append("minimize")
+        self.events.minimized.fire()
+
+    def maximize(self) -> None:
+        self.calls.append("maximize")
+        self.events.maximized.fire()
+
+    def restore(self) -> None:
+        self.calls.append("restore")
+        self.events.restored.fire()
+
+
+@contextlib.contextmanager
+def _local_server(config_dir: Path, window: RecordingWindow | None) -> Iterator[LocalServer]:
+    controls = None
+    if window is not None:
+        controls = WindowControls()
+        controls.attach(window)
+    sidecar = AgentSidecar(config_dir / "agent", config_dir / "agent.log")
+    state = LocalAppState(store=SettingsStore(config_dir), sidecar=sidecar, window=controls)
+    server = LocalServer(state)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.timeout(60)
-def test_window_controls_call_the_desktop_bridge(coordinator: Coordinator, page: Page) -> None:
-    """Traffic lights are hidden in a browser and call pywebview's API in the desktop app."""
+def test_window_controls_drive_the_window_through_the_local_server(
+    coordinator: Coordinator, page: Page, tmp_path: Path
+) -> None:
+    """Traffic lights are hidden in a browser (coordinator or app without a window) and, in
+    the app's window, call the window through /local/api/window."""
     page.goto(coordinator.url + "/submitter.html")
     expect(page.locator(".titlebar")).to_have_class(re.compile("pywebview-drag-region"))
+    expect(page.get_by_test_id("token-button")).to_be_hidden()
     expect(page.get_by_test_id("window-close")).to_be_hidden()
+    with _local_server(tmp_path / "browser", None) as server:
+        page.goto(server.launch_url("/submitter.html"))
+        expect(page.get_by_test_id("token-button")).to_be_visible()  # the app's pages are up
+        expect(page.get_by_test_id("window-close")).to_be_hidden()
 
-    page.add_init_script(FAKE_PYWEBVIEW)
-    page.reload()
-    for testid in ("window-close", "window-minimize", "window-maximize"):
-        expect(page.get_by_test_id(testid)).to_be_visible()
-        page.get_by_test_id(testid).click()
-    assert page.evaluate("window.__windowCalls") == ["close", "minimize", "toggle_maximize"]
+    window = RecordingWindow()
+    with _local_server(tmp_path / "window", window) as server:
+        page.goto(server.launch_url("/submitter.html"))
+        for testid in ("window-maximize", "window-maximize", "window-minimize", "window-close"):
+            expect(page.get_by_test_id(testid)).to_be_visible()
+            page.get_by_test_id(testid).click()
+        wait_until(lambda: len(window.calls) == 4, 10, "the window calls")
+    assert window.calls == ["maximize", "restore", "minimize", "destroy"]
 
 
 # ------------------------------------------------------------------------------- jobs

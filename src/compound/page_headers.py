@@ -6,11 +6,9 @@ inline script, style or event-handler attribute and no ``eval``, talk (fetch, We
 to its own origin, never be framed, and submit forms only to itself. So markup that slips into
 a page runs nothing, and a page cannot be pointed at, or leak to, another server.
 
-One exception, for the desktop app's native window only (``PageHeaders(..., window_bridge=
-True)``): pywebview builds its JS <-> Python bridge in the page with ``new Function`` and
-answers bridge calls with ``eval`` (pywebview 6: ``webview/js/api.js``, ``Window.evaluate_js``),
-so that server's pages allow ``'unsafe-eval'``; nothing inline still runs there. Moving the
-window controls off pywebview's bridge would let that go.
+The desktop app's native window gets the same policy, ``eval`` refused too: its window
+controls go through the local server's ``/local/api/window``, not through pywebview's
+JS <-> Python bridge (which needs ``eval``; see ``compound.desktop.bridge``).
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5
 
 _FIXED = (
     "default-src 'self'",
+    "script-src 'self'",
     "style-src 'self'",
     "img-src 'self'",
     "font-src 'self'",
@@ -37,9 +36,8 @@ _FIXED = (
 )
 
 
-def content_security_policy(host: str, scheme: str, window_bridge: bool = False) -> str:
-    """The policy for a page served to ``host`` (the Host header) over ``scheme``;
-    ``window_bridge`` allows the eval that pywebview's bridge needs (see above).
+def content_security_policy(host: str, scheme: str) -> str:
+    """The policy for a page served to ``host`` (the Host header) over ``scheme``.
 
     ``connect-src 'self'`` already covers the page's own ws:/wss: origin in CSP 3 browsers;
     the origin is also named explicitly for engines that predate that rule.
@@ -47,23 +45,21 @@ def content_security_policy(host: str, scheme: str, window_bridge: bool = False)
     connect = ["'self'"]
     if _HOST.match(host):
         connect.append(f"{'wss' if scheme in ('https', 'wss') else 'ws'}://{host}")
-    script = "script-src 'self' 'unsafe-eval'" if window_bridge else "script-src 'self'"
-    return "; ".join([*_FIXED, script, f"connect-src {' '.join(connect)}"])
+    return "; ".join([*_FIXED, f"connect-src {' '.join(connect)}"])
 
 
 class PageHeaders:
     """ASGI wrapper for the app that serves the pages: each HTTP answer gets the headers."""
 
-    def __init__(self, app: ASGIApp, window_bridge: bool = False) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.window_bridge = window_bridge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         host = Headers(scope=scope).get("host", "")
-        policy = content_security_policy(host, str(scope.get("scheme", "http")), self.window_bridge)
+        policy = content_security_policy(host, str(scope.get("scheme", "http")))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

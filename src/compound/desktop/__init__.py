@@ -3,7 +3,8 @@
 Modules, one concept each: ``settings`` (persisted preferences), ``sidecar`` (the agent child
 process and its typed events), ``leftovers`` (containers of a killed agent), ``guard`` (the
 local server's token, cookie, Host and Origin checks), ``server`` (the local app server),
-``bridge`` (the JS <-> Python window controls), ``window`` (the pywebview window, run and
+``bridge`` (the native window's controls), ``window_routes`` (``/local/api/window``: the
+pages drive the window through the local server), ``window`` (the pywebview window, run and
 self-check), ``display`` (display and Qt environment), ``launcher`` (wiring it all for
 `compound app`).
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import TextIO
 
 from compound.desktop import DEFAULT_SELF_CHECK_TIMEOUT_S
+from compound.desktop.bridge import WindowControls
 from compound.desktop.display import display_problem, prepare_qt_environment
 from compound.desktop.server import WEB_DIR, LocalAppState, LocalServer
 from compound.desktop.settings import SettingsStore, config_dir, settings_from_dict
@@ -46,14 +47,18 @@ class LaunchOptions:
     self_check_timeout_s: float = DEFAULT_SELF_CHECK_TIMEOUT_S
 
 
-def _build_state(coordinator_url: str | None) -> LocalAppState:
+def _build_state(coordinator_url: str | None, frontend: Frontend) -> LocalAppState:
     store = SettingsStore()
     if coordinator_url is not None:
         # Raises SettingsError (a ValueError with one sentence) for a bad URL.
         store.save(settings_from_dict({"coordinator_url": coordinator_url}, store.load()))
     directory = config_dir()
     sidecar = AgentSidecar(state_dir=directory / "agent", log_path=directory / "agent.log")
-    return LocalAppState(store=store, sidecar=sidecar)
+    # Only a native window has controls; the pages then show its traffic lights.
+    has_window = frontend in (Frontend.WINDOW, Frontend.SELF_CHECK)
+    return LocalAppState(
+        store=store, sidecar=sidecar, window=WindowControls() if has_window else None
+    )
 
 
 def _check_frontend(frontend: Frontend) -> None:
@@ -70,27 +75,29 @@ def launch(options: LaunchOptions, out: TextIO = sys.stdout) -> int:
     """Run the app until its front end ends; returns the process exit code."""
     _check_frontend(options.frontend)
     try:
-        state = _build_state(options.coordinator_url)
+        state = _build_state(options.coordinator_url, options.frontend)
     except ValueError as exc:
         raise LaunchError(str(exc)) from exc
     server = LocalServer(state)
     server.start()
     try:
-        return _run_frontend(options, server, out)
+        return _run_frontend(options, server, state.window, out)
     finally:
         state.sidecar.stop()
         server.stop()
 
 
-def _run_frontend(options: LaunchOptions, server: LocalServer, out: TextIO) -> int:
+def _run_frontend(
+    options: LaunchOptions, server: LocalServer, controls: WindowControls | None, out: TextIO
+) -> int:
     url = server.launch_url(options.start_path)
-    if options.frontend is Frontend.WINDOW:
+    if options.frontend is Frontend.WINDOW and controls is not None:
         from compound.desktop.window import run_window
 
-        run_window(url)
+        run_window(url, controls)
         return 0
-    if options.frontend is Frontend.SELF_CHECK:
-        return _self_check(url, options.self_check_timeout_s, out, cleanup=server.stop)
+    if options.frontend is Frontend.SELF_CHECK and controls is not None:
+        return _self_check(url, controls, options.self_check_timeout_s, out, server.stop)
     if options.frontend is Frontend.BROWSER:
         if webbrowser.open(url):
             print(
@@ -105,7 +112,13 @@ def _run_frontend(options: LaunchOptions, server: LocalServer, out: TextIO) -> i
     return 0
 
 
-def _self_check(url: str, timeout_s: float, out: TextIO, cleanup: Callable[[], None]) -> int:
+def _self_check(
+    url: str,
+    controls: WindowControls,
+    timeout_s: float,
+    out: TextIO,
+    cleanup: Callable[[], None],
+) -> int:
     from compound.desktop.window import SelfCheck, run_window
 
     check = SelfCheck(timeout_s)
@@ -116,7 +129,7 @@ def _self_check(url: str, timeout_s: float, out: TextIO, cleanup: Callable[[], N
     )
     watchdog.daemon = True
     watchdog.start()
-    run_window(url, self_check=check)
+    run_window(url, controls, self_check=check)
     watchdog.cancel()
     verdict = "ok" if check.result.ok else "failed"
     print(f"compound app self-check {verdict}: {check.result.message}", file=out)

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 
 import compound
+from compound.desktop.bridge import WindowControls
 from compound.desktop.guard import LocalAccessGuard
 from compound.desktop.proxy import CoordinatorProxy, proxy_routes
 from compound.desktop.settings import (
@@ -35,6 +36,7 @@ from compound.desktop.settings import (
     validate_token,
 )
 from compound.desktop.sidecar import AgentSidecar, EventDict, SidecarError
+from compound.desktop.window_routes import router as window_router
 from compound.page_headers import PageHeaders
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class LocalAppState:
 
     store: SettingsStore
     sidecar: AgentSidecar
+    # The native window's controls; None when the app has no window (browser, serve-only).
+    window: WindowControls | None = None
     proxy: CoordinatorProxy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -189,9 +193,10 @@ def create_app(state: LocalAppState, web_dir: Path = WEB_DIR) -> FastAPI:
     app = FastAPI(title="Compound desktop", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.local = state
     app.include_router(router)
+    app.include_router(window_router)
     app.router.routes.extend(proxy_routes())
-    # The pages' strict CSP, with the eval pywebview's window bridge needs (page_headers).
-    pages = PageHeaders(StaticFiles(directory=web_dir, html=True), window_bridge=True)
+    # The pages' strict CSP, the same as the coordinator's (page_headers).
+    pages = PageHeaders(StaticFiles(directory=web_dir, html=True))
     app.mount("/", pages, name="web")
     return app
 

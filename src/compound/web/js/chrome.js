@@ -2,14 +2,16 @@
 //
 // A page declares <header class="titlebar pywebview-drag-region" data-back="index.html">;
 // importing this module fills it in: traffic lights (desktop app only), ← Back (when
-// data-back is set), the mini wordmark and the Jobs / Contributors nav. In the desktop app
-// (pywebview) the traffic lights call window.pywebview.api.close() / minimize() /
-// toggle_maximize(); in a plain browser they stay hidden. A "Token" control appears once the
-// coordinator asked for an access token or one is stored: it opens the dialog to change or
-// forget it.
+// data-back is set), the mini wordmark and the Jobs / Contributors nav. In the desktop app's
+// window the traffic lights ask the app's local server to close, minimise or toggle-maximise
+// it (nativewindow.js); in a browser they stay hidden. Dragging the bar moves the window
+// (pywebview's drag region: the pywebview-drag-region class). A "Token" control appears
+// once the coordinator asked for an access token or one is stored: it opens the dialog to
+// change or forget it.
 
-import { manageToken, pageUrl, tokenStatus } from "./api.js";
+import { inDesktopApp, manageToken, pageUrl, tokenStatus } from "./api.js";
 import { h, svg } from "./dom.js";
+import { nativeWindowState, windowAction } from "./nativewindow.js";
 
 const STROKE = { stroke: "currentColor", "stroke-width": "1.2", "stroke-linecap": "round" };
 const ICONS = {
@@ -58,12 +60,9 @@ function buildTraffic() {
     maximize: trafficButton("maximize", "Maximise window"),
   };
   group.append(buttons.close, buttons.minimize, buttons.maximize);
-  const methods = { close: "close", minimize: "minimize", maximize: "toggle_maximize" };
-  for (const [kind, method] of Object.entries(methods)) {
-    buttons[kind].addEventListener("click", () => {
-      const api = window.pywebview && window.pywebview.api;
-      if (api && typeof api[method] === "function") api[method]();
-    });
+  const actions = { close: "close", minimize: "minimize", maximize: "toggle-maximize" };
+  for (const [kind, action] of Object.entries(actions)) {
+    buttons[kind].addEventListener("click", () => windowAction(action));
   }
   return group;
 }
@@ -125,9 +124,9 @@ function buildTokenChip() {
   return button;
 }
 
-function enableDesktop(bar) {
+async function enableDesktop(bar) {
   const group = bar.querySelector(".traffic");
-  if (!group || !(window.pywebview && window.pywebview.api)) return;
+  if (!group || !(await inDesktopApp()) || (await nativeWindowState()) === null) return;
   group.hidden = false;
   group.inert = false;
   document.documentElement.classList.add("is-desktop");
@@ -151,7 +150,6 @@ export function mountTitlebar(bar) {
     control.addEventListener("mousedown", (event) => event.stopPropagation());
   }
   enableDesktop(bar);
-  window.addEventListener("pywebviewready", () => enableDesktop(bar));
 }
 
 for (const bar of document.querySelectorAll(".titlebar")) mountTitlebar(bar);
