@@ -16,7 +16,13 @@ from pydantic import BaseModel
 from compound.protocol import auth, errors, limits
 from compound.protocol.events import AgentEvent
 from compound.protocol.messages import FollowMessage
-from compound.protocol.status import TERMINAL_STATUSES, ContributorState, JobStatus, Stream
+from compound.protocol.status import (
+    TERMINAL_STATUSES,
+    ContributorState,
+    JobStatus,
+    Lending,
+    Stream,
+)
 
 TARGET = "src/compound/web/js/wire.js"
 COMMAND = "scripts/gen-wire-js"
@@ -34,8 +40,9 @@ _HEADER = f"""\
 // the Python protocol in src/compound/protocol/. Change the Python, run {COMMAND}
 // and commit both; scripts/check fails while this file and the Python differ.
 //
-// The web UI's wire constants: job statuses, streams, message and event types, close codes,
-// the token subprotocols and the API's limits. Each line is one JSON value.
+// The web UI's wire constants: job statuses, streams, lending states, message and event
+// types, close codes, the token subprotocols and the API's limits. Each line is one JSON
+// value.
 
 """
 
@@ -73,6 +80,7 @@ def constants() -> dict[str, object]:
         "TERMINAL_STATUSES": terminal,
         "Stream": _enum(Stream),
         "ContributorState": _enum(ContributorState),
+        "Lending": _enum(Lending),
         "FollowMessageType": message_types(FollowMessage),
         "AgentEventType": message_types(AgentEvent),
         **close_codes(),
