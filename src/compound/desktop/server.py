@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 
 import compound
+from compound.desktop.controls import control_routes
 from compound.desktop.guard import LocalAccessGuard
 from compound.desktop.proxy import CoordinatorProxy, proxy_routes
 from compound.desktop.settings import (
@@ -189,6 +190,7 @@ def create_app(state: LocalAppState, web_dir: Path = WEB_DIR) -> FastAPI:
     app = FastAPI(title="Compound desktop", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.local = state
     app.include_router(router)
+    app.include_router(control_routes(state.sidecar))
     app.router.routes.extend(proxy_routes())
     # The pages' strict CSP, with the eval pywebview's window bridge needs (page_headers).
     pages = PageHeaders(StaticFiles(directory=web_dir, html=True), window_bridge=True)
