@@ -28,6 +28,7 @@ from compound.agent.runners.base import Limits, MiB, Runner
 from compound.agent.settings import AgentSettings
 from compound.agent.worker import Worker
 from compound.protocol import Lending
+from compound.protocol.events import LendingChanged
 
 DRAIN_REASON = "its donor asked it to drain"
 _DRAIN_POLL_S = 0.5
@@ -61,6 +62,8 @@ class DonorControls:
         # One change at a time: the donor's commands and the policy loop.
         self._lock = asyncio.Lock()
         self._drainer: asyncio.Task[None] | None = None
+        # What the last LendingChanged event said: a new one goes out when this changes.
+        self._told: LendingChanged | None = None
 
     @property
     def limits(self) -> Limits:
@@ -108,6 +111,7 @@ class DonorControls:
             )
             await self._apply(decide(self.donor, observed))
             self._hand_back_long_paused()
+            self._tell()
 
     async def _apply(self, decision: Decision) -> None:
         if decision.lending is Lending.PAUSED:
@@ -152,6 +156,17 @@ class DonorControls:
                 self._events.say(f"job {job_id} paused over {limit_s:g} s: handing it back")
                 self._worker.hand_back(job_id, f"its contributor paused it over {limit_s:g} s")
                 del self._frozen_since[job_id]
+
+    def _tell(self) -> None:
+        """Emit the lending state (and the frozen jobs) when it differs from the last told."""
+        event = LendingChanged(
+            lending=Lending.DRAINING if self.draining else self.decision.lending,
+            reason=DRAIN_REASON if self.draining else self.decision.reason,
+            frozen_jobs=sorted(self._frozen_since),
+        )
+        if event != self._told:
+            self._events.emit(event)
+            self._told = event
 
     # ------------------------------------------------------------------ the donor's commands
 
@@ -203,6 +218,7 @@ class DonorControls:
             self.draining = True
             self._outbox.lend(Lending.DRAINING, DRAIN_REASON)
             await self._thaw_all()
+            self._tell()
         running = self._running_count()
         self._events.say(f"draining: {running} running job(s) finish, then the agent exits")
         self._drainer = asyncio.create_task(self._stop_once_drained(), name="drain")

@@ -1,26 +1,23 @@
 """`compound agent pause|resume|drain|status|set`: change a running agent live.
 
 They talk to the agent over its control socket in its state directory (never the
-network): one request line, one answer line (see agent/control.py).
+network): one request line, one answer line (see agent/control.py and control_client.py).
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from compound.agent.control import MAX_ANSWER_BYTES, parse_answer, request_line, socket_path
-from compound.agent.control_server import socket_address
+from compound.agent.control_client import NoAgent, ask
 from compound.agent.donor import KEYS
 from compound.agent.settings import default_state_dir
 from compound.cli.exit_codes import UNREACHABLE
 from compound.cli.output import print_error
 
-ANSWER_TIMEOUT_S = 30.0
 # The agent answers 1 when it refuses a request (a bad value), as a usage error would.
 REFUSED = 1
 
@@ -28,45 +25,6 @@ StateDir = Annotated[
     Path | None,
     typer.Option(help="The agent's state directory (default ~/.local/share/compound/agent)."),
 ]
-
-
-class NoAgent(Exception):
-    """No agent answers on that state directory; ``str()`` says so."""
-
-
-def ask(state_dir: Path, command: str, key: str = "", value: str = "") -> dict[str, Any]:
-    """The running agent's answer to one control request; NoAgent when none answers."""
-    path = socket_path(state_dir)
-    missing = f"no agent is running with the state directory {state_dir}"
-    if not path.exists():
-        raise NoAgent(f"{missing} (start one with `compound agent --state-dir {state_dir}`)")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(ANSWER_TIMEOUT_S)
-        try:
-            with socket_address(path) as address:
-                connection.connect(address)
-            connection.sendall(request_line(command, key, value))
-            answer = _read_line(connection)
-        except (ConnectionRefusedError, FileNotFoundError):
-            raise NoAgent(f"{missing} (its control socket is left from a stopped agent)") from None
-        except PermissionError:
-            raise NoAgent(f"not allowed to control the agent of {state_dir}") from None
-        except OSError as exc:
-            raise NoAgent(f"the agent of {state_dir} did not answer: {exc}") from None
-    parsed = parse_answer(answer)
-    if parsed is None:
-        raise NoAgent(f"the agent of {state_dir} gave an answer that cannot be read")
-    return parsed
-
-
-def _read_line(connection: socket.socket) -> bytes:
-    received = b""
-    while not received.endswith(b"\n") and len(received) <= MAX_ANSWER_BYTES:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    return received
 
 
 def _run(state_dir: Path | None, command: str, key: str = "", value: str = "") -> dict[str, Any]:

@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 import compound
 from compound.desktop.bridge import WindowControls
+from compound.desktop.controls import control_routes
 from compound.desktop.guard import LocalAccessGuard
 from compound.desktop.proxy import CoordinatorProxy, proxy_routes
 from compound.desktop.settings import (
@@ -194,6 +195,7 @@ def create_app(state: LocalAppState, web_dir: Path = WEB_DIR) -> FastAPI:
     app.state.local = state
     app.include_router(router)
     app.include_router(window_router)
+    app.include_router(control_routes(state.sidecar))
     app.router.routes.extend(proxy_routes())
     # The pages' strict CSP, the same as the coordinator's (page_headers).
     pages = PageHeaders(StaticFiles(directory=web_dir, html=True))

@@ -130,6 +130,11 @@ class AgentSidecar:
         self._exited = threading.Event()
         self._exited.set()
 
+    @property
+    def state_dir(self) -> Path:
+        """The agent's state directory (its control socket is there)."""
+        return self._state_dir
+
     # -- lifecycle ---------------------------------------------------------------------
     def _move(self, new: AgentState) -> None:
         if new not in _TRANSITIONS[self._state]:

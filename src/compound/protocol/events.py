@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from compound.protocol.status import JobStatus
+from compound.protocol.status import JobStatus, Lending
 
 
 class _Event(BaseModel):
@@ -64,6 +64,16 @@ class JobFinished(_Event):
     error: str | None = None
 
 
+class LendingChanged(_Event):
+    """What the agent lends now and why, and which running jobs are frozen; emitted when
+    any of it changes (the first time at start)."""
+
+    type: Literal["lending"] = "lending"
+    lending: Lending
+    reason: str | None = None
+    frozen_jobs: list[str] = Field(default_factory=list)
+
+
 class LogLine(_Event):
     type: Literal["log"] = "log"
     level: Literal["info", "warning", "error"] = "info"
@@ -83,6 +93,7 @@ AgentEvent = Annotated[
     | Stats
     | JobStarted
     | JobFinished
+    | LendingChanged
     | LogLine
     | Stopped,
     Field(discriminator="type"),
@@ -96,6 +107,7 @@ _event_adapter: TypeAdapter[
     | Stats
     | JobStarted
     | JobFinished
+    | LendingChanged
     | LogLine
     | Stopped
 ] = TypeAdapter(AgentEvent)
@@ -111,6 +123,7 @@ def parse_event(
     | Stats
     | JobStarted
     | JobFinished
+    | LendingChanged
     | LogLine
     | Stopped
     | None

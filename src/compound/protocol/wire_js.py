@@ -20,6 +20,7 @@ from compound.protocol.status import (
     TERMINAL_STATUSES,
     ContributorState,
     JobStatus,
+    Lending,
     Stream,
     WaitingReason,
 )
@@ -40,8 +41,9 @@ _HEADER = f"""\
 // the Python protocol in src/compound/protocol/. Change the Python, run {COMMAND}
 // and commit both; scripts/check fails while this file and the Python differ.
 //
-// The web UI's wire constants: job statuses, streams, message and event types, close codes,
-// the token subprotocols and the API's limits. Each line is one JSON value.
+// The web UI's wire constants: job statuses, streams, lending states, message and event
+// types, close codes, the token subprotocols and the API's limits. Each line is one JSON
+// value.
 
 """
 
@@ -80,6 +82,7 @@ def constants() -> dict[str, object]:
         "Stream": _enum(Stream),
         "ContributorState": _enum(ContributorState),
         "WaitingReason": _enum(WaitingReason),
+        "Lending": _enum(Lending),
         "FollowMessageType": message_types(FollowMessage),
         "AgentEventType": message_types(AgentEvent),
         **close_codes(),

@@ -422,6 +422,18 @@ export function saveLocalSettings(changes) {
   return localCall("PUT", "/settings", changes);
 }
 
+/** GET /local/api/agent/control → {message, status}: the running agent's lending state,
+ * settings and jobs, from its control socket; throws ApiError (409: no agent running). */
+export function agentControlStatus() {
+  return localCall("GET", "/agent/control");
+}
+
+/** POST /local/api/agent/{pause|resume|drain|set} → {message, status}; throws ApiError with
+ * the agent's sentence when it refuses (a bad value). `set` takes {key, value}. */
+export function agentControl(command, body = {}) {
+  return localCall("POST", `/agent/${command}`, body);
+}
+
 async function localCall(method, path, body) {
   let resp;
   try {

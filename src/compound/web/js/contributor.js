@@ -6,11 +6,13 @@
 // (no /local/api), the page says contributing needs the desktop app and stays idle.
 // In the desktop app the page also shows, and lets the user change, the coordinator URL
 // (app.json via /local/api/settings); a running agent keeps its URL until it restarts.
+// The running agent's lending controls (pause, resume, drain, settings) are in lending.js.
 
 import {
   backoffMs, getLocalSettings, isCoordinatorUrl, saveLocalSettings, setCoordinatorBase,
 } from "./api.js";
 import { formatBytes, formatDuration } from "./format.js";
+import { LendingPanel } from "./lending.js";
 import { AgentEventType, Stream } from "./wire.js";
 
 const MAX_LOG_LINES = 500;
@@ -31,6 +33,7 @@ const ui = {
   ramFree: $("ram-free"),
   ramTotal: $("ram-total"),
   banner: $("job-banner"),
+  jobTitle: $("job-title"),
   jobId: $("job-id"),
   jobElapsed: $("job-elapsed"),
   log: $("agent-log"),
@@ -67,6 +70,8 @@ export function initialView() {
   return {
     running: false, connection: "stopped", retryInS: null, nodeId: null, contributorId: null, name: null, runtime: null,
     cpuPercent: null, ramFreeBytes: null, ramTotalBytes: null, job: null, agentCoordinatorUrl: null,
+    // {state, reason, frozenJobs} from the agent's latest `lending` event; null before one.
+    lending: null,
   };
 }
 
@@ -90,13 +95,15 @@ export function reduce(view, event) {
       return [{ ...view, job: { id: event.job_id, startedAt: at } }, null];
     case AgentEventType.JOB_FINISHED:
       return [{ ...view, job: view.job && view.job.id === event.job_id ? null : view.job }, null];
+    case AgentEventType.LENDING:
+      return [{ ...view, lending: { state: event.lending, reason: event.reason || null, frozenJobs: event.frozen_jobs || [] } }, null];
     case AgentEventType.LOG:
       return [view, { stream: event.level === "info" ? Stream.STDOUT : Stream.STDERR, text: event.message }];
     case AgentEventType.STOPPED:
-      return [{ ...view, connection: "stopped", job: null }, note(`Agent stopped${event.reason ? `: ${event.reason}` : ""}`)];
+      return [{ ...view, connection: "stopped", job: null, lending: null }, note(`Agent stopped${event.reason ? `: ${event.reason}` : ""}`)];
     // The desktop app's own event (desktop/sidecar.py), not the agent's.
     case "agent_exited":
-      return [{ ...view, running: false, connection: "stopped", job: null }, note(`Agent exited (code ${event.code})`)];
+      return [{ ...view, running: false, connection: "stopped", job: null, lending: null }, note(`Agent exited (code ${event.code})`)];
     default:
       return [view, null];
   }
@@ -110,6 +117,7 @@ function note(text, stream = Stream.SYSTEM) {
 
 let view = initialView();
 let busy = false;
+let panel = null; // the lending controls, in the desktop app only
 
 function render() {
   const c = CONNECTION[view.connection] || CONNECTION.stopped;
@@ -136,11 +144,14 @@ function render() {
   ui.toggle.classList.toggle("btn--primary", !view.running);
   ui.toggle.setAttribute("aria-pressed", String(view.running));
   renderJob();
+  if (panel) panel.render(view);
 }
 
 function renderJob() {
   ui.banner.hidden = !view.job;
   if (!view.job) return;
+  const frozen = Boolean(view.lending && view.lending.frozenJobs.includes(view.job.id));
+  ui.jobTitle.textContent = frozen ? "Job frozen (paused)" : "Running a job";
   ui.jobId.textContent = view.job.id;
   ui.jobElapsed.textContent = formatDuration(Math.max(0, Date.now() / 1000 - view.job.startedAt));
 }
@@ -175,6 +186,7 @@ class AgentLog {
 }
 
 const log = new AgentLog(ui.log);
+const JOB_EVENTS = new Set([AgentEventType.JOB_STARTED, AgentEventType.JOB_FINISHED, AgentEventType.LENDING]);
 
 function apply(event) {
   const [next, line] = reduce(view, event);
@@ -185,6 +197,8 @@ function apply(event) {
     showError(`The agent stopped unexpectedly (exit code ${event.code}). Its last messages are in the log below.`);
   }
   render();
+  // The agent's status says which jobs run and which are frozen: ask again when that moves.
+  if (panel && JOB_EVENTS.has(event.type)) panel.refresh();
 }
 
 function showError(message) {
@@ -336,6 +350,7 @@ async function main() {
     ...view, running: agent.running, connection: agent.running ? "connecting" : "stopped",
     agentCoordinatorUrl: agent.coordinator_url || null,
   };
+  panel = new LendingPanel();
   render();
   setupCoordinatorSetting();
   ui.toggle.disabled = false;

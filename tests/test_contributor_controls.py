@@ -1,0 +1,216 @@
+"""The contributor page's lending controls in a real browser (Debian's Chromium), against the
+real desktop app server (`compound app --serve-only`), a real agent and real containers:
+pause freezes a running job and resume continues it, hours that exclude now pause the agent
+with the reason shown, the CLI and the page control the same agent, and another origin's
+POST to the controls is refused."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from support import Coordinator, run_cli, wait_until
+from test_agent_controls import COUNTER, counted, paused_in_docker
+from test_contributor_page import UI_TIMEOUT_MS, ServedApp, expect_connected, serve_app
+
+# The agent keeps heartbeating while paused; a long lease keeps these tests free of races.
+LEASE_TIMEOUT_S = 60.0
+
+
+@pytest.fixture
+def patient(tmp_path: Path) -> Iterator[Coordinator]:
+    server = Coordinator(
+        data_dir=tmp_path / "patient", lease_timeout_s=LEASE_TIMEOUT_S, extra_args=[]
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(docker_engine: str, patient: Coordinator, tmp_path: Path) -> Iterator[ServedApp]:
+    served = serve_app(patient, tmp_path / "config")
+    yield served
+    served.stop()
+
+
+def contribute(page: Page, app: ServedApp) -> None:
+    """Open the contributor page in the app and start its agent."""
+    page.goto(app.url)
+    page.goto(app.base_url + "/contributor.html")
+    page.get_by_test_id("agent-toggle").click()
+    expect_connected(page)
+    expect(page.get_by_test_id("lending-state")).to_have_text("Active", timeout=UI_TIMEOUT_MS)
+
+
+def cli_status(app: ServedApp) -> dict[str, Any]:
+    done = run_cli("agent", "status", "--json", "--state-dir", str(app.config_dir / "agent"))
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.timeout(180)
+def test_pause_on_the_page_freezes_the_job_and_resume_continues_it(
+    app: ServedApp, patient: Coordinator, page: Page
+) -> None:
+    """Pause: the job's container is paused in Docker, it prints nothing, the page says the
+    agent is paused by its donor and the job frozen; Resume: it counts on."""
+    contribute(page, app)
+    job_id = patient.submit(COUNTER, timeout_s=150)
+    wait_until(lambda: counted(patient, job_id) >= 3, 60, "the job counting")
+    jobs = page.get_by_test_id("agent-jobs")
+    expect(jobs).to_contain_text(job_id, timeout=UI_TIMEOUT_MS)
+
+    page.get_by_test_id("agent-pause").click()
+    expect(page.get_by_test_id("lending-state")).to_have_text("Paused")
+    expect(page.get_by_test_id("lending-reason")).to_have_text("paused by its donor")
+    expect(page.get_by_test_id("controls-message")).to_contain_text("Paused")
+    wait_until(lambda: paused_in_docker(job_id), 10, "the container paused")
+    frozen = page.get_by_test_id("agent-job").filter(has_text=job_id)
+    expect(frozen).to_have_attribute("data-frozen", "true", timeout=UI_TIMEOUT_MS)
+    expect(frozen).to_contain_text("frozen")
+    expect(page.get_by_test_id("job-title")).to_have_text("Job frozen (paused)")
+    assert cli_status(app)["lending"] == "paused"
+    time.sleep(1.0)  # what was printed before the freeze reaches the coordinator
+    frozen_at = counted(patient, job_id)
+    time.sleep(1.5)
+    assert counted(patient, job_id) == frozen_at, "the job ran while paused"
+
+    page.get_by_test_id("agent-resume").click()
+    expect(page.get_by_test_id("lending-state")).to_have_text("Active")
+    expect(page.get_by_test_id("lending-reason")).to_have_text("takes jobs")
+    wait_until(lambda: counted(patient, job_id) > frozen_at + 3, 30, "the job counting again")
+    assert not paused_in_docker(job_id)
+    expect(frozen).to_have_attribute("data-frozen", "false", timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_test_id("job-title")).to_have_text("Running a job")
+    run_cli("cancel", job_id, coordinator=patient)
+
+
+@pytest.mark.timeout(180)
+def test_hours_set_on_the_page_pause_the_agent_with_the_reason(
+    app: ServedApp, patient: Coordinator, page: Page
+) -> None:
+    """Hours that exclude now pause the agent (the page shows why, no job comes); a bad value
+    is refused with a sentence; always lifts it; a pause from the CLI shows on the page."""
+    contribute(page, app)
+    hours = page.get_by_test_id("donor-hours")
+    expect(hours).to_have_value("always", timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_test_id("donor-slots-current")).to_have_text("now 1 (default)")
+
+    hours.fill("9 to 5")
+    page.get_by_test_id("donor-hours-apply").click()
+    message = page.get_by_test_id("controls-message")
+    expect(message).to_contain_text("HH:MM-HH:MM")
+    expect(hours).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("lending-state")).to_have_text("Active")
+
+    start = (time.localtime().tm_hour + 2) % 24
+    window = f"{start:02d}:00-{(start + 1) % 24:02d}:00"
+    hours.fill(window)
+    hours.press("Enter")
+    expect(page.get_by_test_id("lending-state")).to_have_text("Paused")
+    expect(page.get_by_test_id("lending-reason")).to_have_text(f"outside its hours ({window})")
+    expect(page.get_by_test_id("donor-hours-current")).to_have_text(f"now {window}")
+    state = cli_status(app)
+    assert state["lending"] == "paused" and state["settings"]["hours"] == window
+    job_id = patient.submit("print(1)")
+    time.sleep(1.0)
+    assert patient.job(job_id)["status"] == "queued"
+
+    page.get_by_test_id("donor-slots").fill("2")
+    page.get_by_test_id("donor-slots-apply").click()
+    expect(page.get_by_test_id("donor-slots-current")).to_have_text("now 2")
+    page.get_by_test_id("donor-on-battery").select_option("pause")
+    page.get_by_test_id("donor-on-battery-apply").click()
+    expect(page.get_by_test_id("donor-on-battery-current")).to_have_text("now pause")
+
+    hours.fill("always")
+    page.get_by_test_id("donor-hours-apply").click()
+    expect(page.get_by_test_id("lending-state")).to_have_text("Active")
+    patient.wait_for_status(job_id, {"succeeded"}, timeout_s=60)
+
+    state_dir = str(app.config_dir / "agent")
+    assert run_cli("agent", "pause", "--state-dir", state_dir).returncode == 0
+    expect(page.get_by_test_id("lending-state")).to_have_text("Paused")
+    expect(page.get_by_test_id("lending-reason")).to_have_text("paused by its donor")
+    assert run_cli("agent", "resume", "--state-dir", state_dir).returncode == 0
+    expect(page.get_by_test_id("lending-state")).to_have_text("Active")
+
+
+class _AttackerPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>elsewhere</title><p>another site on this machine</p>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def other_origin() -> Iterator[str]:
+    """A page on another 127.0.0.1 port: same site as the app (its cookie goes along)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.timeout(120)
+def test_another_origin_cannot_use_the_controls(
+    app: ServedApp, page: Page, other_origin: str
+) -> None:
+    """A POST to the controls from another origin (its cookie sent along), or without JSON,
+    is refused and the agent keeps lending; the page's own POST is taken."""
+    contribute(page, app)
+    page.goto(other_origin)
+    sent = page.evaluate(
+        """async (base) => {
+            const sent = [];
+            for (const path of ["pause", "drain", "set"]) {
+                for (const type of ["text/plain", "application/json"]) {
+                    try {
+                        await fetch(`${base}/local/api/agent/${path}`, {
+                            method: "POST", mode: "no-cors", credentials: "include",
+                            headers: { "Content-Type": type },
+                            body: JSON.stringify({ key: "hours", value: "00:00-00:01" }),
+                        });
+                        sent.push(path);
+                    } catch { /* refused before it left: also fine */ }
+                }
+            }
+            return sent;
+        }""",
+        app.base_url,
+    )
+    assert sent, "the browser sent none of the cross-origin requests"
+    state = cli_status(app)
+    assert state["lending"] == "active" and state["settings"]["hours"] == "always"
+
+    request = page.request
+    url = app.base_url + "/local/api/agent/pause"
+    foreign = request.post(url, headers={"Origin": other_origin}, data={})
+    assert foreign.status == 403
+    cross_site = request.post(url, headers={"Sec-Fetch-Site": "same-site"}, data={})
+    assert cross_site.status == 403
+    plain = request.post(url, headers={"Content-Type": "text/plain"}, data="{}")
+    assert plain.status == 415
+    assert cli_status(app)["lending"] == "active"
+
+    own = request.post(url, headers={"Origin": app.base_url}, data={})
+    assert own.status == 200, own.text()
+    assert own.json()["status"]["lending"] == "paused"
+    assert cli_status(app)["lending"] == "paused"
