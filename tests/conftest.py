@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from docker_env import check_docker_ready
+from postgres import Cluster, find_binaries
 from support import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -79,6 +80,24 @@ def start_agent(
             leftovers = containers_of(agent.node_id)
             if leftovers:
                 subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the whole run (tests/postgres.py), started the first
+    time a test asks; skipped only when PostgreSQL's binaries are not installed."""
+    bin_dir = find_binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (initdb not found): scripts/install installs it")
+    cluster = Cluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Cluster) -> str:
+    """A new, empty database in the throwaway cluster: its SQLAlchemy URL (psycopg 3)."""
+    return postgres_cluster.database()
 
 
 @pytest.fixture

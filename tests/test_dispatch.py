@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from compound.coordinator.scheduling.job_queue import JobQueue, QueuedJob
-from compound.coordinator.storage.db import WriteTurns, create_engine, create_schema
+from compound.coordinator.storage.db import WriteTurns, create_engine
+from compound.coordinator.storage.schema import upgrade
 from compound.coordinator.storage.writer import GroupWriter
 from fake_agent import FakeAgent
 from support import Coordinator
@@ -119,7 +120,7 @@ def _writer_database(tmp_path: Path) -> Path:
 
     async def schema() -> None:
         engine = create_engine(path)
-        await create_schema(engine)
+        await upgrade(engine)
         await engine.dispose()
 
     asyncio.run(schema())
@@ -283,7 +284,7 @@ def test_the_other_writer_gets_its_turn_while_the_group_writer_is_busy(tmp_path:
 
     async def scenario() -> list[float]:
         engine = create_engine(path, turns)
-        await create_schema(engine)
+        await upgrade(engine)
         writer = GroupWriter(path, turns, max_batch=1)
         stop = asyncio.Event()
 

@@ -1,4 +1,4 @@
-"""`compound admin audit|backup`: an operator's tools, run on the coordinator's machine."""
+"""`compound admin audit|backup|migrate`: an operator's tools, run on the coordinator's machine."""
 
 from __future__ import annotations
 
@@ -73,5 +73,38 @@ def backup(
         print(
             f"compound admin: {report.missing_blobs} file(s) the database names were gone "
             "(removed by retention meanwhile)",
+            file=sys.stderr,
+        )
+
+
+@admin_app.command("migrate")
+def migrate(
+    database: Annotated[
+        str,
+        typer.Option(
+            help="The PostgreSQL database to copy into, empty: postgresql://USER[:PASSWORD]@HOST/NAME."
+        ),
+    ],
+    data_dir: DataDirOption = Path(".compound"),
+) -> None:
+    """Copy the data directory's SQLite database into an empty PostgreSQL database.
+
+    Stop the coordinator first. The files stay in the data directory: start the coordinator
+    with the same --data-dir and the database URL.
+    """
+    from compound.coordinator.storage.transfer import TransferError, transfer
+
+    def progress(table: str, rows: int) -> None:
+        print(f"{table}: {rows} rows", file=sys.stderr)
+
+    try:
+        report = transfer(data_dir, database, progress=progress)
+    except TransferError as exc:
+        raise _fail(str(exc)) from None
+    print(f"copied {sum(report.rows.values())} rows from {data_dir}", file=sys.stderr)
+    if report.nul_values:
+        print(
+            f"compound admin: {report.nul_values} text value(s) held NUL characters, which "
+            "PostgreSQL cannot store: each became U+FFFD",
             file=sys.stderr,
         )

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import db
+from compound.coordinator.storage import db, schema
 
 MAX_DETAIL_CHARS = 1000
 
@@ -82,7 +82,7 @@ def read_entries(data_dir: Path, limit: int = 1000) -> list[AuditEntry]:
     engine = create_sync_engine(f"sqlite:///{path}")
     try:
         with engine.begin() as conn:
-            db.metadata.create_all(conn, tables=[db.audit])
+            schema.upgrade_sync(conn)
             rows = conn.execute(_newest(limit)).mappings()
             return sorted((AuditEntry(**dict(row)) for row in rows), key=lambda e: e.id)
     finally:

@@ -8,13 +8,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import compaction, usage
-from compound.coordinator.storage.db import (
-    WriteTurns,
-    create_engine,
-    create_reader,
-    create_schema,
-)
+from compound.coordinator.storage import compaction, schema, usage
+from compound.coordinator.storage.db import WriteTurns, create_engine, create_reader
 from compound.coordinator.storage.writer import GroupWriter
 
 
@@ -27,12 +22,12 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        """Open (creating the schema if new) the database at ``path``, set to give freed
+        """Open (creating or upgrading its schema) the database at ``path``, set to give freed
         space back, its usage counts rebuilt from the data."""
         await asyncio.to_thread(compaction.prepare, path)
         turns = WriteTurns()
         engine = create_engine(path, turns)
-        await create_schema(engine)
+        await schema.upgrade(engine)
         writer = GroupWriter(path, turns)
         await writer.run(usage.rebuild)
         return cls(path, engine, create_reader(path), writer)

@@ -1,4 +1,9 @@
-"""The coordinator's tables and the engine that reaches them (SQLite in WAL mode)."""
+"""The coordinator's tables and the engine that reaches them (SQLite in WAL mode).
+
+This metadata is the one definition of the tables: databases are brought to it by the
+revisions in ``migrations/`` (``schema.upgrade``), and a test holds the newest revision to
+it. A change here needs a revision there (``schema.write_revision``).
+"""
 
 from __future__ import annotations
 
@@ -257,56 +262,6 @@ def create_reader(database_path: Path, connections: int = 3) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
     return engine
-
-
-# Columns added since the first release; an older database gets them on start.
-_ADDED_COLUMNS = {
-    "jobs": {
-        "log_bytes": "INTEGER NOT NULL DEFAULT 0",
-        "owner": "VARCHAR(128)",
-        "requirements": "TEXT NOT NULL DEFAULT '[]'",
-        "inputs_sha256": "VARCHAR(64)",
-        "inputs_size": "INTEGER",
-        "files_removed_at": "FLOAT",
-        "db_bytes": "INTEGER NOT NULL DEFAULT 0",
-        "last_attempt": "INTEGER NOT NULL DEFAULT 0",
-    },
-    # Records stored before attempts were told apart count as the first attempt's.
-    "log_records": {
-        "size": "INTEGER NOT NULL DEFAULT 0",
-        "attempt": "INTEGER NOT NULL DEFAULT 1",
-    },
-    "contributors": {
-        "token_name": "VARCHAR(128)",
-        "state_reason": "VARCHAR(256)",
-        "last_state": "VARCHAR(16)",
-    },
-}
-
-
-# How an added column is filled for the rows already there.
-_FILL_ADDED = {
-    ("jobs", "db_bytes"): "UPDATE jobs SET db_bytes = length(CAST(script AS BLOB))"
-    " + length(CAST(args AS BLOB)) + length(CAST(env AS BLOB)) + log_bytes"
-    " WHERE files_removed_at IS NULL",
-    # A job that started is on attempt 1, as its records are.
-    ("jobs", "last_attempt"): "UPDATE jobs SET last_attempt = 1 WHERE started_at IS NOT NULL",
-}
-
-
-async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        for table, columns in _ADDED_COLUMNS.items():
-            result = await connection.exec_driver_sql(f"PRAGMA table_info({table})")
-            present = {str(row._mapping["name"]) for row in result}
-            for name, declaration in columns.items():
-                if name not in present:
-                    await connection.exec_driver_sql(
-                        f"ALTER TABLE {table} ADD COLUMN {name} {declaration}"
-                    )
-                    if (table, name) in _FILL_ADDED:
-                        await connection.exec_driver_sql(_FILL_ADDED[table, name])
 
 
 async def execute_many(engine: AsyncEngine, statement: str, rows: list[tuple[Any, ...]]) -> None:

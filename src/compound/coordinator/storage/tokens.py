@@ -20,7 +20,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import audit, db
+from compound.coordinator.storage import audit, db, schema
 from compound.protocol.auth import Role
 
 REFRESH_S = 2.0
@@ -67,7 +67,8 @@ def _sync_engine(data_dir: Path):  # type: ignore[no-untyped-def]
     database = data_dir / "compound.sqlite3"
     prepare_data_dir(data_dir, database)
     engine = create_sync_engine(f"sqlite:///{database}")
-    db.metadata.create_all(engine, tables=[db.tokens, db.audit])
+    with engine.begin() as conn:
+        schema.upgrade_sync(conn)
     return engine
 
 

@@ -1,0 +1,4 @@
+"""Alembic revisions, one module per schema change, loaded by Alembic from their files.
+
+Imports: compound.coordinator.storage.migrations
+"""
