@@ -8,6 +8,8 @@ the ``agent`` fixtures built on it) in place of SQLite's.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from fake_agent import FakeAgent
 from pg_cluster import Backend, Cluster
-from support import Coordinator
+from support import Coordinator, product_env, run_cli, wait_until
 from test_recovery import (
     test_coordinator_sigkill_mid_job_loses_nothing,
     test_finished_jobs_and_queue_survive_restart,
@@ -101,3 +103,38 @@ def test_log_records_with_nul_characters_are_stored(
     agent.done(job, last_seq=1)
     coordinator.wait_for_status(job["job_id"], {"succeeded"})
     assert [r["data"] for r in coordinator.logs(job["job_id"])] == ["a\ufffdb\n"] * 2
+
+
+def test_tokens_made_on_the_command_line_guard_a_coordinator_on_postgresql(
+    tmp_path: Path, database: Backend
+) -> None:
+    """`compound token create --database URL` turns auth on for a coordinator on that
+    database; a revocation through COMPOUND_DATABASE is refused within seconds."""
+    assert database.url is not None
+    created = run_cli(
+        "token", "create", "--database", database.url, "--role", "admin", "--name", "root"
+    )
+    assert created.returncode == 0, created.stderr.decode()
+    token = created.stdout.decode().strip()
+    server = Coordinator(
+        data_dir=tmp_path / "coordinator", extra_args=database.coordinator_args
+    ).start()
+    try:
+        job = {"json": {"script": "print(1)"}}
+        assert server.api("POST", "/api/v1/jobs", **job).status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        assert server.api("POST", "/api/v1/jobs", headers=headers, **job).status_code == 201
+        revoked = subprocess.run(
+            [sys.executable, "-m", "compound", "token", "revoke", "root"],
+            capture_output=True,
+            env=product_env(COMPOUND_DATABASE=database.url),
+            timeout=60,
+        )
+        assert revoked.returncode == 0, revoked.stderr.decode()
+        wait_until(
+            lambda: server.api("GET", "/api/v1/jobs", headers=headers).status_code == 401,
+            10,
+            "the revocation to take effect",
+        )
+    finally:
+        server.stop()
