@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+import pg_cluster
 from docker_env import check_docker_ready
 from postgres import Cluster, find_binaries
 from support import (
@@ -37,6 +38,22 @@ def docker_engine() -> str:
     if problem is not None:
         pytest.fail(f"Docker is not ready: {problem}", pytrace=False)
     return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def postgresql(postgres_cluster: Cluster) -> Cluster:
+    """The session's throwaway PostgreSQL cluster (tests/postgres.py)."""
+    return postgres_cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> pg_cluster.Backend:
+    """Each database the coordinator can keep its state in: SQLite, then a new PostgreSQL
+    database."""
+    if request.param == "sqlite":
+        return pg_cluster.Backend("sqlite")
+    cluster: Cluster = request.getfixturevalue("postgresql")
+    return pg_cluster.Backend("postgresql", cluster.new_database())
 
 
 @pytest.fixture

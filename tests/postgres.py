@@ -94,6 +94,10 @@ class Cluster:
         """A SQLAlchemy URL (psycopg 3) of ``database``."""
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
+    def new_database(self) -> str:
+        """A new, empty database; its URL as users write it (``postgresql://``)."""
+        return self.database().replace("postgresql+psycopg://", "postgresql://", 1)
+
     def database(self) -> str:
         """A new, empty database; returns its URL."""
         self._databases += 1

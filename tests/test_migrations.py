@@ -43,7 +43,15 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 def differences(connection: sa.Connection) -> list[object]:
     """What tells the database's schema from db.py's metadata (Alembic's autogenerate)."""
-    return list(compare_metadata(MigrationContext.configure(connection), db.metadata))
+    context = MigrationContext.configure(connection, opts={"include_object": _compared})
+    return list(compare_metadata(context, db.metadata))
+
+
+def _compared(obj: object, name: str | None, kind: str, reflected: bool, _: object) -> bool:
+    """PostgreSQL's ``contributors.rowid`` stands in for SQLite's built-in rowid (the
+    contributors' registration order): not in the metadata on purpose."""
+    table = getattr(getattr(obj, "table", None), "name", None)
+    return not (kind == "column" and name == "rowid" and table == "contributors")
 
 
 def fill_previous_release(connection: sa.Connection) -> None:

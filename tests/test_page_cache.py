@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 from compound.coordinator.storage.database import Database
@@ -12,6 +10,7 @@ from compound.coordinator.storage.log_tail import LogPage
 from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.page_cache import PageCache
 from compound.protocol import LogRecord
+from pg_cluster import Backend
 
 
 def page(*seqs: int, more: bool = True) -> LogPage:
@@ -40,24 +39,24 @@ def test_least_recently_used_pages_go_first() -> None:
     assert cache.get(("huge", -1, 1, 1)) is None
 
 
-async def _database_with_log(path: Path, records: int) -> Database:
-    database = await Database.open(path)
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA foreign_keys=OFF")  # log rows without a job row: reads only
-        conn.executemany(
-            "INSERT INTO log_records (job_id, seq, stream, size, data) VALUES (?, ?, ?, ?, ?)",
-            [("j", seq, "stdout", 2, f"{seq % 10}\n") for seq in range(records)],
-        )
-        conn.commit()
+async def _database_with_log(path: Path, records: int, backend: Backend) -> Database:
+    database = await Database.open(path, backend.url)
+    # Log rows without a job row: reads only.
+    backend.execute(
+        path,
+        "INSERT INTO log_records (job_id, seq, stream, size, data, attempt)"
+        " VALUES (?, ?, ?, ?, ?, 1)",
+        [("j", seq, "stdout", 2, f"{seq % 10}\n") for seq in range(records)],
+    )
     return database
 
 
-def test_followers_asking_together_share_one_read(tmp_path: Path) -> None:
+def test_followers_asking_together_share_one_read(tmp_path: Path, backend: Backend) -> None:
     """Ten reads of the same page at once get one page object (one database read), and a
     reader that leaves mid-read does not take the others' page with it."""
 
     async def scenario() -> None:
-        database = await _database_with_log(tmp_path / "db.sqlite3", 5000)
+        database = await _database_with_log(tmp_path / "db.sqlite3", 5000, backend)
         store = LogStore(database.reader, database.writer)
         try:
             leaving = asyncio.ensure_future(store.read("j", -1, 2000, 64 * 1024))

@@ -35,9 +35,17 @@ def _log_format(value: str) -> str:
 def coordinator(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8000,
-    data_dir: Annotated[Path, typer.Option(help="Where the SQLite database lives.")] = Path(
-        ".compound"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the SQLite database and the blobs (files) live.")
+    ] = Path(".compound"),
+    database: Annotated[
+        str | None,
+        typer.Option(
+            envvar="COMPOUND_DATABASE",
+            help="postgresql://USER:PASSWORD@HOST:PORT/NAME to keep the state in PostgreSQL "
+            "instead of SQLite (files stay in --data-dir).",
+        ),
+    ] = None,
     lease_timeout: Annotated[
         float,
         typer.Option(
@@ -233,6 +241,7 @@ def coordinator(
 
     settings = CoordinatorSettings(
         data_dir=data_dir,
+        database_url=database or None,
         host=host,
         port=port,
         lease_timeout_s=lease_timeout,

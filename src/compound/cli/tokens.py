@@ -24,6 +24,13 @@ token_app = typer.Typer(
 DataDirOption = Annotated[
     Path, typer.Option(help="The coordinator's data directory (its --data-dir).")
 ]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="COMPOUND_DATABASE",
+        help="The coordinator's PostgreSQL URL (its --database), if it has one.",
+    ),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -36,16 +43,18 @@ def create(
     role: Annotated[Role, typer.Option(help="submitter, contributor or admin.")],
     name: Annotated[str, typer.Option(help="A unique name, shown in lists and logs.")],
     data_dir: DataDirOption = Path(".compound"),
+    database: DatabaseOption = None,
 ) -> None:
     """Create a token and print it alone on stdout: it is shown only this once."""
+    from compound.coordinator.storage.backend import DatabaseUrlError
     from compound.coordinator.storage.data_dir import DataDirError
     from compound.coordinator.storage.tokens import TokenError, create_token
 
     if not name.strip() or len(name) > 128 or not name.isprintable():
         raise _fail("the name must be 1 to 128 printable characters")
     try:
-        token = create_token(data_dir, name, role)
-    except (TokenError, DataDirError) as exc:
+        token = create_token(data_dir, name, role, database)
+    except (TokenError, DataDirError, DatabaseUrlError) as exc:
         raise _fail(str(exc)) from None
     print(token)
 
@@ -53,15 +62,17 @@ def create(
 @token_app.command("list")
 def list_(
     data_dir: DataDirOption = Path(".compound"),
+    database: DatabaseOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Names, roles, created and last-used times; never a secret."""
+    from compound.coordinator.storage.backend import DatabaseUrlError
     from compound.coordinator.storage.data_dir import DataDirError
     from compound.coordinator.storage.tokens import list_tokens
 
     try:
-        tokens = list_tokens(data_dir)
-    except DataDirError as exc:
+        tokens = list_tokens(data_dir, database)
+    except (DataDirError, DatabaseUrlError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
         rows = [
@@ -92,14 +103,16 @@ def list_(
 def revoke(
     name: Annotated[str, typer.Argument(help="The token's name.")],
     data_dir: DataDirOption = Path(".compound"),
+    database: DatabaseOption = None,
 ) -> None:
     """Revoke a token: refused within seconds, its open connections closed."""
+    from compound.coordinator.storage.backend import DatabaseUrlError
     from compound.coordinator.storage.data_dir import DataDirError
     from compound.coordinator.storage.tokens import TokenError, revoke_token
 
     try:
-        revoke_token(data_dir, name)
-    except (TokenError, DataDirError) as exc:
+        revoke_token(data_dir, name, database)
+    except (TokenError, DataDirError, DatabaseUrlError) as exc:
         raise _fail(str(exc)) from None
     print(f"revoked {name}", file=sys.stderr)
 

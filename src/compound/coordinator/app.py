@@ -37,13 +37,11 @@ from compound.coordinator.storage.audit import AuditLog
 from compound.coordinator.storage.blobs import BlobStore
 from compound.coordinator.storage.contributors import ContributorStore
 from compound.coordinator.storage.database import Database
-from compound.coordinator.storage.db import create_reader
 from compound.coordinator.storage.files import FileStore
 from compound.coordinator.storage.jobs import JobStore
 from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.retention import Retention
 from compound.coordinator.storage.tokens import REFRESH_S, TokenBook
-from compound.coordinator.storage.usage import DatabaseSize
 from compound.page_headers import PageHeaders
 from compound.protocol import CLOSE_UNAUTHORIZED
 
@@ -60,7 +58,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = await Database.open(settings.database_path)
+        database = await Database.open(settings.database_path, settings.database_url)
         limits = store_limits(settings)
         logs = LogStore(database.reader, database.writer, limits, observer=metrics)
         jobs = JobStore(
@@ -70,7 +68,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             logs,
             settings.retention_s,
             limits,
-            DatabaseSize(settings.database_path).bytes,
+            database.size_bytes(),
             observer=metrics,
         )
         contributors = ContributorStore(database.engine, database.reader)
@@ -82,14 +80,14 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             logs,
             files,
             blobs,
-            settings.database_path,
+            settings.database_path if database.is_sqlite else None,
         )
         sessions = SessionRegistry()
         hub = ChangeHub()
         scheduler = Scheduler(settings, jobs, logs, contributors, sessions, hub)
         quotas = Quotas(settings, scheduler.count_queued)
         followers = FollowerLimits(settings.max_followers_per_job, settings.max_followers_total)
-        tokens = TokenBook(create_reader(settings.database_path, connections=1))
+        tokens = TokenBook(database.token_reader())
         await tokens.refresh()
         app.state.compound = CoordinatorState(
             settings,

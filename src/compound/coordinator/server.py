@@ -23,6 +23,7 @@ from compound.coordinator.serving.open_sockets import OpenSockets
 from compound.coordinator.serving.shutdown import ShutdownBudget, ShutdownServer
 from compound.coordinator.serving.tls_accept import tls_protocol_class
 from compound.coordinator.settings import CoordinatorSettings
+from compound.coordinator.storage.backend import DatabaseUrlError, check_url
 from compound.coordinator.storage.data_dir import DataDirError, prepare_data_dir
 from compound.coordinator.storage.tokens import tokens_exist
 from compound.protocol import MAX_MESSAGE_BYTES
@@ -54,11 +55,13 @@ def serve(settings: CoordinatorSettings, log_level: str = "info", json_logs: boo
     os.umask(0o077)
     settings = _fit_to_fd_limit(settings)
     try:
+        if settings.database_url is not None:
+            check_url(settings.database_url)
         prepare_data_dir(settings.data_dir, settings.database_path)
         _check_exposure(settings)
         tls = _tls_context(settings)
         listener = _bind(settings.host, settings.port)
-    except (DataDirError, StartupError, TlsConfigError) as exc:
+    except (DataDirError, StartupError, TlsConfigError, DatabaseUrlError) as exc:
         print(f"compound coordinator: {exc}", file=sys.stderr)
         return 1
     open_sockets = OpenSockets()
@@ -120,7 +123,7 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def _check_exposure(settings: CoordinatorSettings) -> None:
     """Without tokens, whoever reaches the coordinator may run code on every contributor:
     that is only allowed on loopback, or when the operator insists."""
-    if is_loopback_host(settings.host) or tokens_exist(settings.data_dir):
+    if is_loopback_host(settings.host) or tokens_exist(settings.data_dir, settings.database_url):
         return
     if not settings.insecure_open:
         raise StartupError(

@@ -85,6 +85,11 @@ class CoordinatorSettings:
     # How often the retention sweep looks for expired jobs.
     retention_sweep_interval_s: float = 3600.0
 
+    # The database: None keeps SQLite in the data directory; a postgresql:// URL puts
+    # the whole state in PostgreSQL (blobs stay in the data directory, which coordinators
+    # sharing the database must share too).
+    database_url: str | None = None
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "compound.sqlite3"

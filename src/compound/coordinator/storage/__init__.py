@@ -1,6 +1,7 @@
 """Durable state: the database, one store per concern, blobs on disk, retention.
 
-``database`` opens the engine, reader pool and group writer; ``job_writes`` is the one write
+``database`` opens the engine, reader pool and group writer (on SQLite, or on PostgreSQL
+through ``backend``); ``job_writes`` is the one write
 path of a job's lifecycle and ``file_writes`` that of its files and their expiry; ``jobs``
 (rows and moves), ``logs`` (records, with ``log_tail`` and ``page_cache``), ``contributors``,
 ``files`` (inputs and artifacts), ``tokens``; ``usage`` (what each submitter stores, and its

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnClause, Integer, case, func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -67,7 +68,8 @@ class ContributorStore:
             "version": hello.version,
             "last_seen": time.time(),
         }
-        statement = sqlite_insert(db.contributors).values(
+        insert = sqlite_insert if self._engine.dialect.name == "sqlite" else postgresql_insert
+        statement = insert(db.contributors).values(
             id=hello.node_id, token_name=token_name, **values
         )
         async with self._engine.begin() as conn:
@@ -140,8 +142,9 @@ class ContributorStore:
         """Up to ``limit`` contributors in registration order, after the position ``after``
         (0: from the start), and the position to ask for next (None: that was the last).
 
-        A position is SQLite's rowid: stable while rows are updated, and it says nothing
-        of a node id (which only admins see)."""
+        A position is SQLite's rowid (on PostgreSQL a column of that name, see
+        ``backend``): stable while rows are updated, and it says nothing of a node id
+        (which only admins see)."""
         rowid: ColumnClause[int] = literal_column("rowid", Integer)
         async with self._reader.connect() as conn:
             result = await conn.execute(

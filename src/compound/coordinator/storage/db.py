@@ -1,4 +1,5 @@
-"""The coordinator's tables and the engine that reaches them (SQLite in WAL mode).
+"""The coordinator's tables and the engines that reach them (SQLite in WAL mode; PostgreSQL's
+are ``backend``'s).
 
 This metadata is the one definition of the tables: databases are brought to it by the
 revisions in ``migrations/`` (``schema.upgrade``), and a test holds the newest revision to
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -26,7 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from compound.coordinator.storage import backend
+
 metadata = MetaData()
+# Counts of bytes and sequence numbers outgrow 32 bits: BIGINT on PostgreSQL (SQLite's
+# INTEGER is 64-bit already, and its DDL stays as it was).
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
 # The write-ahead log is cut back to this size each time a checkpoint resets it: without a
 # limit it keeps the size of its largest burst for good (313 MB seen under a flood).
 JOURNAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
@@ -57,20 +64,20 @@ jobs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     # Highest sequence number accounted for, -1 before any output. Past the per-job log
     # quota records are acknowledged (so counted here) but no longer stored.
-    Column("last_seq", Integer, nullable=False, default=-1),
-    Column("log_bytes", Integer, nullable=False, default=0),
+    Column("last_seq", Int64, nullable=False, default=-1),
+    Column("log_bytes", Int64, nullable=False, default=0),
     # Who submitted it (the client's address until tokens exist): quotas count per owner.
     Column("owner", String(128)),
     # JSON list of PEP 508 requirements (compound.protocol.requirements), [] for none.
     Column("requirements", Text, nullable=False, default="[]"),
     # Its input files: one tar in the blob store (see blobs.py), or none.
     Column("inputs_sha256", String(64), index=True),
-    Column("inputs_size", Integer),
+    Column("inputs_size", Int64),
     # When retention removed its logs, inputs and artifacts (the row stays).
     Column("files_removed_at", Float),
     # Bytes charged to its owner's database quota (usage.py): its script, args and env,
     # then every log record stored; given back when retention clears them.
-    Column("db_bytes", Integer, nullable=False, default=0),
+    Column("db_bytes", Int64, nullable=False, default=0),
 )
 
 # Who uploaded which input tar: a submitter may name only inputs it uploaded itself.
@@ -79,7 +86,7 @@ uploads = Table(
     metadata,
     Column("sha256", String(64), primary_key=True),
     Column("owner", String(128), primary_key=True),
-    Column("size", Integer, nullable=False),
+    Column("size", Int64, nullable=False),
     Column("uploaded_at", Float, nullable=False),
 )
 
@@ -88,9 +95,9 @@ usage = Table(
     "usage",
     metadata,
     Column("owner", String(128), primary_key=True),
-    Column("jobs", Integer, nullable=False, default=0),
-    Column("db_bytes", Integer, nullable=False, default=0),
-    Column("file_bytes", Integer, nullable=False, default=0),
+    Column("jobs", Int64, nullable=False, default=0),
+    Column("db_bytes", Int64, nullable=False, default=0),
+    Column("file_bytes", Int64, nullable=False, default=0),
 )
 
 # A job's output files; their bytes are blobs, shared by content hash.
@@ -99,7 +106,7 @@ artifacts = Table(
     metadata,
     Column("job_id", String(32), ForeignKey("jobs.id"), primary_key=True),
     Column("path", Text, primary_key=True),
-    Column("size", Integer, nullable=False),
+    Column("size", Int64, nullable=False),
     Column("sha256", String(64), nullable=False, index=True),
 )
 
@@ -112,7 +119,7 @@ leases = Table(
     Column("lease_id", String(64), nullable=False, unique=True),
     Column("holder", String(128), nullable=False, index=True),
     # The holder numbers this job's records from here.
-    Column("first_seq", Integer, nullable=False),
+    Column("first_seq", Int64, nullable=False),
     Column("granted_at", Float, nullable=False),
     # Wall-clock time; renewals are written back in batches by the sweeper.
     Column("expires_at", Float, nullable=False),
@@ -132,11 +139,11 @@ log_records = Table(
     "log_records",
     metadata,
     Column("job_id", String(32), primary_key=True),
-    Column("seq", Integer, primary_key=True),
+    Column("seq", Int64, primary_key=True),
     Column("stream", String(8), nullable=False),
     # UTF-8 bytes of data. Before data on purpose: SQLite then reads it without touching
     # the overflow pages of large records, so pages can be cut by size cheaply.
-    Column("size", Integer, nullable=False, default=0),
+    Column("size", Int64, nullable=False, default=0),
     Column("data", Text, nullable=False),
     # The attempt that wrote it (jobs.last_attempt when it was stored); a note, the attempt
     # it is about.
@@ -150,12 +157,12 @@ contributors = Table(
     Column("name", String(128), nullable=False),
     Column("state", String(16), nullable=False),
     Column("cores", Integer, nullable=False, default=0),
-    Column("memory_bytes", Integer, nullable=False, default=0),
+    Column("memory_bytes", Int64, nullable=False, default=0),
     Column("runtime", String(32), nullable=False, default=""),
     Column("version", String(64), nullable=False, default=""),
     Column("cpu_percent", Float),
-    Column("ram_free_bytes", Integer),
-    Column("ram_total_bytes", Integer),
+    Column("ram_free_bytes", Int64),
+    Column("ram_total_bytes", Int64),
     Column("last_seen", Float),
     # The token that first registered this node id; no other token can take it over.
     Column("token_name", String(128)),
@@ -270,6 +277,9 @@ async def execute_many(engine: AsyncEngine, statement: str, rows: list[tuple[Any
     if not rows:
         return
     async with engine.begin() as conn:
+        if engine.dialect.name == backend.POSTGRESQL:
+            await backend.execute_many(conn, statement, rows)
+            return
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None

@@ -32,7 +32,9 @@ def record_upload(
             return room.reason
         usage.charge(conn, owner, file_bytes=size)
     conn.execute(
-        "INSERT OR REPLACE INTO uploads (sha256, owner, size, uploaded_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO uploads (sha256, owner, size, uploaded_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (sha256, owner) DO UPDATE SET size = excluded.size,"
+        " uploaded_at = excluded.uploaded_at",
         (sha256, owner, size, time.time()),
     )
     return None

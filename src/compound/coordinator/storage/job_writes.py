@@ -27,7 +27,7 @@ from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, c
 _INSERT_JOB = (
     "INSERT INTO jobs (id, status, script, args, env, timeout_s, name, created_at, attempts,"
     " cancel_requested, last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size,"
-    " db_bytes, last_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, -1, 0, ?, ?, ?, ?, ?, 0)"
+    " db_bytes, last_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, false, -1, 0, ?, ?, ?, ?, ?, 0)"
     " RETURNING *"
 )
 _INSERT_EVENT = "INSERT INTO job_events (job_id, status, at, reason) VALUES (?, ?, ?, ?)"
@@ -317,7 +317,7 @@ def end_overdue(
 def request_cancel(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
     """Mark a job as to be cancelled (its contributor is asked to stop it)."""
     rows: list[sqlite3.Row] = conn.execute(
-        "UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *", (job_id,)
+        "UPDATE jobs SET cancel_requested = true WHERE id = ? RETURNING *", (job_id,)
     ).fetchall()
     if not rows:
         raise KeyError(job_id)

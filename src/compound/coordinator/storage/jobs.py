@@ -264,6 +264,8 @@ class JobStore:
         # The driver's own query, in one trip to its thread: followers read a job row at
         # every change of their job, and SQLAlchemy's statement and result handling cost
         # more than the read itself (~400 µs of CPU against ~150 µs).
+        if self._reader.dialect.name != "sqlite":
+            return await self._get_row(job_id)
         async with self._reader.connect() as conn:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
@@ -272,6 +274,13 @@ class JobStore:
         for row in rows:
             return JobRow.from_mapping(dict(zip(JOB_COLUMNS, row, strict=True)))
         return None
+
+    async def _get_row(self, job_id: str) -> JobRow | None:
+        """``get`` through SQLAlchemy (PostgreSQL)."""
+        columns = [db.jobs.c[name] for name in JOB_COLUMNS]
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(select(*columns).where(db.jobs.c.id == job_id))).first()
+        return None if row is None else JobRow.from_mapping(row._mapping)
 
     async def newest(self, limit: int, owner: str | None = None) -> list[JobView]:
         """The newest jobs (of ``owner`` only, if given), with their queue positions."""

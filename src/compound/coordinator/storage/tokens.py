@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from compound.coordinator.storage import audit, db, schema
+from compound.coordinator.storage import audit, backend, db, schema
 from compound.protocol.auth import Role
 
 REFRESH_S = 2.0
@@ -61,9 +61,13 @@ class TokenError(Exception):
 # ---------------------------------------------------------------- the command line's side
 
 
-def _sync_engine(data_dir: Path):  # type: ignore[no-untyped-def]
+def _sync_engine(data_dir: Path, database_url: str | None = None):  # type: ignore[no-untyped-def]
     from compound.coordinator.storage.data_dir import prepare_data_dir
 
+    if database_url is not None:  # PostgreSQL: the coordinator creates the schema
+        engine = create_sync_engine(backend.check_url(database_url))
+        db.metadata.create_all(engine, tables=[db.tokens, db.audit])
+        return engine
     database = data_dir / "compound.sqlite3"
     prepare_data_dir(data_dir, database)
     engine = create_sync_engine(f"sqlite:///{database}")
@@ -72,10 +76,10 @@ def _sync_engine(data_dir: Path):  # type: ignore[no-untyped-def]
     return engine
 
 
-def create_token(data_dir: Path, name: str, role: Role) -> str:
+def create_token(data_dir: Path, name: str, role: Role, database_url: str | None = None) -> str:
     """A new token named ``name``; returns the token itself (it is not stored)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    engine = _sync_engine(data_dir)
+    engine = _sync_engine(data_dir, database_url)
     try:
         with engine.begin() as conn:
             if conn.scalar(select(db.tokens.c.name).where(db.tokens.c.name == name)):
@@ -93,8 +97,8 @@ def create_token(data_dir: Path, name: str, role: Role) -> str:
     return token
 
 
-def list_tokens(data_dir: Path) -> list[TokenInfo]:
-    engine = _sync_engine(data_dir)
+def list_tokens(data_dir: Path, database_url: str | None = None) -> list[TokenInfo]:
+    engine = _sync_engine(data_dir, database_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(select(db.tokens).order_by(db.tokens.c.created_at)).mappings()
@@ -103,8 +107,8 @@ def list_tokens(data_dir: Path) -> list[TokenInfo]:
         engine.dispose()
 
 
-def revoke_token(data_dir: Path, name: str) -> None:
-    engine = _sync_engine(data_dir)
+def revoke_token(data_dir: Path, name: str, database_url: str | None = None) -> None:
+    engine = _sync_engine(data_dir, database_url)
     try:
         with engine.begin() as conn:
             result = conn.execute(
@@ -120,8 +124,18 @@ def revoke_token(data_dir: Path, name: str) -> None:
         engine.dispose()
 
 
-def tokens_exist(data_dir: Path) -> bool:
-    """Whether auth is on for this data directory (any token was ever created)."""
+def tokens_exist(data_dir: Path, database_url: str | None = None) -> bool:
+    """Whether auth is on for this data directory, or this PostgreSQL database (any token
+    was ever created)."""
+    if database_url is not None:
+        engine = create_sync_engine(backend.check_url(database_url))
+        try:
+            with engine.connect() as conn:
+                if not inspect(conn).has_table("tokens"):
+                    return False
+                return conn.execute(select(db.tokens.c.name).limit(1)).first() is not None
+        finally:
+            engine.dispose()
     path = data_dir / "compound.sqlite3"
     if not path.exists():
         return False

@@ -65,8 +65,9 @@ class Room:
 
 _CHARGE = (
     "INSERT INTO usage (owner, jobs, db_bytes, file_bytes) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (owner) DO UPDATE SET jobs = jobs + excluded.jobs,"
-    " db_bytes = db_bytes + excluded.db_bytes, file_bytes = file_bytes + excluded.file_bytes"
+    " ON CONFLICT (owner) DO UPDATE SET jobs = usage.jobs + excluded.jobs,"
+    " db_bytes = usage.db_bytes + excluded.db_bytes,"
+    " file_bytes = usage.file_bytes + excluded.file_bytes"
 )
 _HELD = "SELECT jobs, db_bytes, file_bytes FROM usage WHERE owner = ?"
 
@@ -220,10 +221,10 @@ _REBUILD = (
     " SELECT jobs.owner, 0, 0, sum(artifacts.size) FROM artifacts"
     " JOIN jobs ON jobs.id = artifacts.job_id WHERE jobs.owner IS NOT NULL AND true"
     " GROUP BY jobs.owner"
-    " ON CONFLICT (owner) DO UPDATE SET file_bytes = file_bytes + excluded.file_bytes",
+    " ON CONFLICT (owner) DO UPDATE SET file_bytes = usage.file_bytes + excluded.file_bytes",
     "INSERT INTO usage (owner, jobs, db_bytes, file_bytes)"
     " SELECT owner, 0, 0, sum(size) FROM uploads WHERE true GROUP BY owner"
-    " ON CONFLICT (owner) DO UPDATE SET file_bytes = file_bytes + excluded.file_bytes",
+    " ON CONFLICT (owner) DO UPDATE SET file_bytes = usage.file_bytes + excluded.file_bytes",
     "INSERT INTO usage (owner, jobs, db_bytes, file_bytes)"
     " SELECT '', coalesce(sum(jobs), 0), coalesce(sum(db_bytes), 0),"
     " coalesce(sum(file_bytes), 0) FROM usage",

@@ -10,6 +10,9 @@ commits once, and only then resolves the callers' futures: an answer never
 precedes the commit that makes it durable. With WAL and ``synchronous=NORMAL`` a commit
 survives the process being killed (not a power cut): the promise the coordinator makes.
 
+On PostgreSQL the thread's connection is psycopg's (``backend.PgConnection``), running the
+same operations and statements; its commits are durable as the server's settings say.
+
 The other writer (SQLAlchemy's, for logs, contributors, files) opens its transactions with
 ``BEGIN IMMEDIATE`` (``db.py``), so the two take SQLite's write lock in turn, waiting up to
 the busy timeout, instead of failing a transaction whose snapshot went stale.
@@ -50,9 +53,16 @@ class WriterClosed(RuntimeError):
 
 class GroupWriter:
     def __init__(
-        self, database_path: Path, turns: WriteTurns | None = None, max_batch: int = MAX_BATCH
+        self,
+        database_path: Path,
+        turns: WriteTurns | None = None,
+        max_batch: int = MAX_BATCH,
+        connect: Callable[[], sqlite3.Connection] | None = None,
     ) -> None:
         self._path = database_path
+        # Another database's connection (backend.PgConnection on PostgreSQL) in place of
+        # SQLite's at ``database_path``; it runs the same operations.
+        self._connect_other = connect
         self._turns = turns or WriteTurns()
         self._max_batch = max_batch
         self._pending: queue.SimpleQueue[list[Pending] | None] = queue.SimpleQueue()
@@ -109,6 +119,8 @@ class GroupWriter:
     # ------------------------------------------------------------------ the thread
 
     def _connect(self) -> sqlite3.Connection:
+        if self._connect_other is not None:
+            return self._connect_other()
         conn = sqlite3.connect(
             self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
