@@ -63,7 +63,8 @@ REVISION_MARKS: list[tuple[str, dict[str, set[str]]]] = [
     ("0003", {"jobs": {"last_attempt"}, "log_records": {"attempt"}}),
     ("0004", {"audit": set()}),
     ("0005", {"contributors": {"state_reason", "last_state"}}),
-    # 0006 changes column types on PostgreSQL only: nothing to recognise it by on SQLite.
+    # Column types on PostgreSQL only: a SQLite database at 0005 is at 0006 too.
+    ("0006", {}),
 ]
 
 
