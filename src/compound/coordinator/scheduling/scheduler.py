@@ -588,4 +588,5 @@ def _job_message(job: JobRow, lease: Lease) -> Job:
         requirements=job.requirements,
         first_seq=lease.first_seq,
         inputs=job.inputs,
+        name=job.name,
     )
