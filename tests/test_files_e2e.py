@@ -14,20 +14,13 @@ from support import Agent, Coordinator, product_env, run_cli, stream_text
 
 pytestmark = pytest.mark.timeout(120)
 
-# Checks its inputs from inside the sandbox: hashes, read-only, then writes outputs.
+# Checks its inputs from inside the sandbox (hashes), then writes outputs.
 CHECKING_JOB = """
 import hashlib, os, pathlib, sys
 expected = dict(arg.split("=", 1) for arg in sys.argv[1:])
 for name, digest in expected.items():
     got = hashlib.sha256(pathlib.Path(name).read_bytes()).hexdigest()
     assert got == digest, (name, got, digest)
-for name in expected:
-    try:
-        open(name, "ab").write(b"x")
-    except OSError:
-        pass
-    else:
-        raise SystemExit(f"{name} is writable")
 out = pathlib.Path("outputs")
 (out / "sub").mkdir(parents=True, exist_ok=True)
 (out / "result.bin").write_bytes(bytes(range(256)) * 100)
@@ -63,10 +56,10 @@ def _submit(
     return result, outputs
 
 
-def test_inputs_arrive_read_only_and_outputs_come_back(
+def test_inputs_arrive_and_outputs_come_back(
     coordinator: Coordinator, agent: Agent, tmp_path: Path
 ) -> None:
-    """A file and a folder arrive byte-identical and read-only in the job's folder; what it
+    """A file and a folder arrive byte-identical in the job's folder; what it
     writes under outputs/ comes back byte-identical through the CLI and the API."""
     result, outputs = _submit(coordinator, tmp_path)
     assert result.returncode == 0, result.stderr.decode()
@@ -122,7 +115,7 @@ def test_outputs_with_names_that_cannot_be_kept_return_the_others(
     listed = coordinator.api("GET", f"/api/v1/jobs/{job_id}/artifacts").json()["artifacts"]
     assert [a["path"] for a in listed] == ["a.txt", "sub/z.txt"]
     notes = stream_text(coordinator.logs(job_id), "system")
-    assert "2 file(s) in outputs/ were skipped because their names cannot be kept" in notes
+    assert "2 file(s) were skipped because their names cannot be kept" in notes
     assert "'back\\\\slash.txt' holds a backslash" in notes, notes
     assert "'new\\nline.txt' holds a control character" in notes, notes
     target = tmp_path / "got"
@@ -178,3 +171,33 @@ def test_inputs_the_coordinator_no_longer_has_fail_the_job_with_a_sentence(
     start_agent()
     job = coordinator.wait_for_status(job_id, {"failed"})
     assert "refused to fetch the job's input files (HTTP 404" in (job["error"] or "")
+
+
+# Writes in its working directory as scripts written for a laptop do.
+CWD_JOB = """
+import sys
+open("results.csv", "w").write("a,b\\n1,2\\n")
+with open("plot.png", "wb") as figure:
+    figure.write(bytes(range(256)) * 64)
+assert open("results.csv").read() == "a,b\\n1,2\\n"
+print(__file__, flush=True)
+"""
+
+
+def test_files_written_in_the_working_directory_come_back(
+    coordinator: Coordinator, agent: Agent, tmp_path: Path
+) -> None:
+    """A script writing text and binary files in its working directory (and reading one
+    back) succeeds under its own file name, and `compound artifacts` downloads the files."""
+    script = tmp_path / "analysis.py"
+    script.write_text(CWD_JOB)
+    result = run_cli("submit", str(script), coordinator=coordinator)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"/job/analysis.py\n"
+    job_id = coordinator.api("GET", "/api/v1/jobs").json()["jobs"][0]["id"]
+    target = tmp_path / "got"
+    result = run_cli("artifacts", job_id, "-o", str(target), coordinator=coordinator)
+    assert result.returncode == 0, result.stderr.decode()
+    assert sorted(p.name for p in target.iterdir()) == ["plot.png", "results.csv"]
+    assert (target / "results.csv").read_text() == "a,b\n1,2\n"
+    assert (target / "plot.png").read_bytes() == bytes(range(256)) * 64

@@ -215,8 +215,8 @@ async def test_filling_tmp_stops_at_the_file_and_tmpfs_limits(runner: DockerRunn
 
 
 async def test_nothing_outside_tmp_is_writable(runner: DockerRunner) -> None:
-    """Writes to /, /etc, /usr, /var/tmp, /run/lock, /job... fail; only tmpfs mounts (and
-    /job/outputs, in one) take them."""
+    """Writes to /, /etc, /usr, /var/tmp, /run/lock... fail; only tmpfs mounts (among them
+    /job, the job's working directory) take them; the script itself is read-only."""
     outcome = await run_hostile(
         runner,
         """
@@ -234,7 +234,7 @@ async def test_nothing_outside_tmp_is_writable(runner: DockerRunner) -> None:
             created.append(root)
         named = {}
         for directory in ("/", "/etc", "/usr", "/usr/lib", "/var/tmp", "/run/lock",
-                          "/var/lock", "/root", "/job", "/opt/compound/site"):
+                          "/var/lock", "/root", "/opt/compound/site"):
             try:
                 open(os.path.join(directory, "planted"), "w").close()
                 named[directory] = "written"
@@ -256,6 +256,7 @@ async def test_nothing_outside_tmp_is_writable(runner: DockerRunner) -> None:
         "/tmp",
         "/dev/shm",
         "/dev/mqueue",
+        "/job",
         "/job/outputs",
     }
     assert set(report["named"].values()) <= {"EROFS", "EACCES"}  # type: ignore[attr-defined]

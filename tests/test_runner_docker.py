@@ -112,7 +112,8 @@ async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
     result, sink = await run(
         runner, script, args=args, env={"GREETING": "héllo wörld", "PYTHONPATH": "/tmp/lib"}
     )
-    assert result == RunResult(JobStatus.SUCCEEDED, 0)
+    # What it wrote in /job comes back as its output.
+    assert (result.status, result.exit_code, result.error) == (JobStatus.SUCCEEDED, 0, None)
     seen = json.loads(sink.stdout)
     assert seen["argv"] == args
     assert seen["env"] == {
@@ -124,7 +125,7 @@ async def test_args_env_and_sandbox_identity(runner: DockerRunner) -> None:
     }
     assert (seen["uid"], seen["gid"]) == (65534, 65534)
     assert int(seen["caps"], 16) == 0
-    assert seen["job_dir"] == "read-only"
+    assert seen["job_dir"] == "writable"
     assert seen["cwd"] == "/job"
     assert "/tmp/lib" in seen["path"]
     assert seen["stdin"] == ""

@@ -87,23 +87,19 @@ for top, dirs, files in os.walk("."):
         path = os.path.join(top, name)[2:]
         if not path.startswith(("main.py", "site/")):
             seen[path] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-writes = {}
-for target in ("data.csv", "images/a.png", "images/new.txt", "new.txt"):
-    try:
-        open(target, "a").close()
-        writes[target] = "written"
-    except OSError as exc:
-        writes[target] = exc.strerror
 modes = {p: oct(os.stat(p).st_mode & 0o777) for p in ("data.csv", "images", "images/deep")}
-print(json.dumps({"sha256": seen, "writes": writes, "modes": modes, "cwd": os.getcwd()}))
+for target in ("data.csv", "images/new.txt", "new.txt"):
+    open(target, "a").write("more")
+print(json.dumps({"sha256": seen, "modes": modes, "cwd": os.getcwd()}))
 """
 
 
-async def test_inputs_arrive_byte_identical_and_read_only(
+async def test_inputs_arrive_byte_identical_as_copies_the_job_may_change(
     runner: DockerRunner, tmp_path: Path
 ) -> None:
     """A file and a folder arrive under their names in the working directory, hash-checked
-    inside the job, and the job cannot change them or add files beside them."""
+    inside the job; the job may change them and add files beside them, and exactly what it
+    created or changed comes back (unchanged inputs and the script stay behind)."""
     contents = {
         "data.csv": os.urandom(1 * MiB) + b"\x00\xffcompound-outputs:",
         "images/a.png": os.urandom(300_000),
@@ -114,12 +110,61 @@ async def test_inputs_arrive_byte_identical_and_read_only(
     members += [(name, data, {"mode": 0o777}) for name, data in contents.items()]
     inputs = _tar(tmp_path / "inputs.tar", iter(members))
     result, sink = await run(runner, SHA_INPUTS, inputs_tar=inputs)
-    assert result == RunResult(JobStatus.SUCCEEDED, 0), sink.stderr
+    assert (result.status, result.exit_code) == (JobStatus.SUCCEEDED, 0), sink.stderr
     seen = json.loads(sink.stdout)
     assert seen["sha256"] == {n: hashlib.sha256(d).hexdigest() for n, d in contents.items()}
-    assert set(seen["writes"].values()) == {"Permission denied"}
-    assert seen["modes"] == {"data.csv": "0o444", "images": "0o555", "images/deep": "0o555"}
+    assert seen["modes"] == {"data.csv": "0o644", "images": "0o755", "images/deep": "0o755"}
     assert seen["cwd"] == "/job"
+    assert result.outputs_tar is not None
+    assert _files_of(result.outputs_tar) == {
+        "data.csv": contents["data.csv"] + b"more",
+        "images/new.txt": b"more",
+        "new.txt": b"more",
+    }
+
+
+CWD_WRITER = """
+import os, sys, traceback
+open("results.csv", "w").write("a,b\\n1,2\\n")
+with open("plot.png", "wb") as figure:  # what savefig does
+    figure.write(bytes(range(256)) * 64)
+assert open("results.csv").read() == "a,b\\n1,2\\n"
+os.makedirs("deep/er", exist_ok=True)
+open("deep/er/x.txt", "w").write("x")
+open("outputs/kept.txt", "w").write("from outputs")
+open("kept.txt", "w").write("from the folder")
+open("gone.txt", "w").write("removed before the end")
+os.remove("gone.txt")
+os.symlink("/etc/passwd", "link")
+print(__file__, os.listdir("/job") and "listed")
+raise RuntimeError("shown with the script's name")
+"""
+
+
+async def test_the_working_directory_is_writable_and_what_the_job_writes_comes_back(
+    runner: DockerRunner,
+) -> None:
+    """Files written in the working directory (text, binary, read back, in new folders)
+    come back beside outputs/'s, which win a name clash; the script runs under its own
+    name, which __file__ and tracebacks show, and never comes back itself."""
+    spec = RunSpec(f"cwd-{uuid.uuid4().hex[:8]}", CWD_WRITER, script_name="analysis.py")
+    sink = Collected()
+    result = await asyncio.wait_for(runner.run(spec, sink, asyncio.Event()), timeout=60)
+    assert (result.status, result.exit_code) == (JobStatus.FAILED, 1), sink.stderr
+    assert sink.stdout == b"/job/analysis.py listed\n"
+    assert b'File "/job/analysis.py", line 15' in sink.stderr, sink.stderr
+    assert result.outputs_tar is not None
+    assert _files_of(result.outputs_tar) == {
+        "kept.txt": b"from outputs",
+        "results.csv": b"a,b\n1,2\n",
+        "plot.png": bytes(range(256)) * 64,
+        "deep/er/x.txt": b"x",
+    }
+    assert result.outputs_note == (
+        "1 file(s) were skipped because their names cannot be kept: 'kept.txt' is also in "
+        "outputs/, which was kept; 1 entries in the job's folder are not regular files and "
+        "were skipped"
+    )
 
 
 HOSTILE_TARS: dict[str, tuple[list[tuple[str, bytes, dict[str, object]]], str]] = {
@@ -225,7 +270,9 @@ async def test_outputs_come_back_however_the_job_ends(
     assert sink.stdout == b"written\n"
     assert result.outputs_tar is not None
     assert _files_of(result.outputs_tar) == _expected_outputs()
-    assert result.outputs_note == "1 entries in outputs/ are not regular files and were skipped"
+    assert result.outputs_note == (
+        "1 entries in the job's folder are not regular files and were skipped"
+    )
 
 
 async def test_outputs_over_the_cap_give_what_fits_and_a_note(runner: DockerRunner) -> None:

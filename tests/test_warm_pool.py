@@ -59,7 +59,6 @@ LITTER = """
 import os, subprocess, sys
 for place in ('/tmp', '/dev/shm'):
     open(os.path.join(place, 'litter'), 'w').write('first job')
-os.chmod('/job', 0o755)
 open('/job/litter', 'w').write('first job')
 os.environ['SET_BY_FIRST'] = '1'
 subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True)
@@ -129,7 +128,7 @@ async def test_pooled_job_sees_nothing_of_the_job_before(
     of the first, and exactly the environment a freshly started container gives."""
     runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
     first, first_out = await run(runner, LITTER, env={"GIVEN_TO_FIRST": "secret"})
-    assert first == RunResult(JobStatus.SUCCEEDED, 0)
+    assert (first.status, first.exit_code, first.error) == (JobStatus.SUCCEEDED, 0, None)
     await runner.warm_pool.filled()
     second, second_out = await run(runner, LOOK, env={"SECOND": "2"})
     assert second == RunResult(JobStatus.SUCCEEDED, 0)

@@ -23,6 +23,7 @@ from compound.agent.output import OutputCollector
 from compound.agent.runners.base import OutputSink, Runner, RunResult, RunSpec
 from compound.protocol import MAX_ERROR_CHARS, Done, Job, JobStatus, Stream
 from compound.protocol.events import JobFinished, JobStarted
+from compound.protocol.script_names import script_file_name
 
 log = logging.getLogger("compound.agent")
 
@@ -224,6 +225,7 @@ class Worker:
             dict(job.env),
             job.timeout_s,
             inputs_tar=inputs_tar,
+            script_name=script_file_name(job.name),
         )
         try:
             return await self._run_with_packages(execution, spec, on_output, collector)

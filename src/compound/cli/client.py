@@ -42,7 +42,23 @@ class ClientError(Exception):
 
 
 class UnknownJobError(ClientError):
-    pass
+    """The coordinator has no such job (or no such file of it): 404."""
+
+
+class AuthError(ClientError):
+    """The coordinator needs a valid token (401) or refuses this one the request (403)."""
+
+
+class TlsError(ClientError):
+    """The coordinator's certificate cannot be verified, or the CA file cannot be used."""
+
+
+class UnreachableError(ClientError):
+    """The coordinator cannot be reached (refused, reset, timed out) or answers badly."""
+
+
+class RefusedError(ClientError):
+    """The coordinator refused the request (bad input, too big, over a quota: 4xx, 5xx)."""
 
 
 # Contributors asked for per request (the coordinator's most).
@@ -77,7 +93,7 @@ class CoordinatorClient:
             try:
                 self.ssl_context = ssl_context_for(self.base_url, ca_file or default_ca_file())
             except TlsConfigError as exc:
-                raise ClientError(str(exc)) from None
+                raise TlsError(str(exc)) from None
         self._connection = HttpConnection(
             parts.hostname,
             parts.port or (443 if parts.scheme == "https" else 80),
@@ -140,8 +156,10 @@ class CoordinatorClient:
             from compound.tls import certificate_problem
 
             problem = certificate_problem(exc)
-            raise ClientError(
-                problem or f"cannot reach the coordinator at {self.base_url} ({exc})"
+            if problem is not None:
+                raise TlsError(problem) from None
+            raise UnreachableError(
+                f"cannot reach the coordinator at {self.base_url} ({exc})"
             ) from None
         finally:
             connection.close()
@@ -150,9 +168,11 @@ class CoordinatorClient:
         if status == 404:
             raise UnknownJobError(_detail(status, data))
         if status == 401:
-            raise ClientError(NEEDS_TOKEN)
+            raise AuthError(NEEDS_TOKEN)
+        if status == 403:
+            raise AuthError(f"the coordinator refused: {_detail(status, data)}")
         if status >= 400:
-            raise ClientError(f"the coordinator refused: {_detail(status, data)}")
+            raise RefusedError(f"the coordinator refused: {_detail(status, data)}")
 
     def upload_inputs(self, source: BinaryIO, size: int, sha256: str) -> dict[str, Any]:
         """Store an input tar (read from ``source``, ``size`` bytes); its {sha256, size}."""
@@ -197,7 +217,7 @@ class CoordinatorClient:
         try:
             status, data = self._exchange(method, target, body, headers)
         except ResponseError as exc:
-            raise ClientError(
+            raise UnreachableError(
                 f"the coordinator at {self.base_url} answered badly ({exc})"
             ) from None
         except OSError as exc:
@@ -205,8 +225,10 @@ class CoordinatorClient:
 
             problem = certificate_problem(exc)
             if problem is not None:
-                raise ClientError(problem) from None
-            raise ClientError(f"cannot reach the coordinator at {self.base_url} ({exc})") from None
+                raise TlsError(problem) from None
+            raise UnreachableError(
+                f"cannot reach the coordinator at {self.base_url} ({exc})"
+            ) from None
         self._raise_for(status, data)
         try:
             return json.loads(data)

@@ -174,6 +174,8 @@ class Job(_Message):
     first_seq: int = 0
     # Input files to fetch (GET /api/v1/inputs/{sha256}) before the job starts.
     inputs: InputsRef | None = None
+    # The job's name: a Python file's name is the script's (see protocol.script_names).
+    name: str | None = Field(default=None, max_length=256)
 
 
 class Ack(_Message):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from compound.protocol import JobStatus, Stream
+from compound.protocol.script_names import DEFAULT_SCRIPT_NAME
 
 MiB = 1024 * 1024
 
@@ -43,6 +44,9 @@ class RunSpec:
     # A tar on the agent's disk (hash already checked) extracted read-only into the job's
     # working directory before it starts; the runner only reads it, the caller owns it.
     inputs_tar: Path | None = None
+    # The script's file name in the job's directory (see protocol.script_names), so
+    # tracebacks and ``__file__`` show it.
+    script_name: str = DEFAULT_SCRIPT_NAME
 
 
 @dataclass(frozen=True)

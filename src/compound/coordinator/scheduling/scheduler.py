@@ -638,6 +638,7 @@ def _job_message(job: JobRow, lease: Lease) -> Job:
         requirements=job.requirements,
         first_seq=lease.first_seq,
         inputs=job.inputs,
+        name=job.name,
     )
 
 

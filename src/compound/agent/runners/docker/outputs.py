@@ -127,11 +127,12 @@ class OutputsReceiver:
             )
         if footer.unkept:
             sentences.append(
-                f"{footer.unkept} file(s) in outputs/ were skipped because their names cannot "
-                f"be kept: {footer.unkept_names}"
+                f"{footer.unkept} file(s) were skipped because their names cannot be kept: "
+                f"{footer.unkept_names}"
             )
         if footer.skipped:
             sentences.append(
-                f"{footer.skipped} entries in outputs/ are not regular files and were skipped"
+                f"{footer.skipped} entries in the job's folder are not regular files and were "
+                "skipped"
             )
         return "; ".join(sentences) or None

@@ -19,8 +19,10 @@ from compound.agent.runners.docker.in_container.launcher import (
     HEADER_LENGTH,
     MARSHAL_FORMAT,
     MAX_HEADER_BYTES,
+    SCRIPT_NAME_SECTION,
     SCRIPT_SECTION,
 )
+from compound.protocol.script_names import DEFAULT_SCRIPT_NAME
 
 # The in-container modules are shipped as source (read here by path), never imported there.
 IN_CONTAINER = Path(__file__).with_name("in_container")
@@ -106,10 +108,14 @@ def encode_script(script: str) -> bytes:
     return script.encode("utf-8", "surrogatepass")
 
 
-def job_sections(script: str) -> list[Section]:
-    """The sections of a plain job: the script (our sitecustomize is in the container's
-    command, written before the job's interpreter starts: see in_container.prestart)."""
-    return [Section(SCRIPT_SECTION, encode_script(script))]
+def job_sections(script: str, script_name: str = DEFAULT_SCRIPT_NAME) -> list[Section]:
+    """The sections of a plain job: the script's file name when it is not the default,
+    then the script (our sitecustomize is in the container's command, written before the
+    job's interpreter starts: see in_container.prestart)."""
+    sections = [Section(SCRIPT_SECTION, encode_script(script))]
+    if script_name != DEFAULT_SCRIPT_NAME:
+        sections.insert(0, Section(SCRIPT_NAME_SECTION, script_name.encode("ascii")))
+    return sections
 
 
 def job_env(env: dict[str, str], python_path: list[str]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from compound.agent.runners.docker.payload import (
 )
 from compound.agent.runners.docker.runtime import Chosen, Runtime
 from compound.agent.runners.docker.seccomp import security_options
+from compound.protocol.script_names import DEFAULT_SCRIPT_NAME
 
 MANAGED_LABEL = "compound.managed"
 NODE_LABEL = "compound.node_id"
@@ -43,11 +44,11 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # nobody:nogroup; exists in every Debian-based image, owns nothing.
 JOB_UID = 65534
 JOB_USER = f"{JOB_UID}:{JOB_UID}"
-# The job's own tmpfs and working directory: the script and the input files, written by the
-# launcher (see in_container.launcher) and made read-only before the script starts, and outputs/,
-# which the job fills.
+# The job's own tmpfs and working directory, writable for the job: the script (named as in
+# RunSpec.script_name, main.py by default) and the input files, written by the launcher
+# (see in_container.launcher), outputs/ and whatever else the job writes there.
 SCRIPT_DIR = "/job"
-SCRIPT_PATH = f"{SCRIPT_DIR}/main.py"
+SCRIPT_PATH = f"{SCRIPT_DIR}/{DEFAULT_SCRIPT_NAME}"
 # Our sitecustomize.py (see in_container.stdio), mounted read-only from the agent's machine: it
 # must be in place when the container's interpreter starts, before anything could write it.
 SITE_DIR = "/opt/compound/site"
@@ -254,7 +255,7 @@ def job_payload(spec: RunSpec, key: SandboxKey) -> bytes:
     ``payload.PayloadTooBig`` when arguments and environment are too big.
     """
     env = job_env(spec.env, _python_path(key))
-    return payload(spec.args, env, job_sections(spec.script))
+    return payload(spec.args, env, job_sections(spec.script, spec.script_name))
 
 
 def script_refusal(

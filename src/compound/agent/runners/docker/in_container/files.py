@@ -1,12 +1,15 @@
 """Shipped into each job container with the launcher: the job's input and output files.
 
-Inputs arrive as one tar on stdin and are extracted into the job's directory, read-only:
-only files and directories with relative paths inside it (no absolute paths, no ``..``, no
-links, devices or fifos, no names the sandbox uses, a bounded count); anything else refuses
-the whole lot before the job runs. Outputs are what the job left in ``outputs/``: regular
-files only (links and the like are skipped, and files whose names cannot be kept, see
-``name_problem``), up to a byte cap and a count cap, written as a tar in frames after the
-trailer's marker (see docker.trailer for the agent's side).
+Inputs arrive as one tar on stdin and are extracted into the job's directory as copies the
+job may change: only files and directories with relative paths inside it (no absolute
+paths, no ``..``, no links, devices or fifos, no names the sandbox uses, a bounded count);
+anything else refuses the whole lot before the job runs. What the extraction left is noted
+(``snapshot``). Outputs are what the job left in ``outputs/`` (named relative to it) and
+every file it created or changed elsewhere in its directory (named relative to the
+directory; the script and unchanged inputs stay behind): regular files only (links and the
+like are skipped, and files whose names cannot be kept, see ``name_problem``), up to a byte
+cap and a count cap, written as a tar in frames after the trailer's marker (see
+docker.trailer for the agent's side).
 
 The agent never imports this module: ``docker.spec`` ships its source in front of the
 launcher's (both run as one program, see docker.payload), so it uses the standard library
@@ -25,10 +28,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    # What tells a changed file from an unchanged one, by name (None: never an output).
+    Snapshot = dict[str, tuple[int, int, int] | None]
+
 READ_BYTES = 1024 * 1024
 OUTPUTS_DIR_NAME = "outputs"
-# Top-level names in the job's directory that are ours: an input may not take them.
-RESERVED_NAMES = frozenset({"main.py", "site", OUTPUTS_DIR_NAME})
+# Top-level names in the job's directory that are ours: an input may not take them (nor the
+# script's name, see extract_inputs).
+RESERVED_NAMES = frozenset({"site", OUTPUTS_DIR_NAME})
+# What Python leaves beside imported modules: never an output of the job's own.
+_CACHE_DIR_NAME = "__pycache__"
 MAX_INPUT_PATH_BYTES = 1024
 # Trailer frames: kind (1 byte), length (4 bytes, big-endian), data. Must match
 # docker.trailer.
@@ -79,7 +88,7 @@ class StdinTar:
         return data
 
 
-def _input_parts(name: str) -> list[str]:
+def _input_parts(name: str, reserved: frozenset[str]) -> list[str]:
     if name.startswith("/"):
         raise InputRefused(f"{name!r} is an absolute path")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_INPUT_PATH_BYTES:
@@ -89,7 +98,7 @@ def _input_parts(name: str) -> list[str]:
         raise InputRefused(f"{name!r} points outside the job's directory")
     if not parts:
         raise InputRefused(f"{name!r} is not a file name")
-    if parts[0] in RESERVED_NAMES:
+    if parts[0] in reserved:
         raise InputRefused(f"{parts[0]!r} is reserved in the job's directory; rename it")
     return parts
 
@@ -136,17 +145,19 @@ def _write_input(tar: Any, member: Any, path: str) -> None:
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
-        os.fchmod(fd, 0o444)
     finally:
         os.close(fd)
 
 
-def extract_inputs(job_dir: str, size: int, max_files: int) -> None:
-    """Extract the tar of ``size`` bytes on stdin into ``job_dir``, read-only for the job.
+def extract_inputs(job_dir: str, size: int, max_files: int, script_name: str) -> None:
+    """Extract the tar of ``size`` bytes on stdin into ``job_dir``: copies the job may
+    change (files 0644, folders 0755, the job's own uid).
 
-    Only files and directories with relative paths inside ``job_dir``; anything else
-    refuses the whole lot (InputRefused). Sizes are bounded by the tmpfs (ENOSPC).
+    Only files and directories with relative paths inside ``job_dir`` that take neither a
+    reserved name nor ``script_name``; anything else refuses the whole lot (InputRefused).
+    Sizes are bounded by the tmpfs (ENOSPC).
     """
+    reserved = RESERVED_NAMES | {script_name}
     import tarfile  # only jobs with inputs pay for the import
 
     made: list[str] = []
@@ -157,7 +168,7 @@ def extract_inputs(job_dir: str, size: int, max_files: int) -> None:
                 count += 1
                 if count > max_files:
                     raise InputRefused(f"there are more than {max_files} input files")
-                parts = _input_parts(member.name)
+                parts = _input_parts(member.name, reserved)
                 kind = _kind(member)
                 if kind is not None:
                     raise InputRefused(f"{member.name!r} is {kind}")
@@ -172,8 +183,19 @@ def extract_inputs(job_dir: str, size: int, max_files: int) -> None:
         raise InputRefused(f"the input files could not be written ({exc.strerror})") from None
     except EOFError:
         raise InputRefused("the input files ended early") from None
-    for path in reversed(made):
-        os.chmod(path, 0o555)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def snapshot(job_dir: str) -> Snapshot:
+    """The regular files in ``job_dir`` now (the script and the inputs), by name, with what
+    tells a changed file from an unchanged one (None: never an output, whatever happens to
+    it); outputs are the files not found unchanged."""
+    found: list[tuple[str, str]] = []
+    _output_files(job_dir, found, [], skip_top=OUTPUTS_DIR_NAME)
+    return {name: _identity(os.lstat(path)) for path, name in found}
 
 
 class FrameWriter:
@@ -247,16 +269,22 @@ def write_all(fd: int, data: bytes | bytearray) -> None:
             select.select([], [fd], [])
 
 
-def _output_files(root: str, found: list[tuple[str, str]], skipped: list[str]) -> None:
-    """Regular files under ``root`` as (path, name in the tar); links and others skipped."""
+def _output_files(
+    root: str, found: list[tuple[str, str]], skipped: list[str], skip_top: str | None = None
+) -> None:
+    """Regular files under ``root`` as (path, name in the tar); links and others skipped;
+    ``skip_top``: a top-level folder left out (with Python's caches everywhere)."""
     stack = [""]
     while stack:
         relative = stack.pop()
         with os.scandir(os.path.join(root, relative)) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
                 name = f"{relative}/{entry.name}" if relative else entry.name
+                if name == skip_top:
+                    continue
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(name)
+                    if entry.name != _CACHE_DIR_NAME:
+                        stack.append(name)
                 elif entry.is_file(follow_symlinks=False):
                     found.append((entry.path, name))
                 else:
@@ -281,15 +309,48 @@ def _add_output(tar: Any, path: str, name: str) -> int | None:
         return info.st_size
 
 
-def collect_outputs(writer: FrameWriter, outputs_dir: str, max_bytes: int) -> dict[str, Any]:
-    """Write what fits of ``outputs_dir`` into ``writer`` as a tar; the footer's fields."""
-    import tarfile
+def _changed_files(
+    job_dir: str, before: Snapshot, taken: set[str], skipped: list[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The files in ``job_dir`` outside outputs/ created or changed since ``before``; the
+    names also in outputs/ (``taken``, which wins) as unkept entries."""
+    found: list[tuple[str, str]] = []
+    _output_files(job_dir, found, skipped, skip_top=OUTPUTS_DIR_NAME)
+    changed, clashes = [], []
+    for path, name in found:
+        if name in before and before[name] in (None, _identity(os.lstat(path))):
+            continue
+        if name in taken:
+            clashes.append(f"{name[:100]!r} is also in outputs/, which was kept")
+        else:
+            changed.append((path, name))
+    return changed, clashes
 
+
+def output_files(
+    job_dir: str, before: Snapshot
+) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """What comes back: (path, name) of outputs/'s files then of the job's directory's new
+    or changed ones; the names skipped (not regular files); the unkept entries."""
     found: list[tuple[str, str]] = []
     skipped: list[str] = []
-    _output_files(outputs_dir, found, skipped)
+    outputs_dir = os.path.join(job_dir, OUTPUTS_DIR_NAME)
+    if _has_entries(outputs_dir):
+        _output_files(outputs_dir, found, skipped)
+    changed, clashes = _changed_files(job_dir, before, {name for _, name in found}, skipped)
+    return found + changed, skipped, clashes
+
+
+def collect_outputs(
+    writer: FrameWriter, job_dir: str, before: Snapshot, max_bytes: int
+) -> dict[str, Any]:
+    """Write what fits of the job's outputs into ``writer`` as a tar; the footer's fields."""
+    found, skipped, unkept = output_files(job_dir, before)
     files, left_out, left_out_bytes, over_count = 0, 0, 0, 0
-    unkept: list[str] = []
+    if not found:  # no tar (nor tarfile's import) for a job that left nothing
+        return _footer(0, (0, 0, 0), skipped, unkept)
+    import tarfile
+
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for path, name in found:
             problem = name_problem(name)
@@ -312,11 +373,18 @@ def collect_outputs(writer: FrameWriter, outputs_dir: str, max_bytes: int) -> di
                 skipped.append(name)
             else:
                 files += 1
+    return _footer(files, (left_out, left_out_bytes, over_count), skipped, unkept)
+
+
+def _footer(
+    files: int, left_out: tuple[int, int, int], skipped: list[str], unkept: list[str]
+) -> dict[str, Any]:
+    """The footer's counts: ``left_out`` is (files, their bytes, files over the count)."""
     return {
         "files": files,
-        "left_out": left_out,
-        "left_out_bytes": left_out_bytes,
-        "over_count": over_count,
+        "left_out": left_out[0],
+        "left_out_bytes": left_out[1],
+        "over_count": left_out[2],
         "skipped": len(skipped),
         "unkept": len(unkept),
         "unkept_names": "; ".join(unkept),
@@ -335,15 +403,19 @@ def _has_entries(outputs_dir: str) -> bool:
 
 
 def send_outputs(
-    marker: bytes, job_dir: str, max_bytes: int, exit_code: int, signalled: bool
+    marker: bytes,
+    job_dir: str,
+    before: Snapshot,
+    max_bytes: int,
+    ending: tuple[int, bool],
 ) -> None:
-    """Write the trailer; any failure becomes the footer's ``error`` (the job's code stands)."""
+    """Write the trailer of the job that ended with ``ending`` (exit code, signalled);
+    any failure becomes the footer's ``error`` (the job's code stands)."""
+    exit_code, signalled = ending
     writer = FrameWriter(marker)
-    outputs_dir = os.path.join(job_dir, OUTPUTS_DIR_NAME)
     footer: dict[str, Any] = {"files": 0}
     try:
-        if _has_entries(outputs_dir):
-            footer = collect_outputs(writer, outputs_dir, max_bytes)
+        footer = collect_outputs(writer, job_dir, before, max_bytes)
     except Exception as exc:  # whatever the job left, the trailer must end properly
         footer = {"files": 0, "error": f"the outputs could not be collected ({exc})"}
     footer.update(tar_bytes=writer.tar_bytes, exit_code=exit_code, signalled=int(signalled))

@@ -12,29 +12,31 @@ container job-agnostic (the warm pool starts containers before any job exists):
     then the files section (see ``FilesControl``): a fixed head, the trailer's marker and
     the job's input files as one tar.
 
-Each section is handed to its writer in ``SECTION_WRITERS`` (``script``: the job's script).
+Each section is handed to its writer in ``SECTION_WRITERS`` (``script_name``: the script's
+file name in the job's directory, optional, before ``script``: the job's script).
 ``marshal``, not JSON: it is built in, where importing json costs every job's start ~9 ms;
 the bytes come from the agent only (the job starts after they are read). The job's tmpfs,
-``/job``, is also its working directory: inputs are extracted read-only and
-``/job/outputs`` is left writable. Stdin is pointed at ``/dev/null`` and the job runs as
-``python3 -u`` on the script (in the zygote started ahead when its environment allows, see
-prestart), a child of this process with the job's arguments and environment (which
-never reach tini, PID 1, nor this process) and its output descriptors: not a byte of the
-job's output comes from here.
+``/job``, is also its working directory, writable for the job (within the tmpfs's size):
+inputs are extracted there as copies the job may change, beside an empty ``outputs/``.
+Stdin is pointed at ``/dev/null`` and the job runs as ``python3 -u`` on the script (in the
+zygote started ahead when its environment allows, see prestart), a child of this process
+with the job's arguments and environment (which never reach tini, PID 1, nor this
+process) and its output descriptors: not a byte of the job's output comes from here.
 
 When the job ends (or is stopped: SIGTERM is forwarded, SIGKILL follows before the agent's
 grace period is over) every process of the job is killed, and what the job left in
-``/job/outputs`` goes to stdout as a trailer: a marker the agent chose for this job (read
-from stdin before the job started; this process is not dumpable, so the job cannot read
-it), tar data in frames, an end frame with a footer that carries the job's exit code (the
-agent reports the result from it without waiting for the container to end); the marker
-goes to stderr too, after the job's last byte there. Then this process exits with the
-job's exit code. See docs/sandbox.md.
+``/job/outputs`` and the files it created or changed in ``/job`` go to stdout as a
+trailer: a marker the agent chose for this job (read from stdin before the job started;
+this process is not dumpable, so the job cannot read it), tar data in frames, an end
+frame with a footer that carries the job's exit code (the agent reports the result from
+it without waiting for the container to end); the marker goes to stderr too, after the
+job's last byte there. Then this process exits with the job's exit code. See
+docs/sandbox.md.
 
 The container's ``python3 -u -c BOOTSTRAP_SOURCE`` (see docker.payload) reads this program
 from stdin, forks the zygote, keeps only the standard library on ``sys.path`` and runs it,
 so no dependency directory and no input file changes how the job is put in place. The
-agent imports this module for its constants only. Arguments: the script's path and the
+agent imports this module for its constants only. Arguments: the script's default path and the
 zygote as ``PID:JOB_WRITE_FD:READY_READ_FD`` (see prestart; empty: none, every job
 starts its own interpreter).
 """
@@ -62,6 +64,7 @@ try:
         extract_inputs,
         refuse_inputs,
         send_outputs,
+        snapshot,
     )
     from compound.agent.runners.docker.in_container.prestart import Zygote
 except ImportError:  # shipped: files' and prestart's source ran first, its names are ours
@@ -72,6 +75,10 @@ HEADER_LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MARSHAL_FORMAT = 4
 SCRIPT_SECTION = "script"
+SCRIPT_NAME_SECTION = "script_name"
+# A script's file name: plain, ending in .py (compound.protocol.script_names makes them).
+MAX_SCRIPT_NAME_BYTES = 100
+_SCRIPT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 READ_BYTES = 1024 * 1024
 # A launch that could not happen; distinct from what a Python script usually exits with.
 LAUNCH_FAILED_EXIT = 125
@@ -271,17 +278,34 @@ def read_header(fd: int) -> dict[str, object]:
     return header
 
 
+def script_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the script's file name, or None."""
+    if len(name) > MAX_SCRIPT_NAME_BYTES or not name.endswith(".py") or name.startswith("."):
+        return "is not a plain Python file name"
+    if not set(name) <= _SCRIPT_NAME_CHARS:
+        return "has characters a script's name may not have"
+    return None
+
+
 class Placement:
-    """Where the sections go: the script's path."""
+    """Where the sections go: the script's path (its name may come as a section)."""
 
     def __init__(self, script_path: str) -> None:
         self.script_path = script_path
+
+    def script_name(self, data: bytes) -> None:
+        name = data.decode("ascii", "replace")
+        problem = script_name_problem(name)
+        if problem is not None:
+            raise LaunchError(f"the script's name {name[:100]!r} {problem}")
+        self.script_path = os.path.join(os.path.dirname(self.script_path), name)
 
     def script(self, data: bytes) -> None:
         write_read_only(self.script_path, data)
 
 
 SECTION_WRITERS: dict[str, Callable[[Placement, bytes], None]] = {
+    SCRIPT_NAME_SECTION: Placement.script_name,
     SCRIPT_SECTION: Placement.script,
 }
 
@@ -308,25 +332,28 @@ def launch(script_path: str, zygote_spec: str) -> int:
     make_undumpable()
     args, job_env = receive(0, placement)
     control = FilesControl()
-    job_dir = os.path.dirname(script_path)
+    job_dir, script_name = os.path.split(placement.script_path)
     job = JobProcess(control.kill_after_s)
     try:
         if control.inputs_bytes:
-            extract_inputs(job_dir, control.inputs_bytes, control.max_input_files)
+            extract_inputs(job_dir, control.inputs_bytes, control.max_input_files, script_name)
     except InputRefused as exc:
         refuse_inputs(control.marker, str(exc), LAUNCH_FAILED_EXIT)
         return LAUNCH_FAILED_EXIT
     os.mkdir(os.path.join(job_dir, OUTPUTS_DIR_NAME), 0o755)
-    os.chmod(job_dir, 0o555)
+    # The script and the inputs as they are now: what the job creates or changes comes back.
+    before = snapshot(job_dir)
     # The job gets an empty stdin, as it had before the files came this way.
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     # The image's variables, then the job's (as the agent merged them with ours), exactly
     # what the container's own environment would be.
-    code = job.run(script_path, args, {**os.environ, **job_env}, zygote)
+    code = job.run(placement.script_path, args, {**os.environ, **job_env}, zygote)
     wait_for_the_rest()
-    send_outputs(control.marker, job_dir, control.max_outputs_bytes, code, job.signalled)
+    # The script is never an output, even changed by the job.
+    before[script_name] = None
+    send_outputs(control.marker, job_dir, before, control.max_outputs_bytes, (code, job.signalled))
     return code
 
 
