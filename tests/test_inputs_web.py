@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import io
+import math
 import re
 import tarfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from compound.agent.runners.docker.in_container import files as in_container_files
+from compound.agent.runners.docker.spec import DockerRunnerSettings
+from compound.coordinator.settings import CoordinatorSettings
 from compound.desktop.server import LocalAppState, LocalServer
 from compound.desktop.settings import AppSettings, SettingsStore
 from compound.desktop.sidecar import AgentSidecar
@@ -135,9 +141,7 @@ def test_inputs_args_and_timeout_go_in_and_output_files_come_back(
 
 
 @pytest.mark.timeout(60)
-def test_too_big_or_reserved_inputs_are_refused_with_a_sentence(
-    tmp_path: Path, page: Page
-) -> None:
+def test_too_big_or_reserved_inputs_are_refused_with_a_sentence(tmp_path: Path, page: Page) -> None:
     """Inputs over the coordinator's cap are refused before any upload (no job made), and an
     input named like the job's own files is refused when picked; each with one sentence."""
     server = Coordinator(data_dir=tmp_path / "coordinator", extra_args=["--max-input-mib", "1"])
@@ -199,3 +203,31 @@ def test_tar_writer_output_reads_back_in_python(coordinator: Coordinator, page: 
             extracted = archive.extractfile(member)
             assert extracted is not None
             assert extracted.read() == (name * (i + 1)).encode()
+
+
+def _js_constant(text: str, name: str) -> str:
+    match = re.search(rf"^const {name} = (.+);$", text, re.MULTILINE)
+    assert match, f"inputs.js has no {name}"
+    return match.group(1)
+
+
+def test_the_pages_input_limits_are_the_sandboxes() -> None:
+    """inputs.js refuses what the sandbox refuses: its reserved names, path bound, entry count
+    and default cap are the in-container module's, the agent's and the coordinator's."""
+    text = (Path(__file__).parent.parent / "src/compound/web/js/inputs.js").read_text()
+    reserved = _js_constant(text, "RESERVED_NAMES")
+    assert set(re.findall(r'"([^"]+)"', reserved)) == set(in_container_files.RESERVED_NAMES)
+    assert int(_js_constant(text, "MAX_INPUT_PATH_BYTES")) == (
+        in_container_files.MAX_INPUT_PATH_BYTES
+    )
+    assert int(_js_constant(text, "MAX_INPUT_ENTRIES").replace("_", "")) == (
+        _default(DockerRunnerSettings, "max_input_files")
+    )
+    factors = _js_constant(text, "DEFAULT_MAX_INPUT_BYTES").split("*")
+    assert math.prod(int(factor) for factor in factors) == (
+        _default(CoordinatorSettings, "max_input_bytes")
+    )
+
+
+def _default(settings: Any, name: str) -> Any:
+    return next(field.default for field in dataclasses.fields(settings) if field.name == name)
