@@ -279,19 +279,24 @@ async function detailOf(resp) {
   }
 }
 
-/** One API call; `raw` returns the answer's bytes as a Blob instead of parsed JSON. */
-async function request(method, path, body, { raw = false } = {}) {
+/**
+ * One API call; `raw` returns the answer's bytes as a Blob instead of parsed JSON. A Blob
+ * `body` is sent as it is (application/octet-stream, with `headers`), anything else as JSON.
+ */
+async function request(method, path, body, { raw = false, headers: extra = {}, what = "script" } = {}) {
+  const blob = body instanceof Blob;
   for (;;) {
     const ep = await endpoint();
     const generation = auth.generation;
-    const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+    const headers = { ...extra };
+    if (body !== undefined) headers["Content-Type"] = blob ? "application/octet-stream" : "application/json";
     const token = browserToken(ep);
     if (token) headers.Authorization = `Bearer ${token}`;
     let resp;
     try {
       resp = await fetch(ep.base + path, {
         method, headers, cache: "no-store",
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined || blob ? body : JSON.stringify(body),
       });
     } catch {
       throw new ApiError(unreachable(ep));
@@ -305,7 +310,7 @@ async function request(method, path, body, { raw = false } = {}) {
     try { data = await resp.json(); } catch { data = null; }
     if (!resp.ok) {
       const detail = data && typeof data.detail === "string" ? data.detail : null;
-      throw new ApiError(errorSentence(resp.status, detail, ep), resp.status, detail);
+      throw new ApiError(errorSentence(resp.status, detail, ep, what), resp.status, detail);
     }
     return data;
   }
@@ -317,8 +322,11 @@ function sentence(text) {
   return /[.!?]$/.test(capital) ? capital : `${capital}.`;
 }
 
-function errorSentence(status, detail, ep) {
-  if (status === 413) return `That script is too big to submit${detail ? ` (${detail.replace(/\.$/, "")})` : ""}.`;
+function errorSentence(status, detail, ep, what = "script") {
+  if (status === 413) {
+    const why = detail ? ` (${detail.replace(/\.$/, "")})` : "";
+    return what === "inputs" ? `The input files are too big to send${why}.` : `That script is too big to submit${why}.`;
+  }
   if (status === 403) return detail ? `Not allowed: ${detail.replace(/\.$/, "")}.` : "Your token isn't allowed to do that.";
   // The desktop app's proxy says so when it can't reach the coordinator.
   if ((status === 502 || status === 504) && ep && ep.desktop) return detail ? sentence(detail) : unreachable(ep);
@@ -328,13 +336,20 @@ function errorSentence(status, detail, ep) {
   return `The coordinator refused the request (HTTP ${status}).`;
 }
 
-/** POST /api/v1/jobs → JobView. */
+/** POST /api/v1/jobs → JobView; `inputs` is what uploadInputs answered, or null. */
 export function submitJob(
-  script, { args = [], name = null, env = {}, timeoutS = null, requirements = [] } = {},
+  script, { args = [], name = null, env = {}, timeoutS = null, requirements = [], inputs = null } = {},
 ) {
   const body = { script, args, env, timeout_s: timeoutS, name };
   if (requirements.length) body.requirements = requirements;
+  if (inputs) body.inputs = inputs;
   return request("POST", "/api/v1/jobs", body);
+}
+
+/** PUT /api/v1/inputs with one tar (a Blob), and its SHA-256 when known → {sha256, size}. */
+export function uploadInputs(tar, sha256 = null) {
+  const headers = sha256 ? { "X-Compound-SHA256": sha256 } : {};
+  return request("PUT", "/api/v1/inputs", tar, { headers, what: "inputs" });
 }
 
 export function getJob(id) {

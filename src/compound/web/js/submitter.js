@@ -1,14 +1,17 @@
-// Submitter page: pick a .py file, submit it, follow its status and log.
+// Submitter page: pick a .py file (and optionally input files, arguments and a timeout),
+// submit it, follow its status and log, then offer the files it wrote for download.
 //
 // The current job id lives in the URL (?job=ID), so a reload, or a link from the jobs page,
 // follows the job again from the start (after = -1) and shows its whole log exactly once.
 
 import {
-  cancelJob, coordinatorBase, followJob, getLogs, isTerminal, pageUrl, statusLabel, submitJob,
+  cancelJob, coordinatorBase, followJob, getLogs, health, isTerminal, pageUrl, statusLabel,
+  submitJob, uploadInputs,
 } from "./api.js";
 import { showArtifacts } from "./artifacts.js";
 import { h } from "./dom.js";
 import { formatBytes, formatDuration, jobDuration } from "./format.js";
+import { InputsPicker } from "./inputs.js";
 import { LogPanel } from "./logpanel.js";
 import { JobStatus } from "./wire.js";
 
@@ -26,7 +29,11 @@ const els = {
   lineCount: $("line-count"),
   log: $("log-output"),
   requirements: $("requirements-input"),
+  args: $("args-input"),
+  timeout: $("timeout-input"),
 };
+// The API's bound on timeout_s: 7 days.
+const MAX_TIMEOUT_S = 7 * 24 * 3600;
 
 const IDLE_TEXT = "Choose a script and press Submit Job. Its output will appear here.";
 const panel = new LogPanel(els.log, { emptyText: IDLE_TEXT, fullLog: fullLogText });
@@ -41,6 +48,14 @@ const state = {
   connection: "idle",
   ticker: null,
 };
+
+const inputs = new InputsPicker({
+  filesInput: $("inputs-files"),
+  folderInput: $("inputs-folder"),
+  list: $("inputs-list"),
+  summary: $("inputs-summary"),
+  onChange: (problem) => showError(problem || ""),
+});
 
 // ------------------------------------------------------------------ view
 
@@ -137,7 +152,9 @@ function follow(job) {
       panel.finish();
       state.follow = null;
       setJob(final);
-      showArtifacts(final, { section: $("artifacts"), list: $("artifacts-list"), note: $("artifacts-note") });
+      showArtifacts(final, {
+        section: $("artifacts"), list: $("artifacts-list"), note: $("artifacts-note"), all: $("artifacts-all"),
+      });
     },
     onConnection(connection) {
       // How often the follow stream was lost and picked up again (shown to tests as data-*).
@@ -205,13 +222,22 @@ async function submit(event) {
     showError(`“${file.name}” is empty. Choose a script with some code in it.`);
     return;
   }
+  const timeoutS = els.timeout.validity.badInput ? undefined : timeoutSeconds(els.timeout.value);
+  if (timeoutS === undefined) {
+    showError(`The timeout must be a number of seconds, above 0 and at most ${MAX_TIMEOUT_S} (7 days); leave it empty for none.`);
+    return;
+  }
   state.submitting = true;
   $("artifacts").hidden = true;
   updateControls();
   try {
+    const inputsRef = await sendInputs();
     const job = await submitJob(script, {
       name: file.name,
       requirements: requirementLines(els.requirements.value),
+      args: argumentLines(els.args.value),
+      timeoutS,
+      inputs: inputsRef,
     });
     window.history.replaceState(null, "", pageUrl("submitter.html", { job: job.id }));
     follow(job);
@@ -220,7 +246,32 @@ async function submit(event) {
   } finally {
     state.submitting = false;
     updateControls();
+    renderMeta();
   }
+}
+
+/** Pack and upload the picked inputs (null when none), saying so under the log meanwhile. */
+async function sendInputs() {
+  if (!inputs.inputs.length) return null;
+  els.meta.textContent = "Packing the input files…";
+  const status = await health().catch(() => null);
+  const packed = await inputs.pack(status ? status.max_input_bytes : undefined);
+  els.meta.textContent = `Uploading the input files (${formatBytes(packed.tar.size)})…`;
+  return uploadInputs(packed.tar, packed.sha256);
+}
+
+// One argument a line, exactly as typed: no shell-like splitting, so spaces and quotes are
+// the argument's own. Empty lines are skipped (a trailing newline adds no argument).
+function argumentLines(text) {
+  return text.split(/\r?\n/).filter((line) => line !== "");
+}
+
+/** The timeout field's seconds: null when empty, undefined when not acceptable. */
+function timeoutSeconds(text) {
+  const trimmed = String(text).trim();
+  if (!trimmed) return null;
+  const value = Number(trimmed);
+  return Number.isFinite(value) && value > 0 && value <= MAX_TIMEOUT_S ? value : undefined;
 }
 
 // The box reads like a requirements.txt: blank lines and # comments are skipped; the
