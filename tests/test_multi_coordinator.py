@@ -208,3 +208,17 @@ def test_a_lease_whose_coordinator_died_is_recovered_by_another(
     finally:
         a.stop()
         b.stop()
+
+
+def test_hints_are_cut_under_the_payload_limit_and_read_back() -> None:
+    """Posts go out in payloads under PostgreSQL's limit, each read back whole, in order."""
+    from compound.coordinator.scheduling.cluster import parse, payloads
+    from compound.coordinator.storage.notify_channel import MAX_PAYLOAD_BYTES
+
+    posts = [f"{'qcr'[i % 3]}{i:016x}" for i in range(2000)]
+    sent = payloads("origin", posts)
+    assert len(sent) > 1 and all(len(p.encode()) <= MAX_PAYLOAD_BYTES for p in sent)
+    read = [parse(p) for p in sent]
+    assert {origin for origin, _ in read} == {"origin"}
+    assert [kind + job for _, got in read for kind, job in got] == posts
+    assert parse("origin x q") == ("origin", [])  # malformed posts are skipped
