@@ -25,6 +25,7 @@ from compound.coordinator.routes.browser_guard import BrowserGuardMiddleware
 from compound.coordinator.routes.follow_route import FollowRouteMiddleware
 from compound.coordinator.routes.submission import describe_error
 from compound.coordinator.routes.submit_route import SubmitRouteMiddleware
+from compound.coordinator.scheduling.cluster import ClusterHub, ClusterLink
 from compound.coordinator.scheduling.hub import ChangeHub
 from compound.coordinator.scheduling.quotas import Quotas, store_limits
 from compound.coordinator.scheduling.scheduler import Scheduler
@@ -35,11 +36,14 @@ from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.state import CoordinatorState
 from compound.coordinator.storage.audit import AuditLog
 from compound.coordinator.storage.blobs import BlobStore
+from compound.coordinator.storage.cluster_rows import ClusterLeaseRows
 from compound.coordinator.storage.contributors import ContributorStore
 from compound.coordinator.storage.database import Database
 from compound.coordinator.storage.files import FileStore
 from compound.coordinator.storage.jobs import JobStore
+from compound.coordinator.storage.log_tail import NoTails
 from compound.coordinator.storage.logs import LogStore
+from compound.coordinator.storage.notify_channel import NotifyChannel
 from compound.coordinator.storage.retention import Retention
 from compound.coordinator.storage.tokens import REFRESH_S, TokenBook
 from compound.page_headers import PageHeaders
@@ -60,7 +64,10 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = await Database.open(settings.database_path, settings.database_url)
         limits = store_limits(settings)
-        logs = LogStore(database.reader, database.writer, limits, observer=metrics)
+        # PostgreSQL: other coordinators may share the database (scheduling/cluster.py).
+        shared = not database.is_sqlite
+        tails = NoTails() if shared else None
+        logs = LogStore(database.reader, database.writer, limits, observer=metrics, tails=tails)
         jobs = JobStore(
             database.engine,
             database.reader,
@@ -83,8 +90,9 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             settings.database_path if database.is_sqlite else None,
         )
         sessions = SessionRegistry()
-        hub = ChangeHub()
-        scheduler = Scheduler(settings, jobs, logs, contributors, sessions, hub)
+        hub = ClusterHub() if shared else ChangeHub()
+        cluster_rows = ClusterLeaseRows(database.engine, database.reader) if shared else None
+        scheduler = Scheduler(settings, jobs, logs, contributors, sessions, hub, cluster_rows)
         quotas = Quotas(settings, scheduler.count_queued)
         followers = FollowerLimits(settings.max_followers_per_job, settings.max_followers_total)
         tokens = TokenBook(database.token_reader())
@@ -107,6 +115,10 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             AuditLog(database.engine, database.reader),
         )
         await scheduler.start()
+        link = None
+        if isinstance(hub, ClusterHub) and database.url is not None:
+            link = ClusterLink(NotifyChannel(database.url), hub, scheduler)
+            link.start()
         retention.start()
         refresher = asyncio.create_task(_refresh_tokens(tokens, sockets), name="tokens")
         try:
@@ -115,6 +127,8 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
             await retention.stop()
+            if link is not None:
+                await link.stop()
             await tokens.close()
             await scheduler.stop()
             await database.close()

@@ -103,6 +103,11 @@ class ChangeHub:
         for wakeup in self._job_watchers.get(job_id, ()):
             wakeup.ring(job_changed=False, records_added=True)
 
+    def job_queued(self, job_id: str) -> None:
+        """``job_id`` entered the queue (submitted, requeued, handed back). Nothing to wake
+        here (its own ``notify`` does); a hub shared by several coordinators (``cluster``)
+        tells the others, whose queue mirrors do not know it yet."""
+
     def queue_moved(self) -> None:
         """Positions in the queue may have moved: wake the followers that asked."""
         self.queue_generation += 1

@@ -29,8 +29,10 @@ from compound.coordinator.scheduling.leases import Lease, Leases
 from compound.coordinator.scheduling.presence import PresenceBook
 from compound.coordinator.scheduling.random_ids import RandomIds
 from compound.coordinator.scheduling.sessions import ContributorSession, SessionRegistry
+from compound.coordinator.scheduling.shared_leases import SWEPT, reconcile
 from compound.coordinator.scheduling.waiting import StartRate, estimated_start_s, waiting_reason
 from compound.coordinator.settings import CoordinatorSettings
+from compound.coordinator.storage.cluster_rows import ClusterLeaseRows
 from compound.coordinator.storage.contributors import ContributorStore
 from compound.coordinator.storage.job_rows import JobRow, NewJob
 from compound.coordinator.storage.jobs import JobStore
@@ -65,8 +67,12 @@ class Scheduler:
         contributors: ContributorStore,
         sessions: SessionRegistry,
         hub: ChangeHub,
+        cluster: ClusterLeaseRows | None = None,
     ) -> None:
         self._settings = settings
+        # Set when other coordinators may share the database (PostgreSQL): the lease rows
+        # decide what expired (``shared_leases``), and jobs may be queued elsewhere.
+        self._cluster = cluster
         self._jobs = jobs
         self._logs = logs
         self._contributors = contributors
@@ -87,6 +93,8 @@ class Scheduler:
         # Contributors paired with a job whose claim is being committed: neither idle nor
         # holding a lease yet, and never given a second job meanwhile.
         self._claiming: set[str] = set()
+        # The jobs of those claims: a reload of the queue leaves them out.
+        self._taking: set[str] = set()
         # Jobs started lately: how long a queued job may wait.
         self._starts = StartRate()
         self._sweeper: asyncio.Task[None] | None = None
@@ -141,10 +149,19 @@ class Scheduler:
 
     async def _load_queue(self) -> None:
         """Mirror the queued rows in memory (at start, and when the sweep finds a gap)."""
-        self._queue.replace_all([QueuedJob(*row) for row in await self._jobs.queued()])
+        rows = await self._jobs.queued()
+        self._queue.replace_all([QueuedJob(*row) for row in rows if row[1] not in self._taking])
+
+    async def queue_changed_elsewhere(self) -> None:
+        """Another coordinator sharing the database queued or took jobs: mirror the rows
+        again (the claims' WHERE keeps a stale mirror safe) and dispatch."""
+        await self._load_queue()
+        self._hub.queue_moved()
+        await self.dispatch()
 
     def _queued(self, job: JobRow) -> None:
         self._queue.add(QueuedJob(job.number, job.id, job.owner, plain=not job.requirements))
+        self._hub.job_queued(job.id)
 
     async def submit(self, job_id: str, new: NewJob, owner: str | None) -> JobRow:
         """Queue a new job (durably) and give it to an idle contributor if there is one."""
@@ -273,7 +290,12 @@ class Scheduler:
             # A claim that lost its job (cancelled meanwhile) leaves its contributor idle
             # again: pair once more.
             claims = [self._claim_for(session, entry) for session, entry in pairs]
-            claimed = await asyncio.gather(*claims)
+            taking = {entry.id for _, entry in pairs}
+            self._taking |= taking
+            try:
+                claimed = await asyncio.gather(*claims)
+            finally:
+                self._taking -= taking
             # A contributor with slots left goes to the back of the idle ones: the next walk
             # gives it another job, after those idle longer.
             more = [self._idle_again(session) for session, _ in pairs]
@@ -360,6 +382,28 @@ class Scheduler:
         if lease is not None:
             self._mark_idle_if_free(self._sessions.get(lease.holder))
         return lease
+
+    async def adopt_leases(self, holder: str) -> None:
+        """Another coordinator sharing the database may have granted ``holder`` its leases:
+        held here from now on (before ``reattach``), so it resumes its jobs here."""
+        if self._cluster is None:
+            return
+        for row in await self._cluster.held_by(holder):
+            current = self._leases.of(row.job_id)
+            if row.lease_id.startswith(SWEPT) or (current and current.lease_id == row.lease_id):
+                continue  # being recovered, or held here already
+            job = await self._jobs.get(row.job_id)
+            if job is None or job.status is not JobStatus.RUNNING:
+                continue
+            self._leases.grant(Lease(job.id, row.lease_id, holder, row.first_seq, self._expiry()))
+            self._deadlines.restored(
+                job.id,
+                row.lease_id,
+                timeout_s=job.timeout_s,
+                granted_at=row.granted_at,
+                cancel_requested=job.cancel_requested,
+                back_by=self._expiry(),
+            )
 
     def reattach(
         self, session: ContributorSession, running: list[RunningJob]
@@ -568,8 +612,11 @@ class Scheduler:
             log.warning("contributor %s silent, closing its connection", session.name)
             await self.contributor_gone(session)
             session.close(CLOSE_GOING_AWAY, "silent for too long")
-        for lease in self._leases.expired():
-            await self._lease_lost(lease, "lease expired")
+        if self._cluster is None:
+            for lease in self._leases.expired():
+                await self._lease_lost(lease, "lease expired")
+        else:
+            await self._reconcile_leases(self._cluster)
         for deadline in self._deadlines.due(time.time()):
             try:
                 await self._overdue(deadline)
@@ -582,12 +629,27 @@ class Scheduler:
         if self.job_counts.get(JobStatus.QUEUED.value, 0) > in_memory:
             # A safety net: whatever path queued a row without the in-memory queue knowing,
             # it waits one sweep. (Reloading is harmless: a claim's WHERE status refuses a
-            # job that is no longer queued.)
-            log.warning("the in-memory queue missed queued jobs; reloading it")
+            # job that is no longer queued.) With other coordinators on the database, this
+            # is also the fallback of a lost hint, and a hint merely late: not a warning.
+            level = logging.DEBUG if self._cluster is not None else logging.WARNING
+            log.log(level, "the in-memory queue missed queued jobs; reloading it")
             await self._load_queue()
             self._hub.queue_moved()
         if self._queue.has(plain_only=False) and self._idle:
             await self.dispatch()
+
+    async def _reconcile_leases(self, rows: ClusterLeaseRows) -> None:
+        """Several coordinators: what expired is decided by the lease rows, and each is
+        recovered by one coordinator only (``shared_leases``)."""
+        found = await reconcile(self._leases, rows, self._lease_ids, time.time())
+        for lease in found.gone + found.elsewhere:
+            self._release(lease.job_id)
+        for lease in found.gone:
+            holder = self._sessions.get(lease.holder)
+            if holder is not None:
+                holder.send(Abandon(job_id=lease.job_id, reason="lease expired or job ended"))
+        for lease in found.lost:
+            await self._lease_lost(lease, "lease expired")
 
     async def _lease_lost(self, lease: Lease, why: str) -> None:
         if self._leases.of(lease.job_id) is not lease:

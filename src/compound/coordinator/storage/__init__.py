@@ -6,7 +6,8 @@ path of a job's lifecycle and ``file_writes`` that of its files and their expiry
 (rows and moves), ``logs`` (records, with ``log_tail`` and ``page_cache``), ``contributors``,
 ``files`` (inputs and artifacts), ``tokens``; ``usage`` (what each submitter stores, and its
 quotas), ``blobs`` (content-addressed files), ``retention`` and ``compaction`` (space given
-back), ``data_dir``. Knows nothing of sockets or scheduling.
+back), ``data_dir``; for several coordinators on PostgreSQL, ``cluster_rows`` (lease rows taken
+over once) and ``notify_channel`` (LISTEN/NOTIFY). Knows nothing of sockets or scheduling.
 
 Imports: compound.protocol
 """

@@ -32,6 +32,11 @@ _INSERT_JOB = (
 )
 _INSERT_EVENT = "INSERT INTO job_events (job_id, status, at, reason) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+# Several coordinators on one PostgreSQL: a queued row another one is claiming right now is
+# left to it (SKIP LOCKED), never waited for (its group transaction may hold other rows).
+_SELECT_QUEUED_UNLOCKED = (
+    "SELECT * FROM jobs WHERE id = ? AND status = 'queued' FOR UPDATE SKIP LOCKED"
+)
 _INSERT_LEASE = (
     "INSERT INTO leases (job_id, lease_id, holder, first_seq, granted_at, expires_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -126,11 +131,22 @@ class Claimed:
 
 
 def claim_job(
-    conn: sqlite3.Connection, job_id: str, holder: str, lease_id: str, expires_at: float
+    conn: sqlite3.Connection,
+    job_id: str,
+    holder: str,
+    lease_id: str,
+    expires_at: float,
+    skip_locked: bool = False,
 ) -> Claimed | str | None:
-    """Run queued job ``job_id`` under a new lease. None if it is no longer queued; the
-    reason, after failing it, if its row cannot be run."""
-    row = select_job(conn, job_id)
+    """Run queued job ``job_id`` under a new lease. None if it is no longer queued (or,
+    ``skip_locked``, on PostgreSQL, if another transaction holds its row: another
+    coordinator's claim); the reason, after failing it, if its row cannot be run."""
+    if skip_locked:
+        row = conn.execute(_SELECT_QUEUED_UNLOCKED, (job_id,)).fetchone()
+        if row is None:
+            return None
+    else:
+        row = select_job(conn, job_id)
     if row["status"] != JobStatus.QUEUED.value:
         return None
     problem = damaged(row)

@@ -111,6 +111,7 @@ class JobStore:
                 holder=holder,
                 lease_id=lease_id,
                 expires_at=expires_at,
+                skip_locked=self._engine.dialect.name != "sqlite",
             )
         )
         if isinstance(claimed, str):

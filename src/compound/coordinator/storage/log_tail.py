@@ -111,3 +111,15 @@ class LogTails:
         tail = self._tails.pop(job_id, None)
         if tail is not None:
             self._bytes -= tail.bytes
+
+
+class NoTails(LogTails):
+    """Keeps nothing, answers nothing: every read goes to the database. For coordinators
+    sharing one database, where another coordinator may store a job's next records, so a
+    tail held here could miss them."""
+
+    def stored(self, job_id: str, records: Sequence[LogRecord], sizes: Sequence[int]) -> None:
+        return None
+
+    def after(self, job_id: str, after: int, limit: int, max_bytes: int) -> LogPage | None:
+        return None

@@ -34,12 +34,14 @@ class LogStore:
         writer: GroupWriter,
         limits: usage.StoreLimits | None = None,
         observer: StoreObserver | None = None,
+        tails: LogTails | None = None,
     ) -> None:
         self._observer = observer or NoObserver()
         self._reader = reader
         self._writer = writer
         self._limits = limits
-        self._tails = LogTails()
+        # The newest records in memory (``NoTails`` when other coordinators store records too).
+        self._tails = LogTails() if tails is None else tails
         self._pages = PageCache()
         # Page reads in flight: followers that start together ask for the same pages at the
         # same moment, before any is cached; they share one read instead of each doing it.

@@ -1,0 +1,63 @@
+"""Lease rows as coordinators sharing one PostgreSQL database see them: the row decides.
+
+Each coordinator keeps the leases of its own contributors in memory and writes their
+renewals back every sweep; the row is what the others see. A lease expired in memory is
+recovered only if its row says so too, and only by the one coordinator whose conditional
+``take_over`` changes the row's lease id (every other one, and the holder's late reports,
+then find a lease id they do not hold). Used only on PostgreSQL with several coordinators
+in mind; SQLite keeps its single-coordinator path.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from compound.coordinator.storage import db
+from compound.coordinator.storage.jobs import LeaseRow
+
+
+class ClusterLeaseRows:
+    def __init__(self, engine: AsyncEngine, reader: AsyncEngine) -> None:
+        self._engine = engine
+        self._reader = reader
+
+    async def all(self) -> dict[str, LeaseRow]:
+        """Every lease row, by job id (one statement: a snapshot of the cluster's leases)."""
+        return {row.job_id: row for row in await self._select()}
+
+    async def held_by(self, holder: str) -> list[LeaseRow]:
+        """The lease rows ``holder`` holds, whichever coordinator granted them."""
+        return await self._select(holder)
+
+    async def take_over(self, job_id: str, lease_id: str, now: float, new_lease_id: str) -> bool:
+        """Whether this call made ``lease_id`` on ``job_id``, expired in its row at ``now``,
+        into ``new_lease_id``: true for exactly one caller across coordinators, which then
+        recovers the job; its holder's reports under the old id are refused from here on."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(db.leases)
+                .where(db.leases.c.job_id == job_id)
+                .where(db.leases.c.lease_id == lease_id)
+                .where(db.leases.c.expires_at <= now)
+                .values(lease_id=new_lease_id)
+                .returning(db.leases.c.job_id)
+            )
+            return result.first() is not None
+
+    async def _select(self, holder: str | None = None) -> list[LeaseRow]:
+        query = select(db.leases)
+        if holder is not None:
+            query = query.where(db.leases.c.holder == holder)
+        async with self._reader.connect() as conn:
+            return [
+                LeaseRow(
+                    row.job_id,
+                    row.lease_id,
+                    row.holder,
+                    row.first_seq,
+                    row.expires_at,
+                    row.granted_at,
+                )
+                for row in await conn.execute(query)
+            ]
