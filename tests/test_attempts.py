@@ -196,6 +196,8 @@ def test_a_database_from_before_attempts_opens_and_reads(tmp_path: Path) -> None
     database = sqlite3.connect(data_dir / "compound.sqlite3")
     database.execute("ALTER TABLE log_records DROP COLUMN attempt")
     database.execute("ALTER TABLE jobs DROP COLUMN last_attempt")
+    # As a database of the release before attempts says it is (schema revision 0002).
+    database.execute("UPDATE alembic_version SET version_num = '0002'")
     database.commit()
     database.close()
     coordinator = Coordinator(data_dir=data_dir).start()
