@@ -134,6 +134,7 @@ async def _open_session(
     )
     session.start()
     # Reattach before registering, so the session is never seen idle while it runs a job.
+    await state.scheduler.adopt(hello.running, session.contributor_id)
     kept, abandon, unlisted = state.scheduler.reattach(session, hello.running)
     replaced = state.sessions.add(session)
     if replaced is not None:

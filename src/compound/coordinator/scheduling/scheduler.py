@@ -361,6 +361,28 @@ class Scheduler:
             self._mark_idle_if_free(self._sessions.get(lease.holder))
         return lease
 
+    async def adopt(self, running: list[RunningJob], contributor_id: str) -> None:
+        """Leases granted by another coordinator on the same database (one that was lost):
+        the jobs an arriving agent lists that this one does not know are looked up in the
+        lease rows, and the ones it holds adopted as at start, so ``reattach`` keeps them."""
+        unknown = {item.job_id for item in running if self._leases.of(item.job_id) is None}
+        if not unknown:
+            return
+        for row in await self._jobs.leases():
+            job = await self._jobs.get(row.job_id) if row.job_id in unknown else None
+            if job is None or row.holder != contributor_id or job.status != JobStatus.RUNNING:
+                continue
+            lease = Lease(row.job_id, row.lease_id, row.holder, row.first_seq, self._expiry())
+            self._leases.grant(lease)
+            self._deadlines.restored(
+                job.id,
+                lease.lease_id,
+                timeout_s=job.timeout_s,
+                granted_at=row.granted_at,
+                cancel_requested=job.cancel_requested,
+                back_by=lease.expires_at,
+            )
+
     def reattach(
         self, session: ContributorSession, running: list[RunningJob]
     ) -> tuple[list[str], list[Abandon], list[Lease]]:
