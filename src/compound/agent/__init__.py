@@ -8,5 +8,5 @@ kept until acknowledged), ``worker`` (one job), ``output`` (batching a job's out
 ``machine_load``, ``capacity``, ``events`` (typed events for the desktop app); ``runners``
 (where jobs run).
 
-Imports: compound.protocol, compound.tls, compound.__init__
+Imports: compound.protocol, compound.tls, compound.__init__, compound.coordinators
 """

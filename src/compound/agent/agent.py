@@ -14,7 +14,6 @@ import psutil
 import websockets
 from websockets.asyncio.client import connect
 
-from compound.agent.backoff import reconnect_delay_s
 from compound.agent.connection import CoordinatorConnection
 from compound.agent.control import socket_path
 from compound.agent.control_server import ControlServer, ControlSocketError
@@ -27,8 +26,9 @@ from compound.agent.job_files import JobFiles
 from compound.agent.mount_dir import mount_dir
 from compound.agent.outbox import Outbox
 from compound.agent.runners.base import Runner
-from compound.agent.settings import AgentSettings
+from compound.agent.settings import AgentSettings, contributor_ws_url
 from compound.agent.worker import Worker
+from compound.coordinators import CoordinatorList
 from compound.protocol import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHORIZED,
@@ -70,13 +70,16 @@ class Agent:
         self._runner = runner
         self._events = EventSink(settings.json_events)
         self._outbox = Outbox()
+        # Several coordinators (one database): on a lost one, the next (coordinators.py).
+        self._coordinators = CoordinatorList(settings.coordinator_urls)
+        self._files = JobFiles(settings)
         self._worker = Worker(
             runner,
             self._outbox,
             self._events,
             settings.max_output_bytes,
             _packages(settings) if settings.deps else None,
-            JobFiles(settings),
+            self._files,
             settings.slots,
         )
         self._stopping = asyncio.Event()
@@ -111,7 +114,12 @@ class Agent:
         )
         # Built once: a wss coordinator is verified against the system store and --ca-file.
         try:
-            self._ssl = ssl_context_for(self.settings.contributor_ws_url, self.settings.ca_file)
+            # One context for every wss coordinator of the list (ws ones need none).
+            secure = [url for url in self._coordinators.urls if _is_secure(url)]
+            self._ssl = ssl_context_for(
+                contributor_ws_url(secure[0]) if secure else self.settings.contributor_ws_url,
+                self.settings.ca_file,
+            )
         except TlsConfigError as exc:
             self._events.emit(Stopped(reason=str(exc)))
             raise
@@ -163,22 +171,28 @@ class Agent:
         self.request_stop()
 
     async def _connect_forever(self) -> None:
-        attempt = 0
         while True:
-            url = self.settings.contributor_ws_url
-            self._events.emit(Connecting(url=url, attempt=attempt))
-            reason = await self._connect_once(url)
+            coordinator = self._coordinators.current
+            url = contributor_ws_url(coordinator)
+            self._events.emit(Connecting(url=url, attempt=self._coordinators.failures))
+            reason = await self._connect_once(coordinator, url)
             if reason is None:
-                attempt = 0
                 reason = "the coordinator closed the connection"
-            delay = reconnect_delay_s(attempt)
-            attempt += 1
+            delay = self._coordinators.failed()
             self._events.emit(Disconnected(reason=reason, retry_in_s=round(delay, 2)))
-            self._events.say(f"disconnected ({reason}); retrying in {delay:.1f} s", "warning")
+            following = self._coordinators.current
+            elsewhere = f" at {following}" if following != coordinator else ""
+            self._events.say(
+                f"disconnected from {coordinator} ({reason}); retrying{elsewhere} in {delay:.1f} s",
+                "warning",
+            )
             await asyncio.sleep(delay)
 
-    async def _connect_once(self, url: str) -> str | None:
-        """One connection's life; None if it was established and then closed."""
+    async def _connect_once(self, coordinator: str, url: str) -> str | None:
+        """One connection's life; None if it was established and then closed. A connection
+        that got as far as the coordinator's welcome counts as a success of the list (the
+        outbox resends what that coordinator had not acknowledged, on the next one)."""
+        connection = None
         try:
             async with connect(
                 url,
@@ -187,10 +201,16 @@ class Agent:
                 ping_interval=20,
                 ping_timeout=20,
                 additional_headers=_auth_headers(self.settings.token),
-                **websocket_ssl_options(self._ssl),
+                **websocket_ssl_options(self._ssl if _is_secure(url) else None),
             ) as websocket:
+                self._files.use_coordinator(coordinator)
                 connection = CoordinatorConnection(
-                    websocket, self.settings, self.node_id, self._worker, self._outbox, self._events
+                    websocket,
+                    replace(self.settings, coordinator_url=coordinator),
+                    self.node_id,
+                    self._worker,
+                    self._outbox,
+                    self._events,
                 )
                 await connection.run()
         except websockets.ConnectionClosed as exc:
@@ -205,6 +225,9 @@ class Agent:
             if problem is not None:
                 return problem
             return f"cannot reach the coordinator: {exc or type(exc).__name__}"
+        finally:
+            if connection is not None and connection.welcomed:
+                self._coordinators.succeeded()
         return None
 
     async def _shutdown(self, connection_task: asyncio.Task[None]) -> None:
@@ -236,6 +259,10 @@ class Agent:
         for task in (drained, hurried):
             task.cancel()
         await asyncio.gather(drained, hurried, return_exceptions=True)
+
+
+def _is_secure(url: str) -> bool:
+    return url.startswith(("https://", "wss://"))
 
 
 def _auth_headers(token: str | None) -> dict[str, str]:

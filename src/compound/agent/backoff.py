@@ -1,18 +1,11 @@
-"""Reconnection policy: pure, so it is tested without a network or a clock."""
+"""Reconnection policy: pure, so it is tested without a network or a clock.
+
+The formula lives with the coordinator list (``compound.coordinators``), which the CLI and
+the desktop app share; this name stays for the agent's callers.
+"""
 
 from __future__ import annotations
 
-import random
+from compound.coordinators import BASE_DELAY_S, MAX_DELAY_S, reconnect_delay_s
 
-BASE_DELAY_S = 0.5
-MAX_DELAY_S = 30.0
-
-
-def reconnect_delay_s(attempt: int, rng: random.Random | None = None) -> float:
-    """Delay before reconnection ``attempt`` (0-based): exponential, capped, jittered.
-
-    Jitter spreads a crowd of agents that lost the same coordinator over time.
-    """
-    ceiling = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** min(attempt, 16))
-    jitter: float = (rng or random).random()
-    return float(ceiling * (0.5 + 0.5 * jitter))
+__all__ = ["BASE_DELAY_S", "MAX_DELAY_S", "reconnect_delay_s"]

@@ -49,6 +49,8 @@ class CoordinatorConnection:
     ) -> None:
         self._ws = websocket
         self._settings = settings
+        # Set once the coordinator's welcome came: this coordinator works.
+        self.welcomed = False
         self._node_id = node_id
         self._worker = worker
         self._outbox = outbox
@@ -105,6 +107,7 @@ class CoordinatorConnection:
         if not isinstance(welcome, Welcome):
             raise ProtocolError(f"expected welcome, got {welcome.type}")
         self._heartbeat_interval_s = welcome.heartbeat_interval_s
+        self.welcomed = True
         self._outbox.rewind()
         for job_id, seq in welcome.acked.items():
             job_log = self._outbox.jobs.get(job_id)

@@ -50,10 +50,14 @@ def http_base_url(coordinator_url: str) -> str:
 class JobFiles:
     def __init__(self, settings: AgentSettings, stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
         self._stall_timeout_s = stall_timeout_s
-        self._base_url = http_base_url(settings.coordinator_url)
+        self._base_url = http_base_url(settings.coordinator_urls[0])
         self._token = settings.token
         self._ca_file = settings.ca_file
         self._dir = settings.state_dir / "files"
+
+    def use_coordinator(self, coordinator_url: str) -> None:
+        """Move files through ``coordinator_url`` from now on (the one the agent is on)."""
+        self._base_url = http_base_url(coordinator_url)
 
     def _headers(self, lease_id: str) -> dict[str, str]:
         headers = {LEASE_HEADER: lease_id}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compound.agent.deps_uv import DEFAULT_INDEX_URL
 from compound.agent.runners.base import Limits
+from compound.coordinators import parse_coordinators
 
 MiB = 1024 * 1024
 DEFAULT_IMAGE = "python:3.11-slim"
@@ -19,8 +20,20 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "share" / "compound" / "agent"
 
 
+def contributor_ws_url(coordinator_url: str) -> str:
+    """The contributor socket's ws(s) URL of one coordinator, whichever scheme it was given."""
+    url = coordinator_url.rstrip("/")
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if url.startswith(http):
+            url = ws + url[len(http) :]
+    if not url.startswith(("ws://", "wss://")):
+        url = "ws://" + url
+    return url + "/ws/contributor"
+
+
 @dataclass(frozen=True)
 class AgentSettings:
+    # One coordinator URL, or several (``A,B,...``) sharing one database: see coordinators.py.
     coordinator_url: str
     image: str = DEFAULT_IMAGE
     # "auto" (gVisor when Docker has it, else runc), "runc" or "runsc"; once the sandbox is
@@ -67,11 +80,11 @@ class AgentSettings:
     max_deps_download_bytes: int = 1024 * MiB
 
     @property
+    def coordinator_urls(self) -> tuple[str, ...]:
+        """The coordinators, in order (raises CoordinatorListError when there is none)."""
+        return parse_coordinators(self.coordinator_url)
+
+    @property
     def contributor_ws_url(self) -> str:
-        url = self.coordinator_url.rstrip("/")
-        for http, ws in (("https://", "wss://"), ("http://", "ws://")):
-            if url.startswith(http):
-                url = ws + url[len(http) :]
-        if not url.startswith(("ws://", "wss://")):
-            url = "ws://" + url
-        return url + "/ws/contributor"
+        """The first coordinator's contributor socket."""
+        return contributor_ws_url(self.coordinator_urls[0])

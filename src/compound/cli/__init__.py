@@ -2,5 +2,5 @@
 
 Imports: compound.protocol, compound.tls, compound.__init__, compound.agent,
     compound.coordinator.server, compound.coordinator.settings, compound.coordinator.storage,
-    compound.desktop
+    compound.desktop, compound.coordinators
 """

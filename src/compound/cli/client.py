@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 from compound.cli.http_wire import HttpConnection, ResponseError, StaleConnection
+from compound.coordinators import CoordinatorList, CoordinatorListError
 
 if TYPE_CHECKING:
     import http.client
@@ -35,6 +37,10 @@ NEEDS_TOKEN = "the coordinator needs a valid token: set COMPOUND_TOKEN or pass -
 
 # A connection kept alive that the server closed meanwhile fails like this on reuse.
 _STALE_CONNECTION = (StaleConnection, BrokenPipeError, ConnectionResetError)
+# Errors that leave the request unsent: it may go to another coordinator, even a POST.
+_NOT_SENT = (ConnectionRefusedError, socket.gaierror)
+# A proxy's answers when the coordinator behind it is gone: a GET tries the next one.
+_PROXY_WITHOUT_SERVER = (502, 503, 504)
 
 
 class ClientError(Exception):
@@ -73,33 +79,65 @@ class CoordinatorClient:
         timeout_s: float = 30.0,
         ca_file: str | None = None,
     ) -> None:
-        """Raises ClientError when the URL is not http(s) or ``ca_file`` is needed (an https
-        URL) and cannot be used. ``ca_file`` None means ``$COMPOUND_CA_FILE``."""
-        self.base_url = base_url.rstrip("/")
+        """Raises ClientError when a URL is not http(s) or ``ca_file`` is needed (an https
+        URL) and cannot be used. ``ca_file`` None means ``$COMPOUND_CA_FILE``.
+
+        ``base_url`` may name several coordinators sharing one database (``A,B,...``): a
+        request that cannot reach one goes to the next (``compound.coordinators``)."""
+        try:
+            self.coordinators = CoordinatorList.parse(base_url)
+        except CoordinatorListError as exc:
+            raise ClientError(str(exc)) from None
         self.token = token
         self._timeout_s = timeout_s
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ClientError(
-                f"cannot reach the coordinator at {self.base_url} (not an http or https URL)"
-            )
-        self._parts = parts
+        self._ca_file = ca_file
         # One context verifies the HTTP requests and the follow socket alike; an http URL
         # needs none, and building one costs more than the rest of `submit`'s start-up.
         self.ssl_context: ssl.SSLContext | None = None
-        if parts.scheme == "https":
+        for url in self.coordinators.urls:
+            self._check_url(url)
+        self._use(self.coordinators.current)
+
+    def _check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ClientError(f"cannot reach the coordinator at {url} (not an http or https URL)")
+        if parts.scheme == "https" and self.ssl_context is None:
             from compound.tls import TlsConfigError, default_ca_file, ssl_context_for
 
             try:
-                self.ssl_context = ssl_context_for(self.base_url, ca_file or default_ca_file())
+                self.ssl_context = ssl_context_for(url, self._ca_file or default_ca_file())
             except TlsConfigError as exc:
                 raise TlsError(str(exc)) from None
+
+    def _use(self, url: str) -> None:
+        """Send requests to ``url`` (one of the list) from now on."""
+        self.base_url = url
+        parts = urlsplit(url)
+        self._parts = parts
         self._connection = HttpConnection(
-            parts.hostname,
+            parts.hostname or "",
             parts.port or (443 if parts.scheme == "https" else 80),
-            timeout_s,
-            self.ssl_context,
+            self._timeout_s,
+            self.ssl_context if parts.scheme == "https" else None,
         )
+
+    @property
+    def ssl_context_in_use(self) -> ssl.SSLContext | None:
+        """The context for the coordinator in use: None for an http one."""
+        return self.ssl_context if self._parts.scheme == "https" else None
+
+    def fail_over(self) -> float:
+        """The coordinator in use was lost: move to the next of the list; the seconds to
+        wait before trying it (none to speak of while the list has untried ones)."""
+        self._connection.close()
+        delay_s = self.coordinators.failed()
+        self._use(self.coordinators.current)
+        return delay_s
+
+    def reached(self) -> None:
+        """The coordinator in use answered: stay on it."""
+        self.coordinators.succeeded()
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -112,9 +150,9 @@ class CoordinatorClient:
         import http.client
 
         host, port = self._parts.hostname or "", self._parts.port
-        if self.ssl_context is not None:
+        if self.ssl_context_in_use is not None:
             return http.client.HTTPSConnection(
-                host, port, timeout=self._timeout_s, context=self.ssl_context
+                host, port, timeout=self._timeout_s, context=self.ssl_context_in_use
             )
         return http.client.HTTPConnection(host, port, timeout=self._timeout_s)
 
@@ -206,7 +244,7 @@ class CoordinatorClient:
     def _request(
         self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None
     ) -> Any:
-        target = self._parts.path + path + (f"?{urlencode(params)}" if params else "")
+        target = path + (f"?{urlencode(params)}" if params else "")
         headers = {"Accept": "application/json", **self.auth_headers()}
         body = None
         if json_body is not None:
@@ -214,26 +252,49 @@ class CoordinatorClient:
             # with a sentence, instead of failing to encode here.
             body = json.dumps(json_body).encode("ascii")
             headers["Content-Type"] = "application/json"
-        try:
-            status, data = self._exchange(method, target, body, headers)
-        except ResponseError as exc:
-            raise UnreachableError(
-                f"the coordinator at {self.base_url} answered badly ({exc})"
-            ) from None
-        except OSError as exc:
-            from compound.tls import certificate_problem
-
-            problem = certificate_problem(exc)
-            if problem is not None:
-                raise TlsError(problem) from None
-            raise UnreachableError(
-                f"cannot reach the coordinator at {self.base_url} ({exc})"
-            ) from None
+        status, data = self._exchange_failing_over(method, target, body, headers)
         self._raise_for(status, data)
         try:
             return json.loads(data)
         except ValueError:
             raise ClientError(f"the coordinator sent a reply that is not JSON ({status})") from None
+
+    def _exchange_failing_over(
+        self, method: str, target: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One request, to the next coordinator of the list while the one in use cannot be
+        reached: any request that was not sent, and a GET whatever became of it (a POST
+        that may have arrived is not sent twice). Raises UnreachableError or TlsError (both
+        ClientErrors) with a sentence."""
+        tries = len(self.coordinators.urls)
+        while True:
+            tries -= 1
+            try:
+                status, data = self._exchange(method, self._parts.path + target, body, headers)
+            except ResponseError as exc:
+                if tries and method == "GET":
+                    self.fail_over()
+                    continue
+                raise UnreachableError(
+                    f"the coordinator at {self.base_url} answered badly ({exc})"
+                ) from None
+            except OSError as exc:
+                from compound.tls import certificate_problem
+
+                problem = certificate_problem(exc)
+                if problem is not None:
+                    raise TlsError(problem) from None
+                if tries and (method == "GET" or isinstance(exc, _NOT_SENT)):
+                    self.fail_over()
+                    continue
+                raise UnreachableError(
+                    f"cannot reach the coordinator at {self.base_url} ({exc})"
+                ) from None
+            if tries and method == "GET" and status in _PROXY_WITHOUT_SERVER:
+                self.fail_over()
+                continue
+            self.reached()
+            return status, data
 
     def submit(
         self,

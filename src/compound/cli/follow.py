@@ -79,7 +79,6 @@ class TerminalFollower:
                 self._cancel.join(CANCEL_JOIN_S)
 
     def _follow(self) -> int:
-        attempt = 0
         while True:
             try:
                 return self._follow_once()
@@ -89,11 +88,14 @@ class TerminalFollower:
                     raise ClientError(refusal) from None
             except FrameError as exc:
                 raise ClientError(f"the coordinator broke the WebSocket protocol ({exc})") from None
-            from compound.agent.backoff import reconnect_delay_s
-
-            delay = reconnect_delay_s(attempt)
-            attempt += 1
-            self._note(f"connection to the coordinator lost; reconnecting in {delay:.1f} s")
+            # From the last record shown, on the next coordinator of the list if there are
+            # several (they share one database: the follow goes on where it was).
+            lost = self._client.base_url
+            delay = self._client.fail_over()
+            elsewhere = "" if self._client.base_url == lost else f" at {self._client.base_url}"
+            self._note(
+                f"connection to the coordinator lost; reconnecting{elsewhere} in {delay:.1f} s"
+            )
             time.sleep(delay)
 
     def _follow_once(self) -> int:
@@ -105,9 +107,10 @@ class TerminalFollower:
             port,
             target,
             self._client.auth_headers(),
-            self._client.ssl_context,
+            self._client.ssl_context_in_use,
             MAX_MESSAGE_BYTES,
         )
+        self._client.reached()
         try:
             for payload in connection.messages():
                 try:

@@ -20,7 +20,9 @@ CoordinatorOption = Annotated[
     typer.Option(
         "--coordinator",
         "-c",
-        help="Coordinator URL (default: $COMPOUND_COORDINATOR or http://127.0.0.1:8000).",
+        help="Coordinator URL, or several as A,B,... (sharing one database: a request or a"
+        " follow goes to the next when one cannot be reached) (default: $COMPOUND_COORDINATOR"
+        " or http://127.0.0.1:8000).",
     ),
 ]
 TokenOption = Annotated[

@@ -19,6 +19,7 @@ from compound.agent.settings import DEFAULT_IMAGE, MAX_WARM, AgentSettings, defa
 from compound.cli.client import default_coordinator
 from compound.cli.log_format import FORMATS as LOG_FORMATS
 from compound.cli.log_format import configure as configure_logging
+from compound.coordinators import CoordinatorListError, parse_coordinators
 from compound.protocol import MAX_SLOTS
 from compound.tls import TlsConfigError, default_ca_file
 
@@ -279,12 +280,23 @@ def coordinator(
     raise typer.Exit(serve(settings, log_level, json_logs=log_format == "json"))
 
 
+def _coordinators(text: str) -> str:
+    """``text`` if it names one coordinator or several (``A,B,...``); else a usage error."""
+    try:
+        parse_coordinators(text)
+    except CoordinatorListError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--coordinator") from None
+    return text
+
+
 def agent(
     ctx: typer.Context,
     coordinator: Annotated[
         str,
         typer.Option(
-            help="Coordinator URL (default: $COMPOUND_COORDINATOR or http://127.0.0.1:8000)."
+            help="Coordinator URL, or several as A,B,... (coordinators sharing one database:"
+            " the agent moves to the next when one is lost) (default: $COMPOUND_COORDINATOR or"
+            " http://127.0.0.1:8000)."
         ),
     ] = "",
     image: Annotated[str, typer.Option(help="Docker image jobs run in.")] = DEFAULT_IMAGE,
@@ -449,7 +461,7 @@ def agent(
     if not 1 <= slots <= MAX_SLOTS:
         raise typer.BadParameter(f"must be between 1 and {MAX_SLOTS}", param_hint="--slots")
     settings = AgentSettings(
-        coordinator_url=coordinator or default_coordinator(),
+        coordinator_url=_coordinators(coordinator or default_coordinator()),
         image=image,
         runtime=runtime,
         state_dir=state_dir or default_state_dir(),

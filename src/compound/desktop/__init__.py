@@ -11,7 +11,7 @@ pywebview window, run and self-check), ``display`` (display and Qt environment),
 
 Imports: compound.protocol, compound.tls, compound.__init__, compound.page_headers,
     compound.agent.settings, compound.agent.runners.docker.orphans,
-    compound.agent.control_client, compound.agent.donor
+    compound.agent.control_client, compound.agent.donor, compound.coordinators
 """
 
 # Here, not in the launcher, so `compound --help` can show it without importing the GUI stack.

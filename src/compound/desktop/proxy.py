@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from compound.coordinators import CoordinatorList, parse_coordinators
 from compound.desktop.settings import AppSettings, SettingsStore
 from compound.protocol import MAX_MESSAGE_BYTES
 from compound.protocol.auth import SUBPROTOCOL, token_from_subprotocols
@@ -87,6 +88,8 @@ class CoordinatorProxy:
     """
 
     store: SettingsStore
+    # The settings' coordinators (several: tried in turn), rebuilt when the setting changes.
+    _coordinators: CoordinatorList | None = field(default=None, init=False)
     _plain: httpx.AsyncClient | None = field(default=None, init=False)
     _tls: httpx.AsyncClient | None = field(default=None, init=False)
     _ssl: ssl.SSLContext | None = field(default=None, init=False)
@@ -96,6 +99,13 @@ class CoordinatorProxy:
         if self._ssl is None:
             self._ssl = client_ssl_context(default_ca_file())
         return self._ssl
+
+    def coordinators(self, settings: AppSettings) -> CoordinatorList:
+        """The coordinators of ``settings``, the one that worked last first."""
+        urls = parse_coordinators(settings.coordinator_url)
+        if self._coordinators is None or self._coordinators.urls != urls:
+            self._coordinators = CoordinatorList(urls)
+        return self._coordinators
 
     def client(self, url: str) -> httpx.AsyncClient:
         timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
@@ -164,28 +174,34 @@ async def forward_http(request: Request) -> Response:
         return _too_big()
     has_body = request.method not in ("GET", "HEAD")
     query = request.url.query
-    url = settings.coordinator_url + request.url.path + (f"?{query}" if query else "")
-    try:
-        client = proxy.client(url)
-    except TlsConfigError as exc:
-        return JSONResponse({"detail": _unreachable(settings.coordinator_url, exc)}, 502)
-    upstream_request = client.build_request(
-        request.method,
-        url,
-        headers=_upstream_headers(request, settings),
-        content=_bounded(request) if has_body else None,
-    )
-    try:
-        upstream = await client.send(upstream_request, stream=True)
-    except _BodyTooBig:
-        return _too_big()
-    except httpx.TimeoutException:
-        log.warning("coordinator %s timed out on %s", settings.coordinator_url, request.url.path)
-        return JSONResponse({"detail": _unreachable(settings.coordinator_url)}, status_code=504)
-    except httpx.HTTPError as exc:
-        detail = _unreachable(settings.coordinator_url, exc)
-        log.warning("%s (%s)", detail, type(exc).__name__)
-        return JSONResponse({"detail": detail}, status_code=502)
+    coordinators = proxy.coordinators(settings)
+    # Another coordinator of the list when one cannot be reached: a request without a body
+    # whatever failed, one with a body only when its connection was refused (nothing sent).
+    for tries_left in reversed(range(len(coordinators.urls))):
+        coordinator = coordinators.current
+        url = coordinator + request.url.path + (f"?{query}" if query else "")
+        try:
+            client = proxy.client(url)
+        except TlsConfigError as exc:
+            return JSONResponse({"detail": _unreachable(coordinator, exc)}, 502)
+        upstream_request = client.build_request(
+            request.method,
+            url,
+            headers=_upstream_headers(request, settings),
+            content=_bounded(request) if has_body else None,
+        )
+        try:
+            upstream = await client.send(upstream_request, stream=True)
+        except _BodyTooBig:
+            return _too_big()
+        except httpx.HTTPError as exc:
+            if tries_left and (not has_body or isinstance(exc, httpx.ConnectError)):
+                log.warning("coordinator %s unreachable: trying the next", coordinator)
+                coordinators.failed()
+                continue
+            return _upstream_failed(coordinator, request, exc)
+        coordinators.succeeded()
+        break
     headers = {k: upstream.headers[k] for k in _RESPONSE_HEADERS if k in upstream.headers}
     return StreamingResponse(
         upstream.aiter_raw(),
@@ -193,6 +209,15 @@ async def forward_http(request: Request) -> Response:
         headers=headers,
         background=BackgroundTask(upstream.aclose),
     )
+
+
+def _upstream_failed(coordinator: str, request: Request, exc: httpx.HTTPError) -> JSONResponse:
+    if isinstance(exc, httpx.TimeoutException):
+        log.warning("coordinator %s timed out on %s", coordinator, request.url.path)
+        return JSONResponse({"detail": _unreachable(coordinator)}, status_code=504)
+    detail = _unreachable(coordinator, exc)
+    log.warning("%s (%s)", detail, type(exc).__name__)
+    return JSONResponse({"detail": detail}, status_code=502)
 
 
 def _too_big() -> JSONResponse:
@@ -225,29 +250,45 @@ async def forward_websocket(websocket: WebSocket) -> None:
     settings = proxy.store.load()
     offered = [str(item) for item in websocket.scope.get("subprotocols", [])]
     token = token_from_subprotocols(offered) or settings.token()
-    url = _ws_url(settings.coordinator_url, websocket)
-    try:
-        tls = proxy.ssl_context() if url.startswith("wss:") else None
-        upstream = await connect(
-            url,
-            additional_headers={"Authorization": f"Bearer {token}"} if token else None,
-            # The coordinator answers "compound" when it refuses a token: offer it always.
-            subprotocols=[Subprotocol(SUBPROTOCOL)],
-            max_size=MAX_MESSAGE_BYTES,
-            max_queue=MAX_QUEUED_MESSAGES,
-            open_timeout=CONNECT_TIMEOUT_S,
-            **websocket_ssl_options(tls),
-            compression=None,
-        )
-    except (OSError, TimeoutError, InvalidHandshake, TlsConfigError) as exc:
-        status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
-        log.warning("%s (%s)", _unreachable(settings.coordinator_url, exc), status or exc)
+    upstream = await _connect_upstream(proxy, settings, websocket, token)
+    if upstream is None:
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         await _close_downstream(websocket, CLOSE_BAD_GATEWAY, "can't reach the coordinator")
         return
     async with upstream:
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         await _pump(websocket, upstream)
+
+
+async def _connect_upstream(
+    proxy: CoordinatorProxy, settings: AppSettings, websocket: WebSocket, token: str | None
+) -> ClientConnection | None:
+    """The same socket on the first coordinator of the list that takes it; None if none."""
+    coordinators = proxy.coordinators(settings)
+    for _ in coordinators.urls:
+        coordinator = coordinators.current
+        url = _ws_url(coordinator, websocket)
+        try:
+            tls = proxy.ssl_context() if url.startswith("wss:") else None
+            upstream = await connect(
+                url,
+                additional_headers={"Authorization": f"Bearer {token}"} if token else None,
+                # The coordinator answers "compound" when it refuses a token: offer it always.
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
+                max_size=MAX_MESSAGE_BYTES,
+                max_queue=MAX_QUEUED_MESSAGES,
+                open_timeout=CONNECT_TIMEOUT_S,
+                **websocket_ssl_options(tls),
+                compression=None,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, TlsConfigError) as exc:
+            status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+            log.warning("%s (%s)", _unreachable(coordinator, exc), status or exc)
+            coordinators.failed()
+            continue
+        coordinators.succeeded()
+        return upstream
+    return None
 
 
 async def _pump(websocket: WebSocket, upstream: ClientConnection) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from compound.agent.settings import MAX_WARM
+from compound.coordinators import CoordinatorListError, join_coordinators, parse_coordinators
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,23 @@ def config_dir() -> Path:
 
 
 def validate_coordinator_url(url: str) -> str:
-    """Return the URL without a trailing slash, or raise SettingsError with a reason."""
+    """Return the URL without a trailing slash, or several as ``A,B,...`` (coordinators
+    sharing one database, tried in turn), or raise SettingsError with a reason."""
     url = url.strip()
     if not url or len(url) > MAX_URL_CHARS:
         raise SettingsError("The coordinator URL must be between 1 and 2048 characters.")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError("The coordinator URL must look like http://host:port.")
-    return url.rstrip("/")
+    try:
+        urls = parse_coordinators(url)
+    except CoordinatorListError as exc:
+        raise SettingsError(f"{str(exc).capitalize()}.") from None
+    for one in urls:
+        parts = urlsplit(one)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SettingsError(
+                "The coordinator URL must look like http://host:port"
+                " (or several, separated by commas)."
+            )
+    return join_coordinators(urls)
 
 
 def validate_token(token: object) -> str:

@@ -50,6 +50,11 @@ export function statusLabel(job) {
 let endpointPromise = null;
 
 function cleanBase(url) {
+  // The desktop app's setting may name several coordinators (A,B,...): each cleaned.
+  if (typeof url === "string" && url.includes(",")) {
+    const each = url.split(",").map((one) => cleanBase(one.trim()));
+    return each.every(Boolean) ? each.join(",") : null;
+  }
   try {
     const u = new URL(url, window.location.href);
     return u.origin + u.pathname.replace(/\/+$/, "");
