@@ -290,6 +290,10 @@ class Agent(ManagedProcess):
                 "2",
                 "--events",
                 "json",
+                # The defaults follow the machine; tests pin one slot and one warm container
+                # unless they say otherwise, so they behave alike everywhere.
+                *([] if "--slots" in self.extra_args else ["--slots", "1"]),
+                *([] if "--warm" in self.extra_args else ["--warm", "1"]),
                 *self.extra_args,
             ],
             env=product_env(COMPOUND_TOKEN=self.token) if self.token else None,

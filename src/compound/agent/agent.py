@@ -15,6 +15,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from compound.agent.backoff import reconnect_delay_s
+from compound.agent.capacity import lending_line
 from compound.agent.connection import CoordinatorConnection
 from compound.agent.deps import Packages
 from compound.agent.deps_cache import DepsCache, GiB
@@ -97,6 +98,8 @@ class Agent:
                 node_id=self.node_id,
                 name=self.settings.name,
                 coordinator_url=self.settings.coordinator_url,
+                slots=self.settings.slots,
+                warm=self.settings.warm,
             )
         )
         # Built once: a wss coordinator is verified against the system store and --ca-file.
@@ -131,6 +134,7 @@ class Agent:
             self._events.say(f"runtime auto: jobs run under {chosen}")
         else:
             self._events.say(f"jobs run under {runtime}")
+        self._events.say(lending_line(self.settings))
         self.settings = replace(self.settings, runtime=runtime)
 
     async def _stop_when_orphaned(self, parent_pid: int) -> None:

@@ -58,7 +58,8 @@ class CoordinatorSettings:
     # A request body gets this long, plus a second per 500 bytes received, to arrive whole.
     body_timeout_s: float = 20.0
     # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
-    max_connections: int = 8192
+    # 0: as many as the open-file limit (raised to its hard limit at start) lets in.
+    max_connections: int = 0
     # Web origins (scheme://host:port) whose pages may call this coordinator.
     allowed_origins: frozenset[str] = frozenset()
     # Serve without tokens on a non-loopback address (warned about at every start).
