@@ -17,6 +17,7 @@ from tests.docker_env import RUNTIMES, Collected, run_job
 
 from compound.agent.runners.base import RunSpec
 from compound.agent.runners.docker.in_container import relay, stdio
+from compound.agent.runners.docker.interleave import StderrUnframer
 from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 from compound.protocol import JobStatus, Stream
 
@@ -35,6 +36,17 @@ async def runner(request: pytest.FixtureRequest, docker_engine: str) -> AsyncIte
     await runner.prepare()
     yield runner
     await runner.close()
+
+
+def _runs(pieces: list[tuple[Stream, bytes]]) -> list[tuple[Stream, bytes]]:
+    """Consecutive pieces of one stream joined."""
+    runs: list[tuple[Stream, bytes]] = []
+    for stream, data in pieces:
+        if runs and runs[-1][0] is stream:
+            runs[-1] = (stream, runs[-1][1] + data)
+        else:
+            runs.append((stream, data))
+    return runs
 
 
 def test_relay_constants_match_stdio() -> None:
@@ -57,34 +69,46 @@ def test_relay_records() -> None:
 
 
 async def test_interleaved_streams_keep_write_order(runner: DockerRunner) -> None:
-    """Bursts written to stdout and stderr in turn reach the agent whole and in write order.
-
-    The engine carries the two streams on two pipes, so only writes apart in time keep
-    their order across streams (as without the relay); within a stream every byte does.
-    """
+    """Lines written to stdout and stderr in turn, back to back, reach the agent in write
+    order (the job's stderr travels framed on stdout, see interleave), each stream exact."""
     script = (
-        "import sys, time\n"
-        "for i in range(4):\n"
-        "    for j in range(200):\n"
-        "        print(f'out {i}.{j}')\n"
-        "    time.sleep(0.2)\n"
-        "    for j in range(200):\n"
-        "        print(f'err {i}.{j}', file=sys.stderr)\n"
-        "    time.sleep(0.2)\n"
+        "import sys\n"
+        "for i in range(300):\n"
+        "    print(f'out {i}')\n"
+        "    print(f'err {i}', file=sys.stderr)\n"
     )
     result, sink = await run_job(runner, script)
     assert result.status is JobStatus.SUCCEEDED
-    runs: list[tuple[Stream, bytes]] = []
-    for stream, data in sink.pieces:
-        if runs and runs[-1][0] is stream:
-            runs[-1] = (stream, runs[-1][1] + data)
-        else:
-            runs.append((stream, data))
-    expected = []
-    for i in range(4):
-        expected.append((Stream.STDOUT, b"".join(b"out %d.%d\n" % (i, j) for j in range(200))))
-        expected.append((Stream.STDERR, b"".join(b"err %d.%d\n" % (i, j) for j in range(200))))
-    assert runs == expected
+    # Pieces of one stream may be cut anywhere: join them before tagging lines.
+    tagged = b"".join(
+        b"[%s]%s\n" % (stream.value.encode(), line)
+        for stream, data in _runs(sink.pieces)
+        for line in data.splitlines()
+    )
+    assert tagged == b"".join(b"[stdout]out %d\n[stderr]err %d\n" % (i, i) for i in range(300))
+    assert sink.stderr == b"".join(b"err %d\n" % i for i in range(300))
+
+
+def test_unframer_splits_at_any_chunk_boundary() -> None:
+    """Stderr frames on stdout come out in place however the bytes are cut into chunks."""
+    marker = b"\x00\xffcompound-outputs:" + b"0123456789abcdef" * 2
+    tag = relay.stderr_tag(marker)
+    stdout = b"a\x00b" + tag + (3).to_bytes(4, "big") + b"err" + b"c\x00" + tag[:5] + b"d"
+    stdout += b"".join(relay._stderr_frames(tag, b"E" * 10_000)) + b"\x00\xfe"
+    expected = [
+        (Stream.STDOUT, b"a\x00b"),
+        (Stream.STDERR, b"err"),
+        (Stream.STDOUT, b"c\x00" + tag[:5] + b"d"),
+        (Stream.STDERR, b"E" * 10_000),
+        (Stream.STDOUT, b"\x00\xfe"),
+    ]
+    for size in (1, 2, 7, 64, 4096, len(stdout)):
+        unframer = StderrUnframer(marker)
+        pieces: list[tuple[Stream, bytes]] = []
+        for at in range(0, len(stdout), size):
+            pieces += unframer.feed(stdout[at : at + size])
+        pieces += unframer.end()
+        assert _runs(pieces) == expected, size
 
 
 async def test_output_before_os_exit_is_kept(runner: DockerRunner) -> None:
@@ -148,3 +172,20 @@ async def test_a_line_then_sleep_shows_promptly(runner: DockerRunner) -> None:
     finally:
         cancel.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+async def test_a_job_scribbling_on_the_ring_only_loses_its_own_output(
+    runner: DockerRunner,
+) -> None:
+    """Garbage a job writes over the ring's head ends the relay, not the job or its result."""
+    script = (
+        "import os, sys\n"
+        "print('before')\n"
+        "os.pwrite(100, b'\\xff' * 16, 16)\n"
+        "for i in range(3):\n"
+        "    print(f'after {i}')\n"
+        "sys.exit(7)\n"
+    )
+    result, sink = await run_job(runner, script)
+    assert result.exit_code == 7
+    assert sink.stdout.startswith(b"before\n") or sink.stdout == b""

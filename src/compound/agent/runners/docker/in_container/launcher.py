@@ -337,7 +337,7 @@ def launch(script_path: str, zygote_spec: str, relay_spec: str = "") -> int:
     # The image's variables, then the job's (as the agent merged them with ours), exactly
     # what the container's own environment would be.
     if relay is not None:
-        relay.start()
+        relay.start(control.marker)
     code = job.run(script_path, args, {**os.environ, **job_env}, zygote, relay)
     wait_for_the_rest()
     if relay is not None:

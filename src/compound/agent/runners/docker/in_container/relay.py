@@ -3,9 +3,9 @@
 Under gVisor every system call of the job costs ~50 us, and ``python3 -u`` writes every
 line (``print`` is two writes). So the job does not write its output itself: its
 sitecustomize (see stdio) appends records to a ring in shared memory, with no system call,
-and this relay, a thread of the launcher, copies them out to the container's stdout and
-stderr in the order they were written, consecutive records of one stream joined into one
-write. It reads every ``TICK_S`` (so a line shows within tens of milliseconds), at once when
+and this relay, a thread of the launcher, copies them out to the container's stdout in
+the order they were written (stderr framed there, see ``stderr_tag``), consecutive
+records of one stream joined into one write. It reads every ``TICK_S`` (so a line shows within tens of milliseconds), at once when
 the job says much is waiting or that it waits for the ring to be drained (a full ring, or
 before something else writes to the same descriptors). The buffer is not the job's: when
 the job ended, however (``os._exit``, a crash, SIGKILL), the launcher copies out what is
@@ -39,6 +39,27 @@ RECORD_HEAD_BYTES = 5
 # How long a line may wait in the ring before it is written out.
 TICK_S = 0.02
 _STREAM_FDS = (1, 2)
+# The engine carries stdout and stderr on two pipes, which lose the order between them: so
+# the job's stderr from the ring goes on stdout too, framed as ``stderr_tag(marker)``, a
+# 4-byte big-endian length and the bytes (see docker.interleave, which takes it apart). The
+# tag derives from the trailer's marker, which the job cannot read, so it cannot forge one.
+# Each frame is one write of at most PIPE_BUF bytes: a write of another process to the
+# same pipe (a child of the job) cannot land inside it.
+PIPE_BUF = 4096
+
+
+def stderr_tag(marker: bytes) -> bytes:
+    """The tag of a stderr frame on stdout: the marker with its second byte changed (so
+    neither is found inside the other)."""
+    return marker[:1] + b"\xfe" + marker[2:]
+
+
+def _stderr_frames(tag: bytes, data: bytes) -> list[bytes]:
+    step = PIPE_BUF - len(tag) - 4
+    return [
+        tag + len(piece).to_bytes(4, "big") + piece
+        for piece in (data[at : at + step] for at in range(0, len(data), step))
+    ]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -80,6 +101,8 @@ class OutputRelay:
         self._stopping = False
         self._stopped = _thread.allocate_lock()
         self.broken = False
+        # Set by ``start``: stderr records go on stdout, framed with this tag.
+        self._stderr_tag = b""
 
     @classmethod
     def adopt(cls, spec: str) -> OutputRelay | None:
@@ -93,7 +116,9 @@ class OutputRelay:
         """Let process ``pid`` (the job's) write to the ring; no other process will."""
         self._region[OWNER_AT:WRITTEN_AT] = pid.to_bytes(8, "little")
 
-    def start(self) -> None:
+    def start(self, marker: bytes) -> None:
+        """Relay from now on; stderr goes framed on stdout (see ``stderr_tag``)."""
+        self._stderr_tag = stderr_tag(marker)
         self._stopped.acquire()
         _thread.start_new_thread(self._run, ())
 
@@ -140,7 +165,11 @@ class OutputRelay:
             self.broken = True
             runs = []
         for fd, chunk in runs:
-            _write_all(fd, chunk)
+            if fd == 1:
+                _write_all(1, chunk)
+            else:
+                for frame in _stderr_frames(self._stderr_tag, chunk):
+                    _write_all(1, frame)
         self._mark_read(written)
 
     def _mark_read(self, written: int) -> None:
