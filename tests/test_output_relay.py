@@ -189,3 +189,15 @@ async def test_a_job_scribbling_on_the_ring_only_loses_its_own_output(
     result, sink = await run_job(runner, script)
     assert result.exit_code == 7
     assert sink.stdout.startswith(b"before\n") or sink.stdout == b""
+
+
+async def test_a_big_stderr_write_keeps_its_place(runner: DockerRunner) -> None:
+    """A 1 MiB write to stderr between two stdout lines arrives whole and between them."""
+    script = "import sys\nprint('before')\nsys.stderr.write('e' * (1 << 20))\nprint('after')\n"
+    result, sink = await run_job(runner, script)
+    assert result.status is JobStatus.SUCCEEDED
+    assert _runs(sink.pieces) == [
+        (Stream.STDOUT, b"before\n"),
+        (Stream.STDERR, b"e" * (1 << 20)),
+        (Stream.STDOUT, b"after\n"),
+    ]

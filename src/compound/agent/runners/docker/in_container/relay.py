@@ -5,9 +5,10 @@ line (``print`` is two writes). So the job does not write its output itself: its
 sitecustomize (see stdio) appends records to a ring in shared memory, with no system call,
 and this relay, a thread of the launcher, copies them out to the container's stdout in
 the order they were written (stderr framed there, see ``stderr_tag``), consecutive
-records of one stream joined into one write. It reads every ``TICK_S`` (so a line shows within tens of milliseconds), at once when
-the job says much is waiting or that it waits for the ring to be drained (a full ring, or
-before something else writes to the same descriptors). The buffer is not the job's: when
+records of one stream joined into one write. It reads every ``TICK_S`` (so a line shows
+within tens of milliseconds), at once when the job says much is waiting or that it waits
+for the ring to be drained (a full ring, or before something else writes to the same
+descriptors). The buffer is not the job's: when
 the job ended, however (``os._exit``, a crash, SIGKILL), the launcher copies out what is
 left before the outputs trailer.
 

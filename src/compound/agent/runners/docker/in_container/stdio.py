@@ -111,12 +111,15 @@ class Ring:
                 # What the text layer hands over is bytes; anything else is made bytes.
                 if type(data) is not bytes:
                     data = memoryview(data).tobytes()
-                if len(data) >= DIRECT_BYTES:
+                if len(data) >= DIRECT_BYTES and fd == 1:
                     # One system call for this much is cheap: drain, then write it directly.
+                    # (Stderr stays in the ring: the relay keeps its place among stdout.)
                     self.drain()
                     write_all(fd, data)
                     return True
-                self._put(_HEADS[fd] + len(data).to_bytes(4, "little") + data)
+                for at in range(0, len(data), DIRECT_BYTES):
+                    piece = data[at : at + DIRECT_BYTES]
+                    self._put(_HEADS[fd] + len(piece).to_bytes(4, "little") + piece)
             finally:
                 self._busy = False
         return True
