@@ -1,11 +1,15 @@
-"""(a)-(d): trivial and heavy jobs through Compound against `docker run`, in one run.
+"""(a)-(d), (h), (i): jobs through Compound against `docker run`, in one run.
 
-A real coordinator and one real agent on loopback (the Docker runtime given, runc by
-default). Every Compound figure has a baseline measured in the same run, interleaved with
-it so a noisy moment hurts both alike: the same script run with
-``docker run --rm --network none IMAGE python3 /job.py``, its output read through a pipe.
+A real coordinator and one real agent on loopback, with the agent's defaults (no --slots,
+no --warm: what the machine lends, see agent.capacity) unless tuned, under each runtime
+asked for (runc and runsc by default). Every Compound figure has a baseline measured in
+the same run, interleaved with it so a noisy moment hurts both alike: the same script run
+with ``docker run --rm --network none IMAGE python3 /job.py`` under runc (Docker's
+default, no -u), its output read through a pipe. Each figure says its setup: runtime,
+slots and warm containers.
 
-    PYTHONPATH=src .venv/bin/python bench/end_to_end.py [--repeat 10] [--parts abcd]
+    PYTHONPATH=src .venv/bin/python bench/end_to_end.py [--repeat 10] [--parts abcdhi]
+        [--runtimes runc,runsc] [--slots N --warm N (tuned)]
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -31,6 +36,7 @@ from figures import (
     Figure,
     Target,
     from_samples,
+    median_at_most,
     ratio_at_least,
     ratio_at_most,
     text_table,
@@ -38,6 +44,8 @@ from figures import (
 from follow_client import follow
 from http_load import Connection
 
+from compound.agent.default_share import choose_lending
+from compound.agent.runners.base import Limits
 from support import TEST_IMAGE, Agent, Coordinator, product_env
 
 TRIVIAL = "print('hello')\n"
@@ -53,12 +61,16 @@ BACK_TO_BACK_RUNS = 20
 # Rounds of part (d): each measures the baseline, then one burst.
 BURST_ROUNDS = 3
 RUN_TIMEOUT_S = 120.0
-# The agent's --warm: containers started ahead, side by side. Decided by measuring (d) at
-# 1, 2 and 4 (see bench/ANALYSIS.md); more than the engine starts at once buys nothing.
-AGENT_WARM = 4
-# The agent's --slots: jobs it runs at once, each in its own container. With one, every job's
-# round trip (done -> coordinator -> next job -> agent) sat between two containers.
-AGENT_SLOTS = 4
+# A tuned agent (extra rows): --warm 4 --slots 4. Decided by measuring (d) at 1, 2 and 4
+# (see bench/ANALYSIS.md); more than the engine starts at once buys nothing.
+TUNED_WARM = 4
+TUNED_SLOTS = 4
+# (h): a batch of short scripts, this many in flight, against docker run as many at a time.
+BATCH_JOBS = 100
+BATCH_IN_FLIGHT = 2
+BATCH_SCRIPT = "print(sum(range(10_000)))\n"
+# (i): a job prints its clock once, then sleeps; how long until the line reached a follower.
+PRINT_THEN_SLEEP = "import time\nprint(time.time())\ntime.sleep(1)\n"
 # Keep-alive connections the burst's jobs are posted over.
 SUBMIT_CONNECTIONS = 4
 
@@ -265,10 +277,21 @@ class Stack:
 
     root: Path
     runtime: str = "runc"
-    warm: int = AGENT_WARM
-    slots: int = AGENT_SLOTS
+    # None: the agent's default (what the machine lends).
+    warm: int | None = None
+    slots: int | None = None
     coordinator: Coordinator | None = None
     agent: Agent | None = None
+
+    @property
+    def setup(self) -> str:
+        """``runsc, slots 2, warm 2 (defaults)``: what the figures were measured with."""
+        lending = choose_lending(self.slots, self.warm, Limits())
+        tuned = self.slots is not None or self.warm is not None
+        return (
+            f"{self.runtime}, slots {lending.slots}, warm {lending.warm}"
+            f"{' (tuned)' if tuned else ' (defaults)'}"
+        )
 
     def __enter__(self) -> Stack:
         self.coordinator = Coordinator(
@@ -279,7 +302,11 @@ class Stack:
             self.root / "agent",
             name="bench",
             runtime=self.runtime,
-            extra_args=["--warm", str(self.warm), "--slots", str(self.slots)],
+            extra_args=[
+                *([] if self.warm is None else ["--warm", str(self.warm)]),
+                *([] if self.slots is None else ["--slots", str(self.slots)]),
+            ],
+            machine_defaults=True,
         ).start()
         return self
 
@@ -290,50 +317,129 @@ class Stack:
             self.coordinator.stop()
 
 
+def part_h(root: Path, coordinator: Coordinator, runtime: str) -> list[Figure]:
+    """A batch of short scripts, ``BATCH_IN_FLIGHT`` in flight through the API, against
+    ``docker run`` as many at a time (runc); both as total seconds for the batch."""
+    script = write_script(root, "batch", BATCH_SCRIPT)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(BATCH_IN_FLIGHT) as pool:
+        list(pool.map(lambda _: run_timed(docker_run(script)), range(BATCH_JOBS)))
+    docker_s = time.perf_counter() - began
+
+    async def batch() -> float:
+        gate = asyncio.Semaphore(BATCH_IN_FLIGHT)
+        async with httpx.AsyncClient(base_url=coordinator.url, timeout=60) as client:
+
+            async def one() -> None:
+                async with gate:
+                    await api_run(client, coordinator, BATCH_SCRIPT)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(BATCH_JOBS)))
+            return time.perf_counter() - started
+
+    ours_s = asyncio.run(batch())
+    limit = 0.7 if runtime == "runc" else 1.0
+    return [
+        Figure("h", f"batch of {BATCH_JOBS} short scripts, {BATCH_IN_FLIGHT} in flight", "s",
+               ours_s, baseline=docker_s, target=ratio_at_most(limit),
+               note=f"baseline: docker run (runc) {BATCH_IN_FLIGHT} at a time"),
+    ]  # fmt: skip
+
+
+def part_i(coordinator: Coordinator, repeat: int) -> list[Figure]:
+    """A job prints its clock and sleeps: seconds from the print to a follower's receipt."""
+
+    async def lags() -> list[float]:
+        found = []
+        async with httpx.AsyncClient(base_url=coordinator.url, timeout=30) as client:
+            for _ in range(repeat):
+                response = await client.post("/api/v1/jobs", json={"script": PRINT_THEN_SLEEP})
+                response.raise_for_status()
+                followed = await follow(coordinator.ws_url, response.json()["id"])
+                if followed.first_record_wall is None or not followed.stdout:
+                    raise SystemExit(f"print-then-sleep job ended {followed.status}")
+                found.append(followed.first_record_wall - float(followed.stdout.split()[0]))
+        return found
+
+    samples = asyncio.run(lags())
+    return [
+        from_samples("i", "first line of a job that prints then sleeps, after the print", "s",
+                     samples, target=median_at_most(0.15, "s")),
+    ]  # fmt: skip
+
+
+def run_stack(
+    root: Path,
+    runtime: str,
+    parts: str,
+    repeat: int,
+    heavy_repeat: int,
+    warm: int | None = None,
+    slots: int | None = None,
+) -> list[Figure]:
+    """The parts asked for, against one coordinator and one agent (``runtime``; the
+    agent's defaults unless ``warm``/``slots`` tune it), each figure labelled with its setup."""
+    with Stack(root, runtime, warm, slots) as stack:
+        assert stack.coordinator is not None
+        # One untimed run each warms the page cache, Docker and the agent.
+        script = write_script(root, "trivial", TRIVIAL)
+        run_timed(compound_submit(script, stack.coordinator.url))
+        run_timed(docker_run(script))
+        coordinator = stack.coordinator
+        runs: dict[str, Callable[[], list[Figure]]] = {
+            "a": lambda: part_a(root, coordinator, repeat),
+            "b": lambda: part_b(root, coordinator, repeat),
+            "c": lambda: part_c(root, coordinator, heavy_repeat),
+            "d": lambda: part_d(root, coordinator),
+            "h": lambda: part_h(root, coordinator, runtime),
+            "i": lambda: part_i(coordinator, repeat),
+        }
+        figures = [figure for part in parts for figure in runs[part]()]
+        return [replace(figure, setup=stack.setup) for figure in figures]
+
+
 def main(
     repeat: int = 10,
     heavy_repeat: int = 3,
-    runtime: str = "runc",
-    warm: int = AGENT_WARM,
-    parts: str = "abcd",
-    slots: int = AGENT_SLOTS,
+    runtimes: tuple[str, ...] = ("runc", "runsc"),
+    parts: str = "abcdhi",
+    warm: int | None = None,
+    slots: int | None = None,
 ) -> list[Figure]:
+    """Every part under every runtime with the agent's defaults (or ``warm``/``slots``)."""
+    figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="compound-bench-e2e-") as workdir:
-        root = Path(workdir)
-        with Stack(root, runtime, warm, slots) as stack:
-            assert stack.coordinator is not None
-            # One untimed run each warms the page cache, Docker and the agent.
-            script = write_script(root, "trivial", TRIVIAL)
-            run_timed(compound_submit(script, stack.coordinator.url))
-            run_timed(docker_run(script))
-            coordinator = stack.coordinator
-            runs: dict[str, Callable[[], list[Figure]]] = {
-                "a": lambda: part_a(root, coordinator, repeat),
-                "b": lambda: part_b(root, coordinator, repeat),
-                "c": lambda: part_c(root, coordinator, heavy_repeat),
-                "d": lambda: part_d(root, coordinator),
-            }
-            figures = [figure for part in parts for figure in runs[part]()]
+        for runtime in runtimes:
+            root = Path(workdir) / runtime
+            root.mkdir()
+            figures += run_stack(root, runtime, parts, repeat, heavy_repeat, warm, slots)
     return figures
+
+
+def tuned(runtime: str = "runsc", parts: str = "d") -> list[Figure]:
+    """Extra rows: the parts asked for with a tuned agent (``TUNED_SLOTS``, ``TUNED_WARM``)."""
+    with tempfile.TemporaryDirectory(prefix="compound-bench-tuned-") as workdir:
+        return run_stack(Path(workdir), runtime, parts, 5, 2, TUNED_WARM, TUNED_SLOTS)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--heavy-repeat", type=int, default=3)
-    parser.add_argument("--runtime", default="runc")
-    parser.add_argument("--warm", type=int, default=AGENT_WARM, help="the agent's --warm")
-    parser.add_argument("--slots", type=int, default=AGENT_SLOTS, help="the agent's --slots")
-    parser.add_argument("--parts", default="abcd", help="which of the parts a-d, e.g. a")
+    parser.add_argument("--runtimes", default="runc,runsc", help="comma-separated")
+    parser.add_argument("--warm", type=int, default=None, help="the agent's --warm (tuned)")
+    parser.add_argument("--slots", type=int, default=None, help="the agent's --slots (tuned)")
+    parser.add_argument("--parts", default="abcdhi", help="which of the parts, e.g. ci")
     options = parser.parse_args()
-    if set(options.parts) - set("abcd"):
-        parser.error("--parts takes letters from abcd")
+    if set(options.parts) - set("abcdhi"):
+        parser.error("--parts takes letters from abcdhi")
     figures = main(
         options.repeat,
         options.heavy_repeat,
-        options.runtime,
-        options.warm,
+        tuple(options.runtimes.split(",")),
         options.parts,
+        options.warm,
         options.slots,
     )
     print(text_table(figures))

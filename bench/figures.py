@@ -41,6 +41,8 @@ class Figure:
     baseline: float | None = None  # the baseline's median, same unit, same run
     target: Target | None = None
     note: str = ""
+    # How it was measured: the runtime, the agent's slots and warm containers.
+    setup: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -64,6 +66,7 @@ def from_samples(
     baseline: Sequence[float] | None = None,
     target: Target | None = None,
     note: str = "",
+    setup: str = "",
 ) -> Figure:
     return Figure(
         part=part,
@@ -74,6 +77,7 @@ def from_samples(
         baseline=median(baseline) if baseline else None,
         target=target,
         note=note,
+        setup=setup,
     )
 
 
@@ -111,7 +115,18 @@ def _number(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-HEADER = ("part", "figure", "unit", "median", "p95", "baseline", "ratio", "target", "verdict")
+HEADER = (
+    "part",
+    "figure",
+    "setup",
+    "unit",
+    "median",
+    "p95",
+    "baseline",
+    "ratio",
+    "target",
+    "verdict",
+)
 
 
 def rows(figures: Sequence[Figure]) -> list[tuple[str, ...]]:
@@ -119,6 +134,7 @@ def rows(figures: Sequence[Figure]) -> list[tuple[str, ...]]:
         (
             f.part,
             f.name,
+            f.setup,
             f.unit,
             _number(f.median),
             _number(f.p95),

@@ -23,6 +23,8 @@ class Followed:
     lines: int = 0  # newlines received: a record may hold part of a line
     opened_at: float = 0.0
     first_record_at: float | None = None
+    # The same moment by the wall clock (time.time()), to compare with a job's own clock.
+    first_record_wall: float | None = None
     last_record_at: float | None = None
     ended_at: float | None = None
     status: str = ""
@@ -40,6 +42,7 @@ async def follow(ws_url: str, job_id: str, keep_stdout: bool = True) -> Followed
                 now = time.monotonic()
                 if followed.first_record_at is None:
                     followed.first_record_at = now
+                    followed.first_record_wall = time.time()
                 followed.last_record_at = now
                 followed.records += len(message["records"])
                 for record in message["records"]:

@@ -97,9 +97,8 @@ def start_coordinator(root: Path) -> Coordinator:
         data_dir=root / "data",
         heartbeat_interval_s=5,
         lease_timeout_s=15,
+        # No --max-connections: the default (from the open-file limit) must take 10,000.
         extra_args=[
-            "--max-connections",
-            "16000",
             "--max-queued-per-submitter",
             "100000",
             "--max-queued",

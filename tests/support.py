@@ -273,12 +273,20 @@ class Agent(ManagedProcess):
     name: str = "test-agent"
     runtime: str = "runc"
     extra_args: list[str] = field(default_factory=list)
+    # True: the machine's --slots/--warm defaults (the benchmark measures what users get).
+    machine_defaults: bool = False
     # A contributor token, passed the way users do: COMPOUND_TOKEN in the environment.
     token: str | None = field(default=None, repr=False)
 
     @property
     def node_id(self) -> str:
         return (self.state_dir / "node_id").read_text().strip()
+
+    def _pinned_lending(self) -> list[str]:
+        if self.machine_defaults:
+            return []
+        pinned = [] if "--slots" in self.extra_args else ["--slots", "1"]
+        return pinned + ([] if "--warm" in self.extra_args else ["--warm", "1"])
 
     def start(self, wait_connected: bool = True) -> Agent:
         self.proc, self.output = _spawn(
@@ -298,6 +306,9 @@ class Agent(ManagedProcess):
                 "2",
                 "--events",
                 "json",
+                # The defaults follow the machine; tests pin one slot and one warm container
+                # unless they say otherwise, so they behave alike everywhere.
+                *self._pinned_lending(),
                 *self.extra_args,
             ],
             env=product_env(COMPOUND_TOKEN=self.token) if self.token else None,

@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from compound.agent.connection import CoordinatorConnection
 from compound.agent.control import socket_path
 from compound.agent.control_server import ControlServer, ControlSocketError
+from compound.agent.default_share import lending_line
 from compound.agent.deps import Packages
 from compound.agent.deps_cache import DepsCache, GiB
 from compound.agent.deps_uv import UvSettings
@@ -110,6 +111,8 @@ class Agent:
                 node_id=self.node_id,
                 name=self.settings.name,
                 coordinator_url=self.settings.coordinator_url,
+                slots=self.settings.slots,
+                warm=self.settings.warm,
             )
         )
         # Built once: a wss coordinator is verified against the system store and --ca-file.
@@ -161,6 +164,7 @@ class Agent:
             self._events.say(f"runtime auto: jobs run under {chosen}")
         else:
             self._events.say(f"jobs run under {runtime}")
+        self._events.say(lending_line(self.settings))
         self.settings = replace(self.settings, runtime=runtime)
 
     async def _stop_when_orphaned(self, parent_pid: int) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from compound.agent.default_share import choose_lending
 from compound.agent.deps_uv import DEFAULT_INDEX_URL
 from compound.agent.runners.base import Limits
 from compound.agent.runners.docker.runtime import HELP as RUNTIME_HELP
@@ -96,15 +97,17 @@ def coordinator(
         ),
     ] = 20.0,
     max_connections: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=16,
             help="Most connections open at once, HTTP and WebSocket together (1/16 of them, "
             "up to 64, kept for plain HTTP). At the limit the oldest connection still "
             "sending its headers is dropped, or else the newcomer gets a 503. Lowered if "
-            "the open-file limit is smaller.",
+            "the open-file limit is smaller (default: what the open-file limit, raised to "
+            "its hard limit, lets in, up to 65,536).",
+            show_default=False,
         ),
-    ] = 8192,
+    ] = None,
     max_queued_per_submitter: Annotated[
         int, typer.Option(min=1, help="Queued jobs one submitter may have; more get a 429.")
     ] = 1000,
@@ -253,7 +256,7 @@ def coordinator(
         max_script_bytes=max_script_kib * 1024,
         header_timeout_s=header_timeout_s,
         body_timeout_s=body_timeout_s,
-        max_connections=max_connections,
+        max_connections=max_connections or 0,
         max_queued_per_submitter=max_queued_per_submitter,
         max_queued_total=max_queued,
         max_log_bytes_per_job=max_log_mib_per_job * MiB,
@@ -365,18 +368,22 @@ def agent(
         int, typer.Option(help="Output kept per job, MiB; the rest is dropped with a note.")
     ] = 64,
     warm: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Containers started ahead of demand, each for one job then removed; 0: none."
+            help="Containers started ahead of demand, each for one job then removed; 0: none"
+            " (default: as many as slots, at most 8).",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     slots: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Jobs run at once, each in its own container with the limits above: the"
-            " machine lends up to this many times --cpus and --memory-mib.",
+            " machine lends up to this many times --cpus and --memory-mib (default: what the"
+            " machine can lend, its cores / --cpus and its memory / --memory-mib, at least 1).",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     max_output_files_mib: Annotated[
         int,
         typer.Option(
@@ -456,30 +463,32 @@ def agent(
         raise typer.BadParameter("must be at least 1 MiB", param_hint="--max-output-files-mib")
     if events not in ("text", "json"):
         raise typer.BadParameter("events must be text or json", param_hint="--events")
-    if not 0 <= warm <= MAX_WARM:
+    if warm is not None and not 0 <= warm <= MAX_WARM:
         raise typer.BadParameter(f"must be between 0 and {MAX_WARM}", param_hint="--warm")
-    if not 1 <= slots <= MAX_SLOTS:
+    if slots is not None and not 1 <= slots <= MAX_SLOTS:
         raise typer.BadParameter(f"must be between 1 and {MAX_SLOTS}", param_hint="--slots")
+    limits = Limits(
+        memory_bytes=memory_mib * MiB,
+        cpus=cpus,
+        pids=pids,
+        nofile=nofile,
+        file_bytes=max_file_mib * MiB,
+    )
+    lending = choose_lending(slots, warm, limits)
     settings = AgentSettings(
         coordinator_url=_coordinators(coordinator or default_coordinator()),
         image=image,
         runtime=runtime,
         state_dir=state_dir or default_state_dir(),
-        limits=Limits(
-            memory_bytes=memory_mib * MiB,
-            cpus=cpus,
-            pids=pids,
-            nofile=nofile,
-            file_bytes=max_file_mib * MiB,
-        ),
+        limits=limits,
         grace_s=grace,
         drain_s=drain_s,
         max_pause_s=max_pause_s,
         policy_interval_s=policy_interval_s,
         idle_resume_s=idle_resume_s,
         max_output_bytes=max_output_mib * MiB,
-        warm=warm,
-        slots=slots,
+        warm=lending.warm,
+        slots=lending.slots,
         max_output_files_bytes=max_output_files_mib * MiB,
         json_events=events == "json",
         parent_pid=parent_pid,

@@ -18,7 +18,7 @@ from compound.coordinator.routes.browser_guard import is_loopback_host
 from compound.coordinator.serving import log_repeats
 from compound.coordinator.serving.collector import CollectorPolicy
 from compound.coordinator.serving.connections import ConnectionGuard, protocol_classes
-from compound.coordinator.serving.fd_limit import connections_within_fd_limit, raise_fd_limit
+from compound.coordinator.serving.fd_limit import connection_cap, raise_fd_limit
 from compound.coordinator.serving.open_sockets import OpenSockets
 from compound.coordinator.serving.shutdown import ShutdownBudget, ShutdownServer
 from compound.coordinator.serving.tls_accept import tls_protocol_class
@@ -140,7 +140,10 @@ def _check_exposure(settings: CoordinatorSettings) -> None:
 
 def _fit_to_fd_limit(settings: CoordinatorSettings) -> CoordinatorSettings:
     fd_limit = raise_fd_limit()
-    allowed = connections_within_fd_limit(fd_limit, LISTEN_BACKLOG)
+    allowed = connection_cap(settings.max_connections, fd_limit, LISTEN_BACKLOG)
+    if settings.max_connections <= 0:
+        log.info("up to %d connections at once (open-file limit %d)", allowed, fd_limit)
+        return replace(settings, max_connections=allowed)
     if settings.max_connections <= allowed:
         return settings
     log.warning(

@@ -61,7 +61,8 @@ class CoordinatorSettings:
     # A request body gets this long, plus a second per 500 bytes received, to arrive whole.
     body_timeout_s: float = 20.0
     # Open connections, HTTP and WebSocket together; kept below the file-descriptor limit.
-    max_connections: int = 8192
+    # 0: as many as the open-file limit (raised to its hard limit at start) lets in.
+    max_connections: int = 0
     # Node ids one contributor token may register (admin tokens: no limit); past it a new
     # node id is refused, so one token cannot fill the contributors table.
     max_nodes_per_token: int = 64

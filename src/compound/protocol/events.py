@@ -22,6 +22,9 @@ class Starting(_Event):
     node_id: str
     name: str
     coordinator_url: str
+    # Jobs at once and containers started ahead (the machine's defaults unless set).
+    slots: int = 1
+    warm: int = 0
 
 
 class Connecting(_Event):

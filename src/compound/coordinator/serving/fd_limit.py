@@ -12,6 +12,9 @@ log = logging.getLogger("compound.coordinator")
 RESERVED_FDS = 256
 # Stands for "no limit" in the arithmetic.
 UNLIMITED = 1 << 20
+# With no --max-connections, the cap follows the open-file limit up to this: each open
+# connection costs tens of KiB of memory, so a huge fd limit is not a promise to keep.
+MAX_DEFAULT_CONNECTIONS = 65_536
 
 
 def raise_fd_limit() -> int:
@@ -33,3 +36,12 @@ def connections_within_fd_limit(fd_limit: int, listen_backlog: int) -> int:
     """Most connections that cannot exhaust `fd_limit`: asyncio accepts up to a backlog's
     worth of sockets at once before any of them can be refused."""
     return max(1, fd_limit - listen_backlog - RESERVED_FDS)
+
+
+def connection_cap(requested: int, fd_limit: int, listen_backlog: int) -> int:
+    """The connection cap to serve with: ``requested`` (0: as many as the open-file limit
+    lets in, up to ``MAX_DEFAULT_CONNECTIONS``), never more than the limit lets in."""
+    allowed = connections_within_fd_limit(fd_limit, listen_backlog)
+    if requested <= 0:
+        return min(allowed, MAX_DEFAULT_CONNECTIONS)
+    return min(requested, allowed)

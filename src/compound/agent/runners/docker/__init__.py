@@ -5,9 +5,10 @@ always removed), ``spec`` (the container's create body and stdin, pure), ``runti
 gVisor's runsc, and what "auto" becomes), ``sandbox`` (one container from start to removal),
 ``warm_pool`` (containers started ahead of demand), ``stream`` (the attach connection),
 ``payload`` and ``env`` (what a container is sent), ``outputs`` and ``trailer`` (the job's
-outputs split off its stdout), ``seccomp`` (the system call filter), ``engine`` (connecting
-to Docker), ``image`` (the sandbox image), ``orphans`` (containers a node left behind),
-``controls`` (pause, thaw, live limits, CPU used).
+outputs split off its stdout), ``interleave`` (the job's stderr framed on its stdout),
+``seccomp`` (the system call filter), ``engine`` (connecting to Docker), ``image`` (the
+sandbox image), ``orphans`` (containers a node left behind), ``controls`` (pause, thaw,
+live limits, CPU used).
 
 ``in_container`` holds what runs inside the container; the agent ships it as source.
 

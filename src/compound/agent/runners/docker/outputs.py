@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from compound.agent.runners.base import MiB, OutputSink, RunResult
+from compound.agent.runners.docker.interleave import StderrUnframer
 from compound.agent.runners.docker.spec import TRAILER_MARKER_PREFIX, DockerRunnerSettings
 from compound.agent.runners.docker.trailer import MAX_OUTPUT_FILES, Footer, TrailerSplitter
 from compound.protocol import JobStatus, Stream
@@ -39,6 +40,8 @@ class OutputsReceiver:
         self.splitter = TrailerSplitter(self.marker, settings.max_outputs_bytes, self._write)
         # The launcher ends stderr with the marker alone (nothing may follow it there).
         self._stderr = TrailerSplitter(self.marker, 0, self._stderr_past_marker)
+        # The job's stderr that came framed on stdout, in its place (see interleave).
+        self._unframer = StderrUnframer(self.marker)
 
     def outputs_started(self) -> bool:
         return self.splitter.started
@@ -52,9 +55,15 @@ class OutputsReceiver:
         return footer
 
     async def __call__(self, stream: Stream, data: bytes) -> None:
-        splitter = self.splitter if stream is Stream.STDOUT else self._stderr
-        data = splitter.feed(data)
+        if stream is Stream.STDOUT:
+            await self._pass_on(self._unframer.feed(self.splitter.feed(data)))
+            return
+        data = self._stderr.feed(data)
         if data:
+            await self._on_output(stream, data)
+
+    async def _pass_on(self, pieces: list[tuple[Stream, bytes]]) -> None:
+        for stream, data in pieces:
             await self._on_output(stream, data)
 
     @staticmethod
@@ -77,10 +86,11 @@ class OutputsReceiver:
 
     async def end_of_output(self) -> None:
         """The stream is over: pass on what was held back, close the tar file."""
-        for stream, splitter in ((Stream.STDOUT, self.splitter), (Stream.STDERR, self._stderr)):
-            held = splitter.end()
-            if held:
-                await self._on_output(stream, held)
+        await self._pass_on(self._unframer.feed(self.splitter.end()))
+        await self._pass_on(self._unframer.end())
+        held = self._stderr.end()
+        if held:
+            await self._on_output(Stream.STDERR, held)
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()

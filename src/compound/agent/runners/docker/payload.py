@@ -15,6 +15,7 @@ from pathlib import Path
 from types import CodeType
 
 from compound.agent.runners.docker.env import container_env
+from compound.agent.runners.docker.in_container import relay
 from compound.agent.runners.docker.in_container.launcher import (
     HEADER_LENGTH,
     MARSHAL_FORMAT,
@@ -43,7 +44,8 @@ SITECUSTOMIZE = (IN_CONTAINER / "stdio.py").read_bytes()
 # container ~10 ms of the engine's CPU for the ~40 KB they take. They come compiled too,
 # used when the image's Python reads the same bytecode as the agent's (compiling the
 # launcher cost every container ~4 ms), else from source.
-BOOTSTRAP_SOURCE = """\
+BOOTSTRAP_SOURCE = (
+    """\
 import marshal, os, sys
 from _frozen_importlib_external import MAGIC_NUMBER
 def read_exactly(size):
@@ -60,6 +62,21 @@ def load(name):
     if magic == MAGIC_NUMBER:
         return marshal.loads(code)
     return compile(source, "<compound " + name + ">", "exec", dont_inherit=True)
+def open_relay():
+    # The job's output ring and pipes (see in_container.relay), at fixed descriptors.
+    try:
+        ring = os.memfd_create("compound-output")
+    except (AttributeError, OSError):
+        return ""
+    os.ftruncate(ring, RELAY_BYTES)
+    os.pwrite(ring, RELAY_MAGIC, 0)
+    kick_read, kick_write = os.pipe()
+    answer_read, answer_write = os.pipe()
+    for fd, fixed in zip((ring, kick_write, answer_read), RELAY_FDS):
+        os.dup2(fd, fixed)
+        os.close(fd)
+    return f"{kick_read}:{answer_write}"
+relay = open_relay()
 zygote, child = "", False
 if "zygote" in programs:
     job_read, job_write = os.pipe()
@@ -69,6 +86,9 @@ if "zygote" in programs:
     if child:
         os.close(job_write)
         os.close(ready_read)
+        if relay:
+            for fd in relay.split(":"):
+                os.close(int(fd))
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
@@ -88,9 +108,12 @@ else:
         if (entry == stdlib or entry.startswith(stdlib + os.sep) or entry.endswith(".zip"))
         and not entry.rstrip(os.sep).endswith("-packages")
     ]
-    sys.argv[1:] = [*args, zygote]
+    sys.argv[1:] = [*args, zygote, relay]
     exec(load("launcher"))
-"""
+""".replace("RELAY_BYTES", str(relay.DATA_AT + relay.RING_BYTES))
+    .replace("RELAY_MAGIC", repr(relay.MAGIC))
+    .replace("RELAY_FDS", repr((relay.RING_FD, relay.KICK_FD, relay.ANSWER_FD)))
+)
 
 
 @dataclass(frozen=True)

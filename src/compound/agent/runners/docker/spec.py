@@ -62,7 +62,7 @@ LAUNCHER_SOURCE = "from __future__ import annotations\n" + "".join(
     (IN_CONTAINER / name)
     .read_text(encoding="utf-8")
     .replace("from __future__ import annotations\n", "")
-    for name in ("files.py", "prestart.py", "launcher.py")
+    for name in ("files.py", "prestart.py", "relay.py", "launcher.py")
 )
 # The job's interpreter, started before the job arrives (see in_container.prestart).
 ZYGOTE_SOURCE = (IN_CONTAINER / "zygote.py").read_text(encoding="utf-8")

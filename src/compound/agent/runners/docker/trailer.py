@@ -88,7 +88,7 @@ def parse_footer(data: bytes) -> Footer | None:
     )
 
 
-def _partial_marker(data: bytes, marker: bytes) -> int:
+def partial_marker(data: bytes, marker: bytes) -> int:
     """The length of the longest suffix of ``data`` that is a proper prefix of ``marker``."""
     tail = data[-(len(marker) - 1) :]
     at = tail.find(marker[:1])
@@ -131,7 +131,7 @@ class TrailerSplitter:
             self._trailer = bytearray(buffer[at + len(self._marker) :])
             self._parse()
             return buffer[:at]
-        keep = _partial_marker(buffer, self._marker)
+        keep = partial_marker(buffer, self._marker)
         self._held = buffer[len(buffer) - keep :] if keep else b""
         return buffer[: len(buffer) - keep]
 

@@ -67,6 +67,7 @@ try:
         snapshot,
     )
     from compound.agent.runners.docker.in_container.prestart import Zygote
+    from compound.agent.runners.docker.in_container.relay import OutputRelay
 except ImportError:  # shipped: files' and prestart's source ran first, its names are ours
     pass
 
@@ -153,18 +154,25 @@ class JobProcess:
         kill_all_but_me()
 
     def run(
-        self, script_path: str, args: list[str], env: dict[str, str], zygote: Zygote | None
+        self,
+        script_path: str,
+        args: list[str],
+        env: dict[str, str],
+        zygote: Zygote | None,
+        relay: OutputRelay | None,
     ) -> int:
         """Start the job unless stopped already; its exit code, as a shell reports it.
 
         In ``zygote`` when it serves this environment (it is discarded otherwise), else
-        as ``python3 -u script``.
+        as ``python3 -u script``; its output through ``relay`` when there is one.
         """
         argv, env_bytes = exec_arguments([sys.executable, "-u", script_path, *args], env)
         if zygote is not None and not self.terminated and zygote.serves(env):
             # Set first: a SIGTERM from here on reaches the zygote, which then never
             # comes up or dies with the job's first instruction.
             self.pid = zygote.pid
+            if relay is not None:
+                relay.own(zygote.pid)
             if not zygote.hand(argv, env_bytes):
                 self.pid = None
                 zygote.discard()
@@ -178,6 +186,8 @@ class JobProcess:
             self.pid = os.fork()
             if self.pid == 0:
                 try:
+                    if relay is not None:
+                        relay.own(os.getpid())
                     os.execve(argv[0], argv, env_bytes)
                 finally:
                     os._exit(LAUNCH_FAILED_EXIT)
@@ -321,14 +331,16 @@ def receive(fd: int, placement: Placement) -> tuple[list[str], dict[str, str]]:
     return header["args"], header["env"]  # type: ignore[return-value]
 
 
-def launch(script_path: str, zygote_spec: str) -> int:
+def launch(script_path: str, zygote_spec: str, relay_spec: str = "") -> int:
     """Receive the job, put its files in place, run it (in the zygote ``zygote_spec``
-    names when it serves the job, see prestart), send its outputs; its exit code."""
+    names when it serves the job, see prestart; its output through the relay
+    ``relay_spec`` names, see relay), send its outputs; its exit code."""
     if os.getuid() == 0:
         # kill(-1) as root outside a sandbox would end every process of the machine.
         raise LaunchError("the launcher never runs as root")
     placement = Placement(script_path)
     zygote = Zygote.adopt(zygote_spec) if zygote_spec else None
+    relay = OutputRelay.adopt(relay_spec)
     make_undumpable()
     args, job_env = receive(0, placement)
     control = FilesControl()
@@ -349,8 +361,13 @@ def launch(script_path: str, zygote_spec: str) -> int:
     os.close(null)
     # The image's variables, then the job's (as the agent merged them with ours), exactly
     # what the container's own environment would be.
-    code = job.run(placement.script_path, args, {**os.environ, **job_env}, zygote)
+    if relay is not None:
+        relay.start(control.marker)
+    code = job.run(placement.script_path, args, {**os.environ, **job_env}, zygote, relay)
     wait_for_the_rest()
+    if relay is not None:
+        # After the job's last process is gone and before the trailer's marker.
+        relay.stop()
     # The script is never an output, even changed by the job.
     before[script_name] = None
     send_outputs(control.marker, job_dir, before, control.max_outputs_bytes, (code, job.signalled))
@@ -359,7 +376,7 @@ def launch(script_path: str, zygote_spec: str) -> int:
 
 if __name__ == "__main__":
     try:
-        exit_code = launch(*sys.argv[1:3])
+        exit_code = launch(*sys.argv[1:4])
     except (OSError, LaunchError, EOFError, ValueError, KeyError, struct.error) as exc:
         # ValueError: text the interpreter cannot pass to exec (a lone surrogate).
         sys.stderr.write(f"[compound] could not start the job: {exc}\n")

@@ -103,7 +103,12 @@ def serve(job_fd: int, ready_fd: int) -> None:
     job = receive(job_fd, ready_fd)
     if job is None:
         os._exit(0)
-    run_main(become(*job))
+    script = become(*job)
+    # Started before the relay was set up: its output goes there from now on (see stdio).
+    attach = getattr(sys.modules.get("sitecustomize"), "attach_relay", None)
+    if attach is not None:
+        attach()
+    run_main(script)
 
 
 if __name__ == "__main__":
