@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from compound.agent.default_share import Machine, default_lending
+from compound.agent.runners.base import Limits
 from support import Coordinator, run_cli, wait_until
 from test_agent_controls import COUNTER, counted, paused_in_docker
 from test_contributor_page import UI_TIMEOUT_MS, ServedApp, expect_connected, serve_app
@@ -103,7 +105,9 @@ def test_hours_set_on_the_page_pause_the_agent_with_the_reason(
     contribute(page, app)
     hours = page.get_by_test_id("donor-hours")
     expect(hours).to_have_value("always", timeout=UI_TIMEOUT_MS)
-    expect(page.get_by_test_id("donor-slots-current")).to_have_text("now 1 (default)")
+    # The app starts its agent with no --slots: the machine's default (agent/default_share).
+    slots = default_lending(Machine.here(), Limits()).slots
+    expect(page.get_by_test_id("donor-slots-current")).to_have_text(f"now {slots} (default)")
 
     hours.fill("9 to 5")
     page.get_by_test_id("donor-hours-apply").click()
