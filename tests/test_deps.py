@@ -142,8 +142,7 @@ def test_second_job_with_the_same_requirements_hits_the_cache_without_the_index(
     job = coordinator.wait_for_status(second, {"succeeded", "failed"}, 60)
     assert job["status"] == "succeeded", system_text(coordinator, second)
     assert "packages ready (cached, 1 packages)" in system_text(coordinator, second)
-    mounted_from = Path((agent.state_dir / "mount-dir").read_text().strip())
-    sets = list((mounted_from / "deps" / "sets").iterdir())
+    sets = list((_deps_dir(agent) / "sets").iterdir())
     assert len(sets) == 1
 
 
@@ -185,9 +184,15 @@ def test_packages_over_the_download_cap_are_refused(
         "the most this contributor downloads for one job"
     )
     assert "never" not in stream_text(coordinator.logs(job_id))
-    deps = agent.state_dir / "deps"
+    deps = _deps_dir(agent)
     assert list((deps / "sets").iterdir()) == []
     wait_until(lambda: not list((deps / "tmp").iterdir()), 10, "the workspace to go")
+
+
+def _deps_dir(agent: Agent) -> Path:
+    """The agent's package cache: under the directory its containers mount from, which its
+    state dir records (see agent/mount_dir.py), not under the state dir itself."""
+    return Path((agent.state_dir / "mount-dir").read_text().strip()) / "deps"
 
 
 MOUNTINFO_SCRIPT = """\
@@ -279,7 +284,7 @@ def test_zip_bomb_wheel_is_stopped_at_the_cache_cap(
         agent = start_agent(
             extra_args=["--index-url", index.url, "--deps-cache-gib", str(cap_bytes / 1024**3)]
         )
-        deps = agent.state_dir / "deps"
+        deps = _deps_dir(agent)
         peak_bytes = 0
         done = threading.Event()
 
