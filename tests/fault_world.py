@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faults import COORDINATOR, Step
-from support import Agent, Coordinator, product_env, wait_until
+from support import Agent, Coordinator, end_process, product_env, wait_until
 
 AGENT_DRAIN_S = 1.0
 
@@ -223,8 +223,11 @@ class World:
         for slot in self.slots.values():
             if slot.agent is not None and slot.agent.proc is not None:
                 slot.agent.proc.send_signal(signal.SIGCONT)
-                slot.agent.stop()
-                self._ended(slot, "sigterm")
+                # The drain, the hand-back and the containers' removal may take a while on a
+                # loaded machine; an agent that had to be SIGKILLed is counted as such.
+                end_process(slot.agent.proc, signal.SIGTERM, timeout_s=AGENT_DRAIN_S + 60)
+                killed = slot.agent.proc.returncode == -signal.SIGKILL
+                self._ended(slot, "sigkill" if killed else "sigterm")
         if self.coordinator.proc is not None:
             self.coordinator.proc.send_signal(signal.SIGCONT)
             self.coordinator.stop()

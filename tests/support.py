@@ -136,7 +136,10 @@ def _spawn(
     return proc, OutputLines(proc.stdout)
 
 
-def _end(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
+def end_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 20
+) -> None:
+    """Send ``sig``; SIGKILL if the process is still there after ``timeout_s``."""
     if proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -157,11 +160,11 @@ class ManagedProcess:
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""
         assert self.proc is not None
-        _end(self.proc, signal.SIGKILL)
+        end_process(self.proc, signal.SIGKILL)
 
     def stop(self) -> None:
         if self.proc is not None:
-            _end(self.proc)
+            end_process(self.proc)
 
 
 @dataclass
