@@ -149,8 +149,8 @@ def test_too_big_or_reserved_inputs_are_refused_with_a_sentence(tmp_path: Path, 
     try:
         big = tmp_path / "big.bin"
         big.write_bytes(b"x" * (2 * 1024 * 1024))
-        reserved = tmp_path / "main.py"
-        reserved.write_text("print(1)\n")
+        reserved = tmp_path / "outputs"
+        reserved.write_text("not a folder\n")
         script = tmp_path / "job.py"
         script.write_text("print(1)\n")
         page.goto(server.url + "/submitter.html")
@@ -158,7 +158,7 @@ def test_too_big_or_reserved_inputs_are_refused_with_a_sentence(tmp_path: Path, 
         error = page.get_by_test_id("error-message")
 
         page.get_by_test_id("inputs-files").set_input_files(reserved)
-        expect(error).to_have_text(re.compile(r"^“main\.py” is a name the job's folder keeps"))
+        expect(error).to_have_text(re.compile(r"^“outputs” is a name the job's folder keeps"))
         expect(page.get_by_test_id("input-item")).to_have_count(0)
 
         page.get_by_test_id("inputs-files").set_input_files(big)

@@ -11,7 +11,9 @@ import { formatBytes } from "./format.js";
 
 // Must match compound.agent.runners.docker.in_container.files: the job's own names, the
 // longest path, and the agent's default most entries (files and folders).
-const RESERVED_NAMES = new Set(["main.py", "site", "outputs"]);
+// As in_container/files.py RESERVED_NAMES (checked by tests/test_inputs_web.py); the script's
+// own name is refused by the sandbox when the job starts.
+const RESERVED_NAMES = new Set(["site", "outputs"]);
 const MAX_INPUT_PATH_BYTES = 1024;
 const MAX_INPUT_ENTRIES = 100_000;
 // The coordinator's default cap, for one whose /healthz does not say its own.
@@ -42,7 +44,7 @@ function folderInputs(files) {
 
 function reservedProblem(name) {
   if (!RESERVED_NAMES.has(name)) return null;
-  return `“${name}” is a name the job's folder keeps for itself (as are main.py, site and outputs): rename it, then add it again.`;
+  return `“${name}” is a name the job's folder keeps for itself (as are site and outputs): rename it, then add it again.`;
 }
 
 /** The tar's entries for `inputs`: each folder before what it holds, paths checked. */
