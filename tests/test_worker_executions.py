@@ -67,3 +67,31 @@ async def test_an_abandoned_execution_writes_nothing_into_the_next_attempts_log(
     assert text == "new 0\nnew 1\n", text
     assert job_log.records[0].seq == 5
     await worker.stop_all(5)
+
+
+async def test_a_job_given_again_under_a_new_lease_replaces_the_old_run() -> None:
+    """The job comes back under a new lease while its old run still goes (no abandon came
+    first: the old lease expired while the agent was frozen): the old run is dropped and the
+    job runs again under the new lease (found by the fault harness, seed 1: the job stayed
+    running for ever, its new lease renewed by heartbeats, its old run's reports refused)."""
+    runner = SteppedRunner()
+    outbox = Outbox()
+    events = EventSink(json=False)
+    worker = Worker(runner, outbox, events, max_output_bytes=1 << 20)  # type: ignore[arg-type]
+    worker.start(_job("lease-1", first_seq=0))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    runner.started.clear()
+    worker.start(_job("lease-1", first_seq=0))  # the same assignment again: nothing new
+    assert len(runner.sinks) == 1
+    worker.start(_job("lease-2", first_seq=3))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    assert len(runner.sinks) == 2
+    assert worker.executions["j"].job.lease_id == "lease-2"
+    assert outbox.jobs["j"].lease_id == "lease-2"
+    await runner.sinks[0](Stream.STDOUT, b"old\n")
+    await runner.sinks[1](Stream.STDOUT, b"new\n")
+    job_log = outbox.jobs["j"]
+    if job_log.gather is not None:
+        job_log.gather()
+    assert "".join(record.data for record in job_log.records) == "new\n"
+    await worker.stop_all(5)

@@ -86,8 +86,14 @@ class Worker:
         self.executions: dict[str, Execution] = {}
 
     def start(self, job: Job) -> None:
-        if job.job_id in self.executions:
-            return  # a repeated assignment after a reconnect: it already runs
+        running = self.executions.get(job.job_id)
+        if running is not None:
+            if running.job.lease_id == job.lease_id:
+                return  # a repeated assignment after a reconnect: it already runs
+            # Given again under a new lease: the old one expired while this agent was away
+            # (frozen, cut off), so the run under it is void; its reports would be refused
+            # while the new lease, renewed by our heartbeats, kept the job for ever.
+            self.abandon(job.job_id, "given again under a new lease")
         execution = Execution(job)
         job_log = self._outbox.open(job.job_id, job.lease_id, job.first_seq)
         if self._outbox.handing_back is not None:
