@@ -10,11 +10,11 @@ in mind; SQLite keeps its single-coordinator path.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from compound.coordinator.storage import db
-from compound.coordinator.storage.jobs import LeaseRow
+from compound.coordinator.storage.jobs import LeaseRow, read_lease_rows
 
 
 class ClusterLeaseRows:
@@ -46,18 +46,4 @@ class ClusterLeaseRows:
             return result.first() is not None
 
     async def _select(self, holder: str | None = None) -> list[LeaseRow]:
-        query = select(db.leases)
-        if holder is not None:
-            query = query.where(db.leases.c.holder == holder)
-        async with self._reader.connect() as conn:
-            return [
-                LeaseRow(
-                    row.job_id,
-                    row.lease_id,
-                    row.holder,
-                    row.first_seq,
-                    row.expires_at,
-                    row.granted_at,
-                )
-                for row in await conn.execute(query)
-            ]
+        return await read_lease_rows(self._reader, holder)

@@ -339,19 +339,7 @@ class JobStore:
     # ------------------------------------------------------------------ lease rows
 
     async def leases(self) -> list[LeaseRow]:
-        async with self._reader.connect() as conn:
-            result = await conn.execute(select(db.leases))
-            return [
-                LeaseRow(
-                    row.job_id,
-                    row.lease_id,
-                    row.holder,
-                    row.first_seq,
-                    row.expires_at,
-                    row.granted_at,
-                )
-                for row in result
-            ]
+        return await read_lease_rows(self._reader)
 
     async def renew_leases(self, expiries: dict[str, float]) -> None:
         """Write back lease expiries renewed in memory (one statement for all)."""
@@ -360,3 +348,17 @@ class JobStore:
             "UPDATE leases SET expires_at = ? WHERE job_id = ?",
             [(expires_at, job_id) for job_id, expires_at in expiries.items()],
         )
+
+
+async def read_lease_rows(reader: AsyncEngine, holder: str | None = None) -> list[LeaseRow]:
+    """The lease rows (of ``holder`` only, if given)."""
+    query = select(db.leases)
+    if holder is not None:
+        query = query.where(db.leases.c.holder == holder)
+    async with reader.connect() as conn:
+        return [
+            LeaseRow(
+                row.job_id, row.lease_id, row.holder, row.first_seq, row.expires_at, row.granted_at
+            )
+            for row in await conn.execute(query)
+        ]
