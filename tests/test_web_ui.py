@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from compound.desktop.bridge import WindowControls
 from compound.desktop.server import LocalAppState, LocalServer
@@ -550,6 +550,28 @@ def test_a_script_dropped_on_the_file_bar_runs(
     page.get_by_test_id("submit-button").click()
     expect(page.get_by_test_id("status-badge")).to_have_text("Complete ✓", timeout=90_000)
     assert panel_text(page) == "dropped in\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_script_chosen_before_the_page_script_ran_still_counts(
+    coordinator: Coordinator, page: Page, tmp_path: Path
+) -> None:
+    """A file picked while the page's script is still loading (no change listener yet)
+    enables Submit once it runs, instead of leaving the button disabled for good."""
+    held: list[Route] = []
+    page.route("**/js/submitter.js", lambda route: held.append(route))
+    page.goto(coordinator.url + "/submitter.html", wait_until="commit")
+    page.get_by_test_id("script-input").set_input_files(
+        write_script(tmp_path, "early.py", "print('early')\n")
+    )
+    for _ in range(600):  # Playwright runs the route handler only while it is called
+        if held:
+            break
+        page.wait_for_timeout(50)
+    expect(page.get_by_test_id("submit-button")).to_be_disabled()  # no script ran yet
+    held[0].continue_()
+    expect(page.get_by_test_id("submit-button")).to_be_enabled()
+    expect(page.locator("#file-name")).to_contain_text("early.py")
 
 
 @pytest.mark.timeout(120)

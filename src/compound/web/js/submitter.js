@@ -321,6 +321,10 @@ els.form.addEventListener("drop", (event) => {
 window.addEventListener("dragover", (event) => event.preventDefault());
 window.addEventListener("drop", (event) => event.preventDefault());
 
+// A file chosen before this module ran (a quick user on a slow load, or the browser
+// restoring the form on Back) fired its change event with no one listening: take it now.
+if (els.input.files.length) chooseFile(els.input.files[0]);
+
 const initialJob = new URLSearchParams(window.location.search).get("job");
 if (initialJob) follow({ id: initialJob });
 else coordinatorBase(); // resolve the coordinator early so Submit is instant
