@@ -117,7 +117,14 @@ class World:
         if step.action in ("pause", "resume", "drain"):
             if not self.has_control:
                 return "skipped: no `compound agent pause`"
-            return self._control(self.slots[step.target], step.action)
+            slot = self.slots[step.target]
+            if step.action == "resume" and _exited(slot):
+                # A drained agent exits 0 once its jobs are done (an upgrade): coming back
+                # is starting it again with the same identity, not resuming it.
+                self._ended(slot, "drain")
+                self._start_agent(slot)
+                return "done (started again after its drain)"
+            return self._control(slot, step.action)
         if step.target == COORDINATOR:
             self._coordinator_step(step.action)
         else:
@@ -168,8 +175,8 @@ class World:
         node_id = _node_id(slot.agent)
         with self._lock:
             slot.identities[node_id] = how
-        if how == "sigterm":
-            self.check_no_containers(node_id, f"{slot.label} after SIGTERM")
+        if how in ("sigterm", "drain"):
+            self.check_no_containers(node_id, f"{slot.label} after its {how}")
 
     def _start_agent(self, slot: Slot) -> None:
         agent = Agent(
@@ -248,6 +255,14 @@ def wait_until_empty(node_id: str, timeout_s: float = 5.0) -> list[str]:
     while (leftovers := node_containers(node_id)) and time.monotonic() < deadline:
         time.sleep(0.25)
     return leftovers
+
+
+def _exited(slot: Slot) -> bool:
+    return (
+        slot.agent is not None
+        and slot.agent.proc is not None
+        and slot.agent.proc.poll() is not None
+    )
 
 
 def _node_id(agent: Agent) -> str:

@@ -144,3 +144,39 @@ def test_a_hand_back_under_another_lease_is_refused(patient: Coordinator) -> Non
     assert patient.job(job_id)["status"] == "running"
     holder.close()
     other.close()
+
+
+def test_a_refused_report_of_an_old_lease_names_that_lease(patient: Coordinator) -> None:
+    """The job came back to the same agent under a new lease; the agent's resend of the old
+    run is refused with an abandon naming the old lease, so the new run goes on (fault
+    harness, seed 1: an abandon naming only the job stopped the new run, and the job stayed
+    running for ever under a lease its heartbeats renewed)."""
+    job_id = patient.submit("print(1)")
+    first = FakeAgent(patient)
+    old = first.recv_type("job")
+    first.close()
+    again = FakeAgent(patient, node_id=first.node_id)  # restarted without the job
+    new = again.recv_type("job")
+    assert new["job_id"] == job_id and new["lease_id"] != old["lease_id"]
+    again.done(old, last_seq=old["first_seq"] - 1)
+    abandon = again.recv_type("abandon")
+    assert (abandon["job_id"], abandon["lease_id"]) == (job_id, old["lease_id"])
+    again.run(new, [("stdout", "1\n")])
+    assert patient.wait_for_status(job_id, {"succeeded"}, timeout_s=PROMPT_S)["attempts"] == 1
+    again.close()
+
+
+def test_a_second_agent_on_the_same_state_dir_leaves_the_first_ones_job_alone(
+    patient: Coordinator, start_agent: Callable[..., Agent]
+) -> None:
+    """Started by mistake beside a running agent (same state dir, same node id), a second
+    agent refuses to start before it touches the engine: the first's job runs on."""
+    job_id = patient.submit("import time\nprint('on', flush=True)\ntime.sleep(3)\nprint('end')\n")
+    first = start_agent(name="first", coordinator_url=patient.url)
+    first.wait_event("job_started", job_id=job_id)
+    wait_until(lambda: patient.logs(job_id), 30, "the job's first output")
+    second = Agent(patient.url, first.state_dir, name="second").start(wait_connected=False)
+    assert second.proc is not None and second.proc.wait(60) != 0
+    assert second.output is not None and "another agent is running" in second.output.text()
+    assert patient.wait_for_status(job_id, {"succeeded"}, timeout_s=60)["attempts"] == 1
+    assert stream_text(patient.logs(job_id)) == "on\nend\n"

@@ -89,9 +89,9 @@ def test_a_seed_agent_is_sent_nothing_it_does_not_understand() -> None:
     seed.open(Log(line="x"), "seed-1")
     v1.open(_hello(), "seed-2")
     assert seed.welcome("n", 5.0, {}) is None and seed.ack("j", 1) is None
-    assert seed.abandon("j") is None
+    assert seed.abandon("j", "lease") is None
     assert v1.ack("j", 3, done=True) == Ack(job_id="j", seq=3, done=True)
-    assert isinstance(v1.abandon("j"), Abandon) and v1.abandon(None) is None
+    assert isinstance(v1.abandon("j", "lease"), Abandon) and v1.abandon(None, None) is None
     assert v1.welcome("n", 5.0, {"j": 2}) is not None
 
 

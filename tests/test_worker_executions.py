@@ -95,3 +95,21 @@ async def test_a_job_given_again_under_a_new_lease_replaces_the_old_run() -> Non
         job_log.gather()
     assert "".join(record.data for record in job_log.records) == "new\n"
     await worker.stop_all(5)
+
+
+async def test_an_abandon_naming_an_earlier_lease_leaves_the_new_run_alone() -> None:
+    """The coordinator refuses a resent report of the old run (lease 1) after giving the job
+    again (lease 2): that abandon stops nothing; one naming lease 2 stops the run."""
+    runner = SteppedRunner()
+    outbox = Outbox()
+    worker = Worker(runner, outbox, EventSink(json=False), max_output_bytes=1 << 20)  # type: ignore[arg-type]
+    worker.start(_job("lease-1", first_seq=0))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    runner.started.clear()
+    worker.start(_job("lease-2", first_seq=3))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    worker.abandon("j", "lease not held", lease_id="lease-1")
+    assert worker.executions["j"].job.lease_id == "lease-2"
+    assert outbox.jobs["j"].lease_id == "lease-2"
+    worker.abandon("j", "lease expired", lease_id="lease-2")
+    assert "j" not in worker.executions and "j" not in outbox.jobs

@@ -127,19 +127,21 @@ class Agent:
             self._events.emit(Stopped(reason=str(exc)))
             raise
         psutil.cpu_percent(interval=None)  # the first reading is meaningless; prime it
+        # First: another agent with this state directory (the same node id) makes this one
+        # stop before the sandbox's preparation removes that agent's containers as orphans.
+        try:
+            await self._control.start()
+        except ControlSocketError as exc:
+            self._events.emit(Stopped(reason=str(exc)))
+            raise
         try:
             await self._runner.prepare()
         except Exception as exc:
+            await self._control.close()
             await self._runner.close()
             self._events.emit(Stopped(reason=f"sandbox unavailable: {exc}"))
             raise SandboxUnavailable(f"cannot run jobs on this machine: {exc}") from exc
         self._adopt_runtime(self._runner.runtime)
-        try:
-            await self._control.start()
-        except ControlSocketError as exc:
-            await self._runner.close()
-            self._events.emit(Stopped(reason=str(exc)))
-            raise
         await self.controls.start()
         policies = asyncio.create_task(self.controls.run_policies(), name="policies")
         connection_task = asyncio.create_task(self._connect_forever(), name="connect")

@@ -136,7 +136,7 @@ class CoordinatorConnection:
                 self._events.say(f"job {message.job_id}: {message.reason}")
                 self._worker.cancel(message.job_id)
             elif isinstance(message, Abandon):
-                self._worker.abandon(message.job_id, message.reason)
+                self._worker.abandon(message.job_id, message.reason, message.lease_id)
 
     def _acknowledge(self, ack: Ack) -> None:
         job_log = self._outbox.jobs.get(ack.job_id)

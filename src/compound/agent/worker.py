@@ -110,14 +110,26 @@ class Worker:
         if execution is not None:
             execution.cancel.set()
 
-    def abandon(self, job_id: str, reason: str) -> None:
-        """The coordinator gave the job to someone else or ended it: stop, report nothing."""
+    def abandon(self, job_id: str, reason: str, lease_id: str | None = None) -> None:
+        """The coordinator gave the job to someone else or ended it: stop, report nothing.
+        With ``lease_id``, only a run under that lease: one under a newer lease goes on."""
+        if lease_id is not None and self._lease_of(job_id) not in (None, lease_id):
+            # About a run this agent already replaced (an outbox resend after a reconnect
+            # was refused while the new lease's job was on its way): not about this one.
+            return
         execution = self.executions.pop(job_id, None)
         self._outbox.forget(job_id)
         if execution is not None:
             execution.abandoned = True
             execution.cancel.set()
             self._events.say(f"job {job_id} abandoned: {reason}", "warning")
+
+    def _lease_of(self, job_id: str) -> str | None:
+        execution = self.executions.get(job_id)
+        if execution is not None:
+            return execution.job.lease_id
+        job_log = self._outbox.jobs.get(job_id)
+        return job_log.lease_id if job_log is not None else None
 
     def forget(self, job_id: str) -> None:
         self.executions.pop(job_id, None)

@@ -203,6 +203,9 @@ class Abandon(_Message):
     type: Literal["abandon"] = "abandon"
     job_id: str
     reason: str
+    # The lease that is gone. The job may have been given to this agent again under a new
+    # one meanwhile, and that run must go on. None (an older coordinator): any lease.
+    lease_id: str | None = Field(default=None, max_length=_ID)
 
 
 AgentMessage = Annotated[Hello | Heartbeat | Log | Done | Availability, Field(discriminator="type")]

@@ -132,11 +132,14 @@ class ContributorConversation:
     def ack(self, job_id: str, seq: int, *, done: bool = False) -> Ack | None:
         return None if self.legacy else Ack(job_id=job_id, seq=seq, done=done)
 
-    def abandon(self, job_id: str | None, reason: str = LEASE_GONE) -> Abandon | None:
-        """Tell the agent to drop a job it reports on without holding it."""
+    def abandon(
+        self, job_id: str | None, lease_id: str | None, reason: str = LEASE_GONE
+    ) -> Abandon | None:
+        """Tell the agent to drop its run of a job under ``lease_id``, which it reports on
+        without holding."""
         if self.legacy or job_id is None:
             return None
-        return Abandon(job_id=job_id, reason=reason)
+        return Abandon(job_id=job_id, lease_id=lease_id, reason=reason)
 
 
 def ending_status(done: Done) -> JobStatus:

@@ -147,7 +147,7 @@ async def _open_session(
         for cancel in state.scheduler.cancels_for(kept):
             _send(session, cancel)  # asked for while it was away: it may not have heard
     for message in abandon:
-        _send(session, conversation.abandon(message.job_id, message.reason))
+        _send(session, conversation.abandon(message.job_id, message.lease_id, message.reason))
     await state.scheduler.give_back(unlisted, "its contributor restarted without it")
     log.info(
         "contributor %s (%s) connected%s",
@@ -206,11 +206,15 @@ async def _from_seed(
 
 
 def _refuse_report(
-    session: ContributorSession, conversation: ContributorConversation, job_id: str | None
+    session: ContributorSession,
+    conversation: ContributorConversation,
+    job_id: str | None,
+    lease_id: str | None,
 ) -> None:
-    """A report on a job this session holds no lease on: tell the agent to drop it."""
+    """A report under a lease this session does not hold: tell the agent to drop that run
+    (only that one: the job may be its again under a newer lease)."""
     log.warning("refused a report on job %s from %s: lease not held", job_id, session.name)
-    _send(session, conversation.abandon(job_id))
+    _send(session, conversation.abandon(job_id, lease_id))
 
 
 async def _handle_log(
@@ -221,7 +225,7 @@ async def _handle_log(
 ) -> None:
     job_id, lease_id = message.job_id, message.lease_id
     if job_id is None or lease_id is None:
-        _refuse_report(session, conversation, job_id)
+        _refuse_report(session, conversation, job_id, lease_id)
         return
     result = await state.scheduler.report_logs(
         session.contributor_id, job_id, lease_id, list(message.records)
@@ -229,7 +233,7 @@ async def _handle_log(
     if isinstance(result, Violation):
         raise ReportRefused(result.reason, job_id)
     if result is None:
-        _refuse_report(session, conversation, job_id)
+        _refuse_report(session, conversation, job_id, lease_id)
         return
     _send(session, conversation.ack(job_id, result))
 
@@ -242,7 +246,7 @@ async def _handle_done(
 ) -> None:
     job_id, lease_id = message.job_id, message.lease_id
     if job_id is None or lease_id is None:
-        _refuse_report(session, conversation, job_id)
+        _refuse_report(session, conversation, job_id, lease_id)
         return
     if message.handback is not None:
         handed = await state.scheduler.hand_back(
@@ -251,7 +255,7 @@ async def _handle_done(
         if isinstance(handed, Violation):
             raise ReportRefused(handed.reason, job_id)
         if handed is None:
-            _refuse_report(session, conversation, job_id)
+            _refuse_report(session, conversation, job_id, lease_id)
             return
         _send(session, conversation.ack(job_id, handed.last_seq, done=True))
         return
@@ -267,7 +271,7 @@ async def _handle_done(
     if isinstance(result, Violation):
         raise ReportRefused(result.reason, job_id)
     if result is None:
-        _refuse_report(session, conversation, job_id)
+        _refuse_report(session, conversation, job_id, lease_id)
         return
     # The ended row carries its last sequence number: the agent can forget the job now.
     _send(session, conversation.ack(job_id, result.last_seq, done=True))

@@ -417,7 +417,13 @@ class Scheduler:
             if self._leases.check(item.job_id, item.lease_id, session.contributor_id):
                 kept.append(item.job_id)
             else:
-                abandon.append(Abandon(job_id=item.job_id, reason="lease expired or job ended"))
+                abandon.append(
+                    Abandon(
+                        job_id=item.job_id,
+                        lease_id=item.lease_id,
+                        reason="lease expired or job ended",
+                    )
+                )
         unlisted = [
             lease
             for lease in self._leases.held_by(session.contributor_id)

@@ -460,6 +460,10 @@ class DockerRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.removals_done(), REMOVAL_WAIT_S)
         if self._docker is not None:
+            # The last word: whatever of this node the engine still has (a warm start that
+            # failed half-way, a removal it refused) goes now, not at the next start.
+            with contextlib.suppress(DockerError, TimeoutError, OSError, *TRANSPORT_ERRORS):
+                await asyncio.wait_for(self.remove_orphans(), REMOVAL_WAIT_S)
             await self._docker.close()
             self._docker = None
         if self._site is not None and self.settings.site_dir is None:
