@@ -80,11 +80,15 @@ class CoordinatorConnection:
         async with self._send_lock:
             await self._ws.send(serialize(message))
 
-    async def _handshake(self) -> None:
-        memory = psutil.virtual_memory()
-        running = [
+    def _running(self) -> list[RunningJob]:
+        """The leases this agent holds: every job from its assignment to its ending's ack."""
+        return [
             RunningJob(job_id=j.job_id, lease_id=j.lease_id) for j in self._outbox.jobs.values()
         ]
+
+    async def _handshake(self) -> None:
+        memory = psutil.virtual_memory()
+        running = self._running()
         await self._send(
             Hello(
                 protocol_version=PROTOCOL_VERSION,
@@ -196,7 +200,10 @@ class CoordinatorConnection:
             cpu = psutil.cpu_percent(interval=None)
             await self._send(
                 Heartbeat(
-                    cpu_percent=cpu, ram_free_bytes=memory.available, ram_total_bytes=memory.total
+                    cpu_percent=cpu,
+                    ram_free_bytes=memory.available,
+                    ram_total_bytes=memory.total,
+                    running=self._running(),
                 )
             )
             self._events.emit(

@@ -108,6 +108,9 @@ class Heartbeat(_Message):
     cpu_percent: float = Field(default=0.0, ge=0, le=1e6)
     ram_free_bytes: int = Field(default=0, ge=0, le=MAX_INT64)
     ram_total_bytes: int = Field(default=0, ge=0, le=MAX_INT64)
+    # The leases the agent holds now, as in its hello (until their ending is acknowledged):
+    # a job it stops listing is given back. None: an agent that does not say.
+    running: list[RunningJob] | None = Field(default=None, max_length=1024)
 
 
 class Log(_Message):

@@ -179,7 +179,8 @@ async def _handle(
     if conversation.legacy:
         report = await _from_seed(state, session, conversation, report)
     if isinstance(report, Heartbeat):
-        state.scheduler.heartbeat(session, report)
+        dropped = state.scheduler.heartbeat(session, report)
+        await state.scheduler.give_back(dropped, "its contributor stopped running it")
     elif isinstance(report, Availability):
         log.info("contributor %s: %s (%s)", session.name, report.lending, report.reason or "-")
         await state.scheduler.set_lending(session, report.lending, report.reason, report.slots)

@@ -4,7 +4,8 @@
 the leases; ``deadlines`` the timeouts and cancels the coordinator enforces itself;
 ``job_queue`` mirrors the queued rows; ``sessions`` the connected contributors; ``presence``
 their heartbeats; ``quotas`` the limits on new work; ``hub`` wakes followers when a job or
-the queue moved; ``waiting`` why a queued job waits and when it may start (counts kept as
+the queue moved; ``listings`` gives back a job its agent's heartbeats stopped listing;
+``waiting`` why a queued job waits and when it may start (counts kept as
 sessions change, the recent start rate); ``random_ids`` draws ids. ``cluster`` (hints between
 coordinators sharing a PostgreSQL database) and ``shared_leases`` (the lease rows decide
 expiries there). No network I/O:

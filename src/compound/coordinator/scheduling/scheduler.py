@@ -371,9 +371,14 @@ class Scheduler:
     def renew(self, session: ContributorSession) -> None:
         self._leases.renew(session.contributor_id, self._expiry())
 
-    def heartbeat(self, session: ContributorSession, message: Heartbeat) -> None:
-        """Kept in memory; the sweep writes the latest of each contributor back in a batch."""
+    def heartbeat(self, session: ContributorSession, message: Heartbeat) -> list[Lease]:
+        """Kept in memory; the sweep writes the latest of each contributor back in a batch.
+        Returns the leases the agent has stopped listing, for ``give_back``."""
         self.presence.heartbeat(session.contributor_id, message)
+        if message.running is None:
+            return []
+        listed = {item.lease_id for item in message.running}
+        return session.listings.heard(listed, self._leases.held_by(session.contributor_id))
 
     def _release(self, job_id: str) -> Lease | None:
         """Drop ``job_id``'s lease; its holder, if still connected and free, is idle again."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 from starlette.websockets import WebSocket
 
+from compound.coordinator.scheduling.listings import Listings
 from compound.coordinator.scheduling.waiting import LendingCounts
 from compound.protocol import CLOSE_POLICY, Lending, serialize
 
@@ -46,6 +47,8 @@ class ContributorSession:
     connected_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     closed: bool = False
+    # The leases its heartbeats list: a job it stops listing is given back.
+    listings: Listings = field(default_factory=Listings)
     _outbox: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_MESSAGES))
     _writer: asyncio.Task[None] | None = None
     _closer: asyncio.Task[None] | None = None
