@@ -5,14 +5,19 @@ the cluster (real processes, a real agent and Docker where a container is involv
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from support import Agent, Coordinator, containers_of, wait_until
+from fake_agent import FakeAgent
+from support import Agent, Coordinator, containers_of, run_cli, wait_until
 
+# Fake agents send no heartbeats: a long lease keeps an idle one connected.
+FAKE_LEASE_TIMEOUT_S = 30.0
 LONG = "import time\nprint('started', flush=True)\ntime.sleep(120)\n"
 
 
@@ -58,3 +63,71 @@ def test_a_cancel_asked_of_b_stops_the_job_of_an_agent_on_a(
     assert job["error"] is None or "away" not in job["error"], job
     wait_until(lambda: not containers_of(agent.node_id), 15, "the job's container to go")
     assert a.job(job_id)["status"] == "cancelled"
+
+
+def _rows(coordinator: Coordinator) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in coordinator.contributors()}
+
+
+def test_any_coordinator_lists_every_contributor_of_the_cluster(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A and B each list the contributors of both, each with its coordinator and, for one
+    running a job elsewhere, busy with its job; /healthz counts 2; the CLI shows the
+    coordinator column; A SIGKILLed, B lists A's contributor offline and counts 1."""
+    started: list[Coordinator] = []
+
+    def start(name: str) -> Coordinator:
+        server = Coordinator(
+            data_dir=tmp_path / name,
+            lease_timeout_s=FAKE_LEASE_TIMEOUT_S,
+            extra_args=["--database", postgres_url],
+        )
+        started.append(server.start())
+        return server
+
+    agents: list[FakeAgent] = []
+    try:
+        a = start("a")
+        on_a = FakeAgent(a)
+        agents.append(on_a)
+        b = start("b")  # its start leaves A's contributor online
+        job_id = b.submit("print('x')")  # runs on A's, the only contributor yet
+        assert on_a.recv_type("job", timeout_s=10)["job_id"] == job_id
+        on_b = FakeAgent(b)
+        agents.append(on_b)
+        names = {on_a.node_id: f"127.0.0.1:{a.port}", on_b.node_id: f"127.0.0.1:{b.port}"}
+        for server in (a, b):
+            rows = _rows(server)
+            for node_id, coordinator in names.items():
+                assert rows[node_id]["coordinator"] == coordinator
+            assert rows[on_b.node_id]["state"] == "idle", rows[on_b.node_id]
+            busy = rows[on_a.node_id]
+            assert busy["state"] == "busy" and busy["busy"] is True, busy
+            assert busy["current_job_id"] == job_id
+            wait_until(
+                lambda server=server: server.api("GET", "/healthz").json()["coordinators"] == 2,
+                10,
+                "both coordinators to be seen",
+            )
+        listed = run_cli("contributors", "-c", b.url)
+        assert listed.returncode == 0, listed.stderr.decode()
+        assert "coordinator" in listed.stdout.decode().splitlines()[0]
+        as_json = run_cli("contributors", "-c", b.url, "--json")
+        assert as_json.returncode == 0, as_json.stderr.decode()
+        listed_on = {row["id"]: row["coordinator"] for row in json.loads(as_json.stdout)}
+        assert listed_on == names
+        a.kill()
+        gone = wait_until(
+            lambda: (row := _rows(b)[on_a.node_id])["state"] == "offline" and row,
+            10,
+            "B to see A's contributor offline",
+        )
+        assert gone["last_state"] == "idle", gone  # its row's: busy lives in memory
+        assert _rows(b)[on_b.node_id]["state"] == "idle"
+        wait_until(lambda: b.api("GET", "/healthz").json()["coordinators"] == 1, 10, "A to be gone")
+    finally:
+        for agent in agents:
+            agent.close()
+        for server in started:
+            server.stop()
