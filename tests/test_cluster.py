@@ -131,3 +131,44 @@ def test_any_coordinator_lists_every_contributor_of_the_cluster(
             agent.close()
         for server in started:
             server.stop()
+
+
+def test_the_cancel_goes_to_the_agent_from_the_coordinator_holding_its_lease(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Agent on A, cancel asked of B: the agent gets ``cancel`` from A within a second, and
+    its own ``done`` decides the ending (no note, no error)."""
+    a, b = (
+        Coordinator(
+            data_dir=tmp_path / name,
+            lease_timeout_s=FAKE_LEASE_TIMEOUT_S,
+            extra_args=["--database", postgres_url],
+        ).start()
+        for name in ("a", "b")
+    )
+    agent = FakeAgent(a)
+    try:
+        job_id = b.submit("import time; time.sleep(60)")
+        job = agent.recv_type("job", timeout_s=10)
+        assert job["job_id"] == job_id
+        assert b.api("POST", f"/api/v1/jobs/{job_id}/cancel").json()["status"] == "running"
+        asked_at = time.monotonic()
+        assert agent.recv_type("cancel", timeout_s=10)["job_id"] == job_id
+        assert time.monotonic() - asked_at < 1.0
+        agent.send(
+            {"type": "done", "job_id": job_id, "lease_id": job["lease_id"], "status": "cancelled"}
+        )
+        ended = b.wait_for_status(job_id, {"cancelled", "failed", "succeeded"}, timeout_s=10)
+        assert ended["status"] == "cancelled" and ended["error"] is None, ended
+    finally:
+        agent.close()
+        a.stop()
+        b.stop()
+
+
+def test_a_cancel_hint_is_read_back() -> None:
+    """A cancel travels as its own kind of post and is read back as one."""
+    from compound.coordinator.scheduling.cluster import CANCEL, parse, payloads
+
+    (payload,) = payloads("origin", [CANCEL + "abc", "qdef"])
+    assert parse(payload) == ("origin", [(CANCEL, "abc"), ("q", "def")])
