@@ -10,6 +10,8 @@ its row marked as such), in this order:
 - ``burst_cpu.py``: the CPU one job of (d) costs, by process (what bounds (d) on 2 cores);
 - (e)-(f) ``scale.py``: dispatch to 100 simulated contributors; 1,000 and 10,000 heartbeating;
 - (g) ``fanout.py``: one job of 1,000,000 lines to 10 followers;
+- (18) ``cluster.py``: dispatch with 1-3 coordinators on one PostgreSQL against SQLite,
+  cross-coordinator first line, failover after a SIGKILL (docs/cluster.md);
 - ``deps_start.py`` if present (per-job dependencies): its ``main()`` returns figures;
 - ``profiles.py``: py-spy flame graphs of (a) and (c), kept as bench/profile_*.svg.
 
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import burst_cpu
+import cluster as several_coordinators
 import end_to_end
 import engine_ceiling
 import fanout
@@ -217,6 +220,8 @@ def main() -> None:
         ("(f) 1,000 contributors", 120, lambda: scale.presence_main(1000)),
         ("(f) 10,000 contributors", 300, lambda: scale.presence_main(10_000)),
         ("(g) fan-out", 180, fanout.main),
+        # Issue 18: 1-3 coordinators on one PostgreSQL, cross-coordinator follow, failover.
+        ("(18) several coordinators", 240, several_coordinators.main),
     ]
     deps = deps_part()
     if deps is not None:

@@ -331,9 +331,11 @@ def contributors(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    # Node ids and current jobs are shown to admins only.
+    # Node ids and current jobs are shown to admins only; which coordinator each is on, when
+    # several share one database.
+    on = ["coordinator"] if any(r.get("coordinator") for r in rows) else []
     _print_table(
-        ["name", "state", "runtime", "cpu", "ram free", "job"],
+        ["name", "state", "runtime", "cpu", "ram free", "job", *on],
         [
             [
                 r["name"],
@@ -342,6 +344,7 @@ def contributors(
                 _fmt(r["cpu_percent"], "{:.0f}%"),
                 _fmt(r["ram_free_bytes"], "{:.0f} MiB", 1 / (1024 * 1024)),
                 r.get("current_job_id") or ("busy" if r.get("busy") else ""),
+                *([r.get("coordinator") or ""] if on else []),
             ]
             for r in rows
         ],

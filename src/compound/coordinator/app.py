@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from compound.coordinator.routes.follow_route import FollowRouteMiddleware
 from compound.coordinator.routes.submission import describe_error
 from compound.coordinator.routes.submit_route import SubmitRouteMiddleware
 from compound.coordinator.scheduling.cluster import ClusterHub, ClusterLink
+from compound.coordinator.scheduling.cluster_view import ClusterView, coordinator_name
 from compound.coordinator.scheduling.hub import ChangeHub
 from compound.coordinator.scheduling.quotas import Quotas, store_limits
 from compound.coordinator.scheduling.scheduler import Scheduler
@@ -44,6 +46,7 @@ from compound.coordinator.storage.jobs import JobStore
 from compound.coordinator.storage.log_tail import NoTails
 from compound.coordinator.storage.logs import LogStore
 from compound.coordinator.storage.notify_channel import NotifyChannel
+from compound.coordinator.storage.peers import live_coordinators
 from compound.coordinator.storage.retention import Retention
 from compound.coordinator.storage.tokens import REFRESH_S, TokenBook
 from compound.page_headers import PageHeaders
@@ -78,7 +81,10 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             database.size_bytes(),
             observer=metrics,
         )
-        contributors = ContributorStore(database.engine, database.reader)
+        name = coordinator_name(settings.host, settings.port)
+        contributors = ContributorStore(
+            database.engine, database.reader, coordinator=name if shared else None
+        )
         blobs = BlobStore(settings.blobs_dir)
         files = FileStore(database.reader, database.writer, limits)
         retention = Retention(
@@ -93,6 +99,11 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
         hub = ClusterHub() if shared else ChangeHub()
         cluster_rows = ClusterLeaseRows(database.engine, database.reader) if shared else None
         scheduler = Scheduler(settings, jobs, logs, contributors, sessions, hub, cluster_rows)
+        cluster = (
+            ClusterView(name, partial(live_coordinators, database.reader), cluster_rows)
+            if shared
+            else ClusterView(name)
+        )
         quotas = Quotas(settings, scheduler.count_queued)
         followers = FollowerLimits(settings.max_followers_per_job, settings.max_followers_total)
         tokens = TokenBook(database.token_reader())
@@ -113,12 +124,14 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             quotas,
             metrics,
             AuditLog(database.engine, database.reader),
+            cluster,
         )
         await scheduler.start()
         link = None
         if isinstance(hub, ClusterHub) and database.url is not None:
-            link = ClusterLink(NotifyChannel(database.url), hub, scheduler)
+            link = ClusterLink(NotifyChannel(database.url, name), hub, scheduler)
             link.start()
+        cluster.start()
         retention.start()
         refresher = asyncio.create_task(_refresh_tokens(tokens, sockets), name="tokens")
         try:
@@ -127,6 +140,7 @@ def create_app(settings: CoordinatorSettings, open_sockets: OpenSockets | None =
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
             await retention.stop()
+            await cluster.stop()
             if link is not None:
                 await link.stop()
             await tokens.close()

@@ -64,6 +64,8 @@ def serve(settings: CoordinatorSettings, log_level: str = "info", json_logs: boo
     except (DataDirError, StartupError, TlsConfigError, DatabaseUrlError) as exc:
         print(f"compound coordinator: {exc}", file=sys.stderr)
         return 1
+    # Port 0 means "any free port": the app knows the one it got (it names the coordinator).
+    settings = replace(settings, port=listener.getsockname()[1])
     open_sockets = OpenSockets()
     budget = ShutdownBudget()
     guard = ConnectionGuard(

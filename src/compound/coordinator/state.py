@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from compound.coordinator.follow.followers import FollowerLimits
+from compound.coordinator.scheduling.cluster_view import ClusterView
 from compound.coordinator.scheduling.hub import ChangeHub
 from compound.coordinator.scheduling.quotas import Quotas
 from compound.coordinator.scheduling.random_ids import RandomIds
@@ -41,6 +42,8 @@ class CoordinatorState:
     quotas: Quotas
     metrics: Metrics
     audit: AuditLog
+    # Its name, the other coordinators on its database, their contributors' jobs.
+    cluster: ClusterView
     # 16 hex characters, as job ids always were.
     job_ids: RandomIds = field(default_factory=lambda: RandomIds(16))
 

@@ -72,6 +72,9 @@ class ContributorAdminView(ContributorView):
     id: str
     token_name: str | None
     current_job_id: str | None
+    # The coordinator it is connected to, or last was ("host:port"), when several share
+    # one database; null on a coordinator of its own.
+    coordinator: str | None = None
 
 
 class ContributorList(_Answer):
@@ -95,6 +98,8 @@ class Health(_Answer):
     followers: int
     # Clients check their input files against it before they upload.
     max_input_bytes: int
+    # The coordinators sharing its database that it sees live, itself included (1 alone).
+    coordinators: int = 1
 
 
 class ArtifactList(_Answer):

@@ -185,8 +185,15 @@ async def list_contributors(
     token). ``next``: the ``after`` of the next page, null on the last."""
     principal = require(request, Role.SUBMITTER, Role.CONTRIBUTOR)
     rows, following = await state.contributors.page(after, limit)
+    # Several coordinators: those connected to the others run the jobs of their lease rows.
+    others = [row for row in rows if state.cluster.shared and state.sessions.get(row.id) is None]
+    await state.cluster.know(
+        {row.coordinator for row in others if row.state is not ContributorState.OFFLINE}
+    )
+    elsewhere = await state.cluster.jobs_held([row.id for row in others])
     return ContributorList(
-        contributors=[_contributor_view(state, row, principal) for row in rows], next=following
+        contributors=[_contributor_view(state, row, principal, elsewhere) for row in rows],
+        next=following,
     )
 
 
@@ -194,7 +201,10 @@ _WITH_REASON = frozenset({ContributorState.PAUSED, ContributorState.DRAINING})
 
 
 def _contributor_view(
-    state: CoordinatorState, row: ContributorRow, principal: Principal
+    state: CoordinatorState,
+    row: ContributorRow,
+    principal: Principal,
+    elsewhere: dict[str, list[str]],
 ) -> ContributorView:
     held = [lease.job_id for lease in state.scheduler.leases_of(row.id)]
     # A connected one's state is in memory (busy or idle changes with every job); an
@@ -207,7 +217,8 @@ def _contributor_view(
             None,
         )
     else:
-        now, reason, last_state = row.state, row.state_reason, row.last_state
+        now, reason, last_state = _row_state(state, row, elsewhere.get(row.id, []))
+        held = held or elsewhere.get(row.id, [])
     if (last_state or now) not in _WITH_REASON:
         reason = None  # a reason is why it pauses or drains, nothing else
     public = ContributorView(
@@ -232,7 +243,23 @@ def _contributor_view(
         id=row.id,
         token_name=row.token_name,
         current_job_id=held[0] if held else None,
+        coordinator=row.coordinator,
     )
+
+
+def _row_state(
+    state: CoordinatorState, row: ContributorRow, jobs_elsewhere: list[str]
+) -> tuple[ContributorState, str | None, ContributorState | None]:
+    """State, reason and last state of a contributor not connected here, from its row: one
+    connected to another coordinator is busy if it holds leases; one whose coordinator is
+    gone (SIGKILLed: nothing marked its row) is offline, its row's state its last."""
+    if not state.cluster.shared or row.state is ContributorState.OFFLINE:
+        return row.state, row.state_reason, row.last_state
+    if not state.cluster.is_live(row.coordinator):
+        return ContributorState.OFFLINE, row.state_reason, row.state
+    if row.state is ContributorState.IDLE and jobs_elsewhere:
+        return ContributorState.BUSY, row.state_reason, None
+    return row.state, row.state_reason, None
 
 
 @router.get("/healthz")
@@ -247,6 +274,7 @@ async def healthz(state: State) -> Health:
         contributors_online=len(state.sessions),
         followers=state.followers.open,
         max_input_bytes=state.settings.max_input_bytes,
+        coordinators=len(state.cluster.peers),
     )
 
 

@@ -7,8 +7,9 @@ their heartbeats; ``quotas`` the limits on new work; ``hub`` wakes followers whe
 the queue moved; ``listings`` gives back a job its agent's heartbeats stopped listing;
 ``waiting`` why a queued job waits and when it may start (counts kept as
 sessions change, the recent start rate); ``random_ids`` draws ids. ``cluster`` (hints between
-coordinators sharing a PostgreSQL database) and ``shared_leases`` (the lease rows decide
-expiries there). No network I/O:
+coordinators sharing a PostgreSQL database, cancels forwarded to a lease's holder),
+``shared_leases`` (the lease rows decide expiries there) and ``cluster_view`` (the live
+coordinators, the others' contributors' jobs). No network I/O:
 messages to contributors are queued on their sessions.
 
 Imports: compound.protocol, compound.coordinator.settings, compound.coordinator.storage

@@ -8,7 +8,12 @@ sends those posts (LISTEN/NOTIFY, ``storage.notify_channel``) and acts on the ot
 - a job queued, claimed or requeued elsewhere: the queue mirror is reloaded from the rows
   (debounced: one reload per ``RELOAD_GAP_S`` however many hints came) and dispatched;
 - a job changed or got records elsewhere: its followers here are woken and read the database
-  after their last sequence number (``follow``), so none sees a gap or a duplicate.
+  after their last sequence number (``follow``), so none sees a gap or a duplicate;
+- a cancel asked for elsewhere of a job whose lease is held here: the cancel goes to its
+  contributor from here (``Scheduler.cancel_asked_elsewhere``). The cancel itself is stored
+  first (the job row's ``cancel_requested``); if this hint is lost, the coordinator that took
+  the request ends the job after the cancel's grace and this one's sweep then finds the lease
+  gone and tells the contributor to abandon it.
 
 Hints can be lost; nothing depends on them for correctness. The sweep reloads a queue mirror
 that misses rows (its count check, every second), the lease rows decide expiries
@@ -31,6 +36,7 @@ log = logging.getLogger("compound.coordinator")
 QUEUE = "q"  # it entered or left the queue (and changed)
 CHANGED = "c"  # it changed (status, attempt, contributor)
 RECORDS = "r"  # it got records
+CANCEL = "x"  # a cancel was asked for (and stored): its lease's holder sends it
 RELOAD_GAP_S = 0.05
 SEND_RETRY_S = 1.0
 
@@ -54,6 +60,9 @@ class ClusterHub(ChangeHub):
 
     def job_queued(self, job_id: str) -> None:
         self._post(QUEUE, job_id)
+
+    def cancel_requested(self, job_id: str) -> None:
+        self._post(CANCEL, job_id)
 
     def changed_elsewhere(self, kind: str, job_id: str) -> None:
         """Another coordinator posted this: wake the followers here, post nothing."""
@@ -89,7 +98,7 @@ def payloads(origin: str, posts: list[str]) -> list[str]:
 def parse(payload: str) -> tuple[str, list[tuple[str, str]]]:
     """A payload's origin and its (kind, job id) posts; malformed posts are skipped."""
     origin, *posts = payload.split(" ")
-    return origin, [(post[0], post[1:]) for post in posts if len(post) > 1 and post[0] in "qcr"]
+    return origin, [(post[0], post[1:]) for post in posts if len(post) > 1 and post[0] in "qcrx"]
 
 
 class ClusterLink:
@@ -124,6 +133,8 @@ class ClusterLink:
             self._hub.changed_elsewhere(kind, job_id)
             if kind == QUEUE:
                 self._reload.set()
+            elif kind == CANCEL:
+                self._scheduler.cancel_asked_elsewhere(job_id)
 
     async def _send_forever(self) -> None:
         # Whatever is posted while a send is under way goes in the next one: batching

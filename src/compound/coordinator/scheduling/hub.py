@@ -108,6 +108,11 @@ class ChangeHub:
         here (its own ``notify`` does); a hub shared by several coordinators (``cluster``)
         tells the others, whose queue mirrors do not know it yet."""
 
+    def cancel_requested(self, job_id: str) -> None:
+        """A cancel of ``job_id`` was stored while another coordinator holds its lease.
+        Nothing to do here; a hub shared by several coordinators (``cluster``) tells the
+        others, and the one holding the lease sends the cancel to its contributor."""
+
     def queue_moved(self) -> None:
         """Positions in the queue may have moved: wake the followers that asked."""
         self.queue_generation += 1

@@ -549,6 +549,8 @@ class Scheduler:
             return cancelled or job
         job = await self._jobs.request_cancel(job.id)
         lease = self._leases.of(job.id)
+        if lease is None and await self._forward_cancel(job.id):
+            return job
         session = self._sessions.get(lease.holder if lease else None)
         if lease is not None and session is not None and session.send(Cancel(job_id=job.id)):
             self._deadlines.cancel_sent(job.id, lease.lease_id, time.time())
@@ -560,6 +562,31 @@ class Scheduler:
         self._hub.notify(job.id)
         await self.offer_idle()
         return cancelled or job
+
+    async def _forward_cancel(self, job_id: str) -> bool:
+        """Several coordinators: ``job_id``'s lease, not held here, is held and renewed by
+        another one: it is told (``cluster``) and sends the cancel; whether it was. The
+        cancel's grace is kept here too, so a lost hint still ends the job in time."""
+        if self._cluster is None:
+            return False
+        row = await self._cluster.of(job_id)
+        now = time.time()
+        if row is None or row.lease_id.startswith(SWEPT) or row.expires_at <= now:
+            return False  # nobody holds it: cancelled at once, as its contributor is away
+        self._hub.cancel_requested(job_id)
+        self._deadlines.cancel_sent(job_id, row.lease_id, now)
+        return True
+
+    def cancel_asked_elsewhere(self, job_id: str) -> None:
+        """Another coordinator stored a cancel of ``job_id``: if its lease is held here, the
+        cancel goes to its holder now (or when it comes back), and its grace starts."""
+        lease = self._leases.of(job_id)
+        if lease is None or self._deadlines.cancel_pending(job_id):
+            return
+        self._deadlines.cancel_sent(job_id, lease.lease_id, time.time())
+        session = self._sessions.get(lease.holder)
+        if session is not None:
+            session.send(Cancel(job_id=job_id))
 
     async def contributor_gone(self, session: ContributorSession) -> None:
         """The socket closed. Its jobs keep their leases: the agent may come back in time."""

@@ -7,7 +7,8 @@ path of a job's lifecycle and ``file_writes`` that of its files and their expiry
 ``files`` (inputs and artifacts), ``tokens``; ``usage`` (what each submitter stores, and its
 quotas), ``blobs`` (content-addressed files), ``retention`` and ``compaction`` (space given
 back), ``data_dir``; for several coordinators on PostgreSQL, ``cluster_rows`` (lease rows taken
-over once) and ``notify_channel`` (LISTEN/NOTIFY). Knows nothing of sockets or scheduling.
+over once), ``notify_channel`` (LISTEN/NOTIFY) and ``peers`` (the live coordinators, from
+pg_stat_activity). Knows nothing of sockets or scheduling.
 
 Imports: compound.protocol
 """

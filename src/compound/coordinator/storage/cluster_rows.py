@@ -10,7 +10,7 @@ in mind; SQLite keeps its single-coordinator path.
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from compound.coordinator.storage import db
@@ -29,6 +29,30 @@ class ClusterLeaseRows:
     async def held_by(self, holder: str) -> list[LeaseRow]:
         """The lease rows ``holder`` holds, whichever coordinator granted them."""
         return await self._select(holder)
+
+    async def of(self, job_id: str) -> LeaseRow | None:
+        """The lease row of ``job_id``, whichever coordinator granted it; None if it runs not."""
+        found = await self._where(db.leases.c.job_id == job_id)
+        return found[0] if found else None
+
+    async def held_by_any(self, holders: list[str]) -> list[LeaseRow]:
+        """The lease rows held by any of ``holders``, whichever coordinator granted them."""
+        return await self._where(db.leases.c.holder.in_(holders)) if holders else []
+
+    async def _where(self, condition: ColumnElement[bool]) -> list[LeaseRow]:
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(select(db.leases).where(condition))
+            return [
+                LeaseRow(
+                    row.job_id,
+                    row.lease_id,
+                    row.holder,
+                    row.first_seq,
+                    row.expires_at,
+                    row.granted_at,
+                )
+                for row in rows
+            ]
 
     async def take_over(self, job_id: str, lease_id: str, now: float, new_lease_id: str) -> bool:
         """Whether this call made ``lease_id`` on ``job_id``, expired in its row at ``now``,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnClause, Integer, case, func, literal_column, select, update
+from sqlalchemy import ColumnClause, Integer, case, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from compound.coordinator.storage import db
+from compound.coordinator.storage.peers import live_coordinators, stored_name
 from compound.protocol import ContributorState, Hello
 
 
@@ -41,12 +42,19 @@ class ContributorRow:
     # Why it is paused or draining; kept, with its last state, while it is offline.
     state_reason: str | None = None
     last_state: ContributorState | None = None
+    # The coordinator it is connected to, or last was (several on one database; else None).
+    coordinator: str | None = None
 
 
 class ContributorStore:
-    def __init__(self, engine: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, reader: AsyncEngine | None = None, coordinator: str | None = None
+    ) -> None:
+        """``coordinator``: this coordinator's name when others may share the database
+        (``peers``): written in the rows of the contributors connecting here."""
         self._engine = engine
         self._reader = reader or engine
+        self._coordinator = None if coordinator is None else stored_name(coordinator)
 
     async def connected(
         self, hello: Hello, token_name: str | None = None, max_nodes: int | None = None
@@ -68,6 +76,8 @@ class ContributorStore:
             "version": hello.version,
             "last_seen": time.time(),
         }
+        if self._coordinator is not None:
+            values["coordinator"] = self._coordinator
         insert = sqlite_insert if self._engine.dialect.name == "sqlite" else postgresql_insert
         statement = insert(db.contributors).values(
             id=hello.node_id, token_name=token_name, **values
@@ -116,23 +126,34 @@ class ContributorStore:
             )
 
     async def went_offline(self, contributor_id: str, last_state: ContributorState) -> None:
-        """It disconnected in ``last_state``; its reason stays as it was."""
+        """It disconnected in ``last_state``; its reason stays as it was. With other
+        coordinators on the database, only if its row says it was here: it may be connected
+        to another one already."""
+        statement = update(db.contributors).where(db.contributors.c.id == contributor_id)
+        if self._coordinator is not None:
+            column = db.contributors.c.coordinator
+            statement = statement.where(or_(column.is_(None), column == self._coordinator))
         async with self._engine.begin() as conn:
             await conn.execute(
-                update(db.contributors)
-                .where(db.contributors.c.id == contributor_id)
-                .values(state=ContributorState.OFFLINE.value, last_state=last_state.value)
+                statement.values(state=ContributorState.OFFLINE.value, last_state=last_state.value)
             )
 
     async def mark_all_offline(self) -> None:
-        """At start: nobody is connected; what they were doing is kept as their last state."""
+        """At start: nobody is connected; what they were doing is kept as their last state.
+        With other coordinators on the database, nobody but theirs: the contributors of a
+        coordinator still listening on it are left as they are."""
         was = db.contributors.c.state
         online = [
             state.value for state in ContributorState if state is not ContributorState.OFFLINE
         ]
+        statement = update(db.contributors)
+        if self._coordinator is not None:
+            others = await live_coordinators(self._reader)
+            column = db.contributors.c.coordinator
+            statement = statement.where(or_(column.is_(None), column.not_in(others)))
         async with self._engine.begin() as conn:
             await conn.execute(
-                update(db.contributors).values(
+                statement.values(
                     last_state=case((was.in_(online), was), else_=db.contributors.c.last_state),
                     state=ContributorState.OFFLINE.value,
                 )

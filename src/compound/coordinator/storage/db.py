@@ -170,6 +170,9 @@ contributors = Table(
     # was in when last connected: both kept while it is away.
     Column("state_reason", String(256)),
     Column("last_state", String(16)),
+    # The coordinator it is connected to, or last was ("host:port"), when several share a
+    # PostgreSQL database; null on a coordinator of its own.
+    Column("coordinator", String(128)),
 )
 
 # Access tokens. Only a hash of each is stored; the token itself is shown once, at creation.

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compound.coordinator.storage import backend
+from compound.coordinator.storage.peers import application_name
 
 log = logging.getLogger("compound.coordinator")
 
@@ -24,9 +25,15 @@ RECONNECT_S = 1.0
 
 
 class NotifyChannel:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str | None = None) -> None:
         self._url = backend.libpq_url(url)
         self._sender: Any = None
+        # The listening connection names its coordinator: the others see it live (``peers``).
+        self._listen_url = self._url
+        if name is not None:
+            from psycopg.conninfo import make_conninfo
+
+            self._listen_url = make_conninfo(self._url, application_name=application_name(name))
 
     async def listen(self, received: Callable[[str], None], connected: Callable[[], None]) -> None:
         """Forever (until cancelled): ``received(payload)`` for each notification;
@@ -36,7 +43,7 @@ class NotifyChannel:
 
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(self._listen_url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     connected()
