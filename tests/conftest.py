@@ -46,19 +46,39 @@ def postgresql(postgres_cluster: Cluster) -> Cluster:
     return postgres_cluster
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_backends: run once on SQLite and once on a new PostgreSQL database (the"
+        " `backend` fixture, and the `coordinator` fixture built on it)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_backends`` that use the ``backend`` fixture (directly or through
+    ``coordinator``) run on each database; every other test runs on SQLite only."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_backends"
+    ):
+        metafunc.parametrize("backend", pg_cluster.BACKENDS, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> pg_cluster.Backend:
-    """Each database the coordinator can keep its state in: SQLite, then a new PostgreSQL
-    database."""
-    if request.param == "sqlite":
+    """The database the test's coordinator or stores keep their state in: SQLite in the data
+    directory, or a new PostgreSQL database of the session's cluster (``both_backends``)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         return pg_cluster.Backend("sqlite")
     cluster: Cluster = request.getfixturevalue("postgresql")
     return pg_cluster.Backend("postgresql", cluster.new_database())
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
-    server = Coordinator(data_dir=tmp_path / "coordinator").start()
+def coordinator(tmp_path: Path, backend: pg_cluster.Backend) -> Iterator[Coordinator]:
+    """A coordinator process on a free port, its state on ``backend``."""
+    server = Coordinator(
+        data_dir=tmp_path / "coordinator", extra_args=backend.coordinator_args
+    ).start()
     yield server
     server.stop()
 

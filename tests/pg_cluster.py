@@ -6,6 +6,9 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+# The databases a ``both_backends`` test runs on, in this order (the tests' ids).
+BACKENDS = ("sqlite", "postgresql")
+
 
 @dataclass(frozen=True)
 class Backend:

@@ -1,6 +1,7 @@
 """The submitter can tell: a job that ran twice keeps its attempts apart. Its records carry
 their attempt; `compound logs` prints the last attempt's output alone, byte for byte, and
-`compound submit` says on stderr when its job moved, then shows the new attempt's output."""
+`compound submit` says on stderr when its job moved, then shows the new attempt's output.
+The coordinator's tests run on SQLite and on PostgreSQL (``both_backends``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from fake_agent import FakeAgent, job_with_output
+from pg_cluster import Backend
 from support import Coordinator, follow, product_env, run_cli, stream_text, wait_until
 
 # Long enough that no lease expires in a test: every move is the hand-back's.
@@ -30,9 +32,13 @@ SECOND_STDOUT = "attempt two, line 1\né ü \u2603 \r\nno newline at the end"
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
-    """A coordinator whose leases outlast every test here."""
-    server = Coordinator(data_dir=tmp_path / "c", lease_timeout_s=LEASE_TIMEOUT_S).start()
+def coordinator(tmp_path: Path, backend: Backend) -> Iterator[Coordinator]:
+    """A coordinator whose leases outlast every test here, its state on ``backend``."""
+    server = Coordinator(
+        data_dir=tmp_path / "c",
+        lease_timeout_s=LEASE_TIMEOUT_S,
+        extra_args=backend.coordinator_args,
+    ).start()
     yield server
     server.stop()
 
@@ -79,6 +85,7 @@ def ran_twice(coordinator: Coordinator) -> str:
     return job_id
 
 
+@pytest.mark.both_backends
 def test_records_carry_their_attempt_in_pages_and_follow_streams(
     coordinator: Coordinator,
 ) -> None:
@@ -100,6 +107,7 @@ def test_records_carry_their_attempt_in_pages_and_follow_streams(
     assert job["status"] == "succeeded"
 
 
+@pytest.mark.both_backends
 def test_logs_print_the_last_attempt_alone_and_any_other_on_request(
     coordinator: Coordinator,
 ) -> None:
@@ -121,6 +129,7 @@ def test_logs_print_the_last_attempt_alone_and_any_other_on_request(
     assert missing.returncode == 2 and b"has no attempt 3" in missing.stderr
 
 
+@pytest.mark.both_backends
 def test_submit_says_when_its_job_moved_and_ends_with_the_new_attempts_output(
     coordinator: Coordinator, tmp_path: Path
 ) -> None:

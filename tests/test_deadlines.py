@@ -16,9 +16,11 @@ import pytest
 
 from compound.coordinator.scheduling.deadlines import Deadline, DeadlineKind, Deadlines
 from fake_agent import FakeAgent
+from pg_cluster import Backend
 from support import Coordinator, stream_text
 
-pytestmark = pytest.mark.timeout(90)
+# The coordinator's tests run on SQLite and on PostgreSQL; the heap's alone, once.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.both_backends]
 
 GRACE_S = 1.0
 # The coordinator's sweep runs every min(1, lease timeout / 4) s; a loaded machine gets more.
@@ -26,9 +28,11 @@ SLACK_S = 4.0
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
+def coordinator(tmp_path: Path, backend: Backend) -> Iterator[Coordinator]:
+    """A coordinator with a short grace, its state on ``backend``."""
     server = Coordinator(
-        data_dir=tmp_path / "coordinator", extra_args=["--deadline-grace-s", str(GRACE_S)]
+        data_dir=tmp_path / "coordinator",
+        extra_args=[*backend.coordinator_args, "--deadline-grace-s", str(GRACE_S)],
     ).start()
     yield server
     server.stop()

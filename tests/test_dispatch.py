@@ -1,4 +1,8 @@
-"""The dispatch path: group commit, the in-memory queue, and what survives a SIGKILL."""
+"""The dispatch path: group commit, the in-memory queue, and what survives a SIGKILL.
+
+The coordinator's tests run on SQLite and on PostgreSQL (``both_backends``); the group
+writer's own tests drive its SQLite connection directly and run on SQLite alone.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from compound.coordinator.storage.db import WriteTurns, create_engine
 from compound.coordinator.storage.schema import upgrade
 from compound.coordinator.storage.writer import GroupWriter
 from fake_agent import FakeAgent
+from pg_cluster import Backend
 from support import Coordinator
 
 CONCURRENT_SUBMISSIONS = 120
@@ -36,11 +41,16 @@ async def _submit_many(url: str, count: int) -> list[str]:
 
 
 @pytest.mark.timeout(90)
-def test_every_accepted_job_survives_a_sigkill_and_keeps_its_place(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_every_accepted_job_survives_a_sigkill_and_keeps_its_place(
+    tmp_path: Path, backend: Backend
+) -> None:
     """Jobs answered 201 by concurrent submissions (group-committed together) are all there
     after a SIGKILL that follows the last answer at once, and after the restart a
     contributor is given them oldest first."""
-    coordinator = Coordinator(data_dir=tmp_path / "coordinator").start()
+    coordinator = Coordinator(
+        data_dir=tmp_path / "coordinator", extra_args=backend.coordinator_args
+    ).start()
     try:
         accepted = asyncio.run(_submit_many(coordinator.url, CONCURRENT_SUBMISSIONS))
         coordinator.kill()
@@ -66,10 +76,13 @@ def test_every_accepted_job_survives_a_sigkill_and_keeps_its_place(tmp_path: Pat
 
 
 @pytest.mark.timeout(60)
-def test_many_contributors_share_the_jobs_each_given_once(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_many_contributors_share_the_jobs_each_given_once(tmp_path: Path, backend: Backend) -> None:
     """Twenty contributors and sixty jobs submitted at once: every job is given exactly
     once, and every ending is acknowledged with the job's last sequence number."""
-    coordinator = Coordinator(data_dir=tmp_path / "coordinator").start()
+    coordinator = Coordinator(
+        data_dir=tmp_path / "coordinator", extra_args=backend.coordinator_args
+    ).start()
     try:
         agents = [FakeAgent(coordinator) for _ in range(20)]
         accepted = asyncio.run(_submit_many(coordinator.url, 60))
@@ -96,9 +109,12 @@ def test_many_contributors_share_the_jobs_each_given_once(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(60)
-def test_a_job_cancelled_while_queued_is_never_given(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_a_job_cancelled_while_queued_is_never_given(tmp_path: Path, backend: Backend) -> None:
     """A queued job cancelled before any contributor is free is skipped; the next is given."""
-    coordinator = Coordinator(data_dir=tmp_path / "coordinator").start()
+    coordinator = Coordinator(
+        data_dir=tmp_path / "coordinator", extra_args=backend.coordinator_args
+    ).start()
     try:
         first = coordinator.submit("print(1)")
         second = coordinator.submit("print(2)")
@@ -247,6 +263,30 @@ def test_queue_is_fifo_by_number_with_requeues_in_their_place() -> None:
     assert [queue.take(plain_only=False).id for _ in range(3)] == ["j1", "j2", "j4"]  # type: ignore[union-attr]
     assert queue.take(plain_only=False) is None and queue.count() == 0
     assert queue.count("a", of_owner=True) == 0
+
+
+def test_a_reload_keeps_what_was_queued_taken_or_cancelled_here_during_its_read() -> None:
+    """A reload whose rows were read before this coordinator queued a job, and after it took
+    and cancelled others (reads race the coordinator's own moves on PostgreSQL), ends with
+    the job queued here and without the ones taken or cancelled here."""
+    jobs = [QueuedJob(number, f"j{number}", None, True) for number in range(1, 6)]
+    queue = JobQueue()
+    queue.replace_all(jobs[:4])
+    mark = queue.begin_reload()
+    queue.add(jobs[4])  # committed after the reload's snapshot
+    taken = queue.take(plain_only=False)  # j1: its claim under way when the rows were read
+    assert queue.discard("j2") is not None  # cancelled here
+    queue.discard("j9")  # not here: a no-op, replayed as one
+    queue.finish_reload(mark, jobs[:4])  # the snapshot: j1..j4
+    assert taken is not None and taken.id == "j1"
+    assert [queue.position_of(f"j{n}") for n in range(1, 6)] == [None, None, 1, 2, 3]
+    failed = queue.begin_reload()
+    queue.add(QueuedJob(6, "j6", None, True))
+    queue.finish_reload(failed, None)  # the read failed: the queue stays as it is
+    assert len(queue) == 4 and queue.position_of("j6") == 4
+    again = queue.begin_reload()
+    queue.finish_reload(again, jobs[2:5])  # nothing changed here meanwhile: the rows win
+    assert len(queue) == 3 and queue.position_of("j6") is None
 
 
 @pytest.mark.timeout(60)

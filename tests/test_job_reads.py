@@ -17,7 +17,7 @@ from compound.coordinator.storage.logs import LogStore
 from compound.protocol import InputsRef, JobStatus
 from pg_cluster import Backend
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_backends]
 
 
 @asynccontextmanager

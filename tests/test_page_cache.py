@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from compound.coordinator.storage.database import Database
 from compound.coordinator.storage.log_tail import LogPage
 from compound.coordinator.storage.logs import LogStore
@@ -51,6 +53,7 @@ async def _database_with_log(path: Path, records: int, backend: Backend) -> Data
     return database
 
 
+@pytest.mark.both_backends
 def test_followers_asking_together_share_one_read(tmp_path: Path, backend: Backend) -> None:
     """Ten reads of the same page at once get one page object (one database read), and a
     reader that leaves mid-read does not take the others' page with it."""

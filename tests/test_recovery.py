@@ -1,4 +1,8 @@
-"""Nothing is lost when a process dies: coordinator SIGKILL, agent SIGKILL, leftovers."""
+"""Nothing is lost when a process dies: coordinator SIGKILL, agent SIGKILL, leftovers.
+
+The coordinator's crashes run on SQLite and on PostgreSQL (``both_backends``); the agent's
+own clean-up does not touch the database and runs once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from support import (
     Agent,
@@ -30,6 +36,7 @@ NUMBERED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.both_backends
 def test_coordinator_sigkill_mid_job_loses_nothing(
     coordinator: Coordinator, agent: Agent, tmp_path: Path
 ) -> None:
@@ -56,6 +63,7 @@ def test_coordinator_sigkill_mid_job_loses_nothing(
     assert [line for line in cli_lines.lines if line] == [f"line {i}" for i in range(60)]
 
 
+@pytest.mark.both_backends
 def test_finished_jobs_and_queue_survive_restart(
     coordinator: Coordinator, tmp_path: Path, start_agent: Callable[..., Agent]
 ) -> None:
@@ -75,6 +83,7 @@ def test_finished_jobs_and_queue_survive_restart(
     assert stream_text(coordinator.logs(queued_id)) == "ran after restart\n"
 
 
+@pytest.mark.both_backends
 def test_agent_sigkill_requeues_once_then_fails(
     coordinator: Coordinator, start_agent: Callable[..., Agent]
 ) -> None:
@@ -105,6 +114,7 @@ def test_agent_sigkill_requeues_once_then_fails(
     wait_until(lambda: not containers_of(second_restarted.node_id), 30, "orphan removal")
 
 
+@pytest.mark.both_backends
 def test_late_report_from_replaced_contributor_is_refused(
     coordinator: Coordinator, start_agent: Callable[..., Agent]
 ) -> None:

@@ -1,7 +1,8 @@
 """Off the happy path: bad reports, abandoned and stalled peers, big pages, quotas.
 
 Each test runs a real coordinator process and talks to it over real sockets, as a careless
-or hostile client would.
+or hostile client would, once on SQLite and once on PostgreSQL (``both_backends``; the one
+test about a socket alone runs on SQLite only).
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ import base64
 import json
 import os
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,13 @@ from websockets.sync.client import connect
 
 from compound.protocol import MAX_MESSAGE_BYTES
 from fake_agent import FakeAgent
+from pg_cluster import Backend
 from support import Coordinator, product_env, stream_text, wait_until
 
 MiB = 1024 * 1024
 CHUNK = 64 * 1024  # characters per record, the protocol's maximum
 
-
-@pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
-    server = Coordinator(data_dir=tmp_path / "coordinator").start()
-    yield server
-    server.stop()
+pytestmark = pytest.mark.both_backends
 
 
 def healthz_s(coordinator: Coordinator) -> float:
@@ -185,12 +180,12 @@ def test_reports_without_the_lease_id_are_refused(coordinator: Coordinator) -> N
 
 
 def test_a_job_stored_unreadable_is_failed_not_blocking_the_queue(
-    coordinator: Coordinator,
+    coordinator: Coordinator, backend: Backend
 ) -> None:
     """A queued row that cannot be read is failed with a reason; the next job runs."""
     broken = coordinator.submit("print('broken')")
-    with sqlite3.connect(coordinator.data_dir / "compound.sqlite3", timeout=10) as db:
-        db.execute("UPDATE jobs SET args = 'not json' WHERE id = ?", (broken,))
+    path = coordinator.data_dir / "compound.sqlite3"
+    backend.execute(path, "UPDATE jobs SET args = 'not json' WHERE id = ?", [(broken,)])
     good = coordinator.submit("print('good')")
     agent = FakeAgent(coordinator)
     assert agent.recv_type("job")["job_id"] == good
@@ -199,18 +194,16 @@ def test_a_job_stored_unreadable_is_failed_not_blocking_the_queue(
     assert httpx.get(coordinator.url + "/api/v1/jobs", timeout=10).status_code == 200
 
 
-def test_the_lease_is_one_persisted_record(coordinator: Coordinator) -> None:
+def test_the_lease_is_one_persisted_record(coordinator: Coordinator, backend: Backend) -> None:
     """A running job has exactly one lease row, which its ending deletes."""
     agent = FakeAgent(coordinator)
     job = dispatched(coordinator, agent)
-    database = coordinator.data_dir / "compound.sqlite3"
-    with sqlite3.connect(database, timeout=10) as db:
-        rows = db.execute("SELECT job_id, lease_id, holder FROM leases").fetchall()
+    path = coordinator.data_dir / "compound.sqlite3"
+    rows = backend.fetchall(path, "SELECT job_id, lease_id, holder FROM leases")
     assert rows == [(job["job_id"], job["lease_id"], agent.node_id)]
     agent.done(job, last_seq=-1)
     coordinator.wait_for_status(job["job_id"], {"succeeded"})
-    with sqlite3.connect(database, timeout=10) as db:
-        assert db.execute("SELECT count(*) FROM leases").fetchone() == (0,)
+    assert backend.fetchall(path, "SELECT count(*) FROM leases") == [(0,)]
 
 
 # ---------------------------------------------------------------- peers that leave or stall
@@ -366,11 +359,14 @@ def test_a_contributor_that_stops_reading_delays_no_one(coordinator: Coordinator
 # ---------------------------------------------------------------- quotas
 
 
-def test_queue_quotas_answer_429_with_a_sentence(tmp_path: Path) -> None:
+def test_queue_quotas_answer_429_with_a_sentence(tmp_path: Path, backend: Backend) -> None:
     """Past the queued-jobs quotas, submissions get 429 and one sentence saying which."""
     server = Coordinator(
         data_dir=tmp_path / "c",
-        extra_args=["--max-queued-per-submitter", "2", "--max-queued", "3"],
+        extra_args=[
+            *backend.coordinator_args,
+            *("--max-queued-per-submitter", "2", "--max-queued", "3"),
+        ],
     ).start()
     try:
         server.submit("print(1)")
@@ -384,9 +380,12 @@ def test_queue_quotas_answer_429_with_a_sentence(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_log_quota_keeps_a_note_and_drops_the_rest(tmp_path: Path) -> None:
+def test_log_quota_keeps_a_note_and_drops_the_rest(tmp_path: Path, backend: Backend) -> None:
     """Past the per-job log quota, records are acked but not stored; one note says so."""
-    server = Coordinator(data_dir=tmp_path / "c", extra_args=["--max-log-mib-per-job", "1"]).start()
+    server = Coordinator(
+        data_dir=tmp_path / "c",
+        extra_args=[*backend.coordinator_args, "--max-log-mib-per-job", "1"],
+    ).start()
     try:
         agent = FakeAgent(server)
         job = dispatched(server, agent)
@@ -408,10 +407,15 @@ def test_log_quota_keeps_a_note_and_drops_the_rest(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_records_of_many_lines_are_bounded_like_any_record(tmp_path: Path) -> None:
+def test_records_of_many_lines_are_bounded_like_any_record(
+    tmp_path: Path, backend: Backend
+) -> None:
     """Records packed with newlines count against the log quota by their bytes, a record
     over MAX_RECORD_CHARS is refused with 1002, and the seed socket sends each stored line."""
-    server = Coordinator(data_dir=tmp_path / "c", extra_args=["--max-log-mib-per-job", "1"]).start()
+    server = Coordinator(
+        data_dir=tmp_path / "c",
+        extra_args=[*backend.coordinator_args, "--max-log-mib-per-job", "1"],
+    ).start()
     try:
         agent = FakeAgent(server)
         job = dispatched(server, agent)

@@ -1,5 +1,7 @@
 """Contributor slots: an agent that says ``slots: N`` in its hello runs up to N jobs at once,
-each in a container of its own; one that says nothing gets one job at a time."""
+each in a container of its own; one that says nothing gets one job at a time.
+
+The coordinator's slot accounting runs on SQLite and on PostgreSQL (``both_backends``)."""
 
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def _no_job_within(agent: FakeAgent, timeout_s: float) -> bool:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.both_backends
 def test_a_contributor_with_three_slots_holds_three_jobs_and_no_more(
     coordinator: Coordinator,
 ) -> None:
@@ -66,6 +69,7 @@ def test_a_contributor_with_three_slots_holds_three_jobs_and_no_more(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.both_backends
 def test_a_hello_without_slots_gets_one_job_at_a_time(coordinator: Coordinator) -> None:
     """An agent that predates slots (no field in its hello) is never given a second job
     while it holds one."""
@@ -79,6 +83,7 @@ def test_a_hello_without_slots_gets_one_job_at_a_time(coordinator: Coordinator) 
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.both_backends
 def test_slots_are_shared_with_other_contributors_in_turn(coordinator: Coordinator) -> None:
     """A contributor with many slots does not starve one with a single slot: after its
     first job it goes behind the others that are idle."""
@@ -92,6 +97,7 @@ def test_slots_are_shared_with_other_contributors_in_turn(coordinator: Coordinat
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.both_backends
 def test_jobs_kept_over_a_reconnect_count_against_the_slots(coordinator: Coordinator) -> None:
     """An agent that comes back running two jobs, now with three slots, is given exactly one
     more: the leases it kept fill two of them."""

@@ -26,7 +26,7 @@ from compound.protocol import (
 )
 from pg_cluster import Backend
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_backends]
 SHA = "ab" * 32
 
 

@@ -9,6 +9,11 @@ need is kept (a job's number, id, owner, whether it needs packages), never its s
 A job taken from here may turn out not to be queued any more (cancelled meanwhile): the
 claim's ``WHERE status`` refuses it and the claimer takes the next. A job queued in the
 database but missing here would wait forever, so the sweep compares counts and reloads.
+
+A reload reads the rows while this coordinator keeps queuing and taking jobs: its snapshot
+may predate a job queued here meanwhile (which would vanish) or a job taken or cancelled
+here meanwhile (which would come back). So the changes made here while a reload's read is in
+flight are noted and replayed onto its snapshot (``begin_reload`` / ``finish_reload``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class JobQueue:
         self._plain: list[int] = []
         self._by_id: dict[str, int] = {}
         self._per_owner: dict[str | None, int] = {}
+        # While reloads read the rows: this queue's own changes, (job, added), in order.
+        self._reloads = 0
+        self._changes: list[tuple[QueuedJob, bool]] = []
         self.clear()
 
     def clear(self) -> None:
@@ -43,6 +51,11 @@ class JobQueue:
 
     def add(self, job: QueuedJob) -> None:
         """Queue ``job`` in its place by number (idempotent)."""
+        if self._reloads:
+            self._changes.append((job, True))
+        self._add(job)
+
+    def _add(self, job: QueuedJob) -> None:
         if job.number in self._jobs:
             return
         self._jobs[job.number] = job
@@ -53,6 +66,13 @@ class JobQueue:
         self._per_owner[job.owner] = self._per_owner.get(job.owner, 0) + 1
 
     def discard(self, job_id: str) -> QueuedJob | None:
+        """Remove job ``job_id`` if it is here; it, or None."""
+        job = self._discard(job_id)
+        if self._reloads:  # even if not here: a reload's snapshot may still hold it
+            self._changes.append((job or QueuedJob(-1, job_id, None, plain=False), False))
+        return job
+
+    def _discard(self, job_id: str) -> QueuedJob | None:
         number = self._by_id.get(job_id)
         if number is None:
             return None
@@ -102,7 +122,30 @@ class JobQueue:
     def replace_all(self, jobs: list[QueuedJob]) -> None:
         self.clear()
         for job in jobs:
-            self.add(job)
+            self._add(job)
+
+    def begin_reload(self) -> int:
+        """A reload starts reading the rows: from now on this queue's changes are noted.
+        Returns the mark to hand to ``finish_reload``."""
+        self._reloads += 1
+        return len(self._changes)
+
+    def finish_reload(self, mark: int, jobs: list[QueuedJob] | None) -> None:
+        """``jobs`` (the rows read since ``begin_reload`` gave ``mark``) become the queue,
+        then the changes made here since are replayed onto them; None (the read failed)
+        leaves the queue as it is."""
+        changes = self._changes[mark:]
+        self._reloads -= 1
+        if not self._reloads:
+            self._changes = []
+        if jobs is None:
+            return
+        self.replace_all(jobs)
+        for job, added in changes:
+            if added:
+                self._add(job)
+            else:
+                self._discard(job.id)
 
     def __len__(self) -> int:
         return len(self._numbers)

@@ -149,8 +149,15 @@ class Scheduler:
 
     async def _load_queue(self) -> None:
         """Mirror the queued rows in memory (at start, and when the sweep finds a gap)."""
-        rows = await self._jobs.queued()
-        self._queue.replace_all([QueuedJob(*row) for row in rows if row[1] not in self._taking])
+        mark = self._queue.begin_reload()  # what changes here meanwhile is kept (job_queue)
+        try:
+            rows = await self._jobs.queued()
+        except BaseException:
+            self._queue.finish_reload(mark, None)
+            raise
+        self._queue.finish_reload(
+            mark, [QueuedJob(*row) for row in rows if row[1] not in self._taking]
+        )
 
     async def queue_changed_elsewhere(self) -> None:
         """Another coordinator sharing the database queued or took jobs: mirror the rows
