@@ -12,6 +12,7 @@ its row marked as such), in this order:
 - (g) ``fanout.py``: one job of 1,000,000 lines to 10 followers;
 - (18) ``cluster.py``: dispatch with 1-3 coordinators on one PostgreSQL against SQLite,
   cross-coordinator first line, failover after a SIGKILL (docs/cluster.md);
+  ``cluster_presence.py``: 10,000 contributors over 2 coordinators on PostgreSQL;
 - ``deps_start.py`` if present (per-job dependencies): its ``main()`` returns figures;
 - ``profiles.py``: py-spy flame graphs of (a) and (c), kept as bench/profile_*.svg.
 
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import burst_cpu
 import cluster as several_coordinators
+import cluster_presence
 import end_to_end
 import engine_ceiling
 import fanout
@@ -222,6 +224,7 @@ def main() -> None:
         ("(g) fan-out", 180, fanout.main),
         # Issue 18: 1-3 coordinators on one PostgreSQL, cross-coordinator follow, failover.
         ("(18) several coordinators", 240, several_coordinators.main),
+        ("(18) 10,000 contributors over 2 coordinators", 360, cluster_presence.main),
     ]
     deps = deps_part()
     if deps is not None:
