@@ -186,6 +186,9 @@ class World:
             extra_args=["--drain-s", str(AGENT_DRAIN_S)],
         )
         agent.start(wait_connected=False)
+        # Started means its stop signals are handled: a SIGTERM while Python still imports
+        # ends the process at once, which is a kill, not the clean stop the invariants judge.
+        agent.wait_event("starting", timeout_s=60)
         node_id = wait_until(lambda: _node_id(agent), 30, f"{slot.label}'s node id")
         with self._lock:
             slot.agent, slot.frozen = agent, False
@@ -233,7 +236,8 @@ class World:
                 # The drain, the hand-back and the containers' removal may take a while on a
                 # loaded machine; an agent that had to be SIGKILLed is counted as such.
                 end_process(slot.agent.proc, signal.SIGTERM, timeout_s=AGENT_DRAIN_S + 60)
-                killed = slot.agent.proc.returncode == -signal.SIGKILL
+                # -SIGTERM: the signal's default action ended it, no cleanup ran: a kill too.
+                killed = slot.agent.proc.returncode in (-signal.SIGKILL, -signal.SIGTERM)
                 self._ended(slot, "sigkill" if killed else "sigterm")
         if self.coordinator.proc is not None:
             self.coordinator.proc.send_signal(signal.SIGCONT)

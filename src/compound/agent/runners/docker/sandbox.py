@@ -166,8 +166,10 @@ def _epoch(text: object) -> float | None:
 async def close_and_remove(sandbox: Sandbox) -> None:
     if sandbox.idle_watch is not None:
         sandbox.idle_watch.cancel()
-    await sandbox.attachment.close()
-    await remove(sandbox.container)
+    try:
+        await sandbox.attachment.close()
+    finally:  # the container goes even when its stream fails to close cleanly
+        await remove(sandbox.container)
 
 
 async def remove_once_ended(sandbox: Sandbox) -> None:
