@@ -100,7 +100,8 @@ class OutputRelay:
         self._answer = answer_write
         self._read = 0
         self._stopping = False
-        self._stopped = _thread.allocate_lock()
+        # Held while the ring is copied out: the thread and ``stop`` never write at once.
+        self._copying = _thread.allocate_lock()
         self.broken = False
         # Set by ``start``: stderr records go on stdout, framed with this tag.
         self._stderr_tag = b""
@@ -120,21 +121,27 @@ class OutputRelay:
     def start(self, marker: bytes) -> None:
         """Relay from now on; stderr goes framed on stdout (see ``stderr_tag``)."""
         self._stderr_tag = stderr_tag(marker)
-        self._stopped.acquire()
         _thread.start_new_thread(self._run, ())
 
     def stop(self) -> None:
-        """Stop the thread, then copy out what is left (the job is gone: nothing comes)."""
-        self._stopping = True
-        with self._stopped:
+        """Copy out what is left (the job is gone: nothing comes) and stop relaying.
+
+        Without waiting for the thread's next tick (up to ``TICK_S`` on every job's end):
+        from here on the thread writes nothing and ends at that tick by itself.
+        """
+        with self._copying:
+            self._stopping = True
             self.copy_out()
 
     def _run(self) -> None:
         try:
-            while not self._stopping:
+            while True:
                 ready, _, _ = select.select([self._kick], [], [], TICK_S)
                 waiting = os.read(self._kick, 4096).count(KICK_WAIT) if ready else 0
-                self.copy_out()
+                with self._copying:
+                    if self._stopping:
+                        return
+                    self.copy_out()
                 if waiting:
                     _write_all(self._answer, ANSWER * waiting)
         except OSError:
@@ -142,7 +149,6 @@ class OutputRelay:
         finally:
             # A job waiting for an answer reads EOF and writes directly from then on.
             os.close(self._answer)
-            self._stopped.release()
 
     def copy_out(self) -> None:
         """Write out every whole record in the ring, in order, then mark it read."""
