@@ -9,12 +9,17 @@ need is kept (a job's number, id, owner, whether it needs packages), never its s
 A job taken from here may turn out not to be queued any more (cancelled meanwhile): the
 claim's ``WHERE status`` refuses it and the claimer takes the next. A job queued in the
 database but missing here would wait forever, so the sweep compares counts and reloads.
+A reload reads the rows while jobs keep coming and going: what was added or discarded while
+it read (``reload_journal``) is applied again over what it read (``replace_all``).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+
+# One reload's record of the adds (the job) and discards (its id) made while it read the rows.
+Journal = list["QueuedJob | str"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class JobQueue:
         self._plain: list[int] = []
         self._by_id: dict[str, int] = {}
         self._per_owner: dict[str | None, int] = {}
+        self._journals: list[Journal] = []  # of the reloads under way
         self.clear()
 
     def clear(self) -> None:
@@ -43,6 +49,11 @@ class JobQueue:
 
     def add(self, job: QueuedJob) -> None:
         """Queue ``job`` in its place by number (idempotent)."""
+        for journal in self._journals:
+            journal.append(job)
+        self._add(job)
+
+    def _add(self, job: QueuedJob) -> None:
         if job.number in self._jobs:
             return
         self._jobs[job.number] = job
@@ -53,6 +64,11 @@ class JobQueue:
         self._per_owner[job.owner] = self._per_owner.get(job.owner, 0) + 1
 
     def discard(self, job_id: str) -> QueuedJob | None:
+        for journal in self._journals:
+            journal.append(job_id)
+        return self._discard(job_id)
+
+    def _discard(self, job_id: str) -> QueuedJob | None:
         number = self._by_id.get(job_id)
         if number is None:
             return None
@@ -99,10 +115,34 @@ class JobQueue:
         number = self._by_id.get(job_id)
         return None if number is None else self.position(number)
 
-    def replace_all(self, jobs: list[QueuedJob]) -> None:
+    def get(self, job_id: str) -> QueuedJob | None:
+        """Job ``job_id``'s entry, if it is in this queue."""
+        number = self._by_id.get(job_id)
+        return None if number is None else self._jobs[number]
+
+    def reload_journal(self) -> Journal:
+        """Call before reading the rows of a reload; hand the result to ``replace_all``."""
+        journal: Journal = []
+        self._journals.append(journal)
+        return journal
+
+    def end_reload(self, journal: Journal) -> None:
+        """Stop recording into ``journal`` (its reload ended, or failed)."""
+        self._journals = [other for other in self._journals if other is not journal]
+
+    def replace_all(self, jobs: list[QueuedJob], journal: Journal | None = None) -> None:
+        """The queue as ``jobs`` (rows read by a reload), then the adds and discards made
+        while they were read, in order."""
+        if journal is not None:
+            self.end_reload(journal)
         self.clear()
         for job in jobs:
-            self.add(job)
+            self._add(job)
+        for item in journal or []:
+            if isinstance(item, QueuedJob):
+                self._add(item)
+            else:
+                self._discard(item)
 
     def __len__(self) -> int:
         return len(self._numbers)
