@@ -272,20 +272,20 @@ def test_a_reload_keeps_what_was_queued_taken_or_cancelled_here_during_its_read(
     jobs = [QueuedJob(number, f"j{number}", None, True) for number in range(1, 6)]
     queue = JobQueue()
     queue.replace_all(jobs[:4])
-    mark = queue.begin_reload()
+    mark = queue.reload_journal()
     queue.add(jobs[4])  # committed after the reload's snapshot
     taken = queue.take(plain_only=False)  # j1: its claim under way when the rows were read
     assert queue.discard("j2") is not None  # cancelled here
     queue.discard("j9")  # not here: a no-op, replayed as one
-    queue.finish_reload(mark, jobs[:4])  # the snapshot: j1..j4
+    queue.replace_all(jobs[:4], mark)  # the snapshot: j1..j4
     assert taken is not None and taken.id == "j1"
     assert [queue.position_of(f"j{n}") for n in range(1, 6)] == [None, None, 1, 2, 3]
-    failed = queue.begin_reload()
+    failed = queue.reload_journal()
     queue.add(QueuedJob(6, "j6", None, True))
-    queue.finish_reload(failed, None)  # the read failed: the queue stays as it is
+    queue.end_reload(failed)  # the read failed: the queue stays as it is
     assert len(queue) == 4 and queue.position_of("j6") == 4
-    again = queue.begin_reload()
-    queue.finish_reload(again, jobs[2:5])  # nothing changed here meanwhile: the rows win
+    again = queue.reload_journal()
+    queue.replace_all(jobs[2:5], again)  # nothing changed here meanwhile: the rows win
     assert len(queue) == 3 and queue.position_of("j6") is None
 
 

@@ -9,17 +9,17 @@ need is kept (a job's number, id, owner, whether it needs packages), never its s
 A job taken from here may turn out not to be queued any more (cancelled meanwhile): the
 claim's ``WHERE status`` refuses it and the claimer takes the next. A job queued in the
 database but missing here would wait forever, so the sweep compares counts and reloads.
-
-A reload reads the rows while this coordinator keeps queuing and taking jobs: its snapshot
-may predate a job queued here meanwhile (which would vanish) or a job taken or cancelled
-here meanwhile (which would come back). So the changes made here while a reload's read is in
-flight are noted and replayed onto its snapshot (``begin_reload`` / ``finish_reload``).
+A reload reads the rows while jobs keep coming and going: what was added or discarded while
+it read (``reload_journal``) is applied again over what it read (``replace_all``).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+
+# One reload's record of the adds (the job) and discards (its id) made while it read the rows.
+Journal = list["QueuedJob | str"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,7 @@ class JobQueue:
         self._plain: list[int] = []
         self._by_id: dict[str, int] = {}
         self._per_owner: dict[str | None, int] = {}
-        # While reloads read the rows: this queue's own changes, (job, added), in order.
-        self._reloads = 0
-        self._changes: list[tuple[QueuedJob, bool]] = []
+        self._journals: list[Journal] = []  # of the reloads under way
         self.clear()
 
     def clear(self) -> None:
@@ -51,8 +49,8 @@ class JobQueue:
 
     def add(self, job: QueuedJob) -> None:
         """Queue ``job`` in its place by number (idempotent)."""
-        if self._reloads:
-            self._changes.append((job, True))
+        for journal in self._journals:
+            journal.append(job)
         self._add(job)
 
     def _add(self, job: QueuedJob) -> None:
@@ -66,11 +64,9 @@ class JobQueue:
         self._per_owner[job.owner] = self._per_owner.get(job.owner, 0) + 1
 
     def discard(self, job_id: str) -> QueuedJob | None:
-        """Remove job ``job_id`` if it is here; it, or None."""
-        job = self._discard(job_id)
-        if self._reloads:  # even if not here: a reload's snapshot may still hold it
-            self._changes.append((job or QueuedJob(-1, job_id, None, plain=False), False))
-        return job
+        for journal in self._journals:
+            journal.append(job_id)
+        return self._discard(job_id)
 
     def _discard(self, job_id: str) -> QueuedJob | None:
         number = self._by_id.get(job_id)
@@ -119,33 +115,34 @@ class JobQueue:
         number = self._by_id.get(job_id)
         return None if number is None else self.position(number)
 
-    def replace_all(self, jobs: list[QueuedJob]) -> None:
+    def get(self, job_id: str) -> QueuedJob | None:
+        """Job ``job_id``'s entry, if it is in this queue."""
+        number = self._by_id.get(job_id)
+        return None if number is None else self._jobs[number]
+
+    def reload_journal(self) -> Journal:
+        """Call before reading the rows of a reload; hand the result to ``replace_all``."""
+        journal: Journal = []
+        self._journals.append(journal)
+        return journal
+
+    def end_reload(self, journal: Journal) -> None:
+        """Stop recording into ``journal`` (its reload ended, or failed)."""
+        self._journals = [other for other in self._journals if other is not journal]
+
+    def replace_all(self, jobs: list[QueuedJob], journal: Journal | None = None) -> None:
+        """The queue as ``jobs`` (rows read by a reload), then the adds and discards made
+        while they were read, in order."""
+        if journal is not None:
+            self.end_reload(journal)
         self.clear()
         for job in jobs:
             self._add(job)
-
-    def begin_reload(self) -> int:
-        """A reload starts reading the rows: from now on this queue's changes are noted.
-        Returns the mark to hand to ``finish_reload``."""
-        self._reloads += 1
-        return len(self._changes)
-
-    def finish_reload(self, mark: int, jobs: list[QueuedJob] | None) -> None:
-        """``jobs`` (the rows read since ``begin_reload`` gave ``mark``) become the queue,
-        then the changes made here since are replayed onto them; None (the read failed)
-        leaves the queue as it is."""
-        changes = self._changes[mark:]
-        self._reloads -= 1
-        if not self._reloads:
-            self._changes = []
-        if jobs is None:
-            return
-        self.replace_all(jobs)
-        for job, added in changes:
-            if added:
-                self._add(job)
+        for item in journal or []:
+            if isinstance(item, QueuedJob):
+                self._add(item)
             else:
-                self._discard(job.id)
+                self._discard(item)
 
     def __len__(self) -> int:
         return len(self._numbers)

@@ -149,22 +149,35 @@ class Scheduler:
 
     async def _load_queue(self) -> None:
         """Mirror the queued rows in memory (at start, and when the sweep finds a gap)."""
-        mark = self._queue.begin_reload()  # what changes here meanwhile is kept (job_queue)
+        journal = self._queue.reload_journal()
         try:
             rows = await self._jobs.queued()
         except BaseException:
-            self._queue.finish_reload(mark, None)
+            self._queue.end_reload(journal)
             raise
-        self._queue.finish_reload(
-            mark, [QueuedJob(*row) for row in rows if row[1] not in self._taking]
-        )
+        entries = [QueuedJob(*row) for row in rows if row[1] not in self._taking]
+        self._queue.replace_all(entries, journal)
 
     async def queue_changed_elsewhere(self) -> None:
-        """Another coordinator sharing the database queued or took jobs: mirror the rows
-        again (the claims' WHERE keeps a stale mirror safe) and dispatch."""
+        """Another coordinator sharing the database queued or took jobs, and what may be
+        unknown here (hints were lost): mirror the rows again (the claims' WHERE keeps a
+        stale mirror safe) and dispatch."""
         await self._load_queue()
         self._hub.queue_moved()
         await self.dispatch()
+
+    def queue_hinted(self, added: list[QueuedJob], left: list[str]) -> None:
+        """Another coordinator announced jobs that entered or left the queue
+        (``queue_hints``): the mirror follows, no query; the caller dispatches."""
+        for job_id in left:
+            self._queue.discard(job_id)
+        for entry in added:
+            if entry.id not in self._taking and self._leases.of(entry.id) is None:
+                self._queue.add(entry)
+
+    def queued_entry(self, job_id: str) -> QueuedJob | None:
+        """``job_id``'s entry in the queue mirror, if it is there (what a hint announces)."""
+        return self._queue.get(job_id)
 
     def _queued(self, job: JobRow) -> None:
         self._queue.add(QueuedJob(job.number, job.id, job.owner, plain=not job.requirements))
@@ -671,7 +684,9 @@ class Scheduler:
         await self._write_back()
         self.job_counts = await self._jobs.count_by_status()
         in_memory = len(self._queue) + len(self._claiming)
-        if self.job_counts.get(JobStatus.QUEUED.value, 0) > in_memory:
+        queued = self.job_counts.get(JobStatus.QUEUED.value, 0)
+        # Several coordinators: a stale hint may also leave jobs here that are queued no more.
+        if queued > in_memory or (self._cluster is not None and queued < len(self._queue)):
             # A safety net: whatever path queued a row without the in-memory queue knowing,
             # it waits one sweep. (Reloading is harmless: a claim's WHERE status refuses a
             # job that is no longer queued.) With other coordinators on the database, this

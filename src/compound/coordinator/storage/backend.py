@@ -113,11 +113,21 @@ class PgRow(tuple):  # type: ignore[type-arg]
         return list(self._index)
 
 
+# Column positions by the column names of a result, built once per shape of result:
+# ``cursor.description`` makes a Column object per column on every statement.
+_INDEXES: dict[tuple[bytes | None, ...], dict[str, int]] = {}
+
+
 def _row_factory(cursor: Any) -> Any:
-    description = cursor.description
-    if description is None:
+    result = cursor.pgresult
+    if result is None or not result.nfields:
         return tuple
-    index = {column.name: position for position, column in enumerate(description)}
+    names = tuple(result.fname(position) for position in range(result.nfields))
+    index = _INDEXES.get(names)
+    if index is None:
+        index = {column.name: position for position, column in enumerate(cursor.description)}
+        if len(_INDEXES) < 1024:  # the statements are the stores' own: a few dozen shapes
+            _INDEXES[names] = index
 
     def make(values: Sequence[Any]) -> PgRow:
         row = PgRow(values)
@@ -134,6 +144,9 @@ class PgConnection:
     Connected at the first BEGIN, and again at the next BEGIN after the connection broke
     (a server restart fails the transactions in flight, not the writer).
     """
+
+    # The group writer's operations may use PostgreSQL's own statements (``job_writes``).
+    postgresql = True
 
     def __init__(self, url: str) -> None:
         self._url = libpq_url(url)

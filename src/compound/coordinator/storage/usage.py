@@ -63,8 +63,9 @@ class Room:
     reason: str
 
 
+# The owner's row and the sums' row in one statement (owners are never "", the sums' owner).
 _CHARGE = (
-    "INSERT INTO usage (owner, jobs, db_bytes, file_bytes) VALUES (?, ?, ?, ?)"
+    "INSERT INTO usage (owner, jobs, db_bytes, file_bytes) VALUES (?, ?, ?, ?), (?, ?, ?, ?)"
     " ON CONFLICT (owner) DO UPDATE SET jobs = usage.jobs + excluded.jobs,"
     " db_bytes = usage.db_bytes + excluded.db_bytes,"
     " file_bytes = usage.file_bytes + excluded.file_bytes"
@@ -84,9 +85,7 @@ def charge(
     transaction that stores or frees the bytes."""
     if owner is None or (jobs == 0 and db_bytes == 0 and file_bytes == 0):
         return
-    conn.executemany(
-        _CHARGE, [(owner, jobs, db_bytes, file_bytes), (TOTAL, jobs, db_bytes, file_bytes)]
-    )
+    conn.execute(_CHARGE, (owner, jobs, db_bytes, file_bytes, TOTAL, jobs, db_bytes, file_bytes))
 
 
 def held(conn: sqlite3.Connection, owner: str) -> Held:
