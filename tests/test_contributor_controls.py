@@ -1,12 +1,14 @@
 """The contributor page's lending controls in a real browser (Debian's Chromium), against the
 real desktop app server (`compound app --serve-only`), a real agent and real containers:
-pause freezes a running job and resume continues it, hours that exclude now pause the agent
-with the reason shown, the CLI and the page control the same agent, and another origin's
-POST to the controls is refused."""
+pause freezes a running job and resume continues it, idle-only set on the page pauses the
+agent (and freezes its job) while a CPU hog outside the sandbox runs, hours that exclude now
+pause the agent with the reason shown, the CLI and the page control the same agent, and
+another origin's POST to the controls is refused."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +22,14 @@ from playwright.sync_api import Page, expect
 from compound.agent.default_share import Machine, default_lending
 from compound.agent.runners.base import Limits
 from support import Coordinator, run_cli, wait_until
-from test_agent_controls import COUNTER, counted, paused_in_docker
+from test_agent_controls import COUNTER, counted, cpu_hog, idle_threshold, paused_in_docker
 from test_contributor_page import UI_TIMEOUT_MS, ServedApp, expect_connected, serve_app
 
 # The agent keeps heartbeating while paused; a long lease keeps these tests free of races.
 LEASE_TIMEOUT_S = 60.0
+# The app starts its agent with the defaults: a look every 2 s, and lending again once the
+# machine stayed idle for 30 s (a burst of other work on a shared machine starts that over).
+IDLE_RESUME_MS = 150_000
 
 
 @pytest.fixture
@@ -93,6 +98,65 @@ def test_pause_on_the_page_freezes_the_job_and_resume_continues_it(
     assert not paused_in_docker(job_id)
     expect(frozen).to_have_attribute("data-frozen", "false", timeout=UI_TIMEOUT_MS)
     expect(page.get_by_test_id("job-title")).to_have_text("Running a job")
+    run_cli("cancel", job_id, coordinator=patient)
+
+
+def machine_cpu_percent(page: Page) -> int | None:
+    """The machine's own CPU use as the idle-only row shows it, None before a reading."""
+    match = re.search(r"(\d+)%", page.get_by_test_id("donor-idle-cpu-percent-reading").inner_text())
+    return int(match.group(1)) if match else None
+
+
+@pytest.mark.timeout(360)
+def test_idle_only_set_on_the_page_pauses_while_a_cpu_hog_runs(
+    app: ServedApp, patient: Coordinator, page: Page
+) -> None:
+    """Only when idle, set on the page: a busy loop on every core outside the sandbox pauses
+    the agent with the reason and freezes its job (it prints nothing); once the hog has ended
+    and the machine stayed idle, it lends again and the job counts on."""
+    # Headless Chromium composites in software: the page's endless pulses over its blurred
+    # panels would cost most of a core, itself "the donor using the machine". A donor's
+    # reduced-motion preference stops them (with a GPU they cost next to nothing).
+    page.emulate_media(reduced_motion="reduce")
+    contribute(page, app)
+    job_id = patient.submit(COUNTER, timeout_s=200)
+    wait_until(lambda: counted(patient, job_id) >= 3, 60, "the job counting")
+    threshold = idle_threshold()
+    idle = page.get_by_test_id("donor-idle-cpu-percent")
+    expect(idle).to_have_value("off", timeout=UI_TIMEOUT_MS)
+    idle.fill(str(threshold))
+    idle.press("Enter")
+    expect(page.get_by_test_id("donor-idle-cpu-percent-current")).to_have_text(f"now {threshold}")
+    state = page.get_by_test_id("lending-state")
+    expect(state).to_have_text("Active")
+    wait_until(
+        lambda: (used := machine_cpu_percent(page)) is not None and used <= threshold,
+        30,
+        "the page showing an idle machine",
+    )
+    frozen = page.get_by_test_id("agent-job").filter(has_text=job_id)
+    with cpu_hog():
+        expect(state).to_have_text("Paused", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("lending-reason")).to_have_text(
+            f"its donor is using the machine (CPU over {threshold}%)"
+        )
+        wait_until(lambda: paused_in_docker(job_id), 10, "the container paused")
+        expect(frozen).to_have_attribute("data-frozen", "true", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("job-title")).to_have_text("Job frozen (paused)")
+        wait_until(
+            lambda: (used := machine_cpu_percent(page)) is not None and used > threshold,
+            UI_TIMEOUT_MS / 1000,
+            "the page showing the hog's CPU use",
+        )
+        time.sleep(1.0)  # what was printed before the freeze reaches the coordinator
+        frozen_at = counted(patient, job_id)
+        time.sleep(1.5)
+        assert counted(patient, job_id) == frozen_at, "the job ran while paused"
+    expect(state).to_have_text("Active", timeout=IDLE_RESUME_MS)
+    expect(page.get_by_test_id("lending-reason")).to_have_text("takes jobs")
+    wait_until(lambda: counted(patient, job_id) > frozen_at + 3, 30, "the job counting again")
+    expect(frozen).to_have_attribute("data-frozen", "false", timeout=UI_TIMEOUT_MS)
+    assert cli_status(app)["settings"]["idle-cpu-percent"] == str(threshold)
     run_cli("cancel", job_id, coordinator=patient)
 
 

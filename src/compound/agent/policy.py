@@ -22,7 +22,8 @@ ON_BATTERY = "on battery"
 class Observed:
     local_time: time
     # The machine's CPU use without the jobs' was over the donor's threshold lately
-    # (``IdleCpu``); ``cpu_percent`` is its last reading, None when unknown.
+    # (``IdleCpu``); ``cpu_percent`` is its last reading, None when unknown (shown in the
+    # status, never in the reason).
     cpu_busy: bool = False
     cpu_percent: float | None = None
     # On battery power now; a machine without a battery never is.
@@ -44,10 +45,12 @@ def decide(donor: DonorSettings, observed: Observed) -> Decision:
     if donor.on_battery is OnBattery.PAUSE and observed.on_battery:
         return Decision(Lending.PAUSED, ON_BATTERY)
     if donor.idle_cpu_percent is not None and observed.cpu_busy:
-        used = "" if observed.cpu_percent is None else f"{observed.cpu_percent:.0f}% "
+        # Not the reading itself: the reason would change at every look, and each change
+        # is a log line, an event and a message to the coordinator. The reading is in the
+        # agent's status (``non_job_cpu_percent``).
         return Decision(
             Lending.PAUSED,
-            f"its donor is using the machine (CPU {used}over {donor.idle_cpu_percent:g}%)",
+            f"its donor is using the machine (CPU over {donor.idle_cpu_percent:g}%)",
         )
     return Decision(Lending.ACTIVE)
 

@@ -69,6 +69,9 @@ def status(
     typer.echo(answer["message"])
     for key, value in (state.get("settings") or {}).items():
         typer.echo(f"  {key}: {value}")
+    used = state.get("non_job_cpu_percent")
+    if isinstance(used, int | float):
+        typer.echo(f"  this machine's own CPU use (without the jobs'): {used:.0f}%")
     jobs = state.get("jobs") or []
     typer.echo(f"  running jobs: {len(jobs)} (slots: {state.get('slots')})")
     for job in jobs:

@@ -17,7 +17,8 @@ export const SETTINGS = [
   { key: "hours", label: "Hours", placeholder: "09:00-17:00 or always",
     hint: "Lend only inside this daily window of local time." },
   { key: "idle-cpu-percent", label: "Only when idle", placeholder: "e.g. 50, or off",
-    hint: "Pause while this machine's own CPU use is over this percentage." },
+    hint: "Pause while this machine's own CPU use is over this percentage.",
+    reading: machineCpuText },
   { key: "on-battery", label: "On battery", choices: ["run", "pause"],
     hint: "Pause while the machine runs on its battery." },
   { key: "cpus", label: "CPUs per job", placeholder: "cores, or default", hint: "" },
@@ -36,6 +37,14 @@ export function lendingText(lending) {
   if (!lending) return { state: "Starting…", reason: "", tone: "" };
   const reason = lending.state === Lending.ACTIVE ? "takes jobs" : lending.reason || "";
   return { state: STATE_TEXT[lending.state] || lending.state, reason, tone: lending.state };
+}
+
+/** The machine's own CPU use (without the jobs') as the agent last read it (pure): what the
+ * idle-only threshold is compared with, so a donor can choose one. */
+export function machineCpuText(status) {
+  const used = status.non_job_cpu_percent;
+  if (typeof used !== "number" || !Number.isFinite(used)) return "";
+  return `This machine's own CPU use (without the jobs') is ${Math.round(used)}% now.`;
 }
 
 /** What an input shows for a setting the agent describes ("2 (default)" → "default"). */
@@ -78,9 +87,12 @@ export class LendingPanel {
     const current = h("span", { class: "donor-current", dataset: { testid: `${id}-current` } });
     const apply = h("button", { class: "btn btn--sm", type: "submit", dataset: { testid: `${id}-apply` } },
       "Apply");
+    const reading = setting.reading
+      ? h("span", { class: "donor-reading", dataset: { testid: `${id}-reading` } })
+      : null;
     const form = h("form", { class: "donor-row", novalidate: true, title: setting.hint || null },
-      h("label", { class: "setting-label", for: id }, setting.label), input, apply, current);
-    const row = { input, current, apply, dirty: false };
+      h("label", { class: "setting-label", for: id }, setting.label), input, apply, current, reading);
+    const row = { setting, input, current, reading, apply, dirty: false };
     input.addEventListener("input", () => { row.dirty = true; });
     input.addEventListener("change", () => { row.dirty = true; });
     form.addEventListener("submit", (event) => {
@@ -166,6 +178,7 @@ export class LendingPanel {
     for (const [key, row] of this.rows) {
       if (!(key in settings)) continue;
       row.current.textContent = `now ${settings[key]}`;
+      if (row.reading) row.reading.textContent = row.setting.reading(status);
       if (!row.dirty && document.activeElement !== row.input) row.input.value = inputValue(settings[key]);
     }
   }
