@@ -478,6 +478,26 @@ def test_hundred_thousand_lines_keep_the_dom_bounded(
     )
 
 
+@pytest.mark.timeout(60)
+def test_endless_animations_rest_while_the_window_is_in_the_background(
+    coordinator: Coordinator, page: Page, tmp_path: Path
+) -> None:
+    """A queued job's badge breathes while the window is in front and stands still while it
+    is not (without a GPU each frame repaints the blurred panels: a core's worth)."""
+    page.goto(coordinator.url + "/submitter.html")
+    submit_file(page, write_script(tmp_path, "waits.py", "print('no agent runs me')\n"))
+    expect(page.get_by_test_id("status-badge")).to_have_class(re.compile("badge--queued"))
+    states = (
+        "document.getAnimations().filter(a => a.animationName === 'breathe').map(a => a.playState)"
+    )
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
+    assert page.evaluate(states) == ["running"]
+    page.evaluate("window.dispatchEvent(new Event('blur'))")
+    assert page.evaluate(states) == ["paused"]
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
+    assert page.evaluate(states) == ["running"]
+
+
 @pytest.mark.timeout(90)
 def test_submit_errors_are_one_clear_sentence(
     coordinator: Coordinator, page: Page, tmp_path: Path

@@ -12,6 +12,7 @@
 import { inDesktopApp, manageToken, pageUrl, tokenStatus } from "./api.js";
 import { h, svg } from "./dom.js";
 import { nativeWindowState, windowAction } from "./nativewindow.js";
+import "./rest.js";
 
 const STROKE = { stroke: "currentColor", "stroke-width": "1.2", "stroke-linecap": "round" };
 const ICONS = {
