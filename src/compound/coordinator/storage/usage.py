@@ -22,6 +22,7 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,11 @@ def _holders(conn: sqlite3.Connection, column: str) -> int:
     return int(conn.execute(_HOLDERS[column]).fetchone()[0])
 
 
+def db_holders(conn: sqlite3.Connection) -> int:
+    """Owners holding database bytes or jobs: those the database cap is shared among."""
+    return _holders(conn, "db_bytes")
+
+
 def room(
     *,
     held_bytes: int,
@@ -147,17 +153,30 @@ def db_room(
     if owner is None:
         return Room(_NO_LIMIT, "")
     mine = mine or held(conn, owner)
-    total = held(conn, TOTAL)
+    return db_room_of(
+        mine, held(conn, TOTAL), lambda: _holders(conn, "db_bytes"), limits, database_bytes
+    )
+
+
+def db_room_of(
+    mine: Held,
+    total: Held,
+    holders: Callable[[], int],
+    limits: StoreLimits,
+    database_bytes: int,
+) -> Room:
+    """``db_room`` from counts already read; ``holders`` counts the owners holding
+    database bytes or jobs, asked only when the global cap may bind."""
     level = max(total.db_bytes, database_bytes)
-    holders = 0
+    sharing = 0
     if level + limits.max_db_bytes_per_owner - mine.db_bytes > limits.max_db_bytes:
-        holders = _holders(conn, "db_bytes") + (0 if mine.db_bytes or mine.jobs else 1)
+        sharing = holders() + (0 if mine.db_bytes or mine.jobs else 1)
     return room(
         held_bytes=mine.db_bytes,
         own_limit=limits.max_db_bytes_per_owner,
         total_bytes=level,
         cap=limits.max_db_bytes,
-        holders=holders,
+        holders=sharing,
         what="jobs' scripts and logs",
         store="database",
     )
@@ -199,13 +218,31 @@ def job_refusal(
     """Why ``owner`` may not store one more job of ``db_bytes``, if it may not."""
     if owner is None:
         return None
-    mine = held(conn, owner)
+    return job_refusal_of(
+        held(conn, owner),
+        lambda: held(conn, TOTAL),
+        lambda: _holders(conn, "db_bytes"),
+        limits,
+        db_bytes,
+        database_bytes,
+    )
+
+
+def job_refusal_of(
+    mine: Held,
+    total: Callable[[], Held],
+    holders: Callable[[], int],
+    limits: StoreLimits,
+    db_bytes: int,
+    database_bytes: int,
+) -> str | None:
+    """``job_refusal`` from the owner's counts (``mine``) and readers of the rest."""
     if mine.jobs >= limits.max_jobs_per_owner:
         return (
             f"you have {mine.jobs} jobs stored, your limit; "
             "wait for retention to remove old jobs' files"
         )
-    available = db_room(conn, owner, limits, database_bytes, mine)
+    available = db_room_of(mine, total(), holders, limits, database_bytes)
     return available.reason if db_bytes > available.bytes else None
 
 
