@@ -9,6 +9,8 @@ from compound.agent.runners.base import Runner
 
 # Linux and macOS name these fields; the others count as busy.
 _NOT_BUSY = ("idle", "iowait")
+# Containers whose CPU count is remembered: far more than run or are kept at once.
+_JOBS_REMEMBERED = 1024
 
 
 class CpuMeter:
@@ -28,7 +30,12 @@ class CpuMeter:
         jobs_delta = sum(
             max(0.0, used - self._jobs_last.get(key, 0.0)) for key, used in jobs.items()
         )
-        last, self._last, self._jobs_last = self._last, (busy, total), jobs
+        last, self._last = self._last, (busy, total)
+        # Kept, not replaced: a container that runs its submitter's next job (see reuse)
+        # comes back with its count where it left it.
+        self._jobs_last.update(jobs)
+        while len(self._jobs_last) > _JOBS_REMEMBERED:
+            del self._jobs_last[next(iter(self._jobs_last))]
         if last is None or total <= last[1]:
             return None
         share = (busy - last[0] - jobs_delta) / (total - last[1])

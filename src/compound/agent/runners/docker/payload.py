@@ -108,7 +108,7 @@ else:
         if (entry == stdlib or entry.startswith(stdlib + os.sep) or entry.endswith(".zip"))
         and not entry.rstrip(os.sep).endswith("-packages")
     ]
-    sys.argv[1:] = [*args, zygote, relay]
+    sys.argv[1:] = [*args, zygote, relay, programs["zygote"][1] if zygote else ""]
     exec(load("launcher"))
 """.replace("RELAY_BYTES", str(relay.DATA_AT + relay.RING_BYTES))
     .replace("RELAY_MAGIC", repr(relay.MAGIC))

@@ -9,7 +9,8 @@ the launcher sends what it left in ``outputs/`` after the job's output (see
 outputs) with the job's exit code: the result goes back then, while the container's
 end and removal happen in the background. All streams are attached before the start, so the
 first byte of output is never missed. Containers are started ahead of demand by a
-``WarmPool`` and each is still used for exactly one job and removed after it.
+``WarmPool``; one whose job ended by itself may be kept for the next job of the same
+submitter (``ReuseStash``), else it is removed after its job.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from compound.agent.runners.docker import controls
 from compound.agent.runners.docker.engine import EngineError, check_engine, connect, describe
 from compound.agent.runners.docker.env import refused_variable
 from compound.agent.runners.docker.orphans import remove_orphans
+from compound.agent.runners.docker.reuse import ReuseStash
 from compound.agent.runners.docker.outputs import OUTPUTS_TAR_PREFIX, OutputsReceiver
 from compound.agent.runners.docker.payload import SITECUSTOMIZE, PayloadTooBig
 from compound.agent.runners.docker.runtime import Chosen, choose_runtime
@@ -99,6 +101,10 @@ class DockerRunner:
         self._site: Path | None = None
         self.warm_pool: WarmPool[SandboxKey, Sandbox] = WarmPool(
             settings.warm, self._start_warm, Sandbox.usable, self._discard
+        )
+        # Finished containers, each for the next job of its submitter (key, tenant).
+        self.reuse: ReuseStash[tuple[SandboxKey, str], Sandbox] = ReuseStash(
+            settings.reuse, Sandbox.usable, self._discard
         )
         # The container of each job running now, and the ids of those frozen by a pause.
         self._running: dict[str, DockerContainer] = {}
@@ -219,12 +225,13 @@ class DockerRunner:
         None: the warm container turned out dead before it read the job; run it again.
         """
         try:
-            sandbox = await self._sandbox_for(key, spec.job_id, warm=warm)
+            sandbox = await self._sandbox_for(key, spec.job_id, warm=warm, tenant=spec.tenant)
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             return self._failure(exc)
         self._running[spec.job_id] = sandbox.container
+        stay = spec.tenant is not None and self.reuse.size > 0
         try:
-            result = await self._run_described(sandbox, spec, job, on_output, cancel)
+            result = await self._run_described(sandbox, spec, job, on_output, cancel, stay)
         except BaseException:
             # Shielded: a cancelled run() still removes its container before re-raising.
             await asyncio.shield(remove(sandbox.container))
@@ -232,17 +239,36 @@ class DockerRunner:
         finally:
             self._running.pop(spec.job_id, None)
             self._frozen.discard(sandbox.container.id)
-        # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
-        # the result; close() and removals_done() wait for it.
-        self._in_background(remove_once_ended(sandbox), sandbox)
+        if sandbox.reusable and spec.tenant is not None:
+            self._keep(sandbox, key, spec.tenant)
+        else:
+            # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
+            # the result; close() and removals_done() wait for it.
+            self._in_background(remove_once_ended(sandbox), sandbox)
         return result
 
-    async def _sandbox_for(self, key: SandboxKey, job_id: str, *, warm: bool) -> Sandbox:
-        """A warm container of ``key`` if ``warm`` and one is usable, else a fresh one."""
+    def _keep(self, sandbox: Sandbox, key: SandboxKey, tenant: str) -> None:
+        """Hold the finished ``sandbox`` for its submitter's next job, watched as a warm one."""
+        sandbox.reusable = False
+        sandbox.rename_to = None
+        sandbox.idle_watch = asyncio.create_task(sandbox.attachment.until_readable())
+        self.reuse.keep((key, tenant), sandbox)
+
+    async def _sandbox_for(
+        self, key: SandboxKey, job_id: str, *, warm: bool, tenant: str | None = None
+    ) -> Sandbox:
+        """If ``warm``: a container kept for ``tenant``'s jobs of ``key``, else a warm one,
+        whichever is usable; else a fresh one."""
         name = job_name(job_id)
-        sandbox = await self.warm_pool.take_ready(key) if warm else None
-        if sandbox is not None and not await claimed(sandbox, name, self._discard):
-            sandbox = None
+        sandbox = None
+        if warm and tenant is not None:
+            sandbox = self.reuse.take((key, tenant))
+            if sandbox is not None and not await claimed(sandbox, name, self._discard):
+                sandbox = None
+        if sandbox is None and warm:
+            sandbox = await self.warm_pool.take_ready(key)
+            if sandbox is not None and not await claimed(sandbox, name, self._discard):
+                sandbox = None
         # The next job of this kind finds one ready: started while this one runs.
         self.warm_pool.refill(key)
         if sandbox is None:
@@ -294,14 +320,16 @@ class DockerRunner:
         job: _JobInput,
         on_output: OutputSink,
         cancel: asyncio.Event,
+        stay: bool,
     ) -> RunResult | None:
         """Run the job in the started container; engine failures become results with a reason.
 
         None: the container was warm and had ended before the job was handed to it.
+        ``stay``: ask the launcher to stay for another job (see reuse).
         """
         outputs = OutputsReceiver(self.settings, on_output)
         try:
-            result = await self._run_container(sandbox, spec, job, outputs, cancel)
+            result = await self._run_container(sandbox, spec, job, outputs, cancel, stay)
         except (DockerError, EngineError, *TRANSPORT_ERRORS) as exc:
             result = _engine_failure(_engine_sentence(exc))
         except BaseException:
@@ -324,6 +352,7 @@ class DockerRunner:
         job: _JobInput,
         outputs: OutputsReceiver,
         cancel: asyncio.Event,
+        stay: bool,
     ) -> RunResult | None:
         container, attachment = sandbox.container, sandbox.attachment
         # Counted before the trailer is split off: a job that ran always says something.
@@ -336,8 +365,11 @@ class DockerRunner:
             # Beside the pump, not before it: a container that dies without reading its stdin
             # must not hold up the supervision (timeout, cancel) of the job. The timeout
             # counts from here, when the job is handed over, not from the container's start.
-            head = job.payload + files_control(outputs.marker, job.inputs_bytes, self.settings)
-            feed = asyncio.create_task(attachment.send_stdin_file(head, job.inputs_tar))
+            control = files_control(outputs.marker, job.inputs_bytes, self.settings, stay=stay)
+            head = job.payload + control
+            # Kept open for a next job when the container may stay (closed at its removal).
+            sending = attachment.send_stdin_file(head, job.inputs_tar, close=not stay)
+            feed = asyncio.create_task(sending)
             renamed = asyncio.create_task(rename(sandbox))
             try:
                 stopped_as = await self._supervise(
@@ -357,9 +389,16 @@ class DockerRunner:
                 unexplained = code == SIGKILL_EXIT or (silent_warm and code != 0)
                 return stopped_as is None and unexplained
 
+            footer = outputs.launcher_ended()
+            sandbox.reusable = stay and stopped_as is None and footer is not None and footer.stays
+            if not sandbox.reusable:
+                # A launcher that was asked to stay reads EOF and ends: the engine's wait
+                # below answers.
+                await attachment.close()
             state = _told_state(stopped_as, outputs) or await final_state(container, inspect_when)
         finally:
-            await attachment.close()
+            if not sandbox.reusable:
+                await attachment.close()
         if silent_warm and stopped_as is None and state.ended_before(handed_at):
             return None
         return _result(stopped_as, state, spec.timeout_s, self.settings.limits)
@@ -435,6 +474,8 @@ class DockerRunner:
         """New CPU and memory limits: for the next jobs, and (``docker update``) for the
         running ones where the engine allows; how many running ones took them."""
         self.settings = replace(self.settings, limits=limits)
+        # Kept containers have the old limits (their key never matches again): gone now.
+        self.reuse.close()
         if self._runtime is not None:
             # Warm containers of the old limits are discarded as the new ones start.
             self.warm_pool.refill(
@@ -455,7 +496,9 @@ class DockerRunner:
         return used
 
     async def close(self) -> None:
-        """Remove the warm containers, wait for removals, release the engine connection."""
+        """Remove the warm and kept containers, wait for removals, release the engine
+        connection."""
+        self.reuse.close()
         await self.warm_pool.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.removals_done(), REMOVAL_WAIT_S)
@@ -479,7 +522,10 @@ def _told_state(stopped_as: JobStatus | None, outputs: OutputsReceiver) -> Final
     end frame (the launcher itself was killed): the container's own state tells then.
     """
     footer = outputs.launcher_ended()
-    if stopped_as is not None or footer is None or footer.exit_code == SIGKILL_EXIT:
+    if stopped_as is not None or footer is None:
+        return None
+    # A launcher that stays for another job never ends the container: its word is all.
+    if footer.exit_code == SIGKILL_EXIT and not footer.stays:
         return None
     return FinalState(footer.exit_code)
 

@@ -43,6 +43,9 @@ class Sandbox:
     idle_watch: asyncio.Task[None] | None = None
     # Warm only, once claimed: the job's container name, given while the job runs.
     rename_to: str | None = None
+    # Set when its job ended by itself in a launcher asked to stay: it may run the next job
+    # of the same submitter (see reuse).
+    reusable: bool = False
 
     @property
     def warm(self) -> bool:

@@ -69,7 +69,7 @@ ZYGOTE_SOURCE = (IN_CONTAINER / "zygote.py").read_text(encoding="utf-8")
 # Room in the job's tmpfs beyond the script: directory entries, page rounding.
 _SCRIPT_DIR_SLACK_BYTES = 1 * MiB
 # Must match in_container.launcher.CONTROL: the files section's fixed head.
-_FILES_CONTROL = struct.Struct(">QQQdH")
+_FILES_CONTROL = struct.Struct(">QQQdHB")
 # The trailer's marker starts with bytes text output rarely ends with: the agent holds back
 # only a chunk's suffix that could be the start of it (see trailer).
 TRAILER_MARKER_PREFIX = b"\x00\xffcompound-outputs:"
@@ -113,6 +113,9 @@ class DockerRunnerSettings:
     outputs_dir: Path | None = None
     # Started, idle containers kept ready for the next job (see warm_pool); 0 turns it off.
     warm: int = 1
+    # Containers kept after a job that ended by itself, each for the next job of the same
+    # submitter (see reuse); 0 turns it off.
+    reuse: int = 1
     # Where our sitecustomize is kept for containers to mount (None: a private temporary
     # directory, removed at close).
     site_dir: Path | None = None
@@ -272,9 +275,12 @@ def script_refusal(
     return f"{what} too big for the sandbox (at most {limit_mib:.1f} MiB)"
 
 
-def files_control(marker: bytes, inputs_bytes: int, settings: DockerRunnerSettings) -> bytes:
+def files_control(
+    marker: bytes, inputs_bytes: int, settings: DockerRunnerSettings, *, stay: bool = False
+) -> bytes:
     """The files section's head (see in_container.launcher.FilesControl); the inputs tar of
-    ``inputs_bytes`` follows it on stdin."""
+    ``inputs_bytes`` follows it on stdin. ``stay``: the launcher waits for another job
+    after this one (see reuse)."""
     kill_after_s = max(settings.grace_s - OUTPUTS_MARGIN_S, settings.grace_s / 2)
     head = _FILES_CONTROL.pack(
         inputs_bytes,
@@ -282,6 +288,7 @@ def files_control(marker: bytes, inputs_bytes: int, settings: DockerRunnerSettin
         settings.max_outputs_bytes,
         kill_after_s,
         len(marker),
+        int(stay),
     )
     return head + marker
 

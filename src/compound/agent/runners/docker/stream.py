@@ -167,8 +167,9 @@ class Attachment:
         """
         await self._reader.read(1)
 
-    async def send_stdin_file(self, head: bytes, path: Path | None) -> None:
-        """Like ``send_stdin``, with the file at ``path`` streamed after ``head``."""
+    async def send_stdin_file(self, head: bytes, path: Path | None, *, close: bool = True) -> None:
+        """Like ``send_stdin``, with the file at ``path`` streamed after ``head``; ``close``
+        False keeps stdin open (for a next job, see reuse)."""
         with contextlib.suppress(ConnectionError):
             self._writer.write(head)
             await self._writer.drain()
@@ -177,7 +178,8 @@ class Attachment:
                     while chunk := source.read(READ_CHUNK_BYTES):
                         self._writer.write(chunk)
                         await self._writer.drain()
-            self._writer.write_eof()
+            if close:
+                self._writer.write_eof()
 
     async def pump(self, on_output: OutputSink, until: Callable[[], bool] | None = None) -> None:
         """Pass every byte to ``on_output`` until the engine closes the stream, or until

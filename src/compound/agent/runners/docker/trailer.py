@@ -20,8 +20,9 @@ FRAME_END = 2
 # The launcher sends at most 256 KiB of tar data a frame and a footer of a few hundred bytes.
 MAX_FRAME_BYTES = 1024 * 1024
 # Must match in_container.files.FOOTER_FORMAT: five counts, the job's exit code, whether a signal
-# ended it, two text lengths, two more counts, a third text length.
-FOOTER = struct.Struct(">QQQQQiBHHQQH")
+# ended it, two text lengths, two more counts, a third text length, whether the container
+# stays for another job.
+FOOTER = struct.Struct(">QQQQQiBHHQQHB")
 # Must match in_container.files.MAX_OUTPUT_FILES.
 MAX_OUTPUT_FILES = 10_000
 MAX_FOOTER_TEXT_BYTES = 1000
@@ -51,6 +52,8 @@ class Footer:
     # Files skipped because their names cannot be kept, and the text naming them.
     unkept: int = 0
     unkept_names: str | None = None
+    # The launcher emptied the job's folders and waits for another job (see reuse).
+    stays: bool = False
 
 
 def parse_footer(data: bytes) -> Footer | None:
@@ -59,12 +62,12 @@ def parse_footer(data: bytes) -> Footer | None:
         return None
     fields = FOOTER.unpack_from(data)
     files, left_out, left_out_bytes, skipped, tar_bytes, exit_code, signalled = fields[:7]
-    error_bytes, input_error_bytes, over_count, unkept, unkept_bytes = fields[7:]
+    error_bytes, input_error_bytes, over_count, unkept, unkept_bytes, stays = fields[7:]
     lengths = (error_bytes, input_error_bytes, unkept_bytes)
     texts = data[FOOTER.size :]
     if max(lengths) > MAX_FOOTER_TEXT_BYTES or len(texts) != sum(lengths):
         return None
-    if not 0 <= exit_code <= 255 or signalled > 1:
+    if not 0 <= exit_code <= 255 or signalled > 1 or stays > 1:
         return None
     error, input_error, unkept_names = (
         texts[start : start + length].decode("utf-8", "replace") or None
@@ -85,6 +88,7 @@ def parse_footer(data: bytes) -> Footer | None:
         over_count,
         unkept,
         unkept_names,
+        bool(stays),
     )
 
 

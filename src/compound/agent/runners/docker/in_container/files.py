@@ -26,6 +26,7 @@ import struct
 # Not typing itself: importing it costs every job's start several ms (it imports re).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     # What tells a changed file from an unchanged one, by name (None: never an output).
@@ -51,7 +52,7 @@ FRAME_DATA_BYTES = 256 * 1024
 # left out for the count cap, files skipped for their names, the length of the text naming
 # those, then the three texts. Must match docker.trailer. Not JSON: importing json costs
 # every job's start ~15 ms.
-FOOTER_FORMAT = ">QQQQQiBHHQQH"
+FOOTER_FORMAT = ">QQQQQiBHHQQHB"
 _FOOTER_COUNTS = ("files", "left_out", "left_out_bytes", "skipped", "tar_bytes")
 _FOOTER_ENDING = ("exit_code", "signalled")
 _FOOTER_NAMES = ("over_count", "unkept")
@@ -242,7 +243,8 @@ def footer_bytes(footer: dict[str, Any]) -> bytes:
     ]
     counts = [footer.get(name, 0) for name in (*_FOOTER_COUNTS, *_FOOTER_ENDING)]
     names = [footer.get(name, 0) for name in _FOOTER_NAMES]
-    fields = (*counts, len(texts[0]), len(texts[1]), *names, len(texts[2]))
+    stays = footer.get("stays", 0)
+    fields = (*counts, len(texts[0]), len(texts[1]), *names, len(texts[2]), stays)
     return struct.pack(FOOTER_FORMAT, *fields) + b"".join(texts)
 
 
@@ -408,9 +410,12 @@ def send_outputs(
     before: Snapshot,
     max_bytes: int,
     ending: tuple[int, bool],
+    stays: Callable[[], bool] | None = None,
 ) -> None:
     """Write the trailer of the job that ended with ``ending`` (exit code, signalled);
-    any failure becomes the footer's ``error`` (the job's code stands)."""
+    any failure becomes the footer's ``error`` (the job's code stands). ``stays``, called
+    once the outputs are out and before the end frame: whether this container takes
+    another job (the footer's ``stays``)."""
     exit_code, signalled = ending
     writer = FrameWriter(marker)
     footer: dict[str, Any] = {"files": 0}
@@ -419,6 +424,11 @@ def send_outputs(
     except Exception as exc:  # whatever the job left, the trailer must end properly
         footer = {"files": 0, "error": f"the outputs could not be collected ({exc})"}
     footer.update(tar_bytes=writer.tar_bytes, exit_code=exit_code, signalled=int(signalled))
+    writer.flush()
+    try:
+        footer["stays"] = int(stays is not None and stays())
+    except Exception:  # noqa: BLE001  # nothing of it may stop the trailer's end
+        footer["stays"] = 0
     writer.end(footer)
 
 

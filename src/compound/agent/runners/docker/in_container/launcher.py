@@ -48,6 +48,7 @@ from __future__ import annotations
 import _signal as signal
 import marshal
 import os
+import stat
 import struct
 import sys
 import time
@@ -56,6 +57,7 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Literal
 
 try:
     from compound.agent.runners.docker.in_container.files import (
@@ -85,8 +87,11 @@ READ_BYTES = 1024 * 1024
 LAUNCH_FAILED_EXIT = 125
 
 # The files section: inputs tar size, most input files, outputs cap, SIGTERM to SIGKILL,
-# the marker's length; then the marker and the inputs tar. Must match docker.spec.
-CONTROL = struct.Struct(">QQQdH")
+# the marker's length, whether to stay for another job (see ``reset_for_next_job``); then
+# the marker and the inputs tar. Must match docker.spec.
+CONTROL = struct.Struct(">QQQdHB")
+# Writable for the job besides /job (see docker.spec): emptied before a next job.
+SCRATCH_DIRS = ("/tmp", "/dev/shm", "/dev/mqueue")
 # After the last SIGKILL, how long the job's processes get to disappear.
 _REAP_WAIT_S = 2.0
 PR_SET_DUMPABLE = 4
@@ -124,6 +129,7 @@ class FilesControl:
         fields = CONTROL.unpack(read_exactly(0, CONTROL.size))
         self.inputs_bytes, self.max_input_files, self.max_outputs_bytes = fields[:3]
         self.kill_after_s: float = fields[3]
+        self.stay = bool(fields[5])
         self.marker = read_exactly(0, fields[4])
 
 
@@ -186,6 +192,8 @@ class JobProcess:
             self.pid = os.fork()
             if self.pid == 0:
                 try:
+                    # Stdin stays the launcher's (the next job may come there).
+                    give_empty_stdin()
                     if relay is not None:
                         relay.own(os.getpid())
                     os.execve(argv[0], argv, env_bytes)
@@ -212,6 +220,13 @@ def exec_arguments(argv: list[str], env: dict[str, str]) -> tuple[list[bytes], d
     return argv_bytes, env_bytes
 
 
+def give_empty_stdin() -> None:
+    """Point this process's stdin at /dev/null (the job's, as ``python3 -u`` had it)."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
 def kill_all_but_me() -> None:
     """SIGKILL every process of our uid but this one (and init): the job and what it left."""
     try:  # noqa: SIM105
@@ -229,6 +244,35 @@ def wait_for_the_rest() -> None:
         except ProcessLookupError:
             return
         time.sleep(0.01)
+
+
+def reset_for_next_job(job_dir: str) -> bool:
+    """Leave nothing of the last job for the next (the agent sends a job of the same
+    submitter only): its files in ``job_dir`` and the scratch mounts. Its processes are
+    gone already (``wait_for_the_rest``). False when something would not go: the container
+    then ends with its job, as it does without reuse."""
+    try:
+        for directory in (job_dir, *SCRATCH_DIRS):
+            if os.path.isdir(directory):
+                empty_dir(directory)
+    except (OSError, RecursionError):
+        return False
+    return True
+
+
+def empty_dir(directory: str) -> None:
+    """Remove everything in ``directory``, whatever rights the job left on it."""
+    with os.scandir(directory) as entries:
+        paths = [entry.path for entry in entries]
+    for path in paths:
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode):
+            # The job owns what it made: it may have taken its own rights away.
+            os.chmod(path, 0o700)
+            empty_dir(path)
+            os.rmdir(path)
+        else:
+            os.unlink(path)
 
 
 def make_undumpable() -> None:
@@ -267,9 +311,11 @@ def _is_section_list(value: object) -> bool:
     )
 
 
-def read_header(fd: int) -> dict[str, object]:
-    """The header, checked for shape; raises LaunchError on anything else."""
-    (length,) = HEADER_LENGTH.unpack(read_exactly(fd, HEADER_LENGTH.size))
+def read_header(fd: int, first: bytes = b"") -> dict[str, object]:
+    """The header (``first``: its first bytes, read already), checked for shape; raises
+    LaunchError on anything else."""
+    prefix = first + read_exactly(fd, HEADER_LENGTH.size - len(first))
+    (length,) = HEADER_LENGTH.unpack(prefix)
     if length > MAX_HEADER_BYTES:
         raise LaunchError(f"the job's header is too big ({length} bytes)")
     try:
@@ -320,9 +366,10 @@ SECTION_WRITERS: dict[str, Callable[[Placement, bytes], None]] = {
 }
 
 
-def receive(fd: int, placement: Placement) -> tuple[list[str], dict[str, str]]:
-    """Read the job from ``fd``, write its sections; the job's arguments and environment."""
-    header = read_header(fd)
+def receive(fd: int, placement: Placement, first: bytes = b"") -> tuple[list[str], dict[str, str]]:
+    """Read the job from ``fd`` (``first``: its first bytes, read already), write its
+    sections; the job's arguments and environment."""
+    header = read_header(fd, first)
     for name, length in header["sections"]:  # type: ignore[attr-defined]
         writer = SECTION_WRITERS.get(name)
         if writer is None:
@@ -331,18 +378,46 @@ def receive(fd: int, placement: Placement) -> tuple[list[str], dict[str, str]]:
     return header["args"], header["env"]  # type: ignore[return-value]
 
 
-def launch(script_path: str, zygote_spec: str, relay_spec: str = "") -> int:
-    """Receive the job, put its files in place, run it (in the zygote ``zygote_spec``
-    names when it serves the job, see prestart; its output through the relay
-    ``relay_spec`` names, see relay), send its outputs; its exit code."""
+def launch(
+    script_path: str, zygote_spec: str, relay_spec: str = "", zygote_source: str = ""
+) -> int:
+    """Run the jobs the agent sends, one after the other, until one is the last; the last
+    one's exit code.
+
+    Each job runs in a zygote when one serves it (see prestart): the first in the one
+    ``zygote_spec`` names, later ones in one started from ``zygote_source`` once the
+    previous job is cleared away; output through the relay ``relay_spec`` names (see
+    relay), a fresh one for each later job.
+    """
     if os.getuid() == 0:
         # kill(-1) as root outside a sandbox would end every process of the machine.
         raise LaunchError("the launcher never runs as root")
-    placement = Placement(script_path)
     zygote = Zygote.adopt(zygote_spec) if zygote_spec else None
     relay = OutputRelay.adopt(relay_spec)
     make_undumpable()
-    args, job_env = receive(0, placement)
+    first = b""
+    while True:
+        code, next_relay = run_job(script_path, zygote, relay, first)
+        if next_relay is None:
+            return code
+        relay = next_relay or None
+        # After the relay's renewal: the interpreter inherits the new ring.
+        zygote = Zygote.spawn(zygote_source) if zygote_source else None
+        # The next job, or EOF: the agent keeps this container no longer.
+        first = os.read(0, 1)
+        if not first:
+            return code
+
+
+def run_job(
+    script_path: str, zygote: Zygote | None, relay: OutputRelay | None, first: bytes
+) -> tuple[int, OutputRelay | Literal[False] | None]:
+    """Receive one job (``first``: its first byte, when already read), put its files in
+    place, run it, send its outputs; its exit code, and when this container stays for
+    another job (the agent asked, the job ended by itself, nothing of it is left) the next
+    job's relay (False without one), else None."""
+    placement = Placement(script_path)
+    args, job_env = receive(0, placement, first)
     control = FilesControl()
     job_dir, script_name = os.path.split(placement.script_path)
     job = JobProcess(control.kill_after_s)
@@ -351,14 +426,10 @@ def launch(script_path: str, zygote_spec: str, relay_spec: str = "") -> int:
             extract_inputs(job_dir, control.inputs_bytes, control.max_input_files, script_name)
     except InputRefused as exc:
         refuse_inputs(control.marker, str(exc), LAUNCH_FAILED_EXIT)
-        return LAUNCH_FAILED_EXIT
+        return LAUNCH_FAILED_EXIT, None
     os.mkdir(os.path.join(job_dir, OUTPUTS_DIR_NAME), 0o755)
     # The script and the inputs as they are now: what the job creates or changes comes back.
     before = snapshot(job_dir)
-    # The job gets an empty stdin, as it had before the files came this way.
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
     # The image's variables, then the job's (as the agent merged them with ours), exactly
     # what the container's own environment would be.
     if relay is not None:
@@ -370,13 +441,26 @@ def launch(script_path: str, zygote_spec: str, relay_spec: str = "") -> int:
         relay.stop()
     # The script is never an output, even changed by the job.
     before[script_name] = None
-    send_outputs(control.marker, job_dir, before, control.max_outputs_bytes, (code, job.signalled))
-    return code
+    # A job stopped (SIGTERM) or ended by a signal ends its container, as without reuse.
+    stay = control.stay and not job.terminated and not job.signalled
+    following: list[OutputRelay | Literal[False]] = []
+
+    def ready_for_next() -> bool:
+        # Between the outputs and the end frame: the agent learns from the footer whether
+        # this container takes another job, so it never sends one to a container that ends.
+        if not stay or not reset_for_next_job(job_dir):
+            return False
+        following.append(relay.renewed() if relay is not None else False)
+        return True
+
+    ending = (code, job.signalled)
+    send_outputs(control.marker, job_dir, before, control.max_outputs_bytes, ending, ready_for_next)
+    return code, following[0] if following else None
 
 
 if __name__ == "__main__":
     try:
-        exit_code = launch(*sys.argv[1:4])
+        exit_code = launch(*sys.argv[1:5])
     except (OSError, LaunchError, EOFError, ValueError, KeyError, struct.error) as exc:
         # ValueError: text the interpreter cannot pass to exec (a lone surrogate).
         sys.stderr.write(f"[compound] could not start the job: {exc}\n")

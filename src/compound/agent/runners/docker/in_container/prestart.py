@@ -22,6 +22,7 @@ from __future__ import annotations
 import _signal as signal
 import marshal
 import os
+import sys
 
 # Read while an interpreter starts, besides every PYTHON* variable.
 STARTUP_VARIABLES = frozenset({"HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
@@ -45,6 +46,27 @@ class Zygote:
         self._ready_read = ready_read
         # Forked from this process's interpreter before anything else ran: its environment.
         self.started_with = dict(os.environ)
+
+    @classmethod
+    def spawn(cls, source: str) -> Zygote:
+        """A new one, for the next job of a reused container: ``python3 -u -c source``
+        (zygote's own source) with this process's environment, as the bootstrap's was."""
+        job_read, job_write = os.pipe()
+        ready_read, ready_write = os.pipe()
+        argv = [sys.executable, "-u", "-c", source, str(job_read), str(ready_write)]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.set_inheritable(job_read, True)
+                os.set_inheritable(ready_write, True)
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(job_read)
+        os.close(ready_write)
+        return cls(pid, job_write, ready_read)
 
     @classmethod
     def adopt(cls, spec: str) -> Zygote:

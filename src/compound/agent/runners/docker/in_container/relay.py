@@ -105,6 +105,8 @@ class OutputRelay:
         self.broken = False
         # Set by ``start``: stderr records go on stdout, framed with this tag.
         self._stderr_tag = b""
+        # Held by the thread while it runs (see ``renewed``).
+        self._running = _thread.allocate_lock()
 
     @classmethod
     def adopt(cls, spec: str) -> OutputRelay | None:
@@ -118,9 +120,37 @@ class OutputRelay:
         """Let process ``pid`` (the job's) write to the ring; no other process will."""
         self._region[OWNER_AT:WRITTEN_AT] = pid.to_bytes(8, "little")
 
+    @classmethod
+    def fresh(cls) -> OutputRelay:
+        """A new ring and pipes at the fixed descriptors (as the container's bootstrap sets
+        them up, see docker.payload), for the next job a reused container runs."""
+        ring = os.memfd_create("compound-output")
+        os.ftruncate(ring, DATA_AT + RING_BYTES)
+        os.pwrite(ring, MAGIC, 0)
+        kick_read, kick_write = os.pipe()
+        answer_read, answer_write = os.pipe()
+        for fd, fixed in zip((ring, kick_write, answer_read), (RING_FD, KICK_FD, ANSWER_FD)):
+            os.dup2(fd, fixed)  # inheritable: the job's interpreter finds them there
+            os.close(fd)
+        return cls(kick_read, answer_write)
+
+    def renewed(self) -> OutputRelay:
+        """This relay's successor for the next job, once this one's thread has ended: the
+        last job had the ring, its head and the pipes to play with."""
+        try:  # wakes the thread now rather than at its next tick: it sees the stop and ends
+            os.write(KICK_FD, b"x")
+        except OSError:
+            pass
+        with self._running:
+            pass
+        os.close(self._kick)
+        self._region.close()
+        return OutputRelay.fresh()
+
     def start(self, marker: bytes) -> None:
         """Relay from now on; stderr goes framed on stdout (see ``stderr_tag``)."""
         self._stderr_tag = stderr_tag(marker)
+        self._running.acquire()
         _thread.start_new_thread(self._run, ())
 
     def stop(self) -> None:
@@ -149,6 +179,7 @@ class OutputRelay:
         finally:
             # A job waiting for an answer reads EOF and writes directly from then on.
             os.close(self._answer)
+            self._running.release()
 
     def copy_out(self) -> None:
         """Write out every whole record in the ring, in order, then mark it read."""
