@@ -7,7 +7,8 @@ kept until acknowledged), ``worker`` (one job), ``output`` (batching a job's out
 ``control``, ``control_server``, ``control_client`` (what its donor changes live),
 ``machine_load``, ``capacity`` (slots changed live), ``default_share`` (what the machine
 lends by default),
-``events`` (typed events for the desktop app); ``runners`` (where jobs run).
+``events`` (typed events for the desktop app), ``closed_output`` (when the reader of stdout or
+stderr is gone); ``runners`` (where jobs run).
 
 Imports: compound.protocol, compound.tls, compound.__init__, compound.coordinators
 """

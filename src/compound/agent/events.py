@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from compound.agent.closed_output import write_line
 from compound.protocol.events import LogLine
 
 log = logging.getLogger("compound.agent")
@@ -22,10 +23,14 @@ class EventSink:
         self._json = json
 
     def emit(self, event: BaseModel) -> None:
-        if self._json:
-            # Explicit flush: the reader is a pipe and PYTHONUNBUFFERED may not be set.
-            sys.stdout.write(event.model_dump_json() + "\n")
-            sys.stdout.flush()
+        """Never raises: once stdout's reader is gone, events stop and the agent goes on
+        (see closed_output)."""
+        if not self._json:
+            return
+        # Flushed (in write_line): the reader is a pipe and PYTHONUNBUFFERED may not be set.
+        if not write_line(sys.stdout, event.model_dump_json()):
+            self._json = False
+            log.warning("the reader of stdout is gone: no more events are written")
 
     def say(self, message: str, level: Level = "info") -> None:
         """A sentence for people: logged, and shown in the desktop app's agent log."""

@@ -244,6 +244,7 @@ class Worker:
             job.timeout_s,
             inputs_tar=inputs_tar,
             script_name=script_file_name(job.name),
+            tenant=job.tenant,
         )
         try:
             return await self._run_with_packages(execution, spec, on_output, collector)

@@ -13,6 +13,8 @@ import json
 import logging
 import sys
 
+from compound.agent.closed_output import LogHandler
+
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 ID_FIELDS = ("job_id", "contributor_id", "node_id")
@@ -36,8 +38,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str, log_format: str) -> None:
-    """The root logger's one handler (stderr), in ``log_format`` ("text" or "json")."""
-    handler = logging.StreamHandler(sys.stderr)
+    """The root logger's one handler (stderr), in ``log_format`` ("text" or "json"); once
+    stderr's reader is gone, logs are dropped (see agent.closed_output)."""
+    handler = LogHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )

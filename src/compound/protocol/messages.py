@@ -179,6 +179,10 @@ class Job(_Message):
     inputs: InputsRef | None = None
     # The job's name: a Python file's name is the script's (see protocol.script_names).
     name: str | None = Field(default=None, max_length=256)
+    # Jobs with an equal tenant come from the same submitter (an opaque keyed hash, not who):
+    # the agent may reuse a sandbox only between jobs of one tenant. None (an older
+    # coordinator): no reuse. Lowercase hex only, as it may end up in container names.
+    tenant: str | None = Field(default=None, max_length=64, pattern=r"^[0-9a-f]{1,64}$")
 
 
 class Ack(_Message):

@@ -47,6 +47,9 @@ class RunSpec:
     # The script's file name in the job's directory (see protocol.script_names), so
     # tracebacks and ``__file__`` show it.
     script_name: str = DEFAULT_SCRIPT_NAME
+    # Equal for two jobs exactly when one submitter sent both (see protocol.messages.Job):
+    # a sandbox may be reused only between jobs of one tenant; None: never reused.
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)

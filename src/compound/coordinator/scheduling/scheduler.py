@@ -30,6 +30,7 @@ from compound.coordinator.scheduling.presence import PresenceBook
 from compound.coordinator.scheduling.random_ids import RandomIds
 from compound.coordinator.scheduling.sessions import ContributorSession, SessionRegistry
 from compound.coordinator.scheduling.shared_leases import SWEPT, reconcile
+from compound.coordinator.scheduling.tenants import tenant_of
 from compound.coordinator.scheduling.waiting import StartRate, estimated_start_s, waiting_reason
 from compound.coordinator.settings import CoordinatorSettings
 from compound.coordinator.storage.cluster_rows import ClusterLeaseRows
@@ -761,6 +762,7 @@ def _job_message(job: JobRow, lease: Lease) -> Job:
         first_seq=lease.first_seq,
         inputs=job.inputs,
         name=job.name,
+        tenant=tenant_of(job.owner),
     )
 
 
