@@ -28,8 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,6 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cluster_processes import coordinators, postgres_cpu_seconds, start_coordinator
 from figures import Figure, median_at_most, percentile, ratio_at_least, text_table
 from follow_client import follow
 from http_load import JobSubmitter
@@ -81,42 +81,6 @@ SLOW = "\n".join(
 EXPECTED_SLOW = "".join(f"line {i} " + "x" * (i % 7) + "\n" for i in range(SLOW_LINES)).encode()
 
 
-def _coordinator(root: Path, name: str, database: str | None) -> Coordinator:
-    extra = ["--max-queued-per-submitter", "100000", "--max-queued", "100000"]
-    return Coordinator(
-        data_dir=root / name,
-        heartbeat_interval_s=5,
-        lease_timeout_s=15,
-        extra_args=extra + (["--database", database] if database else []),
-    ).start()
-
-
-@contextmanager
-def _coordinators(root: Path, count: int, database: str | None) -> Iterator[list[Coordinator]]:
-    started: list[Coordinator] = []
-    try:
-        for index in range(count):
-            started.append(_coordinator(root, f"c{index}", database))
-        yield started
-    finally:
-        for server in started:
-            server.stop()
-
-
-def _postgres_cpu_seconds(cluster: Cluster) -> float:
-    """CPU seconds of the PostgreSQL server so far: the postmaster and its children."""
-    postmaster = int((cluster.root / "data" / "postmaster.pid").read_text().split()[0])
-    total = cpu_seconds(postmaster)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == postmaster:
-            total += cpu_seconds(int(stat.parent.name))
-    return total
-
-
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -150,7 +114,7 @@ async def dispatch(
     ]
     pids = [server.proc.pid for server in servers if server.proc]
     coord_before = sum(cpu_seconds(pid) for pid in pids)
-    db_before = _postgres_cpu_seconds(cluster) if cluster else 0.0
+    db_before = postgres_cpu_seconds(cluster) if cluster else 0.0
     began = time.monotonic()
     await asyncio.gather(*(flood.flood(seconds) for flood in floods))
     sent = {job: at for flood in floods for job, at in flood.sent_at.items()}
@@ -159,7 +123,7 @@ async def dispatch(
     elapsed = max(1e-6, last - began)
     dispatched = len(set(sent) & set(arrivals))
     coord_cpu = sum(cpu_seconds(pid) for pid in pids) - coord_before
-    db_cpu = (_postgres_cpu_seconds(cluster) - db_before) if cluster else 0.0
+    db_cpu = (postgres_cpu_seconds(cluster) - db_before) if cluster else 0.0
 
     offered = [
         JobSubmitter("127.0.0.1", server.port, TRIVIAL_JOB, connections)
@@ -298,7 +262,7 @@ async def cross_follow(a: Coordinator, b: Coordinator) -> dict[str, float]:
 
 def failover(root: Path, database: str) -> dict[str, float]:
     """A real agent given A,B; A SIGKILLed a quarter into a 40-line job followed by the CLI."""
-    a, b = (_coordinator(root, f"f{name}", database) for name in "ab")
+    a, b = (start_coordinator(root, f"f{name}", database) for name in "ab")
     agent = Agent(f"{a.url},{b.url}", root / "agent", name="bench-failover")
     script = root / "slow.py"
     script.write_text(SLOW)
@@ -356,13 +320,13 @@ def main(seconds: float = FLOOD_SECONDS, with_failover: bool = True) -> list[Fig
     root = Path(tempfile.mkdtemp(prefix="compound-bench-cluster-"))
     results: dict[str, dict[str, float]] = {}
     try:
-        with _coordinators(root / "sqlite", 1, None) as servers:
+        with coordinators(root / "sqlite", 1, None) as servers:
             _keep(results, "sqlite x1", asyncio.run(dispatch(servers, None, seconds)))
         for count in (1, 2, 3):
-            with _coordinators(root / f"pg{count}", count, cluster.new_database()) as servers:
+            with coordinators(root / f"pg{count}", count, cluster.new_database()) as servers:
                 got = asyncio.run(dispatch(servers, cluster, seconds))
                 _keep(results, f"postgresql x{count}", got)
-        with _coordinators(root / "follow", 2, cluster.new_database()) as (a, b):
+        with coordinators(root / "follow", 2, cluster.new_database()) as (a, b):
             _keep(results, "cross follow", asyncio.run(cross_follow(a, b)))
         if with_failover:
             _keep(results, "failover", failover(root / "failover", cluster.new_database()))

@@ -28,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster import _coordinators, _postgres_cpu_seconds
+from cluster_processes import coordinators, postgres_cpu_seconds
 from figures import Figure, median_at_most, p99_at_most, text_table
 from scale import (
     CONNECT_TIMEOUT_S,
@@ -95,7 +95,7 @@ async def presence(
     probe = _start_probe_process([server.url for server in servers], steady_s)
     pids = [_pid(server) for server in servers]
     cpu_before = [cpu_seconds(pid) for pid in pids]
-    db_before = _postgres_cpu_seconds(cluster) if cluster else 0.0
+    db_before = postgres_cpu_seconds(cluster) if cluster else 0.0
     window = time.monotonic()
     rss_peak = [0] * len(pids)
     while time.monotonic() - window < steady_s:
@@ -106,7 +106,7 @@ async def presence(
         (cpu_seconds(pid) - before) / elapsed * 100
         for pid, before in zip(pids, cpu_before, strict=True)
     ]
-    db_cpu = ((_postgres_cpu_seconds(cluster) - db_before) / elapsed * 100) if cluster else 0.0
+    db_cpu = ((postgres_cpu_seconds(cluster) - db_before) / elapsed * 100) if cluster else 0.0
     probes_stop.set()
     await asyncio.gather(*trickles)
     latencies = await asyncio.to_thread(_probe_results, probe, len(servers))
@@ -179,10 +179,10 @@ def main(count: int = CONTRIBUTORS, steady_s: float = STEADY_S) -> list[Figure]:
     root = Path(tempfile.mkdtemp(prefix="compound-bench-cluster-presence-"))
     runs: dict[str, dict[str, float]] = {}
     try:
-        with _coordinators(root / "sqlite", 1, None) as servers:
+        with coordinators(root / "sqlite", 1, None) as servers:
             runs["sqlite x1"] = asyncio.run(presence(servers, None, count, steady_s))
             print("sqlite x1", runs["sqlite x1"], flush=True)
-        with _coordinators(root / "pg", 2, cluster.new_database()) as servers:
+        with coordinators(root / "pg", 2, cluster.new_database()) as servers:
             runs["postgresql x2"] = asyncio.run(presence(servers, cluster, count, steady_s))
             print("postgresql x2", runs["postgresql x2"], flush=True)
     finally:

@@ -138,6 +138,29 @@ def postgres_url(postgres_cluster: Cluster) -> str:
 
 
 @pytest.fixture
+def two_coordinators(
+    tmp_path: Path, postgres_url: str
+) -> Iterator[tuple[Coordinator, Coordinator]]:
+    """Two coordinators (A and B, leases of 10 s) sharing one new PostgreSQL database;
+    both stopped at the end, whatever the test did to them."""
+    servers = [
+        Coordinator(
+            data_dir=tmp_path / f"coordinator-{name}",
+            lease_timeout_s=10.0,
+            extra_args=["--database", postgres_url],
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
 def agent(start_agent: Callable[..., Agent]) -> Agent:
     return start_agent()
 

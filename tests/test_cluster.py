@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from fake_agent import FakeAgent
 from support import Agent, Coordinator, containers_of, run_cli, wait_until
@@ -19,28 +17,6 @@ from support import Agent, Coordinator, containers_of, run_cli, wait_until
 # Fake agents send no heartbeats: a long lease keeps an idle one connected.
 FAKE_LEASE_TIMEOUT_S = 30.0
 LONG = "import time\nprint('started', flush=True)\ntime.sleep(120)\n"
-
-
-@pytest.fixture
-def two_coordinators(
-    tmp_path: Path, postgres_url: str
-) -> Iterator[tuple[Coordinator, Coordinator]]:
-    """Two coordinators sharing one new PostgreSQL database."""
-    servers = [
-        Coordinator(
-            data_dir=tmp_path / f"coordinator-{name}",
-            lease_timeout_s=10.0,
-            extra_args=["--database", postgres_url],
-        )
-        for name in ("a", "b")
-    ]
-    try:
-        for server in servers:
-            server.start()
-        yield servers[0], servers[1]
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def test_a_cancel_asked_of_b_stops_the_job_of_an_agent_on_a(

@@ -149,9 +149,10 @@ def test_a_failing_operation_fails_only_its_caller(tmp_path: Path) -> None:
     alone and only its caller sees the error, the others are committed."""
     path = _writer_database(tmp_path)
     insert = "INSERT INTO uploads (sha256, owner, size, uploaded_at) VALUES (?, 'o', 1, 0)"
-    gate = threading.Event()
+    inside, gate = threading.Event(), threading.Event()
 
     def held(conn: sqlite3.Connection) -> str:
+        inside.set()
         gate.wait(10)  # the others queue up behind this one meanwhile
         conn.execute(insert, ("held",))
         return "held"
@@ -166,7 +167,7 @@ def test_a_failing_operation_fails_only_its_caller(tmp_path: Path) -> None:
     async def scenario() -> None:
         writer = GroupWriter(path)
         first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)  # the writer thread is inside ``held`` now
+        assert await asyncio.to_thread(inside.wait, 10), "the writer never ran ``held``"
         rest = [writer.run(good("a")), writer.run(bad), writer.run(good("b"))]  # type: ignore[arg-type]
         gathered = asyncio.gather(*rest, return_exceptions=True)
         await asyncio.sleep(0)
@@ -190,9 +191,10 @@ def test_operations_beside_a_failing_one_take_effect_exactly_once(tmp_path: Path
     beside it still take effect once each, never twice, and in the order they were asked."""
     path = _writer_database(tmp_path)
     insert = "INSERT INTO uploads (sha256, owner, size, uploaded_at) VALUES (?, 'o', ?, 0)"
-    gate = threading.Event()
+    inside, gate = threading.Event(), threading.Event()
 
     def held(conn: sqlite3.Connection) -> None:
+        inside.set()
         gate.wait(10)  # the others queue up behind this one meanwhile
 
     def grow(conn: sqlite3.Connection) -> int:
@@ -207,7 +209,7 @@ def test_operations_beside_a_failing_one_take_effect_exactly_once(tmp_path: Path
     async def scenario() -> list[object]:
         writer = GroupWriter(path)
         first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)  # the writer thread is inside ``held`` now
+        assert await asyncio.to_thread(inside.wait, 10), "the writer never ran ``held``"
         rest = [writer.run(grow), writer.run(bad), writer.run(grow), writer.run(grow)]
         gathered = asyncio.gather(*rest, return_exceptions=True)
         await asyncio.sleep(0)

@@ -59,26 +59,6 @@ backend coordinators
 """
 
 
-@pytest.fixture
-def two_coordinators(
-    tmp_path: Path, postgres_url: str
-) -> Iterator[tuple[Coordinator, Coordinator]]:
-    """Two coordinators sharing one new PostgreSQL database."""
-    servers = [
-        Coordinator(
-            data_dir=tmp_path / f"coordinator-{name}",
-            lease_timeout_s=10.0,
-            extra_args=["--database", postgres_url],
-        )
-        for name in ("a", "b")
-    ]
-    for server in servers:
-        server.start()
-    yield servers[0], servers[1]
-    for server in servers:
-        server.stop()
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

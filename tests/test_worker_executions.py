@@ -9,6 +9,10 @@ tests)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+import pytest
 
 from compound.agent.events import EventSink
 from compound.agent.outbox import Outbox
@@ -36,17 +40,33 @@ class SteppedRunner:
         return RunResult(JobStatus.CANCELLED, None)
 
 
+class Rig(NamedTuple):
+    """A worker under test, the runner it starts runs on and the outbox it reports to."""
+
+    runner: SteppedRunner
+    outbox: Outbox
+    worker: Worker
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    """A worker over a SteppedRunner and a fresh outbox; whatever still runs is stopped at
+    the end."""
+    runner = SteppedRunner()
+    outbox = Outbox()
+    worker = Worker(runner, outbox, EventSink(json=False), max_output_bytes=1 << 20)  # type: ignore[arg-type]
+    yield Rig(runner, outbox, worker)
+    await worker.stop_all(5)
+
+
 def _job(lease_id: str, first_seq: int) -> Job:
     return Job(job_id="j", lease_id=lease_id, script="", first_seq=first_seq)
 
 
-async def test_an_abandoned_execution_writes_nothing_into_the_next_attempts_log() -> None:
+async def test_an_abandoned_execution_writes_nothing_into_the_next_attempts_log(rig: Rig) -> None:
     """Attempt 1 is abandoned (the coordinator took the job away) but its container still
     prints; the job comes back under a new lease: only attempt 2's output is in its log."""
-    runner = SteppedRunner()
-    outbox = Outbox()
-    events = EventSink(json=False)
-    worker = Worker(runner, outbox, events, max_output_bytes=1 << 20)  # type: ignore[arg-type]
+    runner, outbox, worker = rig
     worker.start(_job("lease-1", first_seq=0))
     await asyncio.wait_for(runner.started.wait(), 5)
     old_sink = runner.sinks[0]
@@ -66,18 +86,14 @@ async def test_an_abandoned_execution_writes_nothing_into_the_next_attempts_log(
     text = "".join(record.data for record in job_log.records)
     assert text == "new 0\nnew 1\n", text
     assert job_log.records[0].seq == 5
-    await worker.stop_all(5)
 
 
-async def test_a_job_given_again_under_a_new_lease_replaces_the_old_run() -> None:
+async def test_a_job_given_again_under_a_new_lease_replaces_the_old_run(rig: Rig) -> None:
     """The job comes back under a new lease while its old run still goes (no abandon came
     first: the old lease expired while the agent was frozen): the old run is dropped and the
     job runs again under the new lease (found by the fault harness, seed 1: the job stayed
     running for ever, its new lease renewed by heartbeats, its old run's reports refused)."""
-    runner = SteppedRunner()
-    outbox = Outbox()
-    events = EventSink(json=False)
-    worker = Worker(runner, outbox, events, max_output_bytes=1 << 20)  # type: ignore[arg-type]
+    runner, outbox, worker = rig
     worker.start(_job("lease-1", first_seq=0))
     await asyncio.wait_for(runner.started.wait(), 5)
     runner.started.clear()
@@ -94,15 +110,12 @@ async def test_a_job_given_again_under_a_new_lease_replaces_the_old_run() -> Non
     if job_log.gather is not None:
         job_log.gather()
     assert "".join(record.data for record in job_log.records) == "new\n"
-    await worker.stop_all(5)
 
 
-async def test_an_abandon_naming_an_earlier_lease_leaves_the_new_run_alone() -> None:
+async def test_an_abandon_naming_an_earlier_lease_leaves_the_new_run_alone(rig: Rig) -> None:
     """The coordinator refuses a resent report of the old run (lease 1) after giving the job
     again (lease 2): that abandon stops nothing; one naming lease 2 stops the run."""
-    runner = SteppedRunner()
-    outbox = Outbox()
-    worker = Worker(runner, outbox, EventSink(json=False), max_output_bytes=1 << 20)  # type: ignore[arg-type]
+    runner, outbox, worker = rig
     worker.start(_job("lease-1", first_seq=0))
     await asyncio.wait_for(runner.started.wait(), 5)
     runner.started.clear()

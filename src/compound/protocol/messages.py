@@ -297,9 +297,13 @@ def _protocol_error(exc: ValidationError) -> ProtocolError:
     first = exc.errors()[0]
     if first["type"] == "json_invalid":
         return ProtocolError("message is not valid JSON", CLOSE_BAD_DATA)
-    if first["type"] in ("model_attributes_type", "union_tag_not_found", "model_type"):
-        return ProtocolError("message must be a JSON object with a type")
     where = ".".join(str(part) for part in first["loc"]) or "message"
+    if first["type"] in ("model_attributes_type", "union_tag_not_found", "model_type"):
+        if not first["loc"]:
+            return ProtocolError("message must be a JSON object with a type")
+        # A field that should hold an object (a record, a running lease) holds something
+        # else: say which, as for any other field, without naming our model classes.
+        return ProtocolError(f"invalid message: {where}: Input should be an object")
     return ProtocolError(f"invalid message: {where}: {first['msg']}")
 
 

@@ -230,14 +230,11 @@ def finish_jobs(conn: sqlite3.Connection, endings: list[dict[str, Any]]) -> list
 
 _HELD = "SELECT owner, jobs, db_bytes, file_bytes FROM usage WHERE owner = ANY(?)"
 _INSERT = (
-    "WITH changed AS (INSERT INTO jobs (id, status, script, args, env, timeout_s, name,"
-    " created_at, attempts, cancel_requested, last_seq, log_bytes, owner, requirements,"
-    " inputs_sha256, inputs_size, db_bytes, last_attempt) VALUES {values} RETURNING *),"
-    " event AS (INSERT INTO job_events (job_id, status, at, reason)"
+    f"WITH changed AS (INSERT INTO jobs ({job_writes.NEW_JOB_COLUMNS}) VALUES {{values}}"
+    " RETURNING *), event AS (INSERT INTO job_events (job_id, status, at, reason)"
     " SELECT id, status, ?, 'submitted' FROM changed)"
     " SELECT * FROM changed"
 )
-_INSERT_ROW = "(?, 'queued', ?, ?, ?, ?, ?, ?, 0, false, -1, 0, ?, ?, ?, ?, ?, 0)"
 _CHARGE = (
     "INSERT INTO usage (owner, jobs, db_bytes, file_bytes) VALUES {values}"
     " ON CONFLICT (owner) DO UPDATE SET jobs = usage.jobs + excluded.jobs,"
@@ -262,23 +259,8 @@ def insert_jobs(conn: sqlite3.Connection, creates: list[dict[str, Any]]) -> list
     if not accepted:
         return results
     now = time.time()
-    params: list[Any] = []
-    for job in accepted:
-        params += [
-            job.id,
-            job.script,
-            job.args,
-            job.env,
-            job.timeout_s,
-            job.name,
-            now,
-            job.owner,
-            job.requirements,
-            job.inputs_sha256,
-            job.inputs_size,
-            job.db_bytes,
-        ]
-    statement = _INSERT.format(values=_values(len(accepted), _INSERT_ROW))
+    params = [value for job in accepted for value in job.insert_values(now)]
+    statement = _INSERT.format(values=_values(len(accepted), job_writes.NEW_JOB_ROW))
     rows = {row["id"]: row for row in conn.execute(statement, (*params, now)).fetchall()}
     charges = [
         value for owner, (jobs, size) in counts.charged.items() for value in (owner, jobs, size, 0)

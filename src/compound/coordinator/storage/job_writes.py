@@ -24,12 +24,15 @@ from compound.coordinator.storage.log_tail import record_size
 from compound.coordinator.storage.reports import Violation, check_batch, check_ending
 from compound.protocol import IllegalTransition, JobStatus, LogRecord, Stream, check_transition
 
-_INSERT_JOB = (
-    "INSERT INTO jobs (id, status, script, args, env, timeout_s, name, created_at, attempts,"
-    " cancel_requested, last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size,"
-    " db_bytes, last_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, false, -1, 0, ?, ?, ?, ?, ?, 0)"
-    " RETURNING *"
+# A new job's columns, and one row of them: ``JobValues.insert_values`` fills the
+# placeholders, the counters start at zero. Shared with the grouped INSERT (``grouped.py``).
+NEW_JOB_COLUMNS = (
+    "id, status, script, args, env, timeout_s, name, created_at, attempts, cancel_requested,"
+    " last_seq, log_bytes, owner, requirements, inputs_sha256, inputs_size, db_bytes,"
+    " last_attempt"
 )
+NEW_JOB_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, 0, false, -1, 0, ?, ?, ?, ?, ?, 0)"
+_INSERT_JOB = f"INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES {NEW_JOB_ROW} RETURNING *"
 _INSERT_EVENT = "INSERT INTO job_events (job_id, status, at, reason) VALUES (?, ?, ?, ?)"
 _SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
 # Several coordinators on one PostgreSQL: a queued row another one is claiming right now is
@@ -82,6 +85,24 @@ class JobValues:
         """What the row charges its owner: its free-form columns, which retention clears."""
         return sum(len(text.encode()) for text in (self.script, self.args, self.env))
 
+    def insert_values(self, created_at: float) -> tuple[Any, ...]:
+        """The values of ``NEW_JOB_ROW``'s placeholders, in order: the job queued now."""
+        return (
+            self.id,
+            JobStatus.QUEUED.value,
+            self.script,
+            self.args,
+            self.env,
+            self.timeout_s,
+            self.name,
+            created_at,
+            self.owner,
+            self.requirements,
+            self.inputs_sha256,
+            self.inputs_size,
+            self.db_bytes,
+        )
+
 
 def insert_job(
     conn: sqlite3.Connection,
@@ -101,22 +122,7 @@ def insert_job(
     # RETURNING: the stored row without a SELECT after it (fetchall ends the statement).
     rows: list[sqlite3.Row] = conn.execute(
         f"WITH changed AS ({_INSERT_JOB}){_PG_EVENT} SELECT * FROM changed" if pg else _INSERT_JOB,
-        (
-            job.id,
-            JobStatus.QUEUED.value,
-            job.script,
-            job.args,
-            job.env,
-            job.timeout_s,
-            job.name,
-            now,
-            job.owner,
-            job.requirements,
-            job.inputs_sha256,
-            job.inputs_size,
-            db_bytes,
-            *((now, "submitted") if pg else ()),
-        ),
+        (*job.insert_values(now), *((now, "submitted") if pg else ())),
     ).fetchall()
     if not pg:
         conn.execute(_INSERT_EVENT, (job.id, JobStatus.QUEUED.value, now, "submitted"))
