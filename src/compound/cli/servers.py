@@ -520,6 +520,8 @@ async def _run_agent(settings: AgentSettings) -> int:
             grace_s=settings.grace_s,
             node_id=node_id,
             warm=settings.warm,
+            # One kept container per slot: a submitter's burst runs in as many as it fills.
+            reuse=settings.slots,
             max_outputs_bytes=settings.max_output_files_bytes,
             outputs_dir=settings.state_dir / "outputs",
             site_dir=mount_dir(settings.state_dir) / "site",

@@ -24,9 +24,6 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
-# How long a kept container waits for its submitter's next job.
-IDLE_S = 10.0
-
 
 class ReuseStash(Generic[K, T]):
     """At most ``size`` finished sandboxes, each for a job of the key it was kept under."""
@@ -36,7 +33,7 @@ class ReuseStash(Generic[K, T]):
         size: int,
         usable: Callable[[T], bool],
         discard: Callable[[T], None],
-        idle_s: float = IDLE_S,
+        idle_s: float,
     ) -> None:
         self.size = size
         self._usable = usable
@@ -60,11 +57,12 @@ class ReuseStash(Generic[K, T]):
         timer = asyncio.get_running_loop().call_later(self._idle_s, self._expire, sandbox)
         self._kept.append((key, sandbox, timer))
 
-    def take(self, key: K) -> T | None:
-        """The newest usable sandbox kept for ``key``, now the caller's; None when none is."""
+    def take(self, key: K, only: Callable[[T], bool] | None = None) -> T | None:
+        """The newest usable sandbox kept for ``key`` (and passing ``only``), now the
+        caller's; None when none is."""
         for index in range(len(self._kept) - 1, -1, -1):
             kept_key, sandbox, timer = self._kept[index]
-            if kept_key != key:
+            if kept_key != key or (only is not None and not only(sandbox)):
                 continue
             del self._kept[index]
             timer.cancel()

@@ -35,9 +35,9 @@ from compound.agent.runners.docker import controls
 from compound.agent.runners.docker.engine import EngineError, check_engine, connect, describe
 from compound.agent.runners.docker.env import refused_variable
 from compound.agent.runners.docker.orphans import remove_orphans
-from compound.agent.runners.docker.reuse import ReuseStash
 from compound.agent.runners.docker.outputs import OUTPUTS_TAR_PREFIX, OutputsReceiver
 from compound.agent.runners.docker.payload import SITECUSTOMIZE, PayloadTooBig
+from compound.agent.runners.docker.reuse import ReuseStash
 from compound.agent.runners.docker.runtime import Chosen, choose_runtime
 from compound.agent.runners.docker.sandbox import (
     SIGKILL_EXIT,
@@ -51,12 +51,15 @@ from compound.agent.runners.docker.sandbox import (
     remove_once_ended,
     rename,
     start_sandbox,
+    watch_kept,
 )
 from compound.agent.runners.docker.spec import (
+    ASK_READY,
     LAUNCHER_BOOT,
     MANAGED_LABEL,
     NODE_LABEL,
     POOL_LABEL,
+    READY_SUFFIX,
     SITECUSTOMIZE_NAME,
     DockerRunnerSettings,
     SandboxKey,
@@ -104,7 +107,7 @@ class DockerRunner:
         )
         # Finished containers, each for the next job of its submitter (key, tenant).
         self.reuse: ReuseStash[tuple[SandboxKey, str], Sandbox] = ReuseStash(
-            settings.reuse, Sandbox.usable, self._discard
+            settings.reuse, Sandbox.usable, self._discard, settings.reuse_idle_s
         )
         # The container of each job running now, and the ids of those frozen by a pause.
         self._running: dict[str, DockerContainer] = {}
@@ -240,18 +243,21 @@ class DockerRunner:
             self._running.pop(spec.job_id, None)
             self._frozen.discard(sandbox.container.id)
         if sandbox.reusable and spec.tenant is not None:
-            self._keep(sandbox, key, spec.tenant)
+            self._keep(sandbox, key, spec.tenant, sandbox.marker)
         else:
             # Removal (hundreds of ms, seconds on a busy engine) is off the path that reports
             # the result; close() and removals_done() wait for it.
             self._in_background(remove_once_ended(sandbox), sandbox)
         return result
 
-    def _keep(self, sandbox: Sandbox, key: SandboxKey, tenant: str) -> None:
-        """Hold the finished ``sandbox`` for its submitter's next job, watched as a warm one."""
+    def _keep(self, sandbox: Sandbox, key: SandboxKey, tenant: str, marker: bytes) -> None:
+        """Hold the finished ``sandbox`` for its submitter's next job, watched as a warm one
+        once its launcher says it is ready (the last job's ``marker``, then READY_SUFFIX)."""
         sandbox.reusable = False
         sandbox.rename_to = None
-        sandbox.idle_watch = asyncio.create_task(sandbox.attachment.until_readable())
+        sandbox.kept_ready = asyncio.Event()
+        token = marker + READY_SUFFIX
+        sandbox.idle_watch = asyncio.create_task(watch_kept(sandbox, ASK_READY, token))
         self.reuse.keep((key, tenant), sandbox)
 
     async def _sandbox_for(
@@ -260,20 +266,26 @@ class DockerRunner:
         """If ``warm``: a container kept for ``tenant``'s jobs of ``key``, else a warm one,
         whichever is usable; else a fresh one."""
         name = job_name(job_id)
-        sandbox = None
-        if warm and tenant is not None:
-            sandbox = self.reuse.take((key, tenant))
-            if sandbox is not None and not await claimed(sandbox, name, self._discard):
-                sandbox = None
-        if sandbox is None and warm:
-            sandbox = await self.warm_pool.take_ready(key)
-            if sandbox is not None and not await claimed(sandbox, name, self._discard):
-                sandbox = None
+        sandbox = await self._ready_sandbox(key, tenant) if warm else None
+        if sandbox is not None and not await claimed(sandbox, name, self._discard):
+            sandbox = None
         # The next job of this kind finds one ready: started while this one runs.
         self.warm_pool.refill(key)
         if sandbox is None:
             sandbox = await self._start_sandbox(key, name, pooled=False)
         return sandbox
+
+    async def _ready_sandbox(self, key: SandboxKey, tenant: str | None) -> Sandbox | None:
+        """A started container for the job: one kept for its submitter (ready first, else
+        the one whose next interpreter is starting: it is up long before a new container
+        would be, and costs the machine nothing), else a warm one (idle, else the one
+        starting first); None when there is none."""
+        kept = (key, tenant) if tenant is not None else None
+        if kept is not None:
+            sandbox = self.reuse.take(kept, Sandbox.ready) or self.reuse.take(kept)
+            if sandbox is not None:
+                return sandbox
+        return await self.warm_pool.take_ready(key)
 
     @property
     def site_dir(self) -> Path | None:
@@ -391,6 +403,7 @@ class DockerRunner:
 
             footer = outputs.launcher_ended()
             sandbox.reusable = stay and stopped_as is None and footer is not None and footer.stays
+            sandbox.marker = outputs.marker
             if not sandbox.reusable:
                 # A launcher that was asked to stay reads EOF and ends: the engine's wait
                 # below answers.

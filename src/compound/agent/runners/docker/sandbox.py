@@ -29,6 +29,9 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
 SIGKILL_EXIT = 128 + 9
 # How long a finished job's container may take to end before it is removed by force.
 EXIT_WAIT_S = 5.0
+# How long a job waits for a kept container to be ready (its next interpreter started).
+READY_WAIT_S = 10.0
+FIRST_COMPLETED = asyncio.FIRST_COMPLETED
 # The engine's RFC 3339 time with nanoseconds, in UTC.
 _ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z")
 
@@ -46,6 +49,10 @@ class Sandbox:
     # Set when its job ended by itself in a launcher asked to stay: it may run the next job
     # of the same submitter (see reuse).
     reusable: bool = False
+    # The trailer's marker of its last job (a kept one's launcher says it is ready with it).
+    marker: bytes = b""
+    # Kept for a next job only: set once its launcher said it is ready for one.
+    kept_ready: asyncio.Event | None = None
 
     @property
     def warm(self) -> bool:
@@ -54,14 +61,47 @@ class Sandbox:
     def usable(self) -> bool:
         return self.idle_watch is None or not self.idle_watch.done()
 
+    def ready(self) -> bool:
+        """Whether a job handed over now starts at once (a kept one's interpreter is up)."""
+        return self.usable() and (self.kept_ready is None or self.kept_ready.is_set())
+
     async def claim(self) -> bool:
-        """Stop the idle watch so the job's pump owns the stream; False if it had died."""
+        """Stop the idle watch so the job's pump owns the stream; False if it had died.
+
+        A kept one is first waited for until its launcher says it is ready: what it says
+        must not reach the job's output."""
         if self.idle_watch is None:
             return True
+        if self.kept_ready is not None and not await self._until_ready():
+            self.idle_watch.cancel()
+            return False
         self.idle_watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.idle_watch
         return self.idle_watch.cancelled()
+
+    async def _until_ready(self) -> bool:
+        assert self.kept_ready is not None and self.idle_watch is not None
+        waiting = asyncio.create_task(self.kept_ready.wait())
+        try:
+            await asyncio.wait(
+                {waiting, self.idle_watch}, timeout=READY_WAIT_S, return_when=FIRST_COMPLETED
+            )
+        finally:
+            waiting.cancel()
+        return self.kept_ready.is_set() and not self.idle_watch.done()
+
+
+async def watch_kept(sandbox: Sandbox, ask: bytes, token: bytes) -> None:
+    """The idle watch of a kept container: ``ask`` its launcher whether it is ready, and
+    its answer ``token`` sets ``kept_ready``; then, like a warm one's, the watch ends when
+    the container says anything more or ends."""
+    assert sandbox.kept_ready is not None
+    await sandbox.attachment.write_stdin(ask)
+    if await sandbox.attachment.read_stdout(len(token)) != token:
+        return
+    sandbox.kept_ready.set()
+    await sandbox.attachment.until_readable()
 
 
 async def start_sandbox(

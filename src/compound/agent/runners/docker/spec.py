@@ -73,6 +73,11 @@ _FILES_CONTROL = struct.Struct(">QQQdHB")
 # The trailer's marker starts with bytes text output rarely ends with: the agent holds back
 # only a chunk's suffix that could be the start of it (see trailer).
 TRAILER_MARKER_PREFIX = b"\x00\xffcompound-outputs:"
+# What a launcher staying for another job writes once ready for it, after the last job's
+# marker. Must match in_container.launcher.READY_SUFFIX.
+READY_SUFFIX = b":ready"
+# What the agent asks a kept container's launcher with. Must match in_container.launcher.
+ASK_READY = b"?"
 # The launcher SIGKILLs the job this long before the agent's grace period is over, so the
 # outputs are on their way before the agent would kill the container.
 OUTPUTS_MARGIN_S = 2.0
@@ -114,8 +119,9 @@ class DockerRunnerSettings:
     # Started, idle containers kept ready for the next job (see warm_pool); 0 turns it off.
     warm: int = 1
     # Containers kept after a job that ended by itself, each for the next job of the same
-    # submitter (see reuse); 0 turns it off.
+    # submitter (see reuse); 0 turns it off. One left idle this long is removed.
     reuse: int = 1
+    reuse_idle_s: float = 10.0
     # Where our sitecustomize is kept for containers to mount (None: a private temporary
     # directory, removed at close).
     site_dir: Path | None = None

@@ -167,6 +167,20 @@ class Attachment:
         """
         await self._reader.read(1)
 
+    async def read_stdout(self, size: int) -> bytes | None:
+        """The next ``size`` bytes of stdout, unframed; None when something else comes
+        first (stderr, more than ``size``) or the stream ends."""
+        data = b""
+        try:
+            while len(data) < size:
+                kind, length = _HEADER.unpack(await self._reader.readexactly(_HEADER.size))
+                if kind == _STDERR or len(data) + length > size:
+                    return None
+                data += await self._reader.readexactly(length)
+        except asyncio.IncompleteReadError:
+            return None
+        return data
+
     async def send_stdin_file(self, head: bytes, path: Path | None, *, close: bool = True) -> None:
         """Like ``send_stdin``, with the file at ``path`` streamed after ``head``; ``close``
         False keeps stdin open (for a next job, see reuse)."""

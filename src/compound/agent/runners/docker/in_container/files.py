@@ -411,11 +411,11 @@ def send_outputs(
     max_bytes: int,
     ending: tuple[int, bool],
     stays: Callable[[], bool] | None = None,
-) -> None:
+) -> bool:
     """Write the trailer of the job that ended with ``ending`` (exit code, signalled);
     any failure becomes the footer's ``error`` (the job's code stands). ``stays``, called
     once the outputs are out and before the end frame: whether this container takes
-    another job (the footer's ``stays``)."""
+    another job (the footer's ``stays``, returned)."""
     exit_code, signalled = ending
     writer = FrameWriter(marker)
     footer: dict[str, Any] = {"files": 0}
@@ -427,9 +427,10 @@ def send_outputs(
     writer.flush()
     try:
         footer["stays"] = int(stays is not None and stays())
-    except Exception:  # noqa: BLE001  # nothing of it may stop the trailer's end
+    except Exception:  # nothing of it may stop the trailer's end
         footer["stays"] = 0
     writer.end(footer)
+    return bool(footer["stays"])
 
 
 def refuse_inputs(marker: bytes, reason: str, exit_code: int) -> None:

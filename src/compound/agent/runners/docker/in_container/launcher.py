@@ -57,7 +57,6 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Literal
 
 try:
     from compound.agent.runners.docker.in_container.files import (
@@ -67,6 +66,7 @@ try:
         refuse_inputs,
         send_outputs,
         snapshot,
+        write_all,
     )
     from compound.agent.runners.docker.in_container.prestart import Zygote
     from compound.agent.runners.docker.in_container.relay import OutputRelay
@@ -90,6 +90,11 @@ LAUNCH_FAILED_EXIT = 125
 # the marker's length, whether to stay for another job (see ``reset_for_next_job``); then
 # the marker and the inputs tar. Must match docker.spec.
 CONTROL = struct.Struct(">QQQdHB")
+# After the trailer of a job whose container stays: written once the next job's
+# interpreter is up (the marker, then this). Must match docker.spec.READY_SUFFIX.
+READY_SUFFIX = b":ready"
+# What the agent asks it with (EOF instead: the container ends). Must match docker.spec.
+ASK_READY = b"?"
 # Writable for the job besides /job (see docker.spec): emptied before a next job.
 SCRATCH_DIRS = ("/tmp", "/dev/shm", "/dev/mqueue")
 # After the last SIGKILL, how long the job's processes get to disappear.
@@ -397,12 +402,21 @@ def launch(
     make_undumpable()
     first = b""
     while True:
-        code, next_relay = run_job(script_path, zygote, relay, first)
-        if next_relay is None:
+        code, marker, stays = run_job(script_path, zygote, relay, first)
+        if not stays:
             return code
-        relay = next_relay or None
+        # Fresh for the next job: the last one had the ring and the pipes to play with.
+        if relay is not None:
+            relay = relay.renewed()
         # After the relay's renewal: the interpreter inherits the new ring.
         zygote = Zygote.spawn(zygote_source) if zygote_source else None
+        # The agent asks once it has read the trailer's end (so it cannot read the answer
+        # with it), and hands a kept container its next job only once it has the answer.
+        if os.read(0, 1) != ASK_READY:
+            return code
+        if zygote is not None:
+            zygote.wait_ready()
+        write_all(1, marker + READY_SUFFIX)
         # The next job, or EOF: the agent keeps this container no longer.
         first = os.read(0, 1)
         if not first:
@@ -411,11 +425,11 @@ def launch(
 
 def run_job(
     script_path: str, zygote: Zygote | None, relay: OutputRelay | None, first: bytes
-) -> tuple[int, OutputRelay | Literal[False] | None]:
+) -> tuple[int, bytes, bool]:
     """Receive one job (``first``: its first byte, when already read), put its files in
-    place, run it, send its outputs; its exit code, and when this container stays for
-    another job (the agent asked, the job ended by itself, nothing of it is left) the next
-    job's relay (False without one), else None."""
+    place, run it, send its outputs; its exit code, its trailer's marker, and whether this
+    container stays for another job (the agent asked, the job ended by itself, nothing of
+    it is left: see ``reset_for_next_job``)."""
     placement = Placement(script_path)
     args, job_env = receive(0, placement, first)
     control = FilesControl()
@@ -426,7 +440,7 @@ def run_job(
             extract_inputs(job_dir, control.inputs_bytes, control.max_input_files, script_name)
     except InputRefused as exc:
         refuse_inputs(control.marker, str(exc), LAUNCH_FAILED_EXIT)
-        return LAUNCH_FAILED_EXIT, None
+        return LAUNCH_FAILED_EXIT, control.marker, False
     os.mkdir(os.path.join(job_dir, OUTPUTS_DIR_NAME), 0o755)
     # The script and the inputs as they are now: what the job creates or changes comes back.
     before = snapshot(job_dir)
@@ -443,19 +457,14 @@ def run_job(
     before[script_name] = None
     # A job stopped (SIGTERM) or ended by a signal ends its container, as without reuse.
     stay = control.stay and not job.terminated and not job.signalled
-    following: list[OutputRelay | Literal[False]] = []
 
-    def ready_for_next() -> bool:
-        # Between the outputs and the end frame: the agent learns from the footer whether
-        # this container takes another job, so it never sends one to a container that ends.
-        if not stay or not reset_for_next_job(job_dir):
-            return False
-        following.append(relay.renewed() if relay is not None else False)
-        return True
+    def stays() -> bool:
+        # Between the outputs and the end frame: the footer tells the agent.
+        return stay and reset_for_next_job(job_dir)
 
     ending = (code, job.signalled)
-    send_outputs(control.marker, job_dir, before, control.max_outputs_bytes, ending, ready_for_next)
-    return code, following[0] if following else None
+    stayed = send_outputs(control.marker, job_dir, before, control.max_outputs_bytes, ending, stays)
+    return code, control.marker, stayed
 
 
 if __name__ == "__main__":

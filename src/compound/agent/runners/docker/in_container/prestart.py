@@ -46,6 +46,8 @@ class Zygote:
         self._ready_read = ready_read
         # Forked from this process's interpreter before anything else ran: its environment.
         self.started_with = dict(os.environ)
+        # Whether it said it is up, once read (see ``wait_ready``).
+        self._ready: bool | None = None
 
     @classmethod
     def spawn(cls, source: str) -> Zygote:
@@ -77,11 +79,16 @@ class Zygote:
     def serves(self, env: dict[str, str]) -> bool:
         return starts_alike(env, self.started_with)
 
+    def wait_ready(self) -> bool:
+        """Wait until it is up (or gone); whether it is up."""
+        if self._ready is None:
+            self._ready = os.read(self._ready_read, 1) == ZYGOTE_READY
+            self._close_ready()
+        return self._ready
+
     def hand(self, argv: list[bytes], env: dict[bytes, bytes]) -> bool:
         """Give it the job, once it is up; False (and nothing sent) if it never came up."""
-        ready = os.read(self._ready_read, 1)
-        self._close_ready()
-        if ready != ZYGOTE_READY:
+        if not self.wait_ready():
             return False
         message = memoryview(marshal.dumps((argv, env)))
         try:

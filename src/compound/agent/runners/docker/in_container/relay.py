@@ -129,7 +129,9 @@ class OutputRelay:
         os.pwrite(ring, MAGIC, 0)
         kick_read, kick_write = os.pipe()
         answer_read, answer_write = os.pipe()
-        for fd, fixed in zip((ring, kick_write, answer_read), (RING_FD, KICK_FD, ANSWER_FD)):
+        for fd, fixed in zip(
+            (ring, kick_write, answer_read), (RING_FD, KICK_FD, ANSWER_FD), strict=True
+        ):
             os.dup2(fd, fixed)  # inheritable: the job's interpreter finds them there
             os.close(fd)
         return cls(kick_read, answer_write)
@@ -137,7 +139,8 @@ class OutputRelay:
     def renewed(self) -> OutputRelay:
         """This relay's successor for the next job, once this one's thread has ended: the
         last job had the ring, its head and the pipes to play with."""
-        try:  # wakes the thread now rather than at its next tick: it sees the stop and ends
+        # Wakes the thread now rather than at its next tick: it sees the stop and ends.
+        try:  # noqa: SIM105  # contextlib costs every job's start an import
             os.write(KICK_FD, b"x")
         except OSError:
             pass
