@@ -56,6 +56,9 @@ class AgentSettings:
     max_output_bytes: int = 64 * MiB
     # Started, idle containers kept for the next jobs (each used once); 0 turns it off.
     warm: int = 1
+    # A container whose job ended by itself runs the same submitter's next job (see
+    # runners.docker.reuse); False: a fresh container for every job.
+    reuse: bool = True
     # Jobs run at once, each in its own container with the per-job limits (hello's slots):
     # the machine lends up to ``slots`` times the per-job CPU and memory.
     slots: int = 1

@@ -375,6 +375,14 @@ def agent(
             show_default=False,
         ),
     ] = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            help="Keep a container whose job ended by itself for the next job of the same"
+            " submitter, everything of that job cleared first (one per slot, 10 s; never for"
+            " another submitter's job). --no-reuse: a fresh container for every job.",
+        ),
+    ] = True,
     slots: Annotated[
         int | None,
         typer.Option(
@@ -489,6 +497,7 @@ def agent(
         max_output_bytes=max_output_mib * MiB,
         warm=lending.warm,
         slots=lending.slots,
+        reuse=reuse,
         max_output_files_bytes=max_output_files_mib * MiB,
         json_events=events == "json",
         parent_pid=parent_pid,
@@ -521,7 +530,7 @@ async def _run_agent(settings: AgentSettings) -> int:
             node_id=node_id,
             warm=settings.warm,
             # One kept container per slot: a submitter's burst runs in as many as it fills.
-            reuse=settings.slots,
+            reuse=settings.slots if settings.reuse else 0,
             max_outputs_bytes=settings.max_output_files_bytes,
             outputs_dir=settings.state_dir / "outputs",
             site_dir=mount_dir(settings.state_dir) / "site",
