@@ -61,10 +61,6 @@ BACK_TO_BACK_RUNS = 20
 # Rounds of part (d): each measures the baseline, then one burst.
 BURST_ROUNDS = 3
 RUN_TIMEOUT_S = 120.0
-# A tuned agent (extra rows): --warm 4 --slots 4. Decided by measuring (d) at 1, 2 and 4
-# (see bench/ANALYSIS.md); more than the engine starts at once buys nothing.
-TUNED_WARM = 4
-TUNED_SLOTS = 4
 # (h): a batch of short scripts, this many in flight, against docker run as many at a time.
 BATCH_JOBS = 100
 BATCH_IN_FLIGHT = 2
@@ -280,6 +276,8 @@ class Stack:
     # None: the agent's default (what the machine lends).
     warm: int | None = None
     slots: int | None = None
+    # False: --no-reuse, a fresh container for every job.
+    reuse: bool = True
     coordinator: Coordinator | None = None
     agent: Agent | None = None
 
@@ -287,10 +285,10 @@ class Stack:
     def setup(self) -> str:
         """``runsc, slots 2, warm 2 (defaults)``: what the figures were measured with."""
         lending = choose_lending(self.slots, self.warm, Limits())
-        tuned = self.slots is not None or self.warm is not None
+        tuned = self.slots is not None or self.warm is not None or not self.reuse
         return (
             f"{self.runtime}, slots {lending.slots}, warm {lending.warm}"
-            f"{' (tuned)' if tuned else ' (defaults)'}"
+            f"{'' if self.reuse else ', no reuse'}{' (tuned)' if tuned else ' (defaults)'}"
         )
 
     def __enter__(self) -> Stack:
@@ -305,6 +303,7 @@ class Stack:
             extra_args=[
                 *([] if self.warm is None else ["--warm", str(self.warm)]),
                 *([] if self.slots is None else ["--slots", str(self.slots)]),
+                *([] if self.reuse else ["--no-reuse"]),
             ],
             machine_defaults=True,
         ).start()
@@ -377,10 +376,12 @@ def run_stack(
     heavy_repeat: int,
     warm: int | None = None,
     slots: int | None = None,
+    reuse: bool = True,
 ) -> list[Figure]:
     """The parts asked for, against one coordinator and one agent (``runtime``; the
-    agent's defaults unless ``warm``/``slots`` tune it), each figure labelled with its setup."""
-    with Stack(root, runtime, warm, slots) as stack:
+    agent's defaults unless ``warm``/``slots``/``reuse`` tune it), each figure labelled with
+    its setup."""
+    with Stack(root, runtime, warm, slots, reuse) as stack:
         assert stack.coordinator is not None
         # One untimed run each warms the page cache, Docker and the agent.
         script = write_script(root, "trivial", TRIVIAL)
@@ -406,21 +407,29 @@ def main(
     parts: str = "abcdhi",
     warm: int | None = None,
     slots: int | None = None,
+    reuse: bool = True,
 ) -> list[Figure]:
-    """Every part under every runtime with the agent's defaults (or ``warm``/``slots``)."""
+    """Every part under every runtime with the agent's defaults (or ``warm``/``slots``/
+    ``reuse``)."""
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="compound-bench-e2e-") as workdir:
         for runtime in runtimes:
             root = Path(workdir) / runtime
             root.mkdir()
-            figures += run_stack(root, runtime, parts, repeat, heavy_repeat, warm, slots)
+            figures += run_stack(root, runtime, parts, repeat, heavy_repeat, warm, slots, reuse)
     return figures
 
 
-def tuned(runtime: str = "runsc", parts: str = "d") -> list[Figure]:
-    """Extra rows: the parts asked for with a tuned agent (``TUNED_SLOTS``, ``TUNED_WARM``)."""
-    with tempfile.TemporaryDirectory(prefix="compound-bench-tuned-") as workdir:
-        return run_stack(Path(workdir), runtime, parts, 5, 2, TUNED_WARM, TUNED_SLOTS)
+def single_use(runtimes: tuple[str, ...] = ("runc", "runsc"), parts: str = "dh") -> list[Figure]:
+    """Extra rows: the parts asked for with ``--no-reuse`` (a fresh container for every job:
+    what jobs of many submitters, one each, get)."""
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="compound-bench-single-use-") as workdir:
+        for runtime in runtimes:
+            root = Path(workdir) / runtime
+            root.mkdir()
+            figures += run_stack(root, runtime, parts, 5, 2, reuse=False)
+    return figures
 
 
 if __name__ == "__main__":
@@ -430,6 +439,7 @@ if __name__ == "__main__":
     parser.add_argument("--runtimes", default="runc,runsc", help="comma-separated")
     parser.add_argument("--warm", type=int, default=None, help="the agent's --warm (tuned)")
     parser.add_argument("--slots", type=int, default=None, help="the agent's --slots (tuned)")
+    parser.add_argument("--no-reuse", action="store_true", help="the agent's --no-reuse (tuned)")
     parser.add_argument("--parts", default="abcdhi", help="which of the parts, e.g. ci")
     options = parser.parse_args()
     if set(options.parts) - set("abcdhi"):
@@ -441,5 +451,6 @@ if __name__ == "__main__":
         options.parts,
         options.warm,
         options.slots,
+        not options.no_reuse,
     )
     print(text_table(figures))

@@ -4,7 +4,8 @@ Parts, each bounded in time (a part past its limit is stopped, its processes end
 its row marked as such), in this order:
 
 - (a)-(d), (h), (i) ``end_to_end.py``: jobs against ``docker run`` (runc) in the same run,
-  with the agent's defaults, under runc and under runsc; then (d) with a tuned agent;
+  with the agent's defaults, under runc and under runsc; then (d) and (h) with
+  ``--no-reuse`` (a fresh container for every job, as jobs of many submitters get);
 - ``engine_ceiling.py``: single-use containers/s the engine allows under each runtime, the
   bound of (d) (under gVisor (d) is also held to 90% of it);
 - ``burst_cpu.py``: the CPU one job of (d) costs, by process (what bounds (d) on 2 cores);
@@ -214,7 +215,7 @@ def main() -> None:
             720,
             lambda: end_to_end.main(options.repeat, options.heavy_repeat),
         ),
-        ("(d) tuned agent, runsc", 180, end_to_end.tuned),
+        ("(d), (h) single-use containers (--no-reuse), runc and runsc", 300, end_to_end.single_use),
         ("(d) engine ceiling, runc", 120, lambda: _ceiling("runc")),
         ("(d) engine ceiling, runsc", 150, lambda: _ceiling("runsc")),
         ("(d) CPU per job", 120, burst_cpu.measure),

@@ -49,7 +49,8 @@ for code in ('import time; time.sleep(300)',
 print(os.uname().nodename)
 """
 LOOK = r"""
-import json, os
+import json, os, sys
+modules, path = sorted(sys.modules), list(sys.path)
 def cmdline(pid):
     try:
         return open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\0', b' ').decode()
@@ -60,6 +61,7 @@ print(json.dumps({
     'job': sorted(os.listdir('/job')), 'outputs': sorted(os.listdir('/job/outputs')),
     'processes': sorted(cmdline(p) for p in os.listdir('/proc') if p.isdigit()),
     'env': dict(os.environ), 'host': os.uname().nodename,
+    'modules': modules, 'path': path, 'argv': sys.argv, 'flags': str(sys.flags),
 }))
 """
 # stdout and stderr in turns, a partial last line, then an exit that flushes nothing.
@@ -113,7 +115,8 @@ async def test_a_kept_container_runs_its_submitters_next_job_with_nothing_of_the
     runtime: str, docker_engine: str, runners: list[DockerRunner]
 ) -> None:
     """The second job of a tenant runs in the first one's container (same host name) and
-    sees no file, process or variable of it: the environment of a fresh container."""
+    sees no file, process or variable of it: the environment, modules, path and flags of a
+    fresh container's job."""
     runner = await _prepared(runners, _settings(docker_engine, runtime))
     first, first_out = await run_job(runner, LITTER, env={"GIVEN": "secret"}, tenant=ALICE)
     assert first.status is JobStatus.SUCCEEDED, first_out.stderr

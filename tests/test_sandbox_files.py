@@ -346,7 +346,7 @@ def test_trailer_split_anywhere() -> None:
     """Job bytes, then the trailer, cut at every point: job bytes exact, tar data exact."""
     marker = TRAILER_MARKER_PREFIX + b"a" * 32
     job = b"line\n\x00\xffcomp\x00" + TRAILER_MARKER_PREFIX + b"b" * 32 + b"\x00"
-    footer = FOOTER.pack(1, 0, 0, 0, 6, 3, 0, 0, 0, 0, 0, 0)
+    footer = FOOTER.pack(1, 0, 0, 0, 6, 3, 0, 0, 0, 0, 0, 0, 0)
     trailer = (
         marker
         + FRAME.pack(FRAME_TAR, 4)
@@ -380,24 +380,31 @@ def test_trailer_from_a_broken_launcher_is_bounded() -> None:
         (FRAME.pack(FRAME_END, 4) + b"null", "garbled"),
         (
             FRAME.pack(FRAME_END, FOOTER.size + 1)
-            + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0)
+            + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0)
             + b"x",
             "garbled",
         ),
         (
-            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 5000, 0, 0, 0, 0),
+            FRAME.pack(FRAME_END, FOOTER.size)
+            + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 5000, 0, 0, 0, 0, 0),
             "garbled",
         ),
         (
-            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0),
+            FRAME.pack(FRAME_END, FOOTER.size)
+            + FOOTER.pack(1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0),
             "garbled",
         ),
         (
-            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 256, 0, 0, 0, 0, 0, 0),
+            FRAME.pack(FRAME_END, FOOTER.size)
+            + FOOTER.pack(1, 0, 0, 0, 0, 256, 0, 0, 0, 0, 0, 0, 0),
             "garbled",
         ),
         (
-            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0),
+            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0),
+            "garbled",
+        ),
+        (
+            FRAME.pack(FRAME_END, FOOTER.size) + FOOTER.pack(1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2),
             "garbled",
         ),
         (b"".join(FRAME.pack(FRAME_TAR, 1 << 20) + b"x" * (1 << 20) for _ in range(2)), "cap"),

@@ -240,15 +240,17 @@ def kill_all_but_me() -> None:
         pass
 
 
-def wait_for_the_rest() -> None:
-    """Kill what is left of the job and wait until it is gone, so it can write no more."""
+def wait_for_the_rest() -> bool:
+    """Kill what is left of the job and wait until it is gone, so it can write no more;
+    whether it is (a process may outlast ``_REAP_WAIT_S`` in the kernel's hands)."""
     deadline = time.monotonic() + _REAP_WAIT_S
     while time.monotonic() < deadline:
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.01)
+    return False
 
 
 def reset_for_next_job(job_dir: str) -> bool:
@@ -449,14 +451,15 @@ def run_job(
     if relay is not None:
         relay.start(control.marker)
     code = job.run(placement.script_path, args, {**os.environ, **job_env}, zygote, relay)
-    wait_for_the_rest()
+    all_gone = wait_for_the_rest()
     if relay is not None:
         # After the job's last process is gone and before the trailer's marker.
         relay.stop()
     # The script is never an output, even changed by the job.
     before[script_name] = None
-    # A job stopped (SIGTERM) or ended by a signal ends its container, as without reuse.
-    stay = control.stay and not job.terminated and not job.signalled
+    # A job stopped (SIGTERM), ended by a signal or with a process still there ends its
+    # container, as without reuse.
+    stay = control.stay and all_gone and not job.terminated and not job.signalled
 
     def stays() -> bool:
         # Between the outputs and the end frame: the footer tells the agent.
