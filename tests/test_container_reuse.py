@@ -301,6 +301,26 @@ async def test_a_job_leaving_what_cannot_be_cleared_ends_its_container(
     assert json.loads(look.stdout)["host"] != sink.stdout.decode().strip()
 
 
+async def test_a_fork_bomb_leaves_nothing_for_its_submitters_next_job(
+    docker_engine: str, runners: list[DockerRunner]
+) -> None:
+    """A job whose processes fork as fast as they can up to the pids limit: whether its
+    container is kept or not, the next job of its submitter finds none of them."""
+    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    # The job's first process ends after a second; the others fork on.
+    bomb = (
+        "import os, time\nmain, end = os.getpid(), time.time() + 1\n"
+        "while os.getpid() != main or time.time() < end:\n    try:\n        os.fork()\n"
+        "    except OSError:\n        time.sleep(0.01)\n"
+    )
+    result, _ = await run_job(runner, bomb, tenant=ALICE, timeout_s=30.0)
+    assert result.status is JobStatus.SUCCEEDED
+    result, look = await run_job(runner, LOOK, tenant=ALICE)
+    assert result.status is JobStatus.SUCCEEDED, look.stderr
+    # tini, the launcher and the job itself: nothing else.
+    assert len(json.loads(look.stdout)["processes"]) == 3
+
+
 async def test_kept_containers_go_once_idle_and_when_the_runner_closes(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:
