@@ -3,9 +3,17 @@ connection cap."""
 
 from __future__ import annotations
 
-from compound.agent.default_share import Lending, Machine, choose_lending, default_lending
+from dataclasses import replace
+
+from compound.agent.default_share import (
+    Lending,
+    Machine,
+    choose_lending,
+    default_lending,
+    lending_line,
+)
 from compound.agent.runners.base import Limits
-from compound.agent.settings import MAX_WARM
+from compound.agent.settings import MAX_WARM, AgentSettings
 from compound.coordinator.serving.fd_limit import (
     MAX_DEFAULT_CONNECTIONS,
     RESERVED_FDS,
@@ -63,3 +71,12 @@ def test_a_given_cap_is_kept_within_the_fd_limit() -> None:
     """A cap the contributor gave stays, lowered only when the fd limit is smaller."""
     assert connection_cap(500, 20_000, 4096) == 500
     assert connection_cap(50_000, 20_000, 4096) == 20_000 - 4096 - RESERVED_FDS
+
+
+def test_the_start_line_says_what_is_lent_and_whether_containers_are_kept() -> None:
+    """Slots, warm containers, the per-job limits, and reuse on or off (--no-reuse)."""
+    settings = AgentSettings(coordinator_url="http://127.0.0.1:1", slots=2, warm=2)
+    line = lending_line(settings)
+    assert line.startswith("lending 2 slots (jobs at once), 2 warm containers; per job 1 core,")
+    assert line.endswith("a job's container is kept for its submitter's next job")
+    assert lending_line(replace(settings, reuse=False)).endswith("a fresh container for every job")

@@ -72,5 +72,10 @@ def lending_line(settings: AgentSettings) -> str:
         f"lending {settings.slots} slot{'s' if settings.slots != 1 else ''} (jobs at once),"
         f" {settings.warm} warm container{'s' if settings.warm != 1 else ''};"
         f" per job {limits.cpus:g} core{'s' if limits.cpus != 1 else ''},"
-        f" {limits.memory_bytes // (1024 * 1024)} MiB"
+        f" {limits.memory_bytes // (1024 * 1024)} MiB;"
+        + (
+            " a job's container is kept for its submitter's next job"
+            if settings.reuse
+            else " a fresh container for every job"
+        )
     )
