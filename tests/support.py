@@ -61,6 +61,15 @@ def csp_violations(page: Any) -> list[str]:
     return found
 
 
+def screenshot_path(name: str, scratch: Path) -> Path:
+    """Where a test's screenshot ``name`` goes: docs/ when ``COMPOUND_REFRESH_SCREENSHOTS``
+    is 1 (refreshing the README's pictures), else ``scratch`` (a test never changes the
+    checkout)."""
+    if os.environ.get("COMPOUND_REFRESH_SCREENSHOTS") == "1":
+        return Path(__file__).resolve().parent.parent / "docs" / name
+    return scratch / name
+
+
 def product_env(**extra: str) -> dict[str, str]:
     """The environment of a user's machine: in particular, no PYTHONUNBUFFERED."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}

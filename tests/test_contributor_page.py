@@ -26,10 +26,10 @@ from support import (
     csp_violations,
     product_env,
     run_cli,
+    screenshot_path,
     wait_until,
 )
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "contributor.png"
 UI_TIMEOUT_MS = 30_000
 
 
@@ -169,8 +169,7 @@ def test_start_job_banner_and_stop(
     expect(page.get_by_test_id("job-id")).to_have_text(job_id)
     expect(page.get_by_test_id("job-elapsed")).to_have_text(re.compile(r"^[1-9]\.\d s$"))
     assert coordinator.job(job_id)["contributor_id"] == node_id
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    page.screenshot(path=str(screenshot_path("contributor.png", tmp_path)))
 
     coordinator.wait_for_status(job_id, {"succeeded"}, timeout_s=60)
     expect(banner).to_be_hidden(timeout=UI_TIMEOUT_MS)

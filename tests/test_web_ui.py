@@ -21,9 +21,8 @@ from compound.desktop.bridge import WindowControls
 from compound.desktop.server import LocalAppState, LocalServer
 from compound.desktop.settings import SettingsStore
 from compound.desktop.sidecar import AgentSidecar
-from support import Agent, Coordinator, wait_until
+from support import Agent, Coordinator, screenshot_path, wait_until
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 LOAD_BUDGET_MS = 300
 # The log panel keeps this many lines in the DOM (js/logpanel.js default), in blocks of
 # lines, so the element count stays far lower still.
@@ -122,7 +121,9 @@ def dom_lines(page: Page) -> list[str]:
 
 
 @pytest.mark.timeout(60)
-def test_landing_page_offers_both_roles(coordinator: Coordinator, page: Page) -> None:
+def test_landing_page_offers_both_roles(
+    coordinator: Coordinator, page: Page, tmp_path: Path
+) -> None:
     """The landing page shows the wordmark and both role cards, reachable by keyboard."""
     page.goto(coordinator.url + "/")
     expect(page.locator(".wordmark")).to_contain_text("Compound")
@@ -149,7 +150,7 @@ def test_landing_page_offers_both_roles(coordinator: Coordinator, page: Page) ->
     page.evaluate("document.activeElement.blur()")
 
     settle(page)
-    page.screenshot(path=str(DOCS / "landing.png"))
+    page.screenshot(path=str(screenshot_path("landing.png", tmp_path)))
 
     # With reduced motion asked for, the fade-up entrance is effectively off.
     page.emulate_media(reduced_motion="reduce")
@@ -395,7 +396,7 @@ def test_reload_mid_job_resumes_without_gaps_or_duplicates(
     assert coordinator.job(job_id)["status"] == "running", "the job ended before the reload"
 
     settle(page)
-    page.screenshot(path=str(DOCS / "submitter.png"))
+    page.screenshot(path=str(screenshot_path("submitter.png", tmp_path)))
 
     page.reload()
     assert f"job={job_id}" in page.url
