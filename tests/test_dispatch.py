@@ -320,8 +320,10 @@ def test_the_other_writer_gets_its_turn_while_the_group_writer_is_busy(tmp_path:
     instead of polling for it until its busy timeout."""
     path = tmp_path / "db.sqlite3"
     turns = WriteTurns()
+    flooding_started = threading.Event()
 
     def busy(conn: sqlite3.Connection) -> None:
+        flooding_started.set()
         time.sleep(0.005)  # holds the write lock, as a big batch would
 
     async def scenario() -> list[float]:
@@ -335,7 +337,8 @@ def test_the_other_writer_gets_its_turn_while_the_group_writer_is_busy(tmp_path:
                 await asyncio.gather(*(writer.run(busy) for _ in range(8)))
 
         flooding = asyncio.create_task(keep_busy())
-        await asyncio.sleep(0.1)
+        # The group writer is committing before the other writer asks for its turn.
+        assert await asyncio.to_thread(flooding_started.wait, 10)
         waits = []
         for index in range(20):
             began = time.monotonic()
