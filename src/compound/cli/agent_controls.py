@@ -103,4 +103,6 @@ def register(agent_app: typer.Typer) -> None:
     agent_app.command("resume")(resume)
     agent_app.command("drain")(drain)
     agent_app.command("status")(status)
-    agent_app.command("set")(set_setting)
+    # A negative value ("-3") reaches the agent, which says what is accepted, rather than
+    # being taken for an option.
+    agent_app.command("set", context_settings={"ignore_unknown_options": True})(set_setting)
