@@ -2,8 +2,9 @@
 real desktop app server (`compound app --serve-only`), a real agent and real containers:
 pause freezes a running job and resume continues it, idle-only set on the page pauses the
 agent (and freezes its job) while a CPU hog outside the sandbox runs, hours that exclude now
-pause the agent with the reason shown, the CLI and the page control the same agent, and
-another origin's POST to the controls is refused."""
+pause the agent with the reason shown, how long the machine stays calm before lending again
+is set and kept (junk refused), the CLI and the page control the same agent, and another
+origin's POST to the controls is refused."""
 
 from __future__ import annotations
 
@@ -211,6 +212,33 @@ def test_hours_set_on_the_page_pause_the_agent_with_the_reason(
     expect(page.get_by_test_id("lending-reason")).to_have_text("paused by its donor")
     assert run_cli("agent", "resume", "--state-dir", state_dir).returncode == 0
     expect(page.get_by_test_id("lending-state")).to_have_text("Active")
+
+
+@pytest.mark.timeout(180)
+def test_resume_after_calm_set_on_the_page_is_kept(app: ServedApp, page: Page) -> None:
+    """Resume after calm (seconds): junk is refused with the sentence and the old value stays;
+    120 is acknowledged, shown, kept in donor.json and listed by the CLI."""
+    contribute(page, app)
+    calm = page.get_by_test_id("donor-idle-resume-s")
+    current = page.get_by_test_id("donor-idle-resume-s-current")
+    message = page.get_by_test_id("controls-message")
+    expect(current).to_have_text("now 30 (default)", timeout=UI_TIMEOUT_MS)
+    expect(calm).to_have_value("default")
+
+    calm.fill("120")
+    calm.press("Enter")
+    expect(current).to_have_text("now 120")
+    expect(message).to_contain_text("idle-resume-s set to 120")
+    expect(calm).not_to_have_attribute("aria-invalid", "true")
+
+    calm.fill("-5")
+    page.get_by_test_id("donor-idle-resume-s-apply").click()
+    expect(message).to_contain_text("seconds from 0 to 3600, or default")
+    expect(calm).to_have_attribute("aria-invalid", "true")
+    expect(current).to_have_text("now 120")
+    assert cli_status(app)["settings"]["idle-resume-s"] == "120"
+    kept = json.loads((app.config_dir / "agent" / "donor.json").read_text())
+    assert kept["idle-resume-s"] == "120"
 
 
 class _AttackerPage(BaseHTTPRequestHandler):

@@ -3,6 +3,7 @@ hysteresis, battery, and the control requests' parser."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import time
 from pathlib import Path
@@ -58,6 +59,7 @@ def test_hours_within_a_day_and_always() -> None:
         ("memory-mib", "8"),
         ("slots", "17"),
         ("slots", "-1"),
+        ("idle-resume-s", "-1"),
         ("colour", "blue"),
     ],
 )
@@ -65,6 +67,37 @@ def test_bad_values_are_refused_with_a_sentence(key: str, value: str) -> None:
     """Every bad value raises SettingError, never another exception."""
     with pytest.raises(SettingError):
         with_setting(DonorSettings(), key, value)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds", "text"),
+    [
+        ("0", 0.0, "0"),
+        ("120", 120.0, "120"),
+        ("1.5", 1.5, "1.5"),
+        ("3600", 3600.0, "3600"),
+        ("-0", 0.0, "0"),
+        ("default", None, "default"),
+    ],
+)
+def test_idle_resume_values_are_read(value: str, seconds: float | None, text: str) -> None:
+    """idle-resume-s takes seconds from 0 to 3600 or default (the agent's own), and reads
+    back the text it describes."""
+    donor = with_setting(DonorSettings(), "idle-resume-s", value)
+    assert donor.idle_resume_s == seconds
+    assert described(donor)["idle-resume-s"] == text
+    assert with_setting(DonorSettings(), "idle-resume-s", text) == donor
+
+
+@pytest.mark.parametrize(
+    "value", ["-1", "-0.5", "nan", "inf", "-inf", "1e9", "3600.5", "soon", "", "30s", "0x10", "off"]
+)
+def test_bad_idle_resume_values_get_the_sentence(value: str) -> None:
+    """Negative, not a number, huge or text: refused with the sentence saying what is
+    accepted."""
+    with pytest.raises(SettingError) as refused:
+        with_setting(DonorSettings(), "idle-resume-s", value)
+    assert str(refused.value) == "idle-resume-s: seconds from 0 to 3600, or default"
 
 
 def test_idle_cpu_hysteresis() -> None:
@@ -105,17 +138,33 @@ def test_battery_and_the_donors_pause_come_first() -> None:
 def test_settings_are_kept_and_read_back(tmp_path: Path) -> None:
     """What is saved is read back the same; the text forms round-trip."""
     donor = DonorSettings(paused=True)
-    for key, value in [("hours", "22:00-06:00"), ("cpus", "1.5"), ("slots", "3")]:
+    for key, value in [
+        ("hours", "22:00-06:00"),
+        ("cpus", "1.5"),
+        ("slots", "3"),
+        ("idle-resume-s", "120"),
+    ]:
         donor = with_setting(donor, key, value)
     save(tmp_path, donor)
     assert load(tmp_path) == (donor, None)
+    assert json.loads((tmp_path / DONOR_FILE).read_text())["idle-resume-s"] == "120"
     assert described(donor)["idle-cpu-percent"] == "off"
+    assert described(DonorSettings())["idle-resume-s"] == "default"
     assert (tmp_path / DONOR_FILE).stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"[]", b'{"slots": "99"}', b'{"paused": "yes"}', b'{"x": "1"}', b"{" * 70000],
+    [
+        b"{not json",
+        b"[]",
+        b'{"slots": "99"}',
+        b'{"paused": "yes"}',
+        b'{"x": "1"}',
+        b'{"idle-resume-s": "-5"}',
+        b'{"idle-resume-s": 120}',
+        b"{" * 70000,
+    ],
 )
 def test_a_damaged_file_gives_the_defaults_and_a_warning(tmp_path: Path, content: bytes) -> None:
     """A damaged donor.json never raises: the defaults, and one sentence naming the file."""

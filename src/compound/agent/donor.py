@@ -1,6 +1,6 @@
 """What the donor of this machine chose, changed live (``compound agent set``) and kept in
-``STATE_DIR/donor.json``: hours, idle-only, on battery, per-job CPU and memory, slots, and
-whether they paused it.
+``STATE_DIR/donor.json``: hours, idle-only and how long the machine stays calm before it
+lends again, on battery, per-job CPU and memory, slots, and whether they paused it.
 
 Every value is kept in the text form the donor typed and validated by the same parser when
 read back: a damaged or hand-edited file gives the defaults and one warning, never a crash.
@@ -26,6 +26,8 @@ _CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 MAX_CPUS = 1024.0
 MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 1024 * 1024
+# An hour: past it a donor would rather turn idle-only lending off than wait for it.
+MAX_IDLE_RESUME_S = 3600.0
 
 
 class SettingError(ValueError):
@@ -57,11 +59,13 @@ class Hours:
 
 @dataclass(frozen=True)
 class DonorSettings:
-    """None for ``hours``, ``idle_cpu_percent``: no such rule; for ``cpus``, ``memory_mib``
-    and ``slots``: the agent's command-line value."""
+    """None for ``hours``, ``idle_cpu_percent``: no such rule; for ``idle_resume_s``,
+    ``cpus``, ``memory_mib`` and ``slots``: the agent's command-line value."""
 
     hours: Hours | None = None
     idle_cpu_percent: float | None = None
+    # Idle-only: seconds the machine's own CPU use stays under the threshold to lend again.
+    idle_resume_s: float | None = None
     on_battery: OnBattery = OnBattery.RUN
     cpus: float | None = None
     memory_mib: int | None = None
@@ -74,6 +78,7 @@ class DonorSettings:
 KEYS = {
     "hours": "hours",
     "idle-cpu-percent": "idle_cpu_percent",
+    "idle-resume-s": "idle_resume_s",
     "on-battery": "on_battery",
     "cpus": "cpus",
     "memory-mib": "memory_mib",
@@ -123,6 +128,17 @@ def _parse_idle(value: str) -> float | None:
     if not 1 <= percent <= 100:
         raise SettingError("idle-cpu-percent: a percentage from 1 to 100, or off")
     return percent
+
+
+def _parse_idle_resume(value: str) -> float | None:
+    sentence = f"idle-resume-s: seconds from 0 to {MAX_IDLE_RESUME_S:g}, or default"
+    if value == "default":
+        return None
+    seconds = _number(value, sentence)
+    if not 0 <= seconds <= MAX_IDLE_RESUME_S:
+        raise SettingError(sentence)
+    # -0 reads back as "-0", which this parser would then refuse.
+    return seconds + 0.0
 
 
 def _parse_battery(value: str) -> OnBattery:
@@ -175,6 +191,7 @@ def _clock(minutes: int) -> str:
 _PARSERS = {
     "hours": _parse_hours,
     "idle-cpu-percent": _parse_idle,
+    "idle-resume-s": _parse_idle_resume,
     "on-battery": _parse_battery,
     "cpus": _parse_cpus,
     "memory-mib": _parse_memory,

@@ -43,7 +43,12 @@ class DonorControls:
         outbox: Outbox,
         events: EventSink,
         stop: Callable[[], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        meter: CpuMeter | None = None,
     ) -> None:
+        """``clock`` (monotonic seconds) and ``meter`` are the policies' view of time and of
+        the machine's CPU use: tests give their own, to decide without waiting."""
         self._settings = settings
         self._worker = worker
         self._runner = runner
@@ -55,8 +60,9 @@ class DonorControls:
             events.say(warning, "warning")
         self.decision = Decision(Lending.ACTIVE)
         self.draining = False
-        self._idle = IdleCpu(settings.idle_resume_s)
-        self._meter = CpuMeter(runner)
+        self._clock = clock
+        self._idle = IdleCpu(self.idle_resume_s)
+        self._meter = meter or CpuMeter(runner)
         self._cpu_percent: float | None = None
         self._frozen_since: dict[str, float] = {}
         # One change at a time: the donor's commands and the policy loop.
@@ -80,6 +86,14 @@ class DonorControls:
     def slots(self) -> int:
         return self.donor.slots or self._settings.slots
 
+    @property
+    def idle_resume_s(self) -> float:
+        """How long the machine stays calm before idle-only lending resumes: the donor's
+        choice, else the agent's ``--idle-resume-s``."""
+        if self.donor.idle_resume_s is None:
+            return self._settings.idle_resume_s
+        return self.donor.idle_resume_s
+
     async def start(self) -> None:
         """Apply the kept settings before the first connection, and decide once."""
         if self.donor.cpus or self.donor.memory_mib:
@@ -100,9 +114,9 @@ class DonorControls:
                 return
             # Read every time, so the next reading compares with a recent one.
             self._cpu_percent = await self._meter.non_job_percent()
-            busy = self._idle.observe(
-                self._cpu_percent, self.donor.idle_cpu_percent, time.monotonic()
-            )
+            # The donor may have changed it since the last look: this decision uses it.
+            self._idle.resume_after_s = self.idle_resume_s
+            busy = self._idle.observe(self._cpu_percent, self.donor.idle_cpu_percent, self._clock())
             observed = Observed(
                 local_time=datetime.now().time(),
                 cpu_busy=busy,
@@ -133,7 +147,7 @@ class DonorControls:
             if execution.task is None or execution.task.done() or execution.handback:
                 continue
             if job_id not in self._frozen_since and await self._runner.pause_job(job_id):
-                self._frozen_since[job_id] = time.monotonic()
+                self._frozen_since[job_id] = self._clock()
         self._forget_ended()
 
     async def _thaw_all(self) -> None:
@@ -150,7 +164,7 @@ class DonorControls:
         """A job frozen longer than ``max_pause_s`` goes back to run elsewhere (the runner
         thaws it so it can be stopped)."""
         limit_s = self._settings.max_pause_s
-        now = time.monotonic()
+        now = self._clock()
         for job_id, since in list(self._frozen_since.items()):
             if now - since > limit_s:
                 self._events.say(f"job {job_id} paused over {limit_s:g} s: handing it back")
@@ -199,6 +213,10 @@ class DonorControls:
         elif key == "slots":
             await self._apply_slots()
             note = f"; {self.slots} job(s) at once from the next job"
+        elif key == "idle-resume-s":
+            note = f"; idle-only lending resumes after {self.idle_resume_s:g} s of calm"
+            if self.donor.idle_cpu_percent is None:
+                note += " (idle-cpu-percent is off: no effect until it is set)"
         await self.evaluate()
         return f"{key} set to {text}{note}. {self.sentence()}"
 
@@ -245,12 +263,13 @@ class DonorControls:
 
     def status(self) -> dict[str, Any]:
         frozen = self._runner.frozen_jobs()
-        now = time.monotonic()
+        now = self._clock()
         settings = described(self.donor)
         for key, value in (
             ("cpus", f"{self.limits.cpus:g}"),
             ("memory-mib", str(self.limits.memory_bytes // MiB)),
             ("slots", str(self.slots)),
+            ("idle-resume-s", f"{self.idle_resume_s:g}"),
         ):
             if settings[key] == "default":
                 settings[key] = f"{value} (default)"

@@ -87,7 +87,9 @@ def set_setting(
 
     hours HH:MM-HH:MM|always: run only inside this daily window of local time.
     idle-cpu-percent N|off: pause while this machine's own CPU use (without the jobs') is
-    over N%; go on once it has stayed under for --idle-resume-s.
+    over N%; go on once it has stayed under for idle-resume-s.
+    idle-resume-s N|default: seconds (0 to 3600) the machine must stay calm before
+    idle-only lending resumes; default: the agent's --idle-resume-s (30).
     on-battery run|pause: pause while the machine runs on its battery.
     cpus N|default, memory-mib N|default: per-job limits, for the next jobs and (where
     Docker can) the running ones.
@@ -101,4 +103,6 @@ def register(agent_app: typer.Typer) -> None:
     agent_app.command("resume")(resume)
     agent_app.command("drain")(drain)
     agent_app.command("status")(status)
-    agent_app.command("set")(set_setting)
+    # A negative value ("-3") reaches the agent, which says what is accepted, rather than
+    # being taken for an option.
+    agent_app.command("set", context_settings={"ignore_unknown_options": True})(set_setting)

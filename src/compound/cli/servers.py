@@ -361,7 +361,7 @@ def agent(
             "--idle-resume-s",
             min=0,
             help="With idle-cpu-percent set: seconds the machine's own CPU use must stay under"
-            " it before paused jobs go on.",
+            " it before paused jobs go on (a donor's `compound agent set idle-resume-s` wins).",
         ),
     ] = 30.0,
     max_output_mib: Annotated[

@@ -19,6 +19,9 @@ export const SETTINGS = [
   { key: "idle-cpu-percent", label: "Only when idle", placeholder: "e.g. 50, or off",
     hint: "Pause while this machine's own CPU use is over this percentage.",
     reading: machineCpuText },
+  { key: "idle-resume-s", label: "Resume after calm", placeholder: "seconds, e.g. 30",
+    hint: "After such a pause, lend again once the machine's own CPU use has stayed under the "
+      + "percentage this many seconds (0 to 3600), or default." },
   { key: "on-battery", label: "On battery", choices: ["run", "pause"],
     hint: "Pause while the machine runs on its battery." },
   { key: "cpus", label: "CPUs per job", placeholder: "cores, or default", hint: "" },
