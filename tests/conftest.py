@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 import pg_cluster
+from compound.agent.runners.docker.runner import DockerRunner
 from docker_env import check_docker_ready
 from postgres import Cluster, find_binaries
 from support import (
@@ -23,6 +24,7 @@ from support import (
     Coordinator,
     containers_of,
     csp_violations,
+    make_token,
     remove_mount_dir,
 )
 
@@ -188,3 +190,24 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
     assert not violations, f"Content-Security-Policy violations in the page: {violations}"
+
+
+@pytest.fixture
+async def runners() -> AsyncIterator[list[DockerRunner]]:
+    """Docker runners the test makes (see docker_env.prepared_runner); all closed, and so
+    emptied, at the end."""
+    made: list[DockerRunner] = []
+    yield made
+    for runner in made:
+        await runner.close()
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[Coordinator, dict[str, str]]]:
+    """A coordinator with auth on: alice and bob submit, worker contributes (their tokens)."""
+    data_dir = tmp_path / "coordinator"
+    roles = {"alice": "submitter", "bob": "submitter", "worker": "contributor"}
+    tokens = {name: make_token(data_dir, role, name) for name, role in roles.items()}
+    server = Coordinator(data_dir=data_dir, lease_timeout_s=60.0).start()
+    yield server, tokens
+    server.stop()

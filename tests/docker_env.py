@@ -12,7 +12,12 @@ import uuid
 from compound.agent.runners.base import RunResult, RunSpec
 from compound.agent.runners.docker.engine import EngineError, check_engine, connect
 from compound.agent.runners.docker.image import DEFAULT_TAG, ensure_image
-from compound.agent.runners.docker.runner import MANAGED_LABEL, NODE_LABEL, DockerRunner
+from compound.agent.runners.docker.runner import (
+    MANAGED_LABEL,
+    NODE_LABEL,
+    DockerRunner,
+    DockerRunnerSettings,
+)
 from compound.protocol import Stream
 
 RUNTIMES = ("runc", "runsc")
@@ -100,3 +105,13 @@ async def run_job(runner: DockerRunner, script: str, **spec: object) -> tuple[Ru
     job = RunSpec(job_id=uuid.uuid4().hex, script=script, **spec)  # type: ignore[arg-type]
     result = await runner.run(job, sink, asyncio.Event())
     return result, sink
+
+
+async def prepared_runner(made: list[DockerRunner], settings: DockerRunnerSettings) -> DockerRunner:
+    """A runner of ``settings``, prepared and its warm pool filled; added to ``made`` (the
+    ``runners`` fixture closes them all)."""
+    runner = DockerRunner(settings)
+    made.append(runner)
+    await runner.prepare()
+    await runner.warm_pool.filled()
+    return runner

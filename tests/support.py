@@ -361,8 +361,11 @@ def remove_mount_dir(agent: Agent) -> None:
         shutil.rmtree(recorded, ignore_errors=True)
 
 
-def containers_of(node_id: str) -> list[str]:
-    """Ids of this node's job containers, running or not (real Docker, via the CLI)."""
+def containers_of(node_id: str, *, jobs_only: bool = True) -> list[str]:
+    """Ids of this node's job containers (``jobs_only`` False: warm ones too), running or
+    not (real Docker, via the CLI)."""
+    # Warm containers waiting for a job are renamed compound-job-* when given one.
+    names = ["--filter", "name=compound-job-"] if jobs_only else []
     result = subprocess.run(
         [
             "docker",
@@ -372,15 +375,21 @@ def containers_of(node_id: str) -> list[str]:
             "label=compound.managed=1",
             "--filter",
             f"label=compound.node_id={node_id}",
-            # Not the warm containers waiting for a job (renamed compound-job-* when given one).
-            "--filter",
-            "name=compound-job-",
+            *names,
         ],
         capture_output=True,
         text=True,
         check=True,
     )
     return result.stdout.split()
+
+
+def make_token(data_dir: Path, role: str, name: str) -> str:
+    """A new token of ``role`` named ``name`` in the coordinator's ``data_dir`` (the CLI)."""
+    result = run_cli("token", "create", "--data-dir", str(data_dir), "--role", role, "--name", name)
+    assert result.returncode == 0, result.stderr.decode()
+    token: str = result.stdout.decode().strip()
+    return token
 
 
 def run_cli(

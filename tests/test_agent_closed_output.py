@@ -19,6 +19,7 @@ from support import (
     TEST_IMAGE,
     Coordinator,
     OutputLines,
+    containers_of,
     product_env,
     stream_text,
     wait_until,
@@ -28,25 +29,6 @@ STOP_TIMEOUT_S = 30.0
 # Long enough that no lease expires during a test: every move of a job is the agent's.
 LEASE_TIMEOUT_S = 60.0
 LONG_JOB = "import time\nprint('start', flush=True)\ntime.sleep(60)\n"
-
-
-def node_containers(node_id: str) -> list[str]:
-    """Ids of every container of this node, warm or running a job (real Docker, via the CLI)."""
-    result = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-aq",
-            "--filter",
-            "label=compound.managed=1",
-            "--filter",
-            f"label=compound.node_id={node_id}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.split()
 
 
 class Started:
@@ -126,7 +108,7 @@ def started(docker_engine: str) -> Iterator[list[Started]]:
             agent.proc.kill()
             agent.proc.wait(10)
         if (agent.state_dir / "node_id").exists():
-            leftovers = node_containers(agent.node_id)
+            leftovers = containers_of(agent.node_id, jobs_only=False)
             if leftovers:
                 subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
         with contextlib.suppress(OSError):  # as support.remove_mount_dir
@@ -147,7 +129,9 @@ def start(
     )
     assert agent.proc.poll() is None, agent.output()
     coordinator.wait_for_contributor(agent.node_id, "idle", timeout_s=STARTUP_TIMEOUT_S)
-    wait_until(lambda: node_containers(agent.node_id), STARTUP_TIMEOUT_S, "a warm container")
+    wait_until(
+        lambda: containers_of(agent.node_id, jobs_only=False), STARTUP_TIMEOUT_S, "a warm container"
+    )
     return agent
 
 
@@ -190,7 +174,7 @@ def test_sigterm_with_stdout_gone_removes_the_warm_container(
     agent.close_output()
     heartbeats_go_on(patient, agent)
     assert stop(agent) == 0, agent.output()
-    assert not node_containers(agent.node_id), agent.output()
+    assert not containers_of(agent.node_id, jobs_only=False), agent.output()
     patient.wait_for_contributor(agent.node_id, "offline", timeout_s=10)
 
 
@@ -207,7 +191,7 @@ def test_sigterm_with_its_reader_gone_hands_the_job_back(
     agent.close_output()
     heartbeats_go_on(patient, agent)
     assert stop(agent) == 0, agent.output()
-    assert not node_containers(agent.node_id), agent.output()
+    assert not containers_of(agent.node_id, jobs_only=False), agent.output()
     job = patient.job(job_id)
     assert job["status"] == "queued", (job, agent.output())
     assert "handed back (its contributor is stopping)" in stream_text(
@@ -232,7 +216,7 @@ def test_a_job_finishes_with_stdout_closed(
     assert stream_text(patient.logs(job_id)) == "before\nafter\n"
     assert contributor(patient, agent.node_id)["state"] == "idle", agent.output()
     assert stop(agent) == 0, agent.output()
-    assert not node_containers(agent.node_id), agent.output()
+    assert not containers_of(agent.node_id, jobs_only=False), agent.output()
 
 
 GONE_READER_SCRIPT = """

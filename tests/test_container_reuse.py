@@ -11,7 +11,6 @@ import asyncio
 import json
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from compound.agent.runners.base import RunResult, RunSpec
 from compound.agent.runners.docker.reuse import ReuseStash
 from compound.agent.runners.docker.runner import DockerRunner, DockerRunnerSettings
 from compound.protocol import JobStatus, Stream
-from docker_env import RUNTIMES, Collected, managed_container_ids, run_job
-from support import Agent, Coordinator, run_cli, stream_text, wait_until
+from docker_env import RUNTIMES, Collected, managed_container_ids, prepared_runner, run_job
+from support import Agent, Coordinator, stream_text, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,23 +86,6 @@ def _settings(image: str, runtime: str, **changes: object) -> DockerRunnerSettin
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def runners() -> AsyncIterator[list[DockerRunner]]:
-    """Runners the test makes; all closed (and so emptied) at the end."""
-    made: list[DockerRunner] = []
-    yield made
-    for runner in made:
-        await runner.close()
-
-
-async def _prepared(made: list[DockerRunner], settings: DockerRunnerSettings) -> DockerRunner:
-    runner = DockerRunner(settings)
-    made.append(runner)
-    await runner.prepare()
-    await runner.warm_pool.filled()
-    return runner
-
-
 async def _host(runner: DockerRunner, tenant: str | None) -> str:
     result, sink = await run_job(runner, HOST, tenant=tenant)
     assert result == RunResult(JobStatus.SUCCEEDED, 0), (result, sink.stderr)
@@ -117,7 +99,7 @@ async def test_a_kept_container_runs_its_submitters_next_job_with_nothing_of_the
     """The second job of a tenant runs in the first one's container (same host name) and
     sees no file, process or variable of it: the environment, modules, path and flags of a
     fresh container's job."""
-    runner = await _prepared(runners, _settings(docker_engine, runtime))
+    runner = await prepared_runner(runners, _settings(docker_engine, runtime))
     first, first_out = await run_job(runner, LITTER, env={"GIVEN": "secret"}, tenant=ALICE)
     assert first.status is JobStatus.SUCCEEDED, first_out.stderr
     assert first.outputs_tar is not None  # the first job's outputs came back
@@ -132,7 +114,7 @@ async def test_a_kept_container_runs_its_submitters_next_job_with_nothing_of_the
     assert not any("time.sleep(300)" in command for command in seen["processes"])
     assert "GIVEN" not in seen["env"] and "SET_BY_FIRST" not in seen["env"]
 
-    cold = await _prepared(runners, _settings(docker_engine, runtime, warm=0, reuse=0))
+    cold = await prepared_runner(runners, _settings(docker_engine, runtime, warm=0, reuse=0))
     _, cold_out = await run_job(cold, LOOK, env={"SECOND": "2"})
     cold_seen = json.loads(cold_out.stdout)
     for report in (seen, cold_seen):
@@ -147,7 +129,7 @@ async def test_a_kept_container_never_runs_another_submitters_job(
 ) -> None:
     """Jobs of bob, and jobs with no tenant at all, never run in a container kept for
     alice; a job with no tenant leaves no container behind."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc"))
     alice = await _host(runner, ALICE)
     bob = await _host(runner, BOB)
     nobody = await _host(runner, None)
@@ -178,7 +160,7 @@ async def test_a_job_that_did_not_end_by_itself_leaves_its_container_to_no_one(
 ) -> None:
     """A job stopped, killed or whose launcher died is not kept: the next job of the same
     submitter runs in another container, and no container is left behind."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc"))
     before = await _host(runner, ALICE)
     assert len(runner.reuse) == 1
     result, _ = await run_job(runner, script, tenant=ALICE, timeout_s=timeout_s)
@@ -200,7 +182,7 @@ async def test_a_job_that_exits_137_by_itself_is_told_at_once(
 ) -> None:
     """An exit code that looks like SIGKILL but was the job's own choice: the launcher's
     word stands (the container stays up, so there is nothing else to wait for)."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc"))
     result, _ = await asyncio.wait_for(
         run_job(runner, "import sys; sys.exit(137)", tenant=ALICE), timeout=20
     )
@@ -212,7 +194,7 @@ async def test_a_cancelled_job_leaves_its_container_to_no_one(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:
     """A job cancelled mid-run is not kept."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc"))
     before = await _host(runner, ALICE)
     sink = Collected()
     cancel = asyncio.Event()
@@ -236,7 +218,7 @@ async def test_output_of_a_kept_containers_next_job_is_whole_and_in_order(
 ) -> None:
     """Through the renewed output relay: stdout and stderr in the order written, the
     partial last line of a job that ends with os._exit, its exit code."""
-    runner = await _prepared(runners, _settings(docker_engine, runtime))
+    runner = await prepared_runner(runners, _settings(docker_engine, runtime))
     host = await _host(runner, ALICE)
     script = INTERLEAVED.replace("import os, sys", "import os, sys\nprint(os.uname().nodename)")
     result, sink = await run_job(runner, script, tenant=ALICE)
@@ -263,7 +245,7 @@ async def test_a_kept_containers_next_job_gets_its_own_inputs_and_outputs(
 ) -> None:
     """Input files and outputs/ are the job's own in a kept container: the last job's are
     gone before the next one's arrive."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc"))
     script = (
         "import os; print(sorted(os.listdir('.'))); "
         "open('outputs/made', 'w').write(open(sorted(n for n in os.listdir('.') "
@@ -291,7 +273,7 @@ async def test_a_job_leaving_what_cannot_be_cleared_ends_its_container(
 ) -> None:
     """A folder tree deeper than the launcher clears: the container is not kept (the next
     job of the same submitter gets another one), and nothing reaches that job."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc"))
     deep = "import os\npath = '/tmp'\nfor _ in range(1500):\n    path += '/d'\n    os.mkdir(path)\n"
     result, sink = await run_job(runner, deep + HOST, tenant=ALICE)
     assert result.status is JobStatus.SUCCEEDED, sink.stderr
@@ -306,7 +288,7 @@ async def test_a_fork_bomb_leaves_nothing_for_its_submitters_next_job(
 ) -> None:
     """A job whose processes fork as fast as they can up to the pids limit: whether its
     container is kept or not, the next job of its submitter finds none of them."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc"))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc"))
     # The job's first process ends after a second; the others fork on.
     bomb = (
         "import os, time\nmain, end = os.getpid(), time.time() + 1\n"
@@ -326,7 +308,7 @@ async def test_kept_containers_go_once_idle_and_when_the_runner_closes(
 ) -> None:
     """A kept container left idle past ``reuse_idle_s`` is removed; close() removes the
     others."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc", reuse_idle_s=0.5))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc", reuse_idle_s=0.5))
     await _host(runner, ALICE)
     assert len(runner.reuse) == 1
     deadline = asyncio.get_running_loop().time() + 10
@@ -338,7 +320,7 @@ async def test_kept_containers_go_once_idle_and_when_the_runner_closes(
     assert set(await managed_container_ids(runner.settings.node_id)) == (
         runner.warm_container_ids()
     )
-    keeping = await _prepared(runners, _settings(docker_engine, "runc", warm=0))
+    keeping = await prepared_runner(runners, _settings(docker_engine, "runc", warm=0))
     await _host(keeping, ALICE)
     await _host(keeping, BOB)
     assert len(keeping.reuse) == 2
@@ -351,7 +333,7 @@ async def test_a_burst_of_one_submitter_starts_few_containers(
 ) -> None:
     """Twenty jobs of one submitter, two at a time, run in the kept containers: far fewer
     containers are started than jobs run."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=2))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc", warm=2))
     gate = asyncio.Semaphore(2)
 
     async def one(n: int) -> None:
@@ -390,25 +372,6 @@ async def test_the_stash_holds_its_size_hands_out_by_key_and_expires() -> None:
 
 
 # ------------------------------------------------------- through a coordinator and agent
-
-
-def _make_token(data_dir: Path, role: str, name: str) -> str:
-    result = run_cli("token", "create", "--data-dir", str(data_dir), "--role", role, "--name", name)
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode().strip()
-
-
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[tuple[Coordinator, dict[str, str]]]:
-    """A coordinator with auth on: alice and bob submit, worker contributes."""
-    data_dir = tmp_path / "coordinator"
-    tokens = {
-        name: _make_token(data_dir, role, name)
-        for name, role in (("alice", "submitter"), ("bob", "submitter"), ("worker", "contributor"))
-    }
-    server = Coordinator(data_dir=data_dir, lease_timeout_s=60.0).start()
-    yield server, tokens
-    server.stop()
 
 
 def test_an_agent_reuses_a_container_only_between_one_submitters_jobs(

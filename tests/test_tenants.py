@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from compound.coordinator.scheduling.tenants import tenant_of
 from compound.protocol import Job, ProtocolError, parse_coordinator_message, serialize
 from fake_agent import FakeAgent
-from support import Coordinator, run_cli
+from support import Coordinator
 
 _JOB = {"type": "job", "job_id": "j1", "lease_id": "l1", "script": "print(1)"}
 
@@ -90,27 +88,6 @@ def test_a_job_with_a_bad_tenant_is_refused(tenant: Any) -> None:
 
 
 # ---------------------------------------------------------------- a real coordinator
-
-
-def _make_token(data_dir: Path, role: str, name: str) -> str:
-    result = run_cli("token", "create", "--data-dir", str(data_dir), "--role", role, "--name", name)
-    assert result.returncode == 0, result.stderr.decode()
-    token: str = result.stdout.decode().strip()
-    return token
-
-
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[tuple[Coordinator, dict[str, str]]]:
-    """A coordinator with auth on: alice and bob submit, worker contributes."""
-    data_dir = tmp_path / "coordinator"
-    tokens = {
-        "alice": _make_token(data_dir, "submitter", "alice"),
-        "bob": _make_token(data_dir, "submitter", "bob"),
-        "worker": _make_token(data_dir, "contributor", "worker"),
-    }
-    server = Coordinator(data_dir=data_dir, lease_timeout_s=60.0).start()
-    yield server, tokens
-    server.stop()
 
 
 def test_jobs_arrive_with_their_owners_tenant(

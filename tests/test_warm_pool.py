@@ -11,7 +11,6 @@ import subprocess
 import tarfile
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,7 +48,13 @@ from compound.agent.runners.docker.warm_pool import WarmPool
 from compound.desktop.settings import AppSettings, SettingsError, settings_from_dict
 from compound.desktop.sidecar import agent_command
 from compound.protocol import JobStatus
-from docker_env import RUNTIMES, leftover_container_ids, managed_container_ids, run_job
+from docker_env import (
+    RUNTIMES,
+    leftover_container_ids,
+    managed_container_ids,
+    prepared_runner,
+    run_job,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -90,23 +95,6 @@ def _settings(image: str, runtime: str, **changes: object) -> DockerRunnerSettin
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def runners() -> AsyncIterator[list[DockerRunner]]:
-    """Runners the test makes; all closed (and so emptied) at the end."""
-    made: list[DockerRunner] = []
-    yield made
-    for runner in made:
-        await runner.close()
-
-
-async def _prepared(made: list[DockerRunner], settings: DockerRunnerSettings) -> DockerRunner:
-    runner = DockerRunner(settings)
-    made.append(runner)
-    await runner.prepare()
-    await runner.warm_pool.filled()
-    return runner
-
-
 run = run_job
 
 
@@ -126,7 +114,7 @@ async def test_pooled_job_sees_nothing_of_the_job_before(
 ) -> None:
     """Two jobs in a row through a pool of 1: the second sees no file, process or variable
     of the first, and exactly the environment a freshly started container gives."""
-    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    runner = await prepared_runner(runners, _settings(docker_engine, runtime, warm=1))
     first, first_out = await run(runner, LITTER, env={"GIVEN_TO_FIRST": "secret"})
     assert (first.status, first.exit_code, first.error) == (JobStatus.SUCCEEDED, 0, None)
     await runner.warm_pool.filled()
@@ -141,7 +129,7 @@ async def test_pooled_job_sees_nothing_of_the_job_before(
     # tini (PID 1) never had the job's variables: the launcher passes them to exec only.
     assert "SECOND" not in seen["init_env"]
 
-    cold = await _prepared(runners, _settings(docker_engine, runtime, warm=0))
+    cold = await prepared_runner(runners, _settings(docker_engine, runtime, warm=0))
     _, cold_out = await run(cold, LOOK, env={"SECOND": "2"})
     cold_seen = json.loads(cold_out.stdout)
     assert cold.warm_pool.hits == 0
@@ -155,7 +143,7 @@ async def test_pool_refills_and_never_exceeds_its_size(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:
     """A pool of 2 holds 2 started containers before, between and after jobs, never more."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=2))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc", warm=2))
     node = runner.settings.node_id
     assert len(await _pooled_ids(node)) == 2
     for n in range(3):
@@ -221,7 +209,7 @@ async def test_warm_zero_starts_no_container_ahead(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:
     """--warm 0: no container exists before or after a job."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=0))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc", warm=0))
     assert await managed_container_ids(runner.settings.node_id) == []
     result, _ = await run(runner, "print('cold')")
     assert result == RunResult(JobStatus.SUCCEEDED, 0)
@@ -236,7 +224,7 @@ async def test_pool_drained_when_limits_or_image_change(
 ) -> None:
     """New limits: the warm container made for the old ones is removed, never used, and the
     pool refills with the new limits."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=1))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc", warm=1))
     [old] = runner.warm_container_ids()
     runner.settings = replace(runner.settings, limits=Limits(memory_bytes=256 * MiB))
     result, _ = await run(runner, "print('new limits')")
@@ -273,7 +261,7 @@ async def test_prepare_removes_a_crashed_agents_warm_containers(
     finally:
         await docker.close()
     assert len(await _pooled_ids(settings.node_id)) == 2
-    await _prepared(runners, settings)
+    await prepared_runner(runners, settings)
     assert await managed_container_ids(settings.node_id) == []
 
 
@@ -284,7 +272,7 @@ async def test_warm_container_killed_from_outside_is_replaced(
 ) -> None:
     """A warm container killed by someone else is discarded and the job runs in a fresh one,
     also when the kill lands just before the handover, where the idle watch cannot see it."""
-    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    runner = await prepared_runner(runners, _settings(docker_engine, runtime, warm=1))
     [warm] = runner.warm_pool.idle()
     victim = warm.container.id
     if not noticed:
@@ -310,7 +298,7 @@ async def test_timeout_counts_from_the_handover(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:
     """A warm container idle for longer than the job's timeout still gives the job all of it."""
-    runner = await _prepared(runners, _settings(docker_engine, "runc", warm=1))
+    runner = await prepared_runner(runners, _settings(docker_engine, "runc", warm=1))
     # The pool's container ages past the timeout on purpose: the fact under test. The
     # margins leave the job seconds to start on a busy machine.
     await asyncio.sleep(4.0)
@@ -455,7 +443,7 @@ async def test_deps_dir_is_read_only_and_importable(
         "    outcome = 'refused'\n"
         "print(helper.GREETING, outcome, sys.path.index('/opt/compound/deps') == 2)\n"
     )
-    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    runner = await prepared_runner(runners, _settings(docker_engine, runtime, warm=1))
     for hits in (0, 1):
         result, sink = await run(runner, script, deps_dir=deps)
         assert result == RunResult(JobStatus.SUCCEEDED, 0), sink.stderr
@@ -480,7 +468,7 @@ async def test_dependencies_cannot_shadow_the_launchers_modules(
         "open('outputs/result.txt', 'w').write('kept')\n"
         "import tarfile\n"
     )
-    runner = await _prepared(runners, _settings(docker_engine, runtime, warm=1))
+    runner = await prepared_runner(runners, _settings(docker_engine, runtime, warm=1))
     for hits in (0, 1):
         result, sink = await run(runner, script, deps_dir=deps)
         # The job's own import of tarfile found the dependency directory's.
@@ -503,7 +491,7 @@ async def test_sitecustomize_directory_is_kept_in_place(
     site = tmp_path / "state" / "site"
     settings = _settings(docker_engine, "runc", warm=0, site_dir=site)
     target = site / SITECUSTOMIZE_NAME
-    runner = await _prepared(runners, settings)
+    runner = await prepared_runner(runners, settings)
     assert target.read_bytes() == SITECUSTOMIZE
     assert (site.stat().st_mode & 0o777, target.stat().st_mode & 0o777) == (0o755, 0o644)
     script = (
@@ -536,7 +524,7 @@ async def test_script_too_big_for_the_job_tmpfs_fails_with_a_sentence(
     docker_engine: str, runners: list[DockerRunner]
 ) -> None:
     """A script that cannot fit the fixed /job tmpfs fails before any container is used."""
-    runner = await _prepared(
+    runner = await prepared_runner(
         runners, _settings(docker_engine, "runc", job_dir_bytes=2 * MiB, outputs_room_bytes=0)
     )
     [warm] = runner.warm_container_ids()
